@@ -1,0 +1,3 @@
+from lightning_init.cli import main
+
+raise SystemExit(main())

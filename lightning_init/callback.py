@@ -1,0 +1,1 @@
+"""InitCallback (stub: being written)."""

@@ -1,0 +1,1 @@
+"""Init check (stub: being written)."""

@@ -1,0 +1,5 @@
+"""Command line (stub: being written)."""
+
+
+def main(argv=None) -> int:
+    raise SystemExit("not yet")

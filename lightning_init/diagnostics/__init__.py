@@ -1,0 +1,1 @@
+"""Early-training diagnostics (stub: being written)."""

@@ -1,0 +1,1 @@
+"""Initializer catalogue (stub: being written)."""
