@@ -1,3 +1,6 @@
+"""`python -m lightning_init` runs the command line."""
+
 from lightning_init.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
