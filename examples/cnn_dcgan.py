@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import Classifier, common_parser, loader, trainer_for
+from synthetic import Classifier, common_parser, loader, print_final_loss, trainer_for
 
 from lightning_init import InitCallback
 
@@ -39,8 +39,14 @@ def small_cnn(num_classes: int = 4) -> nn.Sequential:
         ]
 
     return nn.Sequential(
-        *block(1, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 32),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        *block(1, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        nn.MaxPool2d(2),
+        *block(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     model = Classifier(small_cnn(), lr=0.05)
     trainer = trainer_for("cnn_dcgan", args, [InitCallback(policy="dcgan")])
     trainer.fit(model, loader(template_images()))
-    print(f"train loss after {args.max_steps} steps: {float(trainer.callback_metrics['train/loss']):.3f}")
+    print_final_loss(trainer)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import Classifier, common_parser, loader, teacher_classification, trainer_for
+from synthetic import (
+    Classifier,
+    common_parser,
+    loader,
+    print_final_loss,
+    teacher_classification,
+    trainer_for,
+)
 
 from lightning_init import InitCallback, InitPolicy
 
@@ -25,7 +32,11 @@ POLICY = {
     "name": "new-head",
     "seed": 0,
     "rules": [
-        {"match": {"type": "Linear"}, "weight": {"init": "trunc_normal", "std": 0.02}, "bias": "zeros"},
+        {
+            "match": {"type": "Linear"},
+            "weight": {"init": "trunc_normal", "std": 0.02},
+            "bias": "zeros",
+        },
     ],
     "skip": ["backbone.*"],
 }
@@ -47,8 +58,13 @@ class FineTuner(Classifier):
 def make_pretrained_backbone(path: Path) -> None:
     """Stands in for a download: a backbone trained for a few steps, saved as a state dict."""
     pretrain = Classifier(nn.Sequential(backbone(), nn.Linear(128, 10)), lr=0.05)
-    L.Trainer(max_steps=30, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              enable_checkpointing=False).fit(pretrain, loader(teacher_classification(seed=3)))
+    L.Trainer(
+        max_steps=30,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    ).fit(pretrain, loader(teacher_classification(seed=3)))
     torch.save(pretrain.net[0].state_dict(), path)
 
 
@@ -67,9 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         trainer = trainer_for("finetune", args, [init])
         model.net.backbone.requires_grad_(False)  # frozen: only the head trains
         trainer.fit(model, loader(teacher_classification()))
-    unchanged = all(torch.equal(pretrained[k], v) for k, v in model.net.backbone.state_dict().items())
+    unchanged = all(
+        torch.equal(pretrained[k], v) for k, v in model.net.backbone.state_dict().items()
+    )
     print(f"backbone identical to the loaded checkpoint after init and training: {unchanged}")
-    print(f"train loss after {args.max_steps} steps: {float(trainer.callback_metrics['train/loss']):.3f}")
+    print_final_loss(trainer)
     if not unchanged:
         raise SystemExit("the backbone was modified")
 

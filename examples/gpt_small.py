@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import common_parser, trainer_for
+from synthetic import common_parser, print_final_loss, trainer_for
 
 from lightning_init import InitCallback
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     model = TinyGPT()
     trainer = trainer_for("gpt_small", args, [InitCallback(policy="gpt2")])
     trainer.fit(model, DataLoader(motif_sequences(), batch_size=32, shuffle=True))
-    print(f"train loss after {args.max_steps} steps: {float(trainer.callback_metrics['train/loss']):.3f}")
+    print_final_loss(trainer)
 
 
 if __name__ == "__main__":

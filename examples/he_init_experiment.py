@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'policy':<18}{'init check':<12}{'train loss after ' + str(args.max_steps):>22}")
     for policy, verdict, loss in results:
         print(f"{policy:<18}{verdict:<12}{loss:>22.3f}")
-    print(f"\nchance level: ln(10) = 2.303.  See the runs with:  tensorboard --logdir {args.logdir}")
+    print(
+        f"\nchance level: ln(10) = 2.303.  See the runs with:  tensorboard --logdir {args.logdir}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import Classifier, common_parser, loader, trainer_for
+from synthetic import Classifier, common_parser, loader, print_final_loss, trainer_for
 
 from lightning_init import InitCallback
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     model = Classifier(LSTMNet(), lr=0.05)
     trainer = trainer_for("lstm", args, [InitCallback(policy="lstm")])
     trainer.fit(model, loader(counting_sequences()))
-    print(f"train loss after {args.max_steps} steps: {float(trainer.callback_metrics['train/loss']):.3f}")
+    print_final_loss(trainer)
 
 
 if __name__ == "__main__":

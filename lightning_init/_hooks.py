@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from torch import nn
+import torch
 from torch.utils.hooks import RemovableHandle
 
 __all__ = ["HookHandles", "forward_hooks"]
@@ -22,7 +23,7 @@ class HookHandles:
         >>> layer = torch.nn.Linear(2, 2)
         >>> seen = []
         >>> with HookHandles() as hooks:
-        ...     hooks.add(layer.register_forward_hook(lambda m, i, o: seen.append(o.shape)))
+        ...     _ = hooks.add(layer.register_forward_hook(lambda m, i, o: seen.append(o.shape)))
         ...     _ = layer(torch.zeros(1, 2))
         >>> _ = layer(torch.zeros(1, 2))  # removed: not recorded again
         >>> seen, len(layer._forward_hooks)
@@ -58,15 +59,13 @@ class HookHandles:
         self.remove()
 
     def __del__(self) -> None:  # a forgotten owner must not leave hooks behind
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.remove()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 def forward_hooks(
-    modules: Iterable[tuple[str, nn.Module]],
-    make_hook: Callable[[str, nn.Module], Callable[[nn.Module, Any, Any], Any]],
+    modules: Iterable[tuple[str, torch.nn.Module]],
+    make_hook: Callable[[str, torch.nn.Module], Callable[[torch.nn.Module, Any, Any], Any]],
 ) -> HookHandles:
     """Register ``make_hook(qualified_name, module)`` as a forward hook on each module.
 

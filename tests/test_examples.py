@@ -56,19 +56,32 @@ def test_preset_examples_run(script: str, tmp_path: Path) -> None:
 
 def test_he_experiment_flags_the_two_bad_inits(tmp_path: Path) -> None:
     output = run_example(
-        [str(ROOT / "examples/he_init_experiment.py"), "--max-steps", "2", "--logdir", str(tmp_path)],
+        [
+            str(ROOT / "examples/he_init_experiment.py"),
+            "--max-steps",
+            "2",
+            "--logdir",
+            str(tmp_path),
+        ],
         tmp_path,
     )
-    table = {line.split()[0]: line.split()[1] for line in output.splitlines()
-             if line.split()[:1] and line.split()[0] in {"xavier", "kaiming_relu", "pytorch_default"}}
+    table = {
+        line.split()[0]: line.split()[1]
+        for line in output.splitlines()
+        if line.split()[:1] and line.split()[0] in {"xavier", "kaiming_relu", "pytorch_default"}
+    }
     assert table == {"xavier": "FLAGGED", "kaiming_relu": "passed", "pytorch_default": "FLAGGED"}
 
 
 def test_lightning_cli_example_with_a_config(tmp_path: Path) -> None:
     run_example(
         [
-            str(ROOT / "examples/cli.py"), "fit", "--config", str(ROOT / "configs/cli/kaiming.yaml"),
-            "--trainer.max_steps=3", f"--trainer.logger.init_args.save_dir={tmp_path}",
+            str(ROOT / "examples/cli.py"),
+            "fit",
+            "--config",
+            str(ROOT / "configs/cli/kaiming.yaml"),
+            "--trainer.max_steps=3",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
         ],
         ROOT,
     )

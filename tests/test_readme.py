@@ -24,7 +24,9 @@ def test_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.Monke
     exec(compile(BLOCKS[index][1], f"README.md python block {index}", "exec"), {})
 
 
-@pytest.mark.parametrize("index", [i for i, (language, _) in enumerate(BLOCKS) if language == "yaml"])
+@pytest.mark.parametrize(
+    "index", [i for i, (language, _) in enumerate(BLOCKS) if language == "yaml"]
+)
 def test_yaml_block_parses(index: int) -> None:
     document = yaml.safe_load(BLOCKS[index][1])
     assert isinstance(document, dict)
