@@ -833,6 +833,8 @@ class _Resolver:
         args = {**defaults, **validated}
         if name == "uniform" and args["a"] > args["b"]:
             raise self.error(f"uniform needs a <= b, got a={args['a']}, b={args['b']}", where)
+        if name == "uniform" and math.isinf(args["b"] - args["a"]):
+            raise self.error(f"uniform: b - a overflows, got a={args['a']}, b={args['b']}", where)
         if name == "trunc_normal":
             mean, std, low, high = args["mean"], args["std"], args["a"], args["b"]
             if low >= high:

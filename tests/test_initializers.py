@@ -536,3 +536,24 @@ def test_random_specs_only_raise_policy_error(spec, shape):
     if init.kind == "reset":
         return
     init.fill_(tensor, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("spec", ["eye", "orthogonal", {"init": "sparse", "sparsity": 0.5},
+                                  {"chunks": ["eye", "zeros"]}, {"init": "orthogonal",
+                                                                 "chunks": 2}])
+def test_non_contiguous_tensors_are_filled_in_place(spec):
+    storage = torch.zeros(6, 4)
+    view = storage.T  # (4, 6), non-contiguous
+    resolve_initializer(spec).fill_(view, torch.Generator().manual_seed(0))
+    assert storage.abs().sum() > 0 and view.data_ptr() == storage.data_ptr()
+    if spec == "orthogonal":
+        torch.testing.assert_close(view @ view.T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_trunc_normal_one_sided_bound_std():
+    init = resolve_initializer({"init": "trunc_normal", "a": 0.0, "b": float("inf")})
+    half_normal = stats.halfnorm()
+    assert init.expected_std((3,)) == pytest.approx(half_normal.std(), rel=1e-9)
+    assert init.expected_mean((3,)) == pytest.approx(half_normal.mean(), rel=1e-9)
+    values = _sample(_filled({"init": "trunc_normal", "a": 0.0, "b": "inf"}, (200, 100)))
+    assert stats.kstest(values, half_normal.cdf).pvalue > 1e-3
