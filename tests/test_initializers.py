@@ -557,3 +557,12 @@ def test_trunc_normal_one_sided_bound_std():
     assert init.expected_mean((3,)) == pytest.approx(half_normal.mean(), rel=1e-9)
     values = _sample(_filled({"init": "trunc_normal", "a": 0.0, "b": "inf"}, (200, 100)))
     assert stats.kstest(values, half_normal.cdf).pvalue > 1e-3
+
+
+def test_is_random_tells_deterministic_fills_apart():
+    assert not any(resolve_initializer(spec).is_random for spec in
+                   ["zeros", "ones", "eye", "dirac", "prior_bias", "keep", "default",
+                    {"init": "constant", "val": 1}, {"chunks": ["zeros", "ones"]}])
+    assert all(resolve_initializer(spec).is_random for spec in
+               [*RANDOM_SPECS, {"chunks": ["zeros", "normal"]},
+                "tests._custom_inits:returns_new"])
