@@ -584,7 +584,7 @@ class Initializer:
 
     # -- filling ------------------------------------------------------------------------------
 
-    def fill_(self, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
+    def fill_(self, tensor: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Write this initializer's values into ``tensor`` in place, under ``torch.no_grad()``.
 
         Works on the tensor's own device and dtype (half precision included); the tensor
