@@ -469,13 +469,8 @@ class Initializer:
         dims = len(shape)
         got = f"got shape {_fmt_shape(shape)}"
         if rule in ("fan", "2d+") and dims < 2:
-            what = "fan_in/fan_out are" if rule == "fan" else "it is"
-            return (
-                f"{self.name} needs a tensor with at least 2 dimensions "
-                f"({what} defined for weights, not biases), {got}"
-                if rule == "fan"
-                else f"{self.name} needs a tensor with at least 2 dimensions, {got}"
-            )
+            why = " (fan_in/fan_out are defined for weights, not biases)" if rule == "fan" else ""
+            return f"{self.name} needs a tensor with at least 2 dimensions{why}, {got}"
         if rule == "2d" and dims != 2:
             return f"{self.name} needs a tensor with exactly 2 dimensions, {got}"
         if rule == "3-5d":
