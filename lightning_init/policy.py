@@ -6,6 +6,7 @@ A policy is a list of rules, read top to bottom; the first rule that matches a p
     seed: 0
     rules:
       - match: {type: [Linear, Conv2d], name: "encoder.*"}
+        optional: true     # no warning when this rule matches nothing (presets use it)
         weight: {init: kaiming_normal, mode: fan_in, nonlinearity: relu}
         bias: zeros
     default: keep          # or reset: module.reset_parameters() for unmatched parameters
@@ -50,6 +51,7 @@ __all__ = [
 
 _TOP_KEYS = ("name", "seed", "rules", "default", "skip", "strict")
 _MATCH_KEYS = ("type", "name")
+_RULE_KEYS = ("match", "optional")  # every other rule key is a parameter glob
 _DEFAULTS = ("keep", "reset")
 
 
@@ -104,6 +106,7 @@ class _Rule:
     params: tuple[tuple[str, Any], ...]  # (glob over own parameter names, Initializer)
     where: str
     line: int | None
+    optional: bool = False
 
 
 def _resolve(spec: Any, *, where: str, source: str | None, line: int | None) -> Any:
@@ -180,9 +183,13 @@ def _parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> _
     if "name" in match:
         names = _str_list(match["name"], what="'name'", where=f"{where}.match.name",
                           source=source, line=line_of(match, "name"))
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise PolicyError(f"'optional' must be true or false, got {optional!r}",
+                          where=f"{where}.optional", source=source, line=line_of(raw, "optional"))
     params = []
     for key, spec in raw.items():
-        if key == "match":
+        if key in _RULE_KEYS:
             continue
         if not isinstance(key, str) or not key:
             raise PolicyError(
@@ -197,7 +204,7 @@ def _parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> _
             where=where, source=source, line=line,
         )
     return _Rule(index, _rule_label(index, types, names), types, names, tuple(params), where,
-                 line)
+                 line, optional)
 
 
 def _derive_seed(seed: int, qualified_name: str, shape: Sequence[int]) -> int:
@@ -791,11 +798,12 @@ class InitPolicy:
             else:
                 reason = "no rule" if self.default == "keep" else "no rule, no reset_parameters"
                 left_alone.append((target.qualified_name, reason))
-        unused = [rule.label for rule in self.rules if rule.index not in used]
+        unused = [rule.label for rule in self.rules
+                  if rule.index not in used and not rule.optional]
         if unused:
             message = "rule matches no parameter: " + "; ".join(unused)
             if self.strict:
-                first = next(r for r in self.rules if r.index not in used)
+                first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
             warnings.warn(message, UnusedRuleWarning, stacklevel=3)
         return items, left_alone, unused, list(resets.values())
