@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 from lightning_init._errors import PolicyError
+from lightning_init._presets import preset_paths
 
 __all__ = ["main"]
 
@@ -66,14 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = _parser().parse_args(argv)
-    from lightning_init.policy import InitPolicy, _preset_paths, list_presets
-
     if args.command == "presets":
-        paths = _preset_paths()
+        paths = preset_paths()
         width = max((len(n) for n in paths), default=0)
-        for name in list_presets():
+        for name in sorted(paths):
             print(f"{name.ljust(width)}  {paths[name]}")
         return 0
+    from lightning_init.policy import InitPolicy  # imports torch
+
     try:
         policy = InitPolicy.load(args.policy)
         model = _load_model(args.model)

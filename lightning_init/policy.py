@@ -27,7 +27,6 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,8 +34,9 @@ import torch
 from torch import nn
 
 from lightning_init._errors import PolicyError
+from lightning_init._presets import preset_paths
 from lightning_init._suggest import did_you_mean, format_choices
-from lightning_init._yaml import LinedDict, LinedList, line_of, load_yaml
+from lightning_init._yaml import LinedDict, line_of, load_yaml
 
 __all__ = [
     "InitPolicy",
@@ -44,8 +44,8 @@ __all__ = [
     "InitReport",
     "PlanEntry",
     "PolicyPlan",
-    "UnusedRuleWarning",
     "TiedParameterWarning",
+    "UnusedRuleWarning",
     "list_presets",
 ]
 
@@ -66,22 +66,7 @@ class TiedParameterWarning(UserWarning):
 # --------------------------------------------------------------------------- presets
 
 
-def _preset_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    try:
-        dirs.append(Path(str(resources.files("lightning_init.configs"))))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")  # source tree
-    return [d for d in dirs if d.is_dir()]
-
-
-def _preset_paths() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for directory in _preset_dirs():
-        for path in sorted(directory.glob("*.yaml")):
-            found.setdefault(path.stem, path)
-    return found
+_preset_paths = preset_paths
 
 
 def list_presets() -> list[str]:
@@ -525,10 +510,10 @@ class InitPolicy:
             PolicyError: an unknown key, a bad value or an unknown initializer.
 
         Example:
-            >>> InitPolicy.from_dict({"rulez": []})
+            >>> InitPolicy.from_dict({"rulez": []})  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            lightning_init._errors.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'? Valid keys: default, name, rules, seed, skip, strict
+            lightning_init._errors.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'? ...
         """
         if isinstance(mapping, InitPolicy):
             return mapping
@@ -767,7 +752,7 @@ class InitPolicy:
                     TiedParameterWarning, stacklevel=3)
             if ruled:
                 _name, rule, initializer = min(ruled, key=lambda c: c[1].index)
-                used.add(rule.index)
+                used.update(distinct)
                 if initializer.kind == "keep":
                     left_alone.append((target.qualified_name, f"keep by {rule.label}"))
                     continue
