@@ -839,28 +839,34 @@ class InitPolicy:
         items, left_alone, unused, resets = self._build(model, recurse=recurse, prefix=prefix)
         seed = self.seed if seed is None else seed
         self._materialize(model, items, recurse=recurse, device=device)
-        snapshot = _Snapshot(items, resets)
-        written: list[tuple[_PlanItem, torch.Tensor]] = []
+        # Atomic: built-in initializers were validated (arguments, shapes) and cannot fail
+        # while writing; everything else (custom initializers, resets, parametrizations,
+        # DTensors) is snapshotted and written first, so a failure restores every tensor.
+        risky = [item for item in items if not _cannot_fail(item)]
+        safe = [item for item in items if _cannot_fail(item)]
+        snapshot = _Snapshot(risky, resets)
+        written: dict[int, tuple[_PlanItem, torch.Tensor]] = {}
+        positions = {id(item): index for index, item in enumerate(items)}
         current = "reset_parameters()"
         try:
             with torch.no_grad():
                 self._reset(resets, items, seed, prefix)
-                for item in items:
+                for item in [*risky, *safe]:
                     current = f"{item.target.qualified_name!r} by {item.rule}"
                     if item.initializer is None or item.initializer.kind == "reset":
-                        written.append((item, _effective(item.target)))
-                        continue
-                    written.append((item, _fill(item, seed)))
+                        tensor = _effective(item.target)
+                    else:
+                        tensor = _fill(item, seed)
+                    written[positions[id(item)]] = (item, tensor)
         except PolicyError:
             snapshot.restore()
             raise
         except Exception as err:
             snapshot.restore()
             raise PolicyError(
-                f"initializing {current} failed: "
-                f"{type(err).__name__}: {err}; every parameter was restored",
-                source=self.source) from err
-        records = _measure(written)
+                f"initializing {current} failed: {type(err).__name__}: {err}; every parameter "
+                "was restored", source=self.source) from err
+        records = _measure([written[index] for index in sorted(written)])
         return InitReport(self.name, records, left_alone, unused, model)
 
     def init_module(self, module: nn.Module, prefix: str = "", *, seed: int | None = None,
@@ -931,6 +937,27 @@ def _key_for(rule: _Rule, target: _Target) -> str:
         if fnmatch.fnmatchcase(target.local_name, key):
             return key
     return target.local_name
+
+
+def _cannot_fail(item: _PlanItem) -> bool:
+    """A built-in tensor initializer on a plain parameter: validated, it cannot fail."""
+    from lightning_init import initializers
+
+    target = item.target
+    if item.initializer is None or item.initializer.kind != "tensor" or target.kind != "param":
+        return False
+    if hasattr(target.tensors[0], "placements"):
+        return False
+    known = set(initializers.known_initializers())
+    pending = [item.initializer]
+    while pending:
+        initializer = pending.pop()
+        blocks = getattr(initializer, "blocks", None)
+        if blocks:
+            pending.extend(blocks)
+        elif initializer.name not in known or ":" in initializer.name:
+            return False
+    return True
 
 
 class _Snapshot:
@@ -1009,24 +1036,55 @@ def _fill(item: _PlanItem, seed: int | None) -> torch.Tensor:
     return value
 
 
+_EXACT_BELOW = 1 << 16  # elements: smaller tensors get torch.std_mean
+
+
 def _measure(written: list[tuple[_PlanItem, torch.Tensor]]) -> list[InitRecord]:
-    """Mean/std of every written tensor: computed per device, one host transfer each."""
+    """Mean/std of every written tensor, on its device, with one host transfer per device.
+
+    Large tensors whose initializer promises a positive std use one fast pass each for the sum
+    (a matrix-vector product) and the sum of squares (``torch._foreach_norm``); small tensors
+    and constants use ``torch.std_mean`` (exact).
+    """
     stats: dict[int, tuple[float, float]] = {}
     by_device: dict[torch.device, list[int]] = {}
     for index, (_item, tensor) in enumerate(written):
         by_device.setdefault(_local(tensor).device, []).append(index)
     with torch.no_grad():
-        for indices in by_device.values():
-            rows = []
+        for device, indices in by_device.items():
+            rows: list[torch.Tensor] = []
+            fast: list[tuple[int, torch.Tensor]] = []
             for index in indices:
-                local = _local(written[index][1]).detach()
+                item, tensor = written[index]
+                local = _local(tensor).detach()
+                promised = (item.initializer.expected_std(item.target.shape)
+                            if item.initializer is not None else None)
                 if local.numel() == 0:
-                    rows.append(torch.full((2,), float("nan"), device=local.device))
-                    continue
-                std, mean = torch.std_mean(local.float(), correction=0)
-                rows.append(torch.stack([mean, std]))
-            for index, (mean, std) in zip(indices, torch.stack(rows).tolist(), strict=True):
-                stats[index] = (mean, std)
+                    rows.append(torch.full((3,), float("nan"), device=device))
+                elif (local.numel() >= _EXACT_BELOW and promised and local.is_contiguous()
+                        and local.dtype in (torch.float32, torch.float64)
+                        and local.numel() % 1024 == 0):
+                    rows.append(torch.zeros(3, device=device))
+                    fast.append((len(rows) - 1, local))
+                else:
+                    std, mean = torch.std_mean(local.to(torch.float64), correction=0)
+                    rows.append(torch.stack([mean, std, torch.zeros((), dtype=torch.float64,
+                                                                    device=device)]).float())
+            if fast:
+                norms = torch._foreach_norm([t for _, t in fast])
+                for (row, local), norm in zip(fast, norms, strict=True):
+                    ones = torch.ones(1024, dtype=local.dtype, device=device)
+                    total = (local.view(-1, 1024) @ ones).sum()
+                    n = local.numel()
+                    rows[row] = torch.stack([total / n, norm.pow(2) / n,
+                                             torch.ones((), device=device)]).float()
+            table = torch.stack(rows).double().tolist()  # the one host transfer
+            for index, (first, second, is_fast) in zip(indices, table, strict=True):
+                if is_fast:
+                    mean = first
+                    stats[index] = (mean, math.sqrt(max(second - mean * mean, 0.0)))
+                else:
+                    stats[index] = (first, second)
     records = []
     for index, (item, _tensor) in enumerate(written):
         target = item.target

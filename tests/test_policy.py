@@ -270,3 +270,18 @@ def test_load_forms_pickle_repr_and_presets(tmp_path):
     assert "from-file" in repr(restored)
     assert set(list_presets()) == {"pytorch_default", "kaiming_relu", "xavier", "lecun_selu",
                                    "dcgan", "lstm", "gpt2", "bert"}
+
+
+def test_measured_statistics_match_torch_on_large_and_small_tensors():
+    net = nn.Sequential(nn.Linear(512, 256), nn.LayerNorm(256))
+    report = _policy({"match": {"type": "Linear"}, "weight": {"init": "normal", "std": 0.5},
+                      "bias": "ones"},
+                     {"match": {"type": "LayerNorm"}, "weight": {"init": "normal", "std": 0.1}},
+                     seed=0).apply(net)
+    by_name = {r.qualified_name: r for r in report.records}
+    for name, tensor in [("0.weight", net[0].weight), ("0.bias", net[0].bias),
+                         ("1.weight", net[1].weight)]:
+        std, mean = torch.std_mean(tensor.double(), correction=0)
+        assert by_name[name].measured_mean == pytest.approx(mean.item(), abs=1e-6)
+        assert by_name[name].measured_std == pytest.approx(std.item(), rel=1e-4, abs=1e-7)
+    assert by_name["0.bias"].measured_std == 0.0
