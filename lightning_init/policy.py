@@ -689,12 +689,17 @@ class InitPolicy:
         candidates = [".".join(parts[:i]) for i in range(1, len(parts) + 1)] or [""]
         return any(fnmatch.fnmatchcase(c, pattern) for c in candidates for pattern in self.skip)
 
+    @staticmethod
+    def _matches(rule: _Rule, module_name: str, module: nn.Module,
+                 types: dict[int, tuple[type, ...]]) -> bool:
+        if rule.types and not isinstance(module, types[rule.index]):
+            return False
+        return not rule.names or any(fnmatch.fnmatchcase(module_name, g) for g in rule.names)
+
     def _rule_for(self, target: _Target, module_name: str, module: nn.Module,
                   types: dict[int, tuple[type, ...]]) -> tuple[_Rule, Any] | None:
         for rule in self.rules:
-            if rule.types and not isinstance(module, types[rule.index]):
-                continue
-            if rule.names and not any(fnmatch.fnmatchcase(module_name, g) for g in rule.names):
+            if not self._matches(rule, module_name, module, types):
                 continue
             for key, initializer in rule.params:
                 if fnmatch.fnmatchcase(target.local_name, key):
@@ -716,10 +721,16 @@ class InitPolicy:
         claims: dict[int, list[tuple[str, _Rule | None, Any]]] = {}
         order: list[_Target] = []
         left_alone: list[tuple[str, str]] = []
+        own_names: dict[int, set[str]] = {rule.index: set() for rule in self.rules}
         for module_name, module in named:
             if recurse and _is_parametrization_container(module_name, modules_by_name):
                 continue
-            for target in _module_targets(module_name, module):
+            targets = list(_module_targets(module_name, module))
+            if targets and not self._skipped(module_name):
+                for rule in self.rules:
+                    if self._matches(rule, module_name, module, types):
+                        own_names[rule.index].update(t.local_name for t in targets)
+            for target in targets:
                 key = id(target.tensors[0])
                 if key in by_tensor:
                     by_tensor[key].aliases.append(target.qualified_name)
@@ -791,6 +802,18 @@ class InitPolicy:
                 first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
             warnings.warn(message, UnusedRuleWarning, stacklevel=3)
+        for rule in self.rules:  # a key no matched module has: usually a typo ("wieght")
+            names = own_names[rule.index]
+            if rule.index not in used or not names:
+                continue
+            for key, _ in rule.params:
+                if not fnmatch.filter(names, key):
+                    message = (f"{rule.label}: key {key!r} names no parameter of the modules "
+                               f"the rule matches.{did_you_mean(key, names)} Their parameters: "
+                               f"{format_choices(names)}")
+                    if self.strict:
+                        raise self._error(message + " (strict: true)", rule, f".{key}")
+                    warnings.warn(message, UnusedRuleWarning, stacklevel=3)
         return items, left_alone, unused, list(resets.values())
 
     # ---- public API
