@@ -794,6 +794,16 @@ class InitPolicy:
             else:
                 reason = "no rule" if self.default == "keep" else "no rule, no reset_parameters"
                 left_alone.append((target.qualified_name, reason))
+        for module_name, module in named:  # meta buffers: only reset_parameters() sets them
+            if module.__dict__.get("_buffers") and any(
+                    b is not None and b.is_meta for b in module._buffers.values()):
+                if callable(getattr(module, "reset_parameters", None)):
+                    resets.setdefault(id(module), module)
+                elif not self._skipped(module_name):
+                    warnings.warn(
+                        f"{module_name or type(module).__name__!r} has buffers on the meta "
+                        "device and no reset_parameters(): they stay uninitialized memory",
+                        UserWarning, stacklevel=3)
         unused = [rule.label for rule in self.rules
                   if rule.index not in used and not rule.optional]
         if unused:
@@ -873,7 +883,7 @@ class InitPolicy:
         current = "reset_parameters()"
         try:
             with torch.no_grad():
-                self._reset(resets, items, seed, prefix)
+                self._reset(model, resets, items, seed, prefix)
                 for item in [*risky, *safe]:
                     current = f"{item.target.qualified_name!r} by {item.rule}"
                     if item.initializer is None or item.initializer.kind == "reset":
@@ -918,6 +928,7 @@ class InitPolicy:
         target_device = torch.device(device) if device is not None else (
             torch.empty(0).device)
         remap: dict[int, torch.Tensor] = {}
+        alive: list[torch.Tensor] = []  # keeps ids of the meta Parameters unique meanwhile
         for module in modules:
             tensors = [*module._parameters.values(), *module._buffers.values()]
             if not any(t is not None and t.is_meta for t in tensors):
@@ -925,14 +936,19 @@ class InitPolicy:
             old = dict(module._parameters)
             module.to_empty(device=target_device, recurse=False)
             for local, param in old.items():
-                if param is not None:
+                if param is None:
+                    continue
+                alive.append(param)
+                if id(param) in remap:  # tied: every owner gets the one new Parameter
+                    module._parameters[local] = remap[id(param)]
+                else:
                     remap[id(param)] = module._parameters[local]
         if remap:
             for item in items:
                 item.target.tensors = tuple(remap.get(id(t), t) for t in item.target.tensors)
 
-    def _reset(self, resets: list[nn.Module], items: list[_PlanItem], seed: int | None,
-               prefix: str) -> None:
+    def _reset(self, model: nn.Module, resets: list[nn.Module], items: list[_PlanItem],
+               seed: int | None, prefix: str) -> None:
         if not resets:
             return
         # Parameters of reset modules that the plan does not reset keep their values.
@@ -941,7 +957,7 @@ class InitPolicy:
                          for t in item.target.tensors}
         keep = [(p, p.detach().clone()) for m in resets for p in m.parameters(recurse=False)
                 if id(p) not in reset_tensors and not p.is_meta]
-        names = {id(item.target.module): item.target.module_name for item in items}
+        names = {id(module): name for name, module in model.named_modules(prefix=prefix)}
         for module in resets:
             if seed is None:
                 module.reset_parameters()

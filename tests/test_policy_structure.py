@@ -178,3 +178,16 @@ def test_dtensor_parameters_get_the_unsharded_values(tmp_path):
             reference.weight.std(correction=0).item(), rel=1e-5)
     finally:
         dist.destroy_process_group()
+
+
+def test_meta_model_with_ties_and_batchnorm_buffers():
+    with torch.device("meta"):
+        model = Tied()
+        norm = nn.BatchNorm1d(4)
+    InitPolicy.from_dict({"seed": 0, "rules": [
+        {"match": {"type": "Embedding"}, "weight": "ones"}]}).apply(model, device="cpu")
+    assert model.head.weight is model.embed.weight and model.embed.weight.eq(1).all()
+    InitPolicy.from_dict({"rules": [
+        {"match": {"type": "BatchNorm1d"}, "weight": "zeros", "bias": "zeros"}]}).apply(norm)
+    assert norm.running_mean.eq(0).all() and norm.running_var.eq(1).all()
+    assert norm.weight.eq(0).all() and not norm.running_mean.is_meta
