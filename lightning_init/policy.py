@@ -891,9 +891,12 @@ class InitPolicy:
                     else:
                         tensor = _fill(item, seed)
                     written[positions[id(item)]] = (item, tensor)
-        except PolicyError:
+        except PolicyError as err:
             snapshot.restore()
-            raise
+            raise PolicyError(
+                f"initializing {current} failed: {err.bare_message}; every parameter was "
+                "restored", where=err.where, source=err.source or self.source, line=err.line,
+            ) from err
         except Exception as err:
             snapshot.restore()
             raise PolicyError(

@@ -6,7 +6,6 @@ import pickle
 import textwrap
 import warnings
 
-import _policy_support  # noqa: F401  (a stand-in catalogue until initializers.py lands)
 import pytest
 import torch
 from torch import nn
