@@ -13,8 +13,21 @@ A policy is a list of rules, read top to bottom; the first rule that matches a p
     skip: ["backbone.*"]   # modules never touched
     strict: false          # true: a rule that matches nothing is an error
 
+Rule keys other than ``match`` and ``optional`` are globs over the module's *own* parameter
+names (``recurse=False``; ``"weight_hh_*"``); their values are initializer specs of
+:mod:`lightning_init.initializers`. ``match.type`` is a class name (of ``torch.nn`` or of the
+model's own classes; subclasses match) or a dotted import path, or a list; ``match.name`` is a
+glob (or list) over the module's qualified name. ``skip`` globs cover a module and everything
+under it.
+
 ``apply`` builds the whole plan (parameter -> rule -> initializer, shapes checked) before it
-writes one value, and restores every touched tensor if anything fails while writing.
+writes one value. Built-in initializers cannot fail once validated; custom initializers,
+``reset_parameters()``, parametrizations and DTensors are snapshotted and run first, so a
+failure restores every tensor it touched. Structure is respected: a tied parameter is written
+once; an Embedding's ``padding_idx`` row stays zero; under ``weight_norm`` (both APIs) a
+``weight`` rule sets the effective weight and g/v follow; under ``spectral_norm`` it sets the
+weight before normalization. With a seed, each parameter's generator is seeded from
+``blake2b(seed, qualified_name, shape)`` only.
 """
 
 from __future__ import annotations

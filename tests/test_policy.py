@@ -297,3 +297,19 @@ def test_a_parameter_key_no_matched_module_has_warns_with_suggestion():
     with pytest.raises(PolicyError, match=r"rules\[0\]\.wieght.*strict"):
         strict.apply(net)
     assert torch.equal(net["decoder"][0].bias, before)
+
+
+def test_rule_level_default_and_keep_initializers():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(9.0)
+    report = _policy({"match": {"name": "0"}, "weight": "default", "bias": "keep"},
+                     {"match": {"name": "1"}, "*": "keep"}, seed=0).apply(net)
+    assert not net[0].weight.eq(9).any() and net[0].bias.eq(9).all()  # reset spared the bias
+    assert net[1].weight.eq(9).all()
+    assert [r.qualified_name for r in report.records] == ["0.weight"]
+    assert ("0.bias", "keep by rules[0] (name=0)") in report.left_alone
+    again = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    _policy({"match": {"name": "0"}, "weight": "default"}, seed=0).apply(again)
+    assert torch.equal(again[0].weight, net[0].weight)  # seeded reset_parameters is reproducible
