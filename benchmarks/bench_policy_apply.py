@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from lightning_init.policy import InitPolicy  # noqa: E402
 
-WIDTH, DEPTH, REPEATS = 2048, 12, 5
+WIDTH, DEPTH, REPEATS = 2048, 12, 7
 STD = 0.02
 
 
@@ -30,15 +30,6 @@ def build() -> nn.Module:
     with torch.device("meta"):
         model = nn.Sequential(*(nn.Linear(WIDTH, WIDTH) for _ in range(DEPTH)))
     return model.to_empty(device="cpu")
-
-
-def best(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -88,18 +79,26 @@ def main() -> None:
         fresh = nn.Sequential(*(nn.Linear(WIDTH, WIDTH) for _ in range(DEPTH)))
         seeded.apply(fresh)
 
+    variants = [
+        ("floor: torch.nn.init calls", floor),
+        ("floor, seeded generators", floor_seeded),
+        ("hand-written model.apply(fn)", hand_written),
+        ("policy.apply (global RNG)", lambda: unseeded.apply(model)),
+        ("policy.apply (seed)", lambda: seeded.apply(model)),
+        ("policy.explain (dry run)", lambda: seeded.explain(model)),
+        ("meta model + policy.apply", meta_apply),
+        ("build eagerly + policy.apply", build_then_apply),
+    ]
+    timings: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = [
-            ("floor: torch.nn.init calls", best(floor)),
-            ("floor, seeded generators", best(floor_seeded)),
-            ("hand-written model.apply(fn)", best(hand_written)),
-            ("policy.apply (global RNG)", best(lambda: unseeded.apply(model))),
-            ("policy.apply (seed)", best(lambda: seeded.apply(model))),
-            ("policy.explain (dry run)", best(lambda: seeded.explain(model))),
-            ("meta model + policy.apply", best(meta_apply)),
-            ("build eagerly + policy.apply", best(build_then_apply)),
-        ]
+        for _ in range(REPEATS):  # interleaved rounds: load spikes hit every variant alike
+            for label, fn in variants:
+                start = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - start
+                timings[label] = min(timings.get(label, elapsed), elapsed)
+    rows = [(label, timings[label]) for label, _ in variants]
     base = rows[0][1]
     print(f"model: {DEPTH} x Linear({WIDTH}, {WIDTH}) = {n_params / 1e6:.1f}M parameters, "
           f"{torch.get_num_threads()} threads, best of {REPEATS}")
