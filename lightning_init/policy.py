@@ -657,8 +657,13 @@ class InitPolicy:
         return PolicyError(message, where=rule.where + suffix, source=self.source,
                            line=rule.line)
 
-    def _resolve_types(self, model: nn.Module) -> dict[int, tuple[type, ...] | tuple[str, ...]]:
-        """Check every rule's ``type`` names a class; return the classes/names to match."""
+    def _resolve_types(self, model: nn.Module, *, whole_model: bool = True
+                       ) -> dict[int, tuple[type, ...]]:
+        """Check every rule's ``type`` names a class; return the classes to match.
+
+        For one module (``init_module``) a bare name that is none of its classes matches
+        nothing instead of raising: it may name a class elsewhere in the model.
+        """
         model_classes = {cls for m in model.modules() for cls in type(m).__mro__
                          if issubclass(cls, nn.Module)}
         by_name = {cls.__name__: cls for cls in model_classes}
@@ -685,6 +690,8 @@ class InitPolicy:
                     classes.append(by_name[type_name])
                 elif type_name in nn_names:
                     classes.append(getattr(nn, type_name))
+                elif not whole_model:
+                    continue
                 else:
                     choices = sorted(nn_names | set(by_name))
                     raise self._error(
@@ -705,7 +712,7 @@ class InitPolicy:
     @staticmethod
     def _matches(rule: _Rule, module_name: str, module: nn.Module,
                  types: dict[int, tuple[type, ...]]) -> bool:
-        if rule.types and not isinstance(module, types[rule.index]):
+        if rule.types and not (types[rule.index] and isinstance(module, types[rule.index])):
             return False
         return not rule.names or any(fnmatch.fnmatchcase(module_name, g) for g in rule.names)
 
@@ -724,7 +731,7 @@ class InitPolicy:
         """The validated plan, left-alone list, unused-rule labels and modules to reset."""
         if not isinstance(model, nn.Module):
             raise PolicyError(f"a policy applies to a torch.nn.Module, got {type(model).__name__}")
-        types = self._resolve_types(model)
+        types = self._resolve_types(model, whole_model=recurse)
         if recurse:
             named = list(model.named_modules(prefix=prefix, remove_duplicate=False))
         else:
@@ -819,13 +826,15 @@ class InitPolicy:
                         UserWarning, stacklevel=3)
         unused = [rule.label for rule in self.rules
                   if rule.index not in used and not rule.optional]
+        if not recurse:  # one module of many: other rules are for other modules
+            unused = []
         if unused:
             message = "rule matches no parameter: " + "; ".join(unused)
             if self.strict:
                 first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
             warnings.warn(message, UnusedRuleWarning, stacklevel=3)
-        for rule in self.rules:  # a key no matched module has: usually a typo ("wieght")
+        for rule in self.rules if recurse else ():  # a key no matched module has: a typo?
             names = own_names[rule.index]
             if rule.index not in used or not names:
                 continue

@@ -190,3 +190,24 @@ def test_meta_model_with_ties_and_batchnorm_buffers():
         {"match": {"type": "BatchNorm1d"}, "weight": "zeros", "bias": "zeros"}]}).apply(norm)
     assert norm.running_mean.eq(0).all() and norm.running_var.eq(1).all()
     assert norm.weight.eq(0).all() and not norm.running_mean.is_meta
+
+
+class Wrapper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(3, 3)
+
+
+def test_init_module_per_module_does_not_warn_about_other_modules_rules():
+    import warnings
+
+    policy = InitPolicy.from_dict({"strict": True, "rules": [
+        {"match": {"type": "Wrapper"}, "weight": "zeros"},
+        {"match": {"type": "Linear", "name": "inner"}, "weight": "ones", "bias": "zeros"},
+        {"match": {"type": "Conv2d"}, "weight": "zeros"}]})
+    model = Wrapper()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, module in model.named_modules():
+            policy.init_module(module, prefix=name)
+    assert model.inner.weight.eq(1).all() and model.inner.bias.eq(0).all()
