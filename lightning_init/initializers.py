@@ -34,8 +34,9 @@ computed per block: the gates of LSTM/GRU weights), ``{chunks: [zeros, ones, zer
 Custom initializers are allowed only by an explicit import path ``"package.module:function"``
 (a bare unknown name is always an error, never looked up). The function receives the tensor
 (under ``torch.no_grad()``) and the spec's other keys as keyword arguments, which are checked
-against its signature. It is called as ``function(tensor, generator=generator, **kwargs)``
-when it has a parameter named ``generator``, else as ``function(tensor, **kwargs)``. It should
+against its signature when the policy is resolved (the module is imported then). It is called
+as ``function(tensor, generator=generator, **kwargs)`` when it has a parameter named
+``generator``, else as ``function(tensor, **kwargs)``. It should
 fill ``tensor`` in place; if it returns a different tensor of the same shape instead, those
 values are copied in. Example, in ``mypkg/inits.py``::
 
@@ -325,6 +326,7 @@ _CATALOGUE: dict[str, _Entry] = {
     )
 }
 _SPECIAL = {"default": "reset", "keep": "keep"}
+_DETERMINISTIC = frozenset({"constant", "ones", "zeros", "eye", "dirac", "prior_bias"})
 
 
 def _signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
@@ -377,6 +379,8 @@ class Initializer:
         chunks: number of equal blocks along dim 0 (``chunks: N``, or the length of
             ``blocks``), else ``None``.
         blocks: one initializer per block (``chunks: [spec, ...]``), else ``None``.
+        source: the policy file the spec came from (for error messages; not compared).
+        line: the spec's line in ``source`` (for error messages; not compared).
 
     Example:
         >>> import torch
@@ -398,6 +402,20 @@ class Initializer:
     def __post_init__(self) -> None:
         if not isinstance(self.kwargs, _Kwargs):
             object.__setattr__(self, "kwargs", _Kwargs(self.kwargs))
+
+    @property
+    def is_random(self) -> bool:
+        """Whether ``fill_`` draws random numbers (so a generator matters); custom: ``True``.
+
+        Example:
+            >>> resolve_initializer("zeros").is_random, resolve_initializer("normal").is_random
+            (False, True)
+        """
+        if self.kind != "tensor":
+            return False
+        if self.blocks is not None:
+            return any(block.is_random for block in self.blocks)
+        return self.name not in _DETERMINISTIC
 
     # -- shapes --------------------------------------------------------------------------------
 
@@ -833,6 +851,8 @@ class _Resolver:
         args = {**defaults, **validated}
         if name == "uniform" and args["a"] > args["b"]:
             raise self.error(f"uniform needs a <= b, got a={args['a']}, b={args['b']}", where)
+        if name == "uniform" and math.isinf(args["b"] - args["a"]):
+            raise self.error(f"uniform: b - a overflows, got a={args['a']}, b={args['b']}", where)
         if name == "trunc_normal":
             mean, std, low, high = args["mean"], args["std"], args["a"], args["b"]
             if low >= high:
