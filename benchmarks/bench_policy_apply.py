@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from lightning_init.policy import InitPolicy  # noqa: E402
 
-WIDTH, DEPTH, REPEATS = 2048, 12, 7
+WIDTH, DEPTH, REPEATS = 2048, 12, 9
 STD = 0.02
 
 
