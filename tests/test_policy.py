@@ -313,3 +313,15 @@ def test_rule_level_default_and_keep_initializers():
     again = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     _policy({"match": {"name": "0"}, "weight": "default"}, seed=0).apply(again)
     assert torch.equal(again[0].weight, net[0].weight)  # seeded reset_parameters is reproducible
+
+
+def test_skip_globs_cover_descendants_and_lists():
+    net = nn.ModuleDict({"backbone": nn.Sequential(nn.Sequential(nn.Linear(2, 2))),
+                         "head": nn.Linear(2, 2), "aux": nn.Linear(2, 2)})
+    report = _policy({"match": {"type": "Linear"}, "weight": "zeros"},
+                     skip=["backbone.*", "au?"]).apply(net)
+    assert net["backbone"][0][0].weight.abs().sum() > 0 and net["aux"].weight.abs().sum() > 0
+    assert net["head"].weight.abs().sum() == 0
+    assert [r.qualified_name for r in report.records] == ["head.weight"]
+    assert {name for name, reason in report.left_alone if reason == "skip"} == {
+        "backbone.0.0.weight", "backbone.0.0.bias", "aux.weight", "aux.bias"}
