@@ -189,10 +189,12 @@ class InitCheckReport:
     def __str__(self) -> str:
         rows = [list(self._HEADER), *self._rows()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                 for row in rows]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         lines.insert(1, "  ".join("-" * width for width in widths))
-        return "\n".join(lines + ["", *self._summary_lines()])
+        return "\n".join([*lines, "", *self._summary_lines()])
 
     def to_markdown(self) -> str:
         """The report as a markdown table plus the verdicts (TensorBoard's text tab renders it).
@@ -277,7 +279,8 @@ class InitCheckReport:
         grad_points = [(layer.index, _positive(layer.grad_norm)) for layer in self.layers
                        if layer.grad_norm is not None]
         if grad_points:
-            grad_axis.plot(*zip(*grad_points), marker=".", color="tab:red", label="grad norm")
+            depths, norms = zip(*grad_points, strict=True)
+            grad_axis.plot(depths, norms, marker=".", color="tab:red", label="grad norm")
         grad_axis.set_yscale("log")
         grad_axis.set_ylabel("gradient norm")
         grad_axis.set_xlabel("depth (module index, forward order)")

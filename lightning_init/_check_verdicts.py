@@ -111,7 +111,7 @@ def verdicts(
         return problems
 
     # 2. Activation scale across depth.
-    weight_layers = [(layer, module) for layer, module in zip(layers, modules)
+    weight_layers = [(layer, module) for layer, module in zip(layers, modules, strict=True)
                      if is_weight_layer(module) and layer.output_std > 0
                      and math.isfinite(layer.output_std)]
     if len(weight_layers) >= 3:
@@ -138,8 +138,9 @@ def verdicts(
     if dead:
         worst = max(layer.dead_fraction or 0.0 for layer in dead)
         first = dead[0]
-        others = f"; {len(dead) - 1} more ReLU layers too ({_listing([_name(d) for d in dead[1:]])}," \
-            f" up to {100 * worst:.0f}%)" if len(dead) > 1 else ""
+        more = _listing([_name(d) for d in dead[1:]])
+        others = f"; {len(dead) - 1} more ReLU layers too ({more}, up to {100 * worst:.0f}%)" \
+            if len(dead) > 1 else ""
         problems.append(CheckProblem(
             "dead_units",
             tuple(layer.name for layer in dead),
@@ -247,7 +248,8 @@ def _gradient_problems(
     problems = []
     assumed = " (gradients of the surrogate loss, a random projection of the output)" \
         if loss_is_surrogate else ""
-    nonfinite = [p for p in parameters if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
+    nonfinite = [p for p in parameters
+                 if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
     if nonfinite:
         problems.append(CheckProblem(
             "gradient",
@@ -266,7 +268,7 @@ def _gradient_problems(
             f"all ({_listing([p.name for p in zero])}) (expected: nonzero) -> nothing flows "
             f"back through them: look for dead units or an output that ignores them",
         ))
-    weighted = [(layer, module) for layer, module in zip(layers, modules)
+    weighted = [(layer, module) for layer, module in zip(layers, modules, strict=True)
                 if is_weight_layer(module) and layer.grad_to_weight]
     if len(weighted) >= 3:
         ratios = [layer.grad_to_weight or 0.0 for layer, _ in weighted]
