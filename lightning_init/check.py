@@ -326,8 +326,8 @@ def check_init(
         (False, 'input_dependence')
         >>> for module in net:
         ...     if isinstance(module, torch.nn.Linear):
-        ...         torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        ...         torch.nn.init.zeros_(module.bias)
+        ...         _ = torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        ...         _ = torch.nn.init.zeros_(module.bias)
         >>> check_init(net, torch.randn(128, 64)).ok
         True
     """
