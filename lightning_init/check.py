@@ -522,7 +522,8 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
 
     Args:
         pl_module: the (inner, unwrapped) LightningModule.
-        batch: the sample batch, already on the module's device, or ``None``.
+        batch: the sample batch (moved to ``pl_module.device`` if it is elsewhere), or
+            ``None``.
         options: the check's options.
 
     Returns:
@@ -565,6 +566,8 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
             report.notes.append("manual optimization: training_step not run (it would step the "
                                 "optimizers); the forward was measured")
         return report
+
+    batch = _to_device(batch, pl_module)
 
     def run() -> tuple[torch.Tensor | None, str, Any]:
         with _muted_logging(pl_module), _step_context(pl_module):

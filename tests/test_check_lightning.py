@@ -74,7 +74,7 @@ class CheckingCallback(lightning.Callback):
         self.batch, self.options = batch, options
         self.report = None
 
-    def on_fit_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
+    def on_fit_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
         self.report = check_lightning_module(pl_module, self.batch, self.options)
         publish_check_report(self.report, trainer)
         raise_or_warn(self.report, self.options)
@@ -84,7 +84,7 @@ def _trainer(tmp_path, callback: lightning.Callback, logger: Any = False) -> lig
     return lightning.Trainer(
         max_steps=2, logger=logger, callbacks=[callback], enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-        accelerator="cpu", devices=1,
+        accelerator="cpu", devices=1, log_every_n_steps=1,
     )
 
 
