@@ -217,3 +217,14 @@ def loss_from_step_output(step_output: Any) -> torch.Tensor | None:
     if isinstance(step_output, Mapping) and isinstance(step_output.get("loss"), torch.Tensor):
         return step_output["loss"]
     return None
+
+
+def safe_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """L2 norm in float32 without overflow: squares of 1e22 do not fit, so scale by the peak
+    first (NaN/Inf stay NaN/Inf). A 0-d tensor on the tensor's device; no host sync."""
+    values = tensor.detach().float()
+    if values.numel() == 0:
+        return torch.zeros((), device=values.device)
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return (values / scale).norm() * scale

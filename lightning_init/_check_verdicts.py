@@ -57,7 +57,7 @@ def _name(layer: LayerRecord) -> str:
 def _fmt(value: float) -> str:
     if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
         return f"{value:.2g}"
-    return f"{value:.3g}"
+    return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _listing(names: Sequence[str], limit: int = 4) -> str:
@@ -174,8 +174,13 @@ def verdicts(
     if flat:
         first = flat[0]
         later = [layer for layer in layers if layer.index > first.index]
-        also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
-            f" (down to {_name(flat[-1])})" if len(flat) > 1 else ""
+        if len(flat) == 1:
+            also = ""
+        elif len(flat) - 1 == len(later):
+            also = f"; so do all {len(later)} modules after it (down to {_name(flat[-1])})"
+        else:
+            also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
+                f" (down to {_name(flat[-1])})"
         cause = "the weights shrink the signal and the biases set a floor"
         if dead and dead[0].index < first.index:
             cause = f"the dead units upstream ({_name(dead[0])}) pass no signal on"
@@ -246,7 +251,7 @@ def _gradient_problems(
     loss_is_surrogate: bool,
 ) -> list[CheckProblem]:
     problems = []
-    assumed = " (gradients of the surrogate loss, a random projection of the output)" \
+    assumed = " with the surrogate loss (a random projection of the output)" \
         if loss_is_surrogate else ""
     nonfinite = [p for p in parameters
                  if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
@@ -254,7 +259,7 @@ def _gradient_problems(
         problems.append(CheckProblem(
             "gradient",
             tuple(p.layer for p in nonfinite),
-            f"{nonfinite[0].name}: gradient is {nonfinite[0].grad_norm}{assumed}; "
+            f"{nonfinite[0].name}: gradient norm is {nonfinite[0].grad_norm}{assumed}; "
             f"{len(nonfinite)} parameter(s) in all (expected: finite) -> the backward pass "
             f"overflows; use a fan-scaled init ({suggested_init(modules)})",
         ))
@@ -284,7 +289,7 @@ def _gradient_problems(
                 f"gradients {kind} towards the input: grad/weight norm ratio goes from "
                 f"{_fmt(last.grad_to_weight or 0)} at {_name(last)} to "
                 f"{_fmt(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
-                f"per layer backwards{assumed} (expected: within {_fmt(limit)}x over the net) "
+                f"per layer backwards{assumed}; expected: within {_fmt(limit)}x over the net "
                 f"-> use {suggested_init(modules)}",
             ))
     return problems

@@ -31,6 +31,7 @@ from lightning_init._check_measure import (
     loss_from_step_output,
     no_side_effects,
     recording,
+    safe_norm,
     surrogate_loss,
     tensors_in,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "check_lightning_module",
     "lsuv_init",
     "publish_check_report",
+    "raise_or_warn",
 ]
 
 
@@ -203,8 +205,8 @@ def _measure(
         device = loss.device
         layer_stats = (torch.stack([s.to(device) for s in record.stats]) if record.stats
                        else torch.zeros((0, len(STAT_FIELDS)), device=device))
-        weight_norms = [p.detach().float().norm().to(device) for _, p in named]
-        grad_norms = [g.detach().float().norm().to(device) for g in grads if g is not None]
+        weight_norms = [safe_norm(p).to(device) for _, p in named]
+        grad_norms = [safe_norm(g).to(device) for g in grads if g is not None]
         input_nonfinite = [(~torch.isfinite(t.detach())).sum().float().to(device)
                            for t in tensors_in(inputs) if t.is_floating_point()]
         flat = torch.cat([
