@@ -426,3 +426,10 @@ def test_report_renders_as_table_markdown_json_and_figure() -> None:
     act_axis, grad_axis = figure.axes
     assert act_axis.get_yscale() == grad_axis.get_yscale() == "log"
     assert len(act_axis.lines[0].get_ydata()) == len(report.layers)
+
+
+def test_loss_fn_must_return_a_scalar_tensor() -> None:
+    with pytest.raises(CheckOptionError, match=r"loss_fn must return a scalar tensor, got float"):
+        check_init(nn.Linear(2, 2), torch.randn(4, 2), loss_fn=lambda out: 1.0)
+    with pytest.raises(CheckOptionError, match=r"target= was given without loss_fn="):
+        check_init(nn.Linear(2, 2), torch.randn(4, 2), target=torch.zeros(4))

@@ -176,3 +176,24 @@ def test_num_classes_option_and_no_logger_console_only(tmp_path, capsys) -> None
     publish_check_report(report, trainer)
     assert "lightning_init: init check" in capsys.readouterr().out
     assert not list(tmp_path.rglob("init_check.json"))
+
+
+class Failing(Classifier):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.log("before", 1.0)  # muted, must not raise outside the loop
+        raise RuntimeError("step failed")
+
+
+class ReturnsNothing(Classifier):
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+
+def test_failing_training_step_leaves_no_hooks_and_restores_log() -> None:
+    model = Failing().eval()
+    with pytest.raises(RuntimeError, match="step failed"):
+        check_lightning_module(model, next(iter(_loader())), CheckOptions())
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    assert "log" not in vars(model) and not model.training
+    with pytest.raises(ValueError, match=r"training_step returned NoneType.*example_input_array"):
+        check_lightning_module(ReturnsNothing(), next(iter(_loader())), CheckOptions())
