@@ -94,11 +94,9 @@ def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
         dependence = nan
     dead = nan
     if isinstance(module, RELU_FAMILY) and values.dim() >= 2:
-        if values.dim() == 2:
-            units = values
-        else:  # N, C, ...: a unit is a channel
-            units = values.transpose(0, 1).reshape(values.shape[1], -1).t()
-        dead = (units == 0).all(dim=0).float().mean()
+        # A unit is a column of (N, F), a channel of (N, C, ...): zero for every sample/position.
+        other_dims = [0, *range(2, values.dim())]
+        dead = (values.abs().amax(dim=other_dims) == 0).float().mean()
     saturated = nan
     if isinstance(module, TANH_FAMILY):
         saturated = (values.abs() > SATURATION_LEVEL).float().mean()
