@@ -27,7 +27,7 @@ from lightning_init._check_measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMI
 from lightning_init._check_report import CheckProblem, LayerRecord, ParameterRecord
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "min_input_dependence": 0.02,
+    "min_input_dependence": 0.01,
     "max_scale_drift": 100.0,
     "max_dead_fraction": 0.9,
     "max_saturated_fraction": 0.3,

@@ -305,7 +305,7 @@ def check_init(
         target: the targets for ``loss_fn``.
         num_classes: turns on the initial-loss check against ln(C) (on by itself for
             ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
-        **thresholds: overrides of the defaults (``min_input_dependence=0.02``,
+        **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
             ``max_scale_drift=100``, ``max_dead_fraction=0.5``, ``max_saturated_fraction=0.3``,
             ``max_grad_drift=1000``, ``max_loss_ratio=1.5``).
 
