@@ -435,3 +435,36 @@ def test_loss_fn_must_return_a_scalar_tensor() -> None:
         check_init(nn.Linear(2, 2), torch.randn(4, 2), loss_fn=lambda out: 1.0)
     with pytest.raises(CheckOptionError, match=r"target= was given without loss_fn="):
         check_init(nn.Linear(2, 2), torch.randn(4, 2), target=torch.zeros(4))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = nn.Linear(4, 8), nn.Linear(6, 8)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.left(a) + self.right(b)
+
+
+def test_inputs_as_tuple_dict_or_custom_forward() -> None:
+    a, b = torch.randn(8, 4), torch.randn(8, 6)
+    model = TwoInputs()
+    by_tuple = check_init(model, (a, b))
+    by_dict = check_init(model, {"a": a, "b": b})
+    by_forward = check_init(model, {"pair": (a, b)}, forward=lambda m, x: m(*x["pair"]))
+    for report in (by_tuple, by_dict, by_forward):
+        assert [layer.name for layer in report.layers] == ["left", "right"]
+        manual_std = model.right(b).std(unbiased=False).item()
+        assert report.layers[1].output_std == pytest.approx(manual_std)
+
+
+def test_publish_is_rank_zero_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from lightning_init.check import publish_check_report
+
+    report = check_init(nn.Linear(2, 2), torch.randn(4, 2))
+    publish_check_report(report, SimpleNamespace(is_global_zero=False, loggers=[]))
+    assert capsys.readouterr().out == ""
+    publish_check_report(report, SimpleNamespace(is_global_zero=True, loggers=[]))
+    assert "init check: OK" in capsys.readouterr().out
