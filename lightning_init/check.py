@@ -199,6 +199,9 @@ def _measure(
             grads = list(torch.autograd.grad(loss, [p for _, p in named], allow_unused=True))
         elif not named:
             notes.append("no trainable parameters: no gradient measured")
+        else:
+            notes.append("the loss does not depend on any trainable parameter (computed without "
+                         "autograd?): no gradient measured")
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
         # One host transfer for everything measured.
