@@ -78,6 +78,8 @@ def test_xavier_fails_with_shrinking_activations_and_names_the_fix(seed: int) ->
     # layer, so the std shrinks by sqrt(1/2) ~ 0.71x per layer.
     factor = float(scale.message.split("about ")[1].split("x")[0])
     assert 0.6 < factor < 0.8
+    gradient = next(problem for problem in report.problems if problem.kind == "gradient")
+    assert "vanish towards the input" in gradient.message and "surrogate" in gradient.message
 
 
 def test_normal_std_one_fails_with_exploding_activations() -> None:
@@ -213,6 +215,8 @@ def test_dead_relus_from_bias_minus_ten_are_flagged() -> None:
     assert problem.layers[0] == "net.1"
     assert "100%" in problem.message and "bias" in problem.message
     assert report.layers[1].dead_fraction == 1.0
+    zero_grad = next(p for p in report.problems if p.kind == "gradient")
+    assert "net.0.weight gets exactly zero gradient" in zero_grad.message
 
 
 def test_nan_input_names_the_first_module() -> None:
