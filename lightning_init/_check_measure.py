@@ -1,0 +1,228 @@
+"""The check's one forward/backward pass: hooks, statistics, side-effect-free bookkeeping."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lightning_init._hooks import HookHandles, forward_hooks
+
+# Per-layer statistics, one row per recorded module (see _output_stats).
+STAT_FIELDS = ("mean", "std", "input_dependence", "dead_fraction", "saturated_fraction",
+               "nonfinite")
+
+RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # exact zeros
+TANH_FAMILY: tuple[type[nn.Module], ...] = (nn.Tanh,)
+SIGMOID_FAMILY: tuple[type[nn.Module], ...] = (nn.Sigmoid,)
+SATURATION_LEVEL = 0.99
+
+
+def measured_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Leaves, plus modules that own parameters directly (``MultiheadAttention``, a custom
+    block with its own ``weight``): every module whose own computation the check sees."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if not any(True for _ in module.children())
+        or any(True for _ in module.parameters(recurse=False))
+    ]
+
+
+def first_float_tensor(value: Any) -> torch.Tensor | None:
+    """The first floating-point tensor in a module output (tensor, tuple, list, dict,
+    PackedSequence)."""
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() or value.is_complex() else None
+    if isinstance(value, nn.utils.rnn.PackedSequence):
+        return first_float_tensor(value.data)
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = first_float_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested batch (tensor, tuple, list, dict)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from tensors_in(item)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from tensors_in(item)
+
+
+def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Six statistics of one output as a float32 tensor on the output's device (no sync).
+
+    mean and std over all elements; input dependence (see ``LayerRecord``); dead fraction for
+    the ReLU family; saturated fraction for tanh / sigmoid; count of NaN/Inf. NaN marks "not
+    applicable".
+    """
+    values = output.detach()
+    if values.is_complex():
+        values = values.abs()
+    values = values.float()
+    nan = torch.full((), float("nan"), device=values.device)
+    if values.numel() == 0:
+        return torch.stack([nan, nan, nan, nan, nan, torch.zeros((), device=values.device)])
+    # Moments of the output divided by its largest magnitude: float32 squares of 1e22 overflow.
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    scaled = values / scale
+    flat = scaled.reshape(-1)
+    mean = flat.mean() * scale
+    std = flat.std(correction=0) * scale
+    if values.dim() >= 1 and values.shape[0] >= 2:
+        rows = scaled.reshape(values.shape[0], -1)
+        spread = rows.var(dim=0, correction=0).mean().sqrt()
+        rms = rows.pow(2).mean().sqrt()
+        dependence = torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
+    else:
+        dependence = nan
+    dead = nan
+    if isinstance(module, RELU_FAMILY) and values.dim() >= 2:
+        # A unit is a column of (N, F), a channel of (N, C, ...): zero for every sample/position.
+        other_dims = [0, *range(2, values.dim())]
+        dead = (values.abs().amax(dim=other_dims) == 0).float().mean()
+    saturated = nan
+    if isinstance(module, TANH_FAMILY):
+        saturated = (values.abs() > SATURATION_LEVEL).float().mean()
+    elif isinstance(module, SIGMOID_FAMILY):
+        saturated = ((values < 1 - SATURATION_LEVEL) | (values > SATURATION_LEVEL)).float().mean()
+    nonfinite = (~torch.isfinite(values)).sum().float()
+    return torch.stack([mean, std, dependence, dead, saturated, nonfinite])
+
+
+@dataclass
+class Recording:
+    """What the forward hooks saw: in forward order, first call of each module only."""
+
+    names: list[str] = field(default_factory=list)
+    modules: list[nn.Module] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    stats: list[torch.Tensor] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def hook_for(self, qualified_name: str, module: nn.Module) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self.calls[qualified_name] = self.calls.get(qualified_name, 0) + 1
+            if self.calls[qualified_name] > 1:
+                return
+            tensor = first_float_tensor(output)
+            if tensor is None:
+                return
+            self.names.append(qualified_name)
+            self.modules.append(module)
+            self.shapes.append(tuple(tensor.shape))
+            self.stats.append(_output_stats(tensor, module))
+
+        return hook
+
+
+@contextlib.contextmanager
+def recording(model: nn.Module) -> Iterator[Recording]:
+    """Forward hooks on every measured module, removed on exit (also when the forward raises)."""
+    record = Recording()
+    hooks: HookHandles = forward_hooks(measured_modules(model), record.hook_for)
+    try:
+        yield record
+    finally:
+        hooks.remove()
+
+
+@contextlib.contextmanager
+def no_side_effects(model: nn.Module) -> Iterator[None]:
+    """Run the check's pass in the check's mode and leave no trace.
+
+    Mode: every module in eval mode (dropout off, so that the spread across samples comes from
+    the input alone) except the BatchNorm family in train mode (batch statistics, as in the
+    first training step). On exit: every module's ``training`` flag, every buffer (running
+    statistics, ``num_batches_tracked``) and the RNG states (torch CPU, initialized CUDA
+    devices, Python ``random``, NumPy if imported) are restored exactly.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()
+               if buffer is not None and not buffer.is_meta]
+    python_state = random.getstate()
+    numpy_random = _numpy_random()
+    numpy_state = numpy_random.get_state() if numpy_random is not None else None
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model.eval()
+            for module in model.modules():
+                if isinstance(module, _BatchNorm):
+                    module.train()
+            with torch.enable_grad():
+                yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for module, training in modes:
+            module.training = training
+        random.setstate(python_state)
+        if numpy_random is not None:
+            numpy_random.set_state(numpy_state)
+
+
+def _numpy_random() -> Any:
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    return getattr(numpy, "random", None)
+
+
+def call_model(model: Callable[..., Any], inputs: Any) -> Any:
+    """Call like Lightning's model summary feeds ``example_input_array``: a tuple or list is
+    unpacked as positional arguments, a dict as keyword arguments, anything else passed as is."""
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def surrogate_loss(output: torch.Tensor) -> torch.Tensor:
+    """A fixed random projection of the output: ``sum(output * r) / sqrt(numel)``, ``r`` standard
+    normal from a generator seeded with 0. Its gradient with respect to the output is a
+    unit-variance signal whatever the output's scale, so gradient norms measure how the network
+    carries a unit signal backwards (and a huge output does not overflow the loss)."""
+    generator = torch.Generator(device=output.device).manual_seed(0)
+    projection = torch.randn(output.shape, generator=generator, device=output.device,
+                             dtype=torch.float32)
+    numel = max(output.numel(), 1)
+    return (output.float() * projection).sum() / numel**0.5
+
+
+def loss_from_step_output(step_output: Any) -> torch.Tensor | None:
+    """``training_step``'s loss: a tensor, or a mapping's ``"loss"``; ``None`` otherwise."""
+    if isinstance(step_output, torch.Tensor):
+        return step_output
+    if isinstance(step_output, Mapping) and isinstance(step_output.get("loss"), torch.Tensor):
+        return step_output["loss"]
+    return None
+
+
+def safe_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """L2 norm in float32 without overflow: squares of 1e22 do not fit, so scale by the peak
+    first (NaN/Inf stay NaN/Inf). A 0-d tensor on the tensor's device; no host sync."""
+    values = tensor.detach().float()
+    if values.numel() == 0:
+        return torch.zeros((), device=values.device)
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return (values / scale).norm() * scale

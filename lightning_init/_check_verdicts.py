@@ -1,0 +1,295 @@
+"""From measured records to verdicts that read like a reviewer's: layer, number, expectation, fix.
+
+Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
+
+- ``min_input_dependence``: a module output whose spread across the batch is below this
+  fraction of its scale no longer depends on the input (PyTorch's default init on a deep plain
+  ReLU net: the weights shrink the signal by ~0.4x per layer and the bias sets a floor).
+- ``max_scale_drift``: the output std of the weight layers (Linear, Conv, ...) may change by at
+  most this factor from the first to the last one (a log-linear fit over depth; 3+ layers).
+  Xavier on a 30-layer ReLU net shrinks by 0.71x per layer (He et al. 2015), ~2e4x in all.
+- ``max_dead_fraction``: ReLU units zero for every sample.
+- ``max_saturated_fraction``: tanh / sigmoid outputs in the flat tails.
+- ``max_grad_drift``: gradient-to-weight norm ratio may change by at most this factor from the
+  first to the last weight layer (log-linear fit; 3+ layers).
+- ``max_loss_ratio``: cross-entropy at init should be about ln(C) (uniform predictions);
+  flagged above this multiple of ln(C).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from lightning_init._check_measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init._check_report import CheckProblem, LayerRecord, ParameterRecord
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "min_input_dependence": 0.01,
+    "max_scale_drift": 100.0,
+    "max_dead_fraction": 0.9,
+    "max_saturated_fraction": 0.3,
+    "max_grad_drift": 1000.0,
+    "max_loss_ratio": 1.5,
+}
+
+_RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
+              nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
+
+
+def _fit_factor(values: Sequence[float]) -> float:
+    """Per-step factor of a least-squares fit of log(values) against position."""
+    logs = [math.log(value) for value in values]
+    count = len(logs)
+    mean_x = (count - 1) / 2
+    mean_y = sum(logs) / count
+    numerator = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(logs))
+    denominator = sum((i - mean_x) ** 2 for i in range(count))
+    return math.exp(numerator / denominator)
+
+
+def _name(layer: LayerRecord) -> str:
+    return f"`{layer.name}`" if layer.name else "the model"
+
+
+def _fmt(value: float) -> str:
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
+        return f"{value:.2g}"
+    return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _listing(names: Sequence[str], limit: int = 4) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[: limit - 1]) + f", ..., {names[-1]}"
+
+
+def suggested_init(modules: Sequence[nn.Module]) -> str:
+    """The textbook initializer for the activations the model uses."""
+    if any(isinstance(module, _RELU_LIKE) for module in modules):
+        return ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
+                "biases (He et al. 2015: std = sqrt(2 / fan_in))")
+    if any(isinstance(module, TANH_FAMILY) for module in modules):
+        return ("xavier_normal(gain=5/3) or kaiming_normal(nonlinearity=tanh) for the weights, "
+                "zeros for the biases (Glorot & Bengio 2010)")
+    if any(isinstance(module, SIGMOID_FAMILY) for module in modules):
+        return "xavier_normal for the weights, zeros for the biases (Glorot & Bengio 2010)"
+    return ("kaiming_normal(nonlinearity=linear) for the weights (LeCun: std = 1 / sqrt(fan_in)), "
+            "zeros for the biases, or a normalization layer between blocks")
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """Modules that transform activations with a matrix: own parameters of 2+ dimensions.
+    Embeddings are lookups, not transformations, and are left out of depth trends."""
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return False
+    return any(param.dim() >= 2 for param in module.parameters(recurse=False))
+
+
+def verdicts(
+    layers: Sequence[LayerRecord],
+    modules: Sequence[nn.Module],
+    parameters: Sequence[ParameterRecord],
+    thresholds: dict[str, float],
+    *,
+    input_nonfinite: int,
+    batch_size: int | None,
+    loss: float | None,
+    num_classes: int | None,
+    loss_is_surrogate: bool,
+) -> list[CheckProblem]:
+    """Every problem found, most fundamental first."""
+    problems: list[CheckProblem] = []
+    fix = suggested_init(modules)
+
+    # 1. NaN / Inf: everything measured after the first such module is meaningless.
+    bad = [layer for layer in layers if layer.nonfinite]
+    if bad or input_nonfinite:
+        problems.append(_nonfinite_problem(bad, layers, input_nonfinite))
+        return problems
+
+    # 2. Activation scale across depth.
+    weight_layers = [(layer, module) for layer, module in zip(layers, modules, strict=True)
+                     if is_weight_layer(module) and layer.output_std > 0
+                     and math.isfinite(layer.output_std)]
+    if len(weight_layers) >= 3:
+        stds = [layer.output_std for layer, _ in weight_layers]
+        factor = _fit_factor(stds)
+        total = factor ** (len(stds) - 1)
+        limit = thresholds["max_scale_drift"]
+        if total > limit or total < 1 / limit:
+            first, last = weight_layers[0][0], weight_layers[-1][0]
+            verb = "grow" if total > 1 else "shrink"
+            problems.append(CheckProblem(
+                "scale",
+                (first.name, last.name),
+                f"activations {verb} by about {factor:.2f}x per layer from {_name(first)} "
+                f"(std {_fmt(first.output_std)}) to {_name(last)} (std {_fmt(last.output_std)}), "
+                f"{_fmt(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
+                f"(expected: within {_fmt(limit)}x, about 1.0x per layer) -> use {fix}",
+            ))
+
+    # 3. Dead ReLU units.
+    dead_limit = thresholds["max_dead_fraction"]
+    dead = [layer for layer in layers
+            if layer.dead_fraction is not None and layer.dead_fraction > dead_limit]
+    if dead:
+        worst = max(layer.dead_fraction or 0.0 for layer in dead)
+        first = dead[0]
+        more = _listing([_name(d) for d in dead[1:]])
+        others = f"; {len(dead) - 1} more ReLU layers too ({more}, up to {100 * worst:.0f}%)" \
+            if len(dead) > 1 else ""
+        problems.append(CheckProblem(
+            "dead_units",
+            tuple(layer.name for layer in dead),
+            f"{_name(first)} ({first.type}): {100 * (first.dead_fraction or 0):.0f}% of its units "
+            f"are zero for every sample of the batch (expected: at most {100 * dead_limit:.0f}%)"
+            f"{others} -> check for large negative biases (set biases to zeros) and use {fix}",
+        ))
+
+    # 4. Saturation.
+    sat_limit = thresholds["max_saturated_fraction"]
+    saturated = [layer for layer in layers if layer.saturated_fraction is not None
+                 and layer.saturated_fraction > sat_limit]
+    if saturated:
+        first = saturated[0]
+        others = f"; {len(saturated) - 1} more layers too " \
+            f"({_listing([_name(s) for s in saturated[1:]])})" if len(saturated) > 1 else ""
+        problems.append(CheckProblem(
+            "saturation",
+            tuple(layer.name for layer in saturated),
+            f"{_name(first)} ({first.type}): {100 * (first.saturated_fraction or 0):.0f}% of its "
+            f"outputs are saturated (|y| in the flat tails, gradient < 2% of its peak; expected: "
+            f"at most {100 * sat_limit:.0f}%){others} -> the weights feeding it are too large; "
+            f"use {suggested_init([m for m in modules if isinstance(m, TANH_FAMILY)] or modules)}",
+        ))
+
+    # 5. Output no longer depends on the input.
+    dep_limit = thresholds["min_input_dependence"]
+    flagged_dead = {layer.name for layer in dead}
+    flat = [layer for layer in layers if layer.input_dependence is not None
+            and layer.input_dependence < dep_limit and layer.name not in flagged_dead]
+    if flat:
+        first = flat[0]
+        later = [layer for layer in layers if layer.index > first.index]
+        if len(flat) == 1:
+            also = ""
+        elif len(flat) - 1 == len(later):
+            also = f"; so do all {len(later)} modules after it (down to {_name(flat[-1])})"
+        else:
+            also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
+                f" (down to {_name(flat[-1])})"
+        cause = "the weights shrink the signal and the biases set a floor"
+        if dead and dead[0].index < first.index:
+            cause = f"the dead units upstream ({_name(dead[0])}) pass no signal on"
+        samples = f"the {batch_size} samples" if batch_size else "the batch"
+        problems.append(CheckProblem(
+            "input_dependence",
+            tuple(layer.name for layer in flat),
+            f"{_name(first)} ({first.type}): the output no longer depends on the input: its "
+            f"spread across {samples} is {100 * (first.input_dependence or 0):.2g}% of its scale "
+            f"(std {_fmt(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
+            f"Every sample gets the same activations: {cause} -> use {fix}",
+        ))
+
+    # 6. Gradients.
+    problems.extend(_gradient_problems(layers, modules, parameters, thresholds,
+                                       loss_is_surrogate))
+
+    # 7. Initial loss against ln(C).
+    if loss is not None and num_classes is not None and num_classes >= 2:
+        expected = math.log(num_classes)
+        ratio_limit = thresholds["max_loss_ratio"]
+        if not math.isfinite(loss) or loss > ratio_limit * expected:
+            last = layers[-1] if layers else None
+            logits = f"; the model's output ({_name(last)}) has std {_fmt(last.output_std)}" \
+                if last is not None else ""
+            problems.append(CheckProblem(
+                "loss",
+                (last.name,) if last is not None else (),
+                f"initial loss {_fmt(loss)} is {loss / expected:.2g}x ln({num_classes}) = "
+                f"{expected:.3f}, the cross-entropy of uniform predictions over {num_classes} "
+                f"classes (expected: at most {ratio_limit:g}x){logits}: the model is confidently "
+                f"wrong at step 0 -> scale the last layer's weights down (std 0.01, or zeros) "
+                f"and set its bias to zeros (or to the log class priors)",
+            ))
+    return problems
+
+
+def _nonfinite_problem(
+    bad: Sequence[LayerRecord], layers: Sequence[LayerRecord], input_nonfinite: int
+) -> CheckProblem:
+    if input_nonfinite:
+        where = f"; the first module producing NaN/Inf is {_name(bad[0])} ({bad[0].type})" \
+            if bad else ""
+        return CheckProblem(
+            "nonfinite",
+            (bad[0].name,) if bad else (),
+            f"the input batch contains {input_nonfinite} NaN/Inf value(s){where} -> clean the "
+            f"data (torch.nan_to_num, or drop the samples) before looking at the init",
+        )
+    first = bad[0]
+    size = math.prod(first.shape) if first.shape else 1
+    return CheckProblem(
+        "nonfinite",
+        (first.name,),
+        f"{_name(first)} ({first.type}) is the first module in forward order whose output has "
+        f"NaN/Inf ({first.nonfinite} of {size} elements) while its inputs are finite "
+        f"(expected: none) -> its weights (or the activations reaching it, std "
+        f"{_fmt(layers[first.index - 1].output_std) if first.index else 'n/a'}) overflow; "
+        f"use a smaller-variance init (fan_in-scaled) for it and the layers before it",
+    )
+
+
+def _gradient_problems(
+    layers: Sequence[LayerRecord],
+    modules: Sequence[nn.Module],
+    parameters: Sequence[ParameterRecord],
+    thresholds: dict[str, float],
+    loss_is_surrogate: bool,
+) -> list[CheckProblem]:
+    problems = []
+    assumed = " with the surrogate loss (a random projection of the output)" \
+        if loss_is_surrogate else ""
+    nonfinite = [p for p in parameters
+                 if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
+    if nonfinite:
+        problems.append(CheckProblem(
+            "gradient",
+            tuple(p.layer for p in nonfinite),
+            f"{nonfinite[0].name}: gradient norm is {nonfinite[0].grad_norm}{assumed}; "
+            f"{len(nonfinite)} parameter(s) in all (expected: finite) -> the backward pass "
+            f"overflows; use a fan-scaled init ({suggested_init(modules)})",
+        ))
+        return problems
+    zero = [p for p in parameters if p.grad_norm == 0.0 and p.weight_norm > 0]
+    if zero:
+        problems.append(CheckProblem(
+            "gradient",
+            tuple(p.layer for p in zero),
+            f"{zero[0].name} gets exactly zero gradient{assumed}; {len(zero)} parameter(s) in "
+            f"all ({_listing([p.name for p in zero])}) (expected: nonzero) -> nothing flows "
+            f"back through them: look for dead units or an output that ignores them",
+        ))
+    weighted = [(layer, module) for layer, module in zip(layers, modules, strict=True)
+                if is_weight_layer(module) and layer.grad_to_weight]
+    if len(weighted) >= 3:
+        ratios = [layer.grad_to_weight or 0.0 for layer, _ in weighted]
+        factor = _fit_factor(ratios)
+        total = factor ** (len(ratios) - 1)
+        limit = thresholds["max_grad_drift"]
+        if total > limit or total < 1 / limit:
+            first, last = weighted[0][0], weighted[-1][0]
+            kind = "vanish" if total > 1 else "explode"
+            problems.append(CheckProblem(
+                "gradient",
+                (first.name, last.name),
+                f"gradients {kind} towards the input: grad/weight norm ratio goes from "
+                f"{_fmt(last.grad_to_weight or 0)} at {_name(last)} to "
+                f"{_fmt(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
+                f"per layer backwards{assumed}; expected: within {_fmt(limit)}x over the net "
+                f"-> use {suggested_init(modules)}",
+            ))
+    return problems
