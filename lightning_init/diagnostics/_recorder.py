@@ -169,6 +169,7 @@ class TrainingDiagnostics:
         self._activation_step: int | None = None
         self._pending: list[_Pending] = []
         self._sample_index: dict[str, Tensor | None] = {}
+        self._snapshot_buffers: dict[str, Tensor] = {}
         self._writers: dict[int, Any] = {}
         self._layout_written: set[int] = set()
         self._broken_writers: set[int] = set()
@@ -273,6 +274,7 @@ class TrainingDiagnostics:
         self._remove_activation_hooks()
         self._pending = []
         self._sample_index = {}
+        self._snapshot_buffers = {}
 
     def _remove_activation_hooks(self) -> None:
         self._hooks.remove()
@@ -343,7 +345,16 @@ class TrainingDiagnostics:
         grad_rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
         grads = [params[i][1].grad.detach() for i in grad_rows]  # type: ignore[union-attr]
         grad_stats = tensor_stats(grads) if grads else None
-        snapshot = torch._foreach_mul(weights, 1.0) if self.options.update_ratio else None
+        snapshot = None
+        if self.options.update_ratio:
+            # Reused buffers: a fresh 1x-model allocation per logged step costs page faults.
+            buffers = self._snapshot_buffers
+            for name, weight in zip(names, weights, strict=True):
+                buffer = buffers.get(name)
+                if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype:
+                    buffers[name] = torch.empty_like(weight)
+            snapshot = [buffers[name] for name in names]
+            torch._foreach_copy_(snapshot, weights)
         pending = _Pending(
             step, names, [w.numel() for w in weights], weights, weight_stats, grad_rows,
             grad_stats, grads, snapshot,
@@ -514,7 +525,8 @@ class TrainingDiagnostics:
 
     def _check_update(self, step: int, name: str, ratio: float) -> None:
         low, high = self.options.update_ratio_band
-        if self.options.alerts and not low <= ratio <= high:
+        # A zero update is a skipped step (AMP overflow, zero learning rate), not a bad init.
+        if self.options.alerts and ratio > 0 and not low <= ratio <= high:
             self._alerts.warn(
                 "update_ratio", name, step,
                 f"update ratio ||w_t - w_(t-1)|| / ||w_(t-1)|| = {ratio:.3g} is outside "

@@ -56,12 +56,15 @@ def tensor_stats(tensors: Sequence[Tensor]) -> TensorStats:
     """
     device = tensors[0].device
     norms = torch._foreach_norm(list(tensors))
-    absmax = torch._foreach_norm(list(tensors), float("inf"))
+    # max |x| from aminmax: on CPU `_foreach_norm(ord=inf)` and `abs().amax()` are 3-10x slower.
+    extremes = [torch.aminmax(t) for t in tensors]
+    lows = _stack([low for low, _ in extremes], device)
+    highs = _stack([high for _, high in extremes], device)
     sums = [t.sum() for t in tensors]
     nan = torch.full((), math.nan, device=device)
     exact = [t.std() if 1 < t.numel() <= EXACT_STD_MAX_NUMEL else nan for t in tensors]
     return torch.stack(
-        [_stack(norms, device), _stack(sums, device), _stack(absmax, device),
+        [_stack(norms, device), _stack(sums, device), torch.maximum(-lows, highs),
          _stack(exact, device)],
         dim=1,
     )
