@@ -7,8 +7,9 @@ writes it to ``benchmarks/RESULTS_diagnostics.md``.
     PYTHONPATH=. python benchmarks/bench_diagnostics.py [--steps 300] [--repeats 2]
 
 Two measures of the training-loop overhead are given: the wall time of the whole loop against a
-run without diagnostics (noisy on a shared machine), and the time spent inside the diagnostics'
-hooks divided by the baseline loop time (direct, steadier).
+run without diagnostics (noisy on a shared machine), and, within each run, the time spent inside
+the diagnostics' hooks divided by the rest of that run's loop (direct: both halves see the same
+machine load).
 """
 
 from __future__ import annotations
@@ -301,13 +302,14 @@ def main() -> None:
             loops["defaults"].append(timer.total)
             in_loop = sum(v for k, v in forwarding.seconds.items()
                           if k not in ("setup", "on_train_start", "teardown"))
-            inside["defaults"].append(in_loop)
+            inside["defaults"].append(in_loop / (timer.total - in_loop))
             seconds = forwarding.seconds
             one_time_hooks.append(seconds["setup"] + seconds["on_train_start"])
             timer, forwarding = train(args.steps, log_root, diagnostics=every_step)
             loops["every_step"].append(timer.total)
-            inside["every_step"].append(sum(v for k, v in forwarding.seconds.items()
-                                            if k not in ("setup", "on_train_start", "teardown")))
+            in_loop = sum(v for k, v in forwarding.seconds.items()
+                          if k not in ("setup", "on_train_start", "teardown"))
+            inside["every_step"].append(in_loop / (timer.total - in_loop))
         micro = per_logging_step(log_root)
     base = min(loops["baseline"])
     step = statistics.median(step_medians)
@@ -321,14 +323,14 @@ def main() -> None:
     rows = [
         ("Training loop, defaults (wall time vs no diagnostics)",
          pct(min(loops["defaults"]) / base - 1), "<= 2%"),
-        ("Training loop, defaults (time inside the diagnostics hooks / loop)",
-         pct(min(inside["defaults"]) / base), "<= 2%"),
+        ("Training loop, defaults (time inside the hooks / rest of the same loop)",
+         pct(statistics.median(inside["defaults"])), "<= 2%"),
         ("One-time cost of the defaults (import + setup), in training steps",
          f"{one_time / step:.2f} steps ({1e3 * one_time:.0f} ms)", "<= 20"),
         ("Scalar statistics at every step (wall time vs no diagnostics)",
          pct(min(loops["every_step"]) / base - 1), "<= 10%"),
-        ("Scalar statistics at every step (time inside hooks / loop)",
-         pct(min(inside["every_step"]) / base), "<= 10%"),
+        ("Scalar statistics at every step (time inside the hooks / rest of the loop)",
+         pct(statistics.median(inside["every_step"])), "<= 10%"),
         ("Naive .item() + add_scalar at every step (one logging step / training step)",
          pct(micro["naive_item_loop"] / step), "(reference)"),
         ("One logging step, scalars: naive per-parameter .item() loop / ours",
