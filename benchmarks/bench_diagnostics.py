@@ -1,0 +1,377 @@
+"""Cost of lightning_init's training diagnostics, measured side by side in one run.
+
+Model: 12 x (Linear 512x512, LayerNorm, ReLU) + a head, about 3.2M parameters, batch 64, Adam,
+trained by a real ``lightning.Trainer`` with a TensorBoardLogger. Prints a table of ratios and
+writes it to ``benchmarks/RESULTS_diagnostics.md``.
+
+    PYTHONPATH=. python benchmarks/bench_diagnostics.py [--steps 300] [--repeats 2]
+
+Two measures of the training-loop overhead are given: the wall time of the whole loop against a
+run without diagnostics (noisy on a shared machine), and, within each run, the time spent inside
+the diagnostics' hooks divided by the rest of that run's loop (direct: both halves see the same
+machine load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics  # noqa: E402
+
+HOOKS = (
+    "setup",
+    "on_train_start",
+    "on_train_batch_start",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+    "teardown",
+)
+
+
+class Model(L.LightningModule):
+    def __init__(self, width: int = 512, depth: int = 12) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(width, 10))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class TimedForwarding(L.Callback):
+    """Stands in for InitCallback: forwards the hooks and times the time spent in them."""
+
+    def __init__(self, diagnostics: TrainingDiagnostics) -> None:
+        self.diagnostics = diagnostics
+        self.seconds = {name: 0.0 for name in HOOKS}
+
+    def _call(self, name, *args):
+        start = time.perf_counter()
+        getattr(self.diagnostics, name)(*args)
+        self.seconds[name] += time.perf_counter() - start
+
+    def setup(self, trainer, pl_module, stage):
+        self._call("setup", trainer, pl_module, stage)
+
+    def on_train_start(self, trainer, pl_module):
+        self._call("on_train_start", trainer, pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._call("on_train_batch_start", trainer, pl_module, batch, batch_idx)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._call("on_before_optimizer_step", trainer, pl_module, optimizer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._call("on_train_batch_end", trainer, pl_module, outputs, batch, batch_idx)
+
+    def teardown(self, trainer, pl_module, stage):
+        self._call("teardown", trainer, pl_module, stage)
+
+
+class LoopTimer(L.Callback):
+    """Wall time of the training loop (first batch start to train end) and per step."""
+
+    def __init__(self) -> None:
+        self.start = self.total = 0.0
+        self.step_times: list[float] = []
+        self._batch_start = 0.0
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.step_times.append(time.perf_counter() - self._batch_start)
+
+    def on_train_end(self, trainer, pl_module):
+        self.total = time.perf_counter() - self.start
+
+
+class NaiveScalars(L.Callback):
+    """What people write first: .item() and add_scalar for 5 statistics of each weight/grad."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step % self.every_n_steps:
+            return
+        naive_logging_step(pl_module, trainer.logger.experiment, trainer.global_step)
+
+
+def naive_logging_step(pl_module, writer, step) -> None:
+    for name, p in pl_module.named_parameters():
+        for kind, tensor in (("weight", p.detach()), ("grad", p.grad)):
+            writer.add_scalar(f"naive_{kind}_norm/{name}", tensor.norm().item(), step)
+            writer.add_scalar(f"naive_{kind}_std/{name}", tensor.std().item(), step)
+            writer.add_scalar(f"naive_{kind}_mean/{name}", tensor.mean().item(), step)
+            writer.add_scalar(f"naive_{kind}_absmax/{name}", tensor.abs().max().item(), step)
+            writer.add_scalar(
+                f"naive_{kind}_nonfinite/{name}", (~torch.isfinite(tensor)).sum().item(), step
+            )
+
+
+def hook_histogram_step(pl_module, writer, step) -> None:
+    """The work ``wandb.watch(log="all")`` does per parameter in its hooks: min/max to the host,
+    ``histc`` over the whole tensor, counts to the host, one histogram per tensor."""
+    for name, p in pl_module.named_parameters():
+        for kind, tensor in (("parameters", p.detach()), ("gradients", p.grad)):
+            flat = tensor.reshape(-1).float()
+            if not torch.isfinite(flat).all().item():
+                flat = flat[torch.isfinite(flat)]
+            low, high = flat.min().item(), flat.max().item()
+            counts = flat.histc(bins=64, min=low, max=high).cpu().tolist()
+            step_size = (high - low) / 64 or 1.0
+            limits = [low + step_size * (i + 1) for i in range(64)]
+            writer.add_histogram_raw(
+                f"{kind}/{name}", low, high, flat.numel(), float(flat.sum()),
+                float(flat.dot(flat)), limits, counts, global_step=step,
+            )
+
+
+def floor_step(pl_module) -> None:
+    """The floor: read every parameter and every gradient once, one transfer."""
+    params = [p.detach() for p in pl_module.parameters()]
+    grads = [p.grad for p in pl_module.parameters()]
+    torch.stack(torch._foreach_norm(params) + torch._foreach_norm(grads)).cpu()
+
+
+def loader(steps: int, batch_size: int = 64) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    n = 16 * batch_size
+    x = torch.randn(n, 512, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False
+    )
+
+
+def train(steps: int, log_root: str, *, diagnostics=None, naive_every: int | None = None):
+    torch.manual_seed(0)
+    model = Model()
+    timer = LoopTimer()
+    callbacks: list[L.Callback] = [timer]
+    forwarding = None
+    if diagnostics is not None:
+        forwarding = TimedForwarding(TrainingDiagnostics(DiagnosticsOptions.from_arg(diagnostics)))
+        callbacks.insert(0, forwarding)
+    if naive_every is not None:
+        callbacks.insert(0, NaiveScalars(naive_every))
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=TensorBoardLogger(log_root, name="bench"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=50,
+    )
+    trainer.fit(model, loader(steps))
+    return timer, forwarding
+
+
+def import_seconds() -> float:
+    """A fresh interpreter's extra time to import lightning_init.diagnostics after lightning."""
+    code = (
+        "import time, lightning, torch.utils.tensorboard\n"
+        "start = time.perf_counter()\n"
+        "import lightning_init.diagnostics\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True).stdout)
+        for _ in range(3)
+    ]
+    return min(runs)
+
+
+class _StubTrainer:
+    """Just what TrainingDiagnostics reads from a trainer, for the per-step microbenchmark."""
+
+    def __init__(self, logger) -> None:
+        self.global_step = 0
+        self.is_global_zero = True
+        self.loggers = [logger]
+
+
+def per_logging_step(log_root: str, repeats: int = 15) -> dict[str, float]:
+    """Median seconds of one logging step of each approach, on the same model and gradients."""
+    torch.manual_seed(0)
+    model = Model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = next(iter(loader(1)))
+    nn.functional.cross_entropy(model.net(x), y).backward()
+    logger = TensorBoardLogger(log_root, name="micro")
+    writer = logger.experiment
+    trainer = _StubTrainer(logger)
+
+    def ours(options):
+        diagnostics = TrainingDiagnostics(DiagnosticsOptions.from_arg(options))
+        diagnostics.setup(trainer, model, "fit")
+        diagnostics.on_train_start(trainer, model)
+
+        def step():
+            diagnostics.on_before_optimizer_step(trainer, model, optimizer)
+            diagnostics.on_train_batch_end(trainer, model, None, None, 0)
+
+        return step
+
+    approaches = {
+        "floor": lambda: floor_step(model),
+        "ours_scalars": ours({"every_n_steps": 1, "until_step": 10**9}),
+        "ours_histograms": ours({"every_n_steps": 1, "until_step": 10**9, "histograms": True}),
+        "naive_item_loop": lambda: naive_logging_step(model, writer, 0),
+        "hook_histograms": lambda: hook_histogram_step(model, writer, 0),
+        "tb_add_histogram": lambda: [
+            writer.add_histogram(f"tb/{n}", p.detach(), 0) for n, p in model.named_parameters()
+        ],
+    }
+    # The writer's own cost: N scalars as N add_scalar events vs one Summary with N values.
+    n_scalars = 9 * len(list(model.parameters()))
+    from lightning_init.diagnostics._writers import TensorBoardWriter
+
+    tb_writer = TensorBoardWriter(writer)
+    values = {f"s/{i}": float(i) for i in range(n_scalars)}
+    approaches["write_add_scalar_loop"] = lambda: [
+        writer.add_scalar(tag, value, 0) for tag, value in values.items()
+    ]
+    approaches["write_one_summary"] = lambda: tb_writer.scalars(values, 0)
+    results = {}
+    for name, fn in approaches.items():
+        fn()  # warm up (sample indices, layouts, allocations)
+        times = []
+        for _ in range(repeats if name != "tb_add_histogram" else 3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        results[name] = statistics.median(times)
+    results["n_scalars"] = n_scalars
+    writer.flush()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_diagnostics.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    n_params = sum(p.numel() for p in Model().parameters())
+    defaults = DiagnosticsOptions()
+    every_step = {"every_n_steps": 1, "until_step": 10**9, "dense_start": False}
+    loops: dict[str, list[float]] = {"baseline": [], "defaults": [], "every_step": []}
+    inside: dict[str, list[float]] = {"defaults": [], "every_step": []}
+    step_medians: list[float] = []
+    one_time_hooks: list[float] = []
+    with tempfile.TemporaryDirectory() as log_root:
+        for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
+            timer, _ = train(args.steps, log_root)
+            loops["baseline"].append(timer.total)
+            step_medians.append(statistics.median(timer.step_times))
+            timer, forwarding = train(args.steps, log_root, diagnostics=True)
+            loops["defaults"].append(timer.total)
+            in_loop = sum(v for k, v in forwarding.seconds.items()
+                          if k not in ("setup", "on_train_start", "teardown"))
+            inside["defaults"].append(in_loop / (timer.total - in_loop))
+            seconds = forwarding.seconds
+            one_time_hooks.append(seconds["setup"] + seconds["on_train_start"])
+            timer, forwarding = train(args.steps, log_root, diagnostics=every_step)
+            loops["every_step"].append(timer.total)
+            in_loop = sum(v for k, v in forwarding.seconds.items()
+                          if k not in ("setup", "on_train_start", "teardown"))
+            inside["every_step"].append(in_loop / (timer.total - in_loop))
+        micro = per_logging_step(log_root)
+    base = min(loops["baseline"])
+    step = statistics.median(step_medians)
+    imports = import_seconds()
+    one_time = imports + min(one_time_hooks)
+    n_logged = sum(1 for s in range(args.steps) if defaults.is_logged_step(s))
+    n_logged_total = len(defaults.logged_steps())
+
+    def pct(x: float) -> str:
+        return f"{100 * x:+.1f}%"
+
+    rows = [
+        ("Training loop, defaults (wall time vs no diagnostics)",
+         pct(min(loops["defaults"]) / base - 1), "<= 2%"),
+        ("Training loop, defaults (time inside the hooks / rest of the same loop)",
+         pct(statistics.median(inside["defaults"])), "<= 2%"),
+        (f"Defaults amortized over a {10 * args.steps}-step run (logging-step cost x "
+         f"{n_logged_total} logged steps / all steps; derived)",
+         pct(micro["ours_scalars"] * n_logged_total / (10 * args.steps * step)), "<= 2%"),
+        ("One-time cost of the defaults (import + setup), in training steps",
+         f"{one_time / step:.2f} steps ({1e3 * one_time:.0f} ms)", "<= 20"),
+        ("Scalar statistics at every step (wall time vs no diagnostics)",
+         pct(min(loops["every_step"]) / base - 1), "<= 10%"),
+        ("Scalar statistics at every step (time inside the hooks / rest of the loop)",
+         pct(statistics.median(inside["every_step"])), "<= 10%"),
+        ("Naive .item() + add_scalar at every step (one logging step / training step)",
+         pct(micro["naive_item_loop"] / step), "(reference)"),
+        ("One logging step, scalars: naive per-parameter .item() loop / ours",
+         f"{micro['naive_item_loop'] / micro['ours_scalars']:.1f}x faster", "several x"),
+        ("One logging step, histograms: hook-per-parameter (wandb.watch style) / ours",
+         f"{micro['hook_histograms'] / micro['ours_histograms']:.1f}x faster", "several x"),
+        ("One logging step, histograms: SummaryWriter.add_histogram / ours",
+         f"{micro['tb_add_histogram'] / micro['ours_histograms']:.1f}x faster", "(reference)"),
+        ("One logging step, scalars: ours / floor (read every weight and grad once)",
+         f"{micro['ours_scalars'] / micro['floor']:.1f}x the floor", "(reference)"),
+        ("One logging step, scalars + histograms: ours / floor",
+         f"{micro['ours_histograms'] / micro['floor']:.1f}x the floor", "(reference)"),
+        (f"Writing {micro['n_scalars']} scalars: add_scalar loop / one Summary event",
+         f"{micro['write_add_scalar_loop'] / micro['write_one_summary']:.1f}x faster",
+         "(design choice)"),
+    ]
+    header = (
+        f"Model: 12 x Linear(512, 512) + LayerNorm + ReLU, {n_params / 1e6:.2f}M parameters, "
+        f"batch 64, Adam; {args.steps} steps per run, best of {args.repeats} interleaved runs; "
+        f"defaults log {n_logged} of the {args.steps} steps "
+        f"(every {defaults.every_n_steps} + 0,1,2,4,8,...). torch {torch.__version__}, "
+        f"lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}.\n\n"
+        f"Median training step {1e3 * step:.1f} ms; one logging step: floor "
+        f"{1e3 * micro['floor']:.2f} ms, ours scalars {1e3 * micro['ours_scalars']:.2f} ms, "
+        f"ours + histograms {1e3 * micro['ours_histograms']:.2f} ms, naive .item() loop "
+        f"{1e3 * micro['naive_item_loop']:.2f} ms, hook-per-parameter histograms "
+        f"{1e3 * micro['hook_histograms']:.2f} ms, add_histogram "
+        f"{1e3 * micro['tb_add_histogram']:.1f} ms.\n"
+    )
+    table = ["| Measure | Result | Target |", "|---|---|---|"]
+    table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    text = "### Diagnostics overhead (`benchmarks/bench_diagnostics.py`)\n\n" + header + "\n"
+    text += "\n".join(table) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,579 @@
+"""``TrainingDiagnostics``: early-training statistics driven by Lightning's hooks.
+
+Not a ``Callback``: ``InitCallback`` owns one and forwards its hooks (same signatures).
+
+At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optimizer_step`` runs):
+
+1. ``on_train_batch_start``: forward hooks on the watched leaf modules (``activations``) for the
+   micro-batches of the step; they are removed when the step has been written.
+2. ``on_before_optimizer_step`` (after backward, AMP unscaling and accumulation, before clipping
+   and the step): weight and gradient statistics of the optimizer's watched parameters, their
+   histograms, and a copy of the weights for the update ratio, all on device.
+3. ``on_train_batch_end`` (after the step): ``||w_(t+1) - w_t||``, the cross-rank reduction of
+   the activation statistics, then ONE host transfer, the alerts, and the writes at step ``t``.
+
+Under DDP the gradients and weights are equal on every rank, so only rank zero reads them; the
+activations are all-reduced (one collective per logged step, on every rank).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_init._hooks import HookHandles
+from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._options import DiagnosticsOptions
+from lightning_init.diagnostics._stats import (
+    ABSMAX,
+    EXACT_STD,
+    NORM,
+    SUM,
+    histogram_edges,
+    histogram_inputs,
+    moments_from_sums,
+    sample_index,
+    tensor_stats,
+)
+from lightning_init.diagnostics._writers import make_writer
+
+__all__ = ["TrainingDiagnostics"]
+
+_WEIGHT_STATS = ("weight_norm", "weight_std", "weight_mean", "weight_absmax")
+_GRAD_STATS = ("grad_norm", "grad_std", "grad_absmax", "grad_nonfinite")
+_ACT_STATS = ("act_mean", "act_std", "act_dead_fraction")
+
+
+@dataclass
+class _Pending:
+    """What one optimizer call at a logged step left on device, waiting for the step's end."""
+
+    step: int
+    names: list[str]
+    numels: list[int]
+    weights: list[Tensor]
+    weight_stats: Tensor
+    grad_rows: list[int]  # indices (into names) of the parameters that have a gradient
+    grad_stats: Tensor | None
+    grads: list[Tensor]
+    snapshot: list[Tensor] | None
+    histograms: list[tuple[str, Tensor]] = field(default_factory=list)
+
+
+class _ActivationRecord:
+    """Per leaf module, per rank: sum, sum of squares, count and per-unit max |output|."""
+
+    __slots__ = ("count", "sum", "sum_sq", "unit_absmax")
+
+    def __init__(self) -> None:
+        self.sum: Tensor | None = None
+        self.sum_sq: Tensor | None = None
+        self.count = 0
+        self.unit_absmax: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, output: Tensor) -> None:
+        values = output.detach().float()
+        total, total_sq = values.sum(), values.pow(2).sum()
+        if values.ndim >= 2:  # units: channels of images/volumes, else the last dimension
+            unit_dim = 1 if values.ndim in (4, 5) else values.ndim - 1
+            other = tuple(d for d in range(values.ndim) if d != unit_dim)
+            unit_absmax = values.abs().amax(dim=other)
+        else:
+            unit_absmax = values.abs()
+        if self.sum is None or self.sum_sq is None or self.unit_absmax is None:
+            self.sum, self.sum_sq, self.unit_absmax = total, total_sq, unit_absmax
+        else:
+            self.sum, self.sum_sq = self.sum + total, self.sum_sq + total_sq
+            if self.unit_absmax.shape == unit_absmax.shape:
+                self.unit_absmax = torch.maximum(self.unit_absmax, unit_absmax)
+        self.count += values.numel()
+
+    def row(self, device: torch.device) -> Tensor:
+        """``[sum, sum_sq, count, dead_units, units]`` (zeros if the module did not run)."""
+        if self.sum is None or self.sum_sq is None or self.unit_absmax is None:
+            return torch.zeros(5, dtype=torch.float64, device=device)
+        dead = (self.unit_absmax == 0).sum()
+        return torch.stack(
+            [
+                self.sum.double(),
+                self.sum_sq.double(),
+                torch.tensor(float(self.count), dtype=torch.float64, device=self.sum.device),
+                dead.double(),
+                torch.tensor(
+                    float(self.unit_absmax.numel()), dtype=torch.float64, device=self.sum.device
+                ),
+            ]
+        ).to(device)
+
+
+def _first_tensor(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, Tensor):
+                return item
+    return None
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
+
+
+class TrainingDiagnostics:
+    """Layer-wise statistics of early training, written to the trainer's loggers.
+
+    Logs per watched parameter (qualified name in the tag, ``<statistic>/<name>``):
+    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax|nonfinite``, ``update_ratio``
+    (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms ``weight_hist``/``grad_hist``; per watched
+    leaf module ``act_mean|std|dead_fraction``. The step of every value is the optimizer step
+    index (``trainer.global_step`` before the step). A TensorBoard logger gets everything plus a
+    custom-scalars layout with one chart per statistic comparing all layers; other loggers get
+    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts are
+    :class:`DiagnosticsWarning` s on rank zero, each once.
+
+    Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
+    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard.
+
+    Args:
+        options: :class:`DiagnosticsOptions` (``DiagnosticsOptions.from_arg(True)`` for the
+            defaults).
+
+    Example:
+        >>> options = DiagnosticsOptions.from_arg({"every_n_steps": 2, "until_step": 4})
+        >>> diagnostics = TrainingDiagnostics(options)  # InitCallback forwards its hooks here
+        >>> diagnostics.options.logged_steps(), diagnostics.hook_count
+        ([0, 1, 2, 4], 0)
+    """
+
+    def __init__(self, options: DiagnosticsOptions) -> None:
+        if not isinstance(options, DiagnosticsOptions):
+            options = DiagnosticsOptions.from_arg(options)  # type: ignore[arg-type]
+            if options is None:
+                raise ValueError("TrainingDiagnostics needs options; diagnostics=False is off")
+        self.options = options
+        self.logged_steps: list[int] = []
+        self._alerts = Alerts()
+        self._hooks = HookHandles()
+        self._watched: list[tuple[str, nn.Parameter]] | None = None
+        self._leaf_modules: list[tuple[str, nn.Module]] = []
+        self._activations: dict[str, _ActivationRecord] = {}
+        self._activation_step: int | None = None
+        self._pending: list[_Pending] = []
+        self._sample_index: dict[str, Tensor | None] = {}
+        self._snapshot_buffers: dict[str, Tensor] = {}
+        self._writers: dict[int, Any] = {}
+        self._layout_written: set[int] = set()
+        self._broken_writers: set[int] = set()
+        self._failed = False
+        self._finished = False
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Start of a ``fit``: forget the previous run's parameters and pending work."""
+        if stage != "fit":
+            return
+        self._release()
+        self._watched = None
+        self._finished = False
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Collect the watched parameters and leaf modules (on their final device)."""
+        if self._finished_at(trainer.global_step):
+            return
+        self._collect(pl_module)
+
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Register the activation hooks for the micro-batches of a logged step."""
+        if self._failed or self._finished_at(trainer.global_step):
+            return
+        if self._watched is None:
+            self._collect(pl_module)
+        step = trainer.global_step
+        if not self.options.activations:
+            return
+        if not self.options.is_logged_step(step):
+            self._remove_activation_hooks()
+            return
+        if self._activation_step != step:
+            self._remove_activation_hooks()
+            self._activation_step = step
+            self._register_activation_hooks()
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
+        step = trainer.global_step
+        if self._failed or self._finished_at(step) or not self.options.is_logged_step(step):
+            return
+        if not trainer.is_global_zero:
+            if self.options.activations and not self._pending:
+                self._pending.append(self._empty_pending(step))
+            return
+        if self._watched is None:
+            self._collect(pl_module)
+        try:
+            self._pending.append(self._measure(step, optimizer))
+        except Exception as error:  # never stop training
+            self._fail(f"could not measure step {step}: {error!r}")
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """After a logged optimizer step: one host transfer, the alerts and the writes."""
+        if self._pending and not self._failed:
+            pending, self._pending = self._pending, []
+            try:
+                self._flush(trainer, pending)
+            except Exception as error:  # never stop training
+                self._fail(f"could not write step {pending[0].step}: {error!r}")
+            self._remove_activation_hooks()
+        if self._finished_at(trainer.global_step):
+            self._release()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Remove every hook and drop the pending copies."""
+        self._release()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Remove every hook and drop the pending copies."""
+        self._release()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The alerts already raised, so that a resumed run does not repeat them."""
+        return {"alerts_raised": sorted(self._alerts.raised)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self._alerts = Alerts(state.get("alerts_raised", ()))
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def hook_count(self) -> int:
+        """How many forward hooks are registered right now (0 outside logged steps)."""
+        return len(self._hooks)
+
+    def _finished_at(self, step: int) -> bool:
+        if step > self.options.until_step and not self._pending:
+            if not self._finished:
+                self._release()
+                self._finished = True
+            return True
+        return self._finished
+
+    def _release(self) -> None:
+        self._remove_activation_hooks()
+        self._pending = []
+        self._sample_index = {}
+        self._snapshot_buffers = {}
+
+    def _remove_activation_hooks(self) -> None:
+        self._hooks.remove()
+        self._activations = {}
+        self._activation_step = None
+
+    def _fail(self, message: str) -> None:
+        self._failed = True
+        self._release()
+        warnings.warn(
+            f"lightning_init diagnostics stopped ({message}); training goes on.",
+            DiagnosticsWarning,
+            stacklevel=3,
+        )
+
+    def _collect(self, pl_module: nn.Module) -> None:
+        options = self.options
+        seen: set[int] = set()
+        watched: list[tuple[str, nn.Parameter]] = []
+        leaves: list[tuple[str, nn.Module]] = []
+        for module_name, module in pl_module.named_modules():
+            if not _matches(module_name, options.modules) or _matches(module_name, options.exclude):
+                continue
+            if type(module).__module__.startswith("torchmetrics"):
+                continue
+            if next(module.children(), None) is None and module is not pl_module:
+                leaves.append((module_name, module))
+            for param_name, param in module.named_parameters(recurse=False):
+                name = f"{module_name}.{param_name}" if module_name else param_name
+                if id(param) in seen or not param.requires_grad:
+                    continue
+                if not _matches(name, options.parameters) or _matches(name, options.exclude):
+                    continue
+                seen.add(id(param))
+                watched.append((name, param))
+        self._watched = watched
+        self._leaf_modules = leaves
+
+    def _register_activation_hooks(self) -> None:
+        for name, module in self._leaf_modules:
+            record = _ActivationRecord()
+            self._activations[name] = record
+
+            def hook(_module: nn.Module, _inputs: Any, output: Any, record=record) -> None:
+                tensor = _first_tensor(output)
+                if tensor is not None and tensor.is_floating_point() and tensor.numel() > 0:
+                    record.update(tensor)
+
+            self._hooks.add(module.register_forward_hook(hook))
+
+    def _empty_pending(self, step: int) -> _Pending:
+        return _Pending(step, [], [], [], torch.zeros(0, 4), [], None, [], None)
+
+    @torch.no_grad()
+    def _measure(self, step: int, optimizer: Any) -> _Pending:
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        measured = {name for entry in self._pending for name in entry.names}
+        params = [
+            (name, p)
+            for name, p in self._watched or []
+            if id(p) in in_optimizer and name not in measured
+        ]
+        if not params:
+            return self._empty_pending(step)
+        names = [name for name, _ in params]
+        weights = [p.detach() for _, p in params]
+        weight_stats = tensor_stats(weights)
+        grad_rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
+        grads = [params[i][1].grad.detach() for i in grad_rows]  # type: ignore[union-attr]
+        grad_stats = tensor_stats(grads) if grads else None
+        snapshot = None
+        if self.options.update_ratio:
+            # Reused buffers: a fresh 1x-model allocation per logged step costs page faults.
+            buffers = self._snapshot_buffers
+            for name, weight in zip(names, weights, strict=True):
+                buffer = buffers.get(name)
+                if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype:
+                    buffers[name] = torch.empty_like(weight)
+            snapshot = [buffers[name] for name in names]
+            torch._foreach_copy_(snapshot, weights)
+        pending = _Pending(
+            step, names, [w.numel() for w in weights], weights, weight_stats, grad_rows,
+            grad_stats, grads, snapshot,
+        )
+        if self.options.histograms:
+            bins = self.options.histogram_bins
+            for name, tensor in zip(names, weights, strict=True):
+                index = self._index(name, tensor)
+                pending.histograms.append(
+                    (f"weight_hist/{name}", histogram_inputs(tensor, bins, index))
+                )
+            for i, grad in zip(grad_rows, grads, strict=True):
+                name = names[i]
+                pending.histograms.append(
+                    (f"grad_hist/{name}", histogram_inputs(grad, bins, self._index(name, grad)))
+                )
+        return pending
+
+    def _index(self, name: str, tensor: Tensor) -> Tensor | None:
+        if name not in self._sample_index:
+            self._sample_index[name] = sample_index(
+                tensor.numel(), self.options.histogram_max_samples, tensor.device,
+                zlib.crc32(name.encode()),
+            )
+        return self._sample_index[name]
+
+    @torch.no_grad()
+    def _flush(self, trainer: Any, pending: list[_Pending]) -> None:
+        step = pending[0].step
+        activation_rows = self._activation_rows(pending)
+        if not trainer.is_global_zero:
+            return
+        # Everything of the step into one vector, one transfer to the host.
+        parts: list[Tensor] = []
+        for entry in pending:
+            if not entry.names:
+                continue
+            parts.append(entry.weight_stats.reshape(-1))
+            if entry.grad_stats is not None:
+                parts.append(entry.grad_stats.reshape(-1))
+            if entry.snapshot is not None:
+                torch._foreach_sub_(entry.snapshot, entry.weights)
+                update_norms = torch._foreach_norm(entry.snapshot)
+                parts.append(torch.stack([n.float() for n in update_norms]))
+                entry.snapshot = None
+            parts.extend(hist for _, hist in entry.histograms)
+        if activation_rows is not None:
+            parts.append(activation_rows.float().reshape(-1))
+        if not parts:
+            return
+        device = parts[0].device
+        host = torch.cat([p.to(device=device, dtype=torch.float32) for p in parts]).cpu()
+        values = host.tolist()
+        self.logged_steps.append(step)
+        scalars: dict[str, float] = {}
+        histograms: list[tuple[str, list[float], list[float], list[float]]] = []
+        position = 0
+
+        def take(count: int) -> list[float]:
+            nonlocal position
+            chunk = values[position : position + count]
+            position += count
+            return chunk
+
+        bins = self.options.histogram_bins
+        for entry in pending:
+            if not entry.names:
+                continue
+            n = len(entry.names)
+            weight = [take(4) for _ in range(n)]
+            grad = [take(4) for _ in entry.grad_rows] if entry.grad_stats is not None else []
+            update = take(n) if self.options.update_ratio else []
+            for name, numel, row in zip(entry.names, entry.numels, weight, strict=True):
+                mean, std = moments_from_sums(row[NORM], row[SUM], numel, row[EXACT_STD])
+                scalars[f"weight_norm/{name}"] = row[NORM]
+                scalars[f"weight_std/{name}"] = std
+                scalars[f"weight_mean/{name}"] = mean
+                scalars[f"weight_absmax/{name}"] = row[ABSMAX]
+            nonfinite_counts = self._nonfinite_counts(entry, grad)
+            for k, (i, row) in enumerate(zip(entry.grad_rows, grad, strict=True)):
+                name = entry.names[i]
+                _, std = moments_from_sums(row[NORM], row[SUM], entry.numels[i], row[EXACT_STD])
+                scalars[f"grad_norm/{name}"] = row[NORM]
+                scalars[f"grad_std/{name}"] = std
+                scalars[f"grad_absmax/{name}"] = row[ABSMAX]
+                scalars[f"grad_nonfinite/{name}"] = float(nonfinite_counts[k])
+                self._check_gradient(step, name, row[NORM], nonfinite_counts[k], entry.numels[i])
+            for name, previous, change in zip(entry.names, weight, update, strict=False):
+                if previous[NORM] > 0 and math.isfinite(previous[NORM]):
+                    ratio = change / previous[NORM]
+                    scalars[f"update_ratio/{name}"] = ratio
+                    self._check_update(step, name, ratio)
+            for tag, _ in entry.histograms:
+                head = take(5)
+                counts = take(bins)
+                histograms.append((tag, head, histogram_edges(head[0], head[1], bins), counts))
+        if activation_rows is not None:
+            for name, _ in self._leaf_modules:
+                total, total_sq, count, dead, units = take(5)
+                if count == 0:
+                    continue
+                mean = total / count
+                variance = (total_sq - total * total / count) / max(count - 1, 1)
+                scalars[f"act_mean/{name}"] = mean
+                scalars[f"act_std/{name}"] = math.sqrt(max(variance, 0.0))
+                scalars[f"act_dead_fraction/{name}"] = dead / units
+                if self.options.alerts and units > 0 and dead / units >= self.options.dead_fraction:
+                    self._alerts.warn(
+                        "dead", name, step,
+                        f"dead layer: {dead / units:.0%} of its {int(units)} units output exactly"
+                        " 0 on every sample",
+                    )
+        self._write(trainer, step, scalars, histograms)
+
+    def _activation_rows(self, pending: list[_Pending]) -> Tensor | None:
+        """``[n_modules, 5]`` activation sums, all-reduced across ranks (every rank calls)."""
+        if not self.options.activations or not self._activations:
+            return None
+        device = next(
+            (e.weight_stats.device for e in pending if e.names),
+            next((r.sum.device for r in self._activations.values() if r.sum is not None),
+                 torch.device("cpu")),
+        )
+        empty = _ActivationRecord()
+        rows = torch.stack(
+            [self._activations.get(name, empty).row(device) for name, _ in self._leaf_modules]
+        )
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
+            torch.distributed.all_reduce(rows)
+        return rows
+
+    def _nonfinite_counts(self, entry: _Pending, grad: list[list[float]]) -> list[int]:
+        """NaN/Inf counts; computed (a second transfer) only for non-finite gradients."""
+        bad = [k for k, row in enumerate(grad) if not math.isfinite(row[NORM])]
+        counts = [0] * len(grad)
+        if bad:
+            found = torch.stack(
+                [(~torch.isfinite(entry.grads[k])).sum() for k in bad]
+            ).cpu().tolist()
+            for k, count in zip(bad, found, strict=True):
+                counts[k] = int(count)
+        return counts
+
+    def _check_gradient(
+        self, step: int, name: str, norm: float, nonfinite: int, numel: int
+    ) -> None:
+        options = self.options
+        if not options.alerts:
+            return
+        if nonfinite:
+            self._alerts.warn(
+                "nonfinite", name, step, f"gradient has {nonfinite} NaN/Inf values of {numel}"
+            )
+        elif norm <= options.vanishing_grad_norm:
+            self._alerts.warn(
+                "vanishing", name, step,
+                f"vanishing gradient: norm {norm:.3g} <= {options.vanishing_grad_norm:g}",
+            )
+        elif norm > options.exploding_grad_norm:
+            self._alerts.warn(
+                "exploding", name, step,
+                f"exploding gradient: norm {norm:.3g} > {options.exploding_grad_norm:g}",
+            )
+
+    def _check_update(self, step: int, name: str, ratio: float) -> None:
+        low, high = self.options.update_ratio_band
+        # A zero update is a skipped step (AMP overflow, zero learning rate), not a bad init.
+        if self.options.alerts and ratio > 0 and not low <= ratio <= high:
+            self._alerts.warn(
+                "update_ratio", name, step,
+                f"update ratio ||w_t - w_(t-1)|| / ||w_(t-1)|| = {ratio:.3g} is outside "
+                f"[{low:g}, {high:g}] (rule of thumb: about 1e-3)",
+            )
+
+    def _write(
+        self,
+        trainer: Any,
+        step: int,
+        scalars: dict[str, float],
+        histograms: list[tuple[str, list[float], list[float], list[float]]],
+    ) -> None:
+        for logger in getattr(trainer, "loggers", None) or []:
+            key = id(logger)
+            if key in self._broken_writers:
+                continue
+            try:
+                writer = self._writers.get(key)
+                if writer is None:
+                    writer = self._writers[key] = make_writer(logger)
+                if key not in self._layout_written:
+                    self._layout_written.add(key)
+                    writer.layout(self._layout())
+                writer.scalars(scalars, step)
+                for tag, head, edges, counts in histograms:
+                    writer.histogram(tag, head, edges, counts, step)
+            except Exception as error:  # a logging failure never stops training
+                self._broken_writers.add(key)
+                warnings.warn(
+                    f"lightning_init diagnostics could not write to {type(logger).__name__} at "
+                    f"step {step} ({error!r}); this logger gets no more diagnostics.",
+                    DiagnosticsWarning,
+                    stacklevel=2,
+                )
+
+    def _layout(self) -> dict[str, dict[str, list[Any]]]:
+        """One custom-scalars chart per statistic, comparing every layer."""
+        groups = {
+            "lightning_init: weights": _WEIGHT_STATS,
+            "lightning_init: gradients": _GRAD_STATS,
+        }
+        if self.options.update_ratio:
+            groups["lightning_init: updates"] = ("update_ratio",)
+        if self.options.activations:
+            groups["lightning_init: activations"] = _ACT_STATS
+        return {
+            group: {stat: ["Multiline", [f"^{stat}/"]] for stat in stats}
+            for group, stats in groups.items()
+        }

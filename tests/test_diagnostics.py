@@ -1,0 +1,338 @@
+"""TrainingDiagnostics through real Trainer runs, read back from the loggers' files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from lightning_init.diagnostics import (
+    DiagnosticsOptionError,
+    DiagnosticsOptions,
+    DiagnosticsWarning,
+    TrainingDiagnostics,
+)
+
+# The tiny model's first updates are large: alerts not under test are not shown.
+pytestmark = pytest.mark.filterwarnings("ignore::lightning_init.diagnostics.DiagnosticsWarning")
+
+
+class _TestOnlyForwardingCallback(L.Callback):
+    """TEST ONLY: forwards the hooks InitCallback forwards (until InitCallback exists)."""
+
+    def __init__(self, diagnostics: TrainingDiagnostics) -> None:
+        self.diagnostics = diagnostics
+
+    def setup(self, trainer, pl_module, stage):
+        self.diagnostics.setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer, pl_module):
+        self.diagnostics.on_train_start(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.diagnostics.on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.diagnostics.on_before_optimizer_step(trainer, pl_module, optimizer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.diagnostics.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def teardown(self, trainer, pl_module, stage):
+        self.diagnostics.teardown(trainer, pl_module, stage)
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.diagnostics.on_exception(trainer, pl_module, exception)
+
+    def state_dict(self):
+        return self.diagnostics.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.diagnostics.load_state_dict(state_dict)
+
+
+class _TrueGradients(L.Callback):
+    """Records the true gradient norm of every parameter at each optimizer step."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, dict[str, float]] = {}
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        step = trainer.global_step
+        self.norms[step] = {
+            name: float(p.grad.norm()) for name, p in pl_module.named_parameters()
+        }
+        self.weights[step] = {
+            name: p.detach().clone() for name, p in pl_module.named_parameters()
+        }
+
+
+class _Net(L.LightningModule):
+    def __init__(self, lr: float = 0.05, automatic: bool = True) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)
+        )
+        self.lr = lr
+        self.automatic_optimization = automatic
+        self.hooks_seen: dict[int, int] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.hooks_seen[self.trainer.global_step] = sum(
+            len(m._forward_hooks) for m in self.net.modules()
+        )
+        (x,) = batch
+        loss = (self.net(x) - x.sum(dim=1, keepdim=True)).pow(2).mean()
+        if not self.automatic_optimization:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _data(n: int = 64, batch_size: int = 8) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(n, 8)), batch_size=batch_size
+    )
+
+
+def _fit(model, options, *, max_steps, logger=False, extra=(), **trainer_kwargs):
+    diagnostics = TrainingDiagnostics(DiagnosticsOptions.from_arg(options))
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=[_TestOnlyForwardingCallback(diagnostics), *extra],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        **trainer_kwargs,
+    )
+    trainer.fit(model, _data())
+    return diagnostics, trainer
+
+
+def _events(log_dir: str) -> EventAccumulator:
+    return EventAccumulator(log_dir, size_guidance={"scalars": 0, "histograms": 0}).Reload()
+
+
+PARAMS = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias", "net.4.weight", "net.4.bias"]
+
+
+def test_tensorboard_logs_every_parameter_within_the_window(tmp_path: Path) -> None:
+    options = {"every_n_steps": 3, "until_step": 7, "histograms": True, "activations": True}
+    truth = _TrueGradients()
+    model = _Net()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    _fit(model, options, max_steps=12, logger=logger, extra=[truth])
+    expected_steps = [0, 1, 2, 3, 4, 6]  # dense start 0,1,2,4 and every 3rd step up to 7
+    events = _events(logger.log_dir)
+    scalar_tags = set(events.Tags()["scalars"])
+    histogram_tags = set(events.Tags()["histograms"])
+    for name in PARAMS:
+        for stat in ("weight_norm", "weight_std", "weight_mean", "weight_absmax", "grad_norm",
+                     "grad_std", "grad_absmax", "grad_nonfinite", "update_ratio"):
+            assert f"{stat}/{name}" in scalar_tags
+        assert {f"weight_hist/{name}", f"grad_hist/{name}"} <= histogram_tags
+    for module in ("net.0", "net.1", "net.2", "net.3", "net.4"):
+        assert {f"act_mean/{module}", f"act_dead_fraction/{module}"} <= scalar_tags
+    # Nothing outside the window, and the logged gradient norm is the true one.
+    for name in PARAMS:
+        logged = events.Scalars(f"grad_norm/{name}")
+        assert [event.step for event in logged] == expected_steps
+        for event in logged:
+            assert event.value == pytest.approx(truth.norms[event.step][name], rel=1e-5)
+    for tag in scalar_tags | histogram_tags:
+        series = events.Scalars(tag) if tag in scalar_tags else events.Histograms(tag)
+        assert max(event.step for event in series) <= 7
+    # Weight statistics and the update ratio against values computed here.
+    weight = truth.weights[3]["net.2.weight"]
+    (std_event,) = [e for e in events.Scalars("weight_std/net.2.weight") if e.step == 3]
+    assert std_event.value == pytest.approx(float(weight.std()), rel=1e-4)
+    update = float((truth.weights[4]["net.2.weight"] - weight).norm() / weight.norm())
+    (ratio_event,) = [e for e in events.Scalars("update_ratio/net.2.weight") if e.step == 3]
+    assert ratio_event.value == pytest.approx(update, rel=1e-3)
+    # Histograms hold every element of a small tensor.
+    histogram = events.Histograms("weight_hist/net.0.weight")[0].histogram_value
+    assert histogram.num == 8 * 16 and sum(histogram.bucket) == 8 * 16
+    # Activations: a ReLU's output mean is >= 0; hooks exist only at logged steps.
+    assert all(e.value >= 0 for e in events.Scalars("act_mean/net.1"))
+    assert {s for s, n in model.hooks_seen.items() if n} == set(expected_steps)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    # One custom-scalars layout, comparing layers per statistic.
+    assert "custom_scalars__config__" in events.Tags()["tensors"]
+
+
+def test_gradient_accumulation_logs_the_accumulated_gradient(tmp_path: Path) -> None:
+    truth = _TrueGradients()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    _fit(_Net(), {"every_n_steps": 2, "until_step": 3}, max_steps=4, logger=logger,
+         extra=[truth], accumulate_grad_batches=2)
+    logged = _events(logger.log_dir).Scalars("grad_norm/net.0.weight")
+    assert [e.step for e in logged] == [0, 1, 2]
+    for event in logged:
+        assert event.value == pytest.approx(truth.norms[event.step]["net.0.weight"], rel=1e-5)
+
+
+def test_manual_optimization_is_logged(tmp_path: Path) -> None:
+    truth = _TrueGradients()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    _fit(_Net(automatic=False), {"every_n_steps": 2, "until_step": 4}, max_steps=6,
+         logger=logger, extra=[truth])
+    logged = _events(logger.log_dir).Scalars("grad_norm/net.4.weight")
+    assert [e.step for e in logged] == [0, 1, 2, 4]
+    for event in logged:
+        assert event.value == pytest.approx(truth.norms[event.step]["net.4.weight"], rel=1e-5)
+
+
+def test_csv_logger_gets_the_scalars(tmp_path: Path) -> None:
+    logger = CSVLogger(tmp_path, name="csv", version=0)
+    _fit(_Net(), {"every_n_steps": 4, "until_step": 5, "parameters": "*.weight"}, max_steps=8,
+         logger=logger)
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    logged = [r for r in rows if r.get("grad_norm/net.0.weight")]
+    assert [int(r["step"]) for r in logged] == [0, 1, 2, 4]
+    assert all(float(r["weight_norm/net.2.weight"]) > 0 for r in logged)
+    assert not any(key.endswith(".bias") for key in rows[0])  # the parameter filter
+
+
+def test_bad_init_alerts_name_the_layer_and_step() -> None:
+    model = _Net()
+    with torch.no_grad():
+        model.net[0].bias.fill_(-100.0)  # net.1 (ReLU) outputs 0 everywhere: a dead layer
+    model.net[4].weight.register_hook(lambda grad: grad * float("nan"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diagnostics, _ = _fit(model, {"activations": True, "until_step": 2}, max_steps=3)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DiagnosticsWarning)]
+    assert any("step 0: 'net.1': dead layer: 100%" in m for m in messages)
+    assert any("step 0: 'net.4.weight': gradient has 16 NaN/Inf values" in m for m in messages)
+    assert any("step 0: 'net.0.weight': vanishing gradient" in m for m in messages)
+    # Each alert once, although steps 1 and 2 are as bad.
+    assert len(messages) == len(set(m.split(": ", 1)[1] for m in messages))
+    assert diagnostics.logged_steps == [0, 1, 2]
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_exploding_updates_alert() -> None:
+    with pytest.warns(DiagnosticsWarning, match=r"step 0: 'net\.\d\.(weight|bias)': update ratio"):
+        _fit(_Net(lr=50.0), {"until_step": 0}, max_steps=2)
+
+
+class _FailingLogger(Logger):
+    name = "failing"
+    version = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    @property
+    def experiment(self):
+        return None
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.calls += 1
+        raise OSError("disk full")
+
+
+def test_logging_failure_does_not_stop_training() -> None:
+    logger = _FailingLogger()
+    model = _Net()
+    with pytest.warns(DiagnosticsWarning, match="could not write to _FailingLogger at step 0"):
+        diagnostics, trainer = _fit(model, {"every_n_steps": 1, "until_step": 5}, max_steps=6,
+                                    logger=logger)
+    assert trainer.global_step == 6
+    assert logger.calls == 1  # the broken logger is not tried again
+    assert diagnostics.logged_steps == [0, 1, 2, 3, 4, 5]
+
+
+def test_nothing_is_hooked_or_logged_after_the_window() -> None:
+    model = _Net()
+    diagnostics, _ = _fit(model, {"every_n_steps": 1, "until_step": 2, "activations": True},
+                          max_steps=6)
+    assert diagnostics.logged_steps == [0, 1, 2]
+    assert {s for s, n in model.hooks_seen.items() if n} == {0, 1, 2}
+    assert diagnostics.hook_count == 0
+
+
+def test_exception_removes_hooks() -> None:
+    class Crashing(_Net):
+        def training_step(self, batch, batch_idx):
+            if self.trainer.global_step == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    model = Crashing()
+    with pytest.raises(RuntimeError, match="boom"):
+        _fit(model, {"every_n_steps": 1, "activations": True}, max_steps=4)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_state_dict_keeps_the_alerts_raised() -> None:
+    diagnostics = TrainingDiagnostics(DiagnosticsOptions())
+    diagnostics._alerts.raised.add("vanishing:net.0.weight")
+    restored = TrainingDiagnostics(DiagnosticsOptions())
+    restored.load_state_dict(diagnostics.state_dict())
+    assert restored.state_dict() == {"alerts_raised": ["vanishing:net.0.weight"]}
+
+
+def test_options_from_arg() -> None:
+    assert DiagnosticsOptions.from_arg(False) is None
+    assert DiagnosticsOptions.from_arg(None) is None
+    defaults = DiagnosticsOptions.from_arg(True)
+    assert (defaults.every_n_steps, defaults.until_step, defaults.histograms) == (10, 300, False)
+    assert defaults.logged_steps()[:10] == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32]
+    assert max(defaults.logged_steps()) == 300
+    options = DiagnosticsOptions.from_arg({"parameters": "*.weight", "dense_start": False,
+                                           "update_ratio_band": [1e-5, 1e-2]})
+    assert options.parameters == ("*.weight",) and options.update_ratio_band == (1e-5, 1e-2)
+    assert options.logged_steps()[:3] == [0, 10, 20]
+
+
+@pytest.mark.parametrize(
+    ("arg", "match"),
+    [
+        ({"every_n_step": 5}, r"unknown diagnostics option 'every_n_step'\. "
+                              r"Did you mean 'every_n_steps'\? Valid options: .*until_step"),
+        ({"untill_step": 5}, r"Did you mean 'until_step'"),
+        ({"every_n_steps": 0}, r"'every_n_steps' must be a positive integer, got 0"),
+        ({"until_step": -1}, r"'until_step' must be an integer >= 0, got -1"),
+        ({"histograms": "yes"}, r"'histograms' must be true or false, got 'yes'"),
+        ({"update_ratio_band": [1e-1, 1e-3]}, r"'update_ratio_band' must be \[low, high\]"),
+        ({"parameters": 3}, r"'parameters' must be a glob or a list of globs"),
+        ("on", r"diagnostics must be true, false or a mapping"),
+    ],
+)
+def test_option_errors(arg, match) -> None:
+    with pytest.raises(DiagnosticsOptionError, match=match):
+        DiagnosticsOptions.from_arg(arg)
+    assert issubclass(DiagnosticsOptionError, ValueError)
+
+
+def test_std_from_sums_matches_torch_for_large_tensors() -> None:
+    from lightning_init.diagnostics._stats import moments_from_sums, tensor_stats
+
+    tensor = torch.randn(256, 300) * 0.02 + 0.001
+    norm, total, _, exact = tensor_stats([tensor])[0].tolist()
+    assert math.isnan(exact)  # too large for the exact path
+    mean, std = moments_from_sums(norm, total, tensor.numel(), exact)
+    assert mean == pytest.approx(float(tensor.mean()), rel=1e-3)
+    assert std == pytest.approx(float(tensor.std()), rel=1e-4)
