@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
