@@ -170,8 +170,8 @@ class InitCallback(Callback):
             return
         resuming = trainer.ckpt_path is not None or self._state_loaded
         self._fresh = False
-        self._applied = True
         if resuming:
+            self._applied = True
             if not self._state_loaded:  # the checkpoint holds no InitCallback state
                 self._policy_name = _policy_label(self._policy)
                 self._fingerprint = None
@@ -181,9 +181,11 @@ class InitCallback(Callback):
         if self._policy is not None:
             for name, module in _modules_added_since(pl_module, self._setup_module_ids):
                 self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name))
+        fingerprint = weights_fingerprint(pl_module)
+        _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
+        self._applied = True
         self._policy_name = _policy_label(self._policy)
-        self._fingerprint = weights_fingerprint(pl_module)
-        _verify_same_on_all_ranks(trainer, pl_module, self._fingerprint)
+        self._fingerprint = fingerprint
         self._log_pending = True
         self._run_check(trainer, pl_module)
 
