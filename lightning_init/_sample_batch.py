@@ -55,8 +55,13 @@ def _train_loader(trainer: Any) -> Any:
     return source.dataloader()
 
 
-def find_sample_batch(trainer: Any, pl_module: Any, device: torch.device) -> _SampleBatch | None:
+def find_sample_batch(
+    trainer: Any, pl_module: Any, device: torch.device, *, example_first: bool = True
+) -> _SampleBatch | None:
     """The example input, else the first training batch, moved to ``device``; ``None`` if none.
+
+    ``example_first=False`` looks for a training batch only (the check runs ``training_step``
+    on it, and reads ``example_input_array`` itself when given none).
 
     Drawing the batch does not move the global RNG state (a shuffling sampler draws its seed
     from it), so training sees the same batches with and without the callback.
@@ -68,7 +73,7 @@ def find_sample_batch(trainer: Any, pl_module: Any, device: torch.device) -> _Sa
         >>> found.source, tuple(found.batch.shape)
         ('example_input_array', (2, 3))
     """
-    example = getattr(pl_module, "example_input_array", None)
+    example = getattr(pl_module, "example_input_array", None) if example_first else None
     if example is not None:
         return _SampleBatch(_to_device(example, device), "example_input_array")
     with isolate_rng():

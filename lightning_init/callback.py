@@ -115,7 +115,6 @@ class InitCallback(Callback):
         self._state_loaded = False
         self._setup_module_ids: set[int] = set()
         self._reports: list[Any] = []
-        self._log_pending = False
 
     # ----------------------------------------------------------------------------- state
 
@@ -176,7 +175,7 @@ class InitCallback(Callback):
                 self._policy_name = _policy_label(self._policy)
                 self._fingerprint = None
             self._reports = []
-            self._log_pending = self._fingerprint is not None
+            self._log(trainer, pl_module)
             return
         if self._policy is not None:
             for name, module in _modules_added_since(pl_module, self._setup_module_ids):
@@ -186,14 +185,11 @@ class InitCallback(Callback):
         self._applied = True
         self._policy_name = _policy_label(self._policy)
         self._fingerprint = fingerprint
-        self._log_pending = True
+        self._log(trainer, pl_module)
         self._run_check(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._log_pending:
-            self._log_pending = False
-            self._log(trainer)
         if self._diagnostics is not None:
             self._diagnostics.on_train_start(trainer, pl_module)
 
@@ -256,7 +252,9 @@ class InitCallback(Callback):
         run_sample_forward(pl_module, sample)
 
     def _run_check(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._check_options is None or isinstance(self._check_options, _Unavailable):
+        """The check on every rank; ``on_fail="raise"`` raises on all ranks if one fails."""
+        options = self._check_options
+        if options is None or isinstance(options, _Unavailable):
             return
         functions = _optional(
             "lightning_init.check", "check_lightning_module", "publish_check_report"
@@ -264,32 +262,42 @@ class InitCallback(Callback):
         if functions is None:
             return
         check_lightning_module, publish_check_report = functions
-        sample = find_sample_batch(trainer, pl_module, pl_module.device)
-        if sample is None:
+        sample = find_sample_batch(trainer, pl_module, pl_module.device, example_first=False)
+        if sample is None and getattr(pl_module, "example_input_array", None) is None:
             rank_zero_info("InitCallback: no sample batch for the init check; skipped.")
             return
-        error: InitCheckError | None = None
         with isolate_rng():
-            try:
-                report = check_lightning_module(pl_module, sample.batch, self._check_options)
-            except InitCheckError as raised:
-                error, report = raised, raised.report
-        if report is not None:
+            report = check_lightning_module(
+                pl_module, None if sample is None else sample.batch, options
+            )
+        if trainer.is_global_zero:
             publish_check_report(report, trainer)
-        if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-            raise error or InitCheckError("the init check failed on another rank")
+        failed = not report.ok and getattr(options, "on_fail", "warn") == "raise"
+        if trainer.strategy.reduce_boolean_decision(failed, all=False):
+            if not failed:
+                raise InitCheckError("the init check failed on another rank; see rank 0's report")
+            raise_or_warn = _optional("lightning_init.check", "raise_or_warn")
+            if raise_or_warn is not None:
+                raise_or_warn[0](report, options)
+            raise InitCheckError(f"the init check failed: {report}", report=report)
+        if not report.ok and trainer.is_global_zero:
+            raise_or_warn = _optional("lightning_init.check", "raise_or_warn")
+            if raise_or_warn is not None:
+                raise_or_warn[0](report, options)  # warns
 
-    def _log(self, trainer: Trainer) -> None:
+    def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Hyperparameters to every logger; the applied table as TensorBoard text, once."""
+        if not trainer.loggers:
+            return
         hparams = {
             "init/policy": self._policy_name or "none",
             "init/fingerprint": self._fingerprint or "unknown",
         }
         text = "\n\n".join(report.to_markdown() for report in self._reports)
+        # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
+        # the module's hyperparameters after on_fit_start: write them here, ours added.
+        merged = {**_module_hparams(trainer, pl_module), **hparams}
         for logger in trainer.loggers:
-            merged = hparams
-            if isinstance(logger, TensorBoardLogger):
-                # Each log_hyperparams writes one HParams session; make the last one complete.
-                merged = {**dict(logger.hparams), **hparams}
             logger.log_hyperparams(merged)
             if text and trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("init/policy", text, global_step=trainer.global_step)
@@ -332,6 +340,18 @@ def _make_diagnostics(options: Any) -> Any:
         return None
     found = _optional("lightning_init.diagnostics", "TrainingDiagnostics")
     return None if found is None else found[0](options)
+
+
+def _module_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    """The hyperparameters Lightning logs after on_fit_start (module's, then datamodule's)."""
+    merged: dict[str, Any] = {}
+    if getattr(pl_module, "_log_hyperparams", False):
+        merged.update(pl_module.hparams_initial)
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and getattr(datamodule, "_log_hyperparams", False):
+        merged.update(datamodule.hparams_initial)
+    merged.pop("_class_path", None)
+    return merged
 
 
 def _load_policy(spec: Any) -> Any:

@@ -38,8 +38,12 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
 
 
 def _callback(policy: Any = None, **kwargs: Any) -> InitCallback:
-    return InitCallback(policy=policy, check=kwargs.pop("check", False),
-                        diagnostics=kwargs.pop("diagnostics", False), **kwargs)
+    return InitCallback(
+        policy=policy,
+        check=kwargs.pop("check", False),
+        diagnostics=kwargs.pop("diagnostics", False),
+        **kwargs,
+    )
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:

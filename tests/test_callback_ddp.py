@@ -32,7 +32,12 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict
         environment.pop(name, None)
     completed = subprocess.run(
         [sys.executable, str(_ROOT / "tests" / "_ddp_script.py"), str(out_dir)],
-        cwd=out_dir, env=environment, capture_output=True, text=True, timeout=240, check=False,
+        cwd=out_dir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     results: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out_dir.glob("*_rank*.json")):
