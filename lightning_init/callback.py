@@ -99,6 +99,7 @@ class InitCallback(Callback):
         check: bool | dict[str, Any] = True,
         diagnostics: bool | dict[str, Any] = True,
     ) -> None:
+        self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
         self._policy = _load_policy(policy)
         self._check_options = _options("check", check, "lightning_init.check", "CheckOptions")
         diagnostics_options = _options(
@@ -115,6 +116,13 @@ class InitCallback(Callback):
         self._state_loaded = False
         self._setup_module_ids: set[int] = set()
         self._reports: list[Any] = []
+
+    def __repr__(self) -> str:
+        shown = dict(self._arguments)
+        if not isinstance(shown["policy"], (str, os.PathLike, Mapping, type(None))):
+            shown["policy"] = _policy_label(self._policy)
+        listing = ", ".join(f"{key}={value!r}" for key, value in shown.items())
+        return f"{type(self).__name__}({listing})"
 
     # ----------------------------------------------------------------------------- state
 
