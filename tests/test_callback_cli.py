@@ -64,7 +64,12 @@ def test_yaml_trainer_callbacks(tmp_path: Path) -> None:
     assert state["fingerprint"] == result["fingerprint"]  # policy None, lr=0: unchanged
 
 
-def test_trainer_callbacks_append_from_the_command_line(tmp_path: Path) -> None:
+def test_trainer_callbacks_append_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["app"])
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # restored after the test
+        monkeypatch.delenv(name, raising=False)
     from _models import DataModule, Net
     from lightning.pytorch.cli import LightningCLI
 
@@ -79,6 +84,7 @@ def test_trainer_callbacks_append_from_the_command_line(tmp_path: Path) -> None:
         DataModule,
         run=False,
         save_config_callback=None,
+        seed_everything_default=False,
         args=[
             *_TRAINER_ARGS,
             f"--trainer.default_root_dir={tmp_path}",

@@ -156,7 +156,7 @@ def test_diagnostics_hooks_are_forwarded(tmp_path: Path, monkeypatch: pytest.Mon
 def test_logger_gets_hparams_and_the_applied_table(tmp_path: Path) -> None:
     logger = TensorBoardLogger(tmp_path, name="run")
     callback = InitCallback(make_policy(), check=False, diagnostics=False)
-    _trainer(tmp_path, callbacks=[callback], logger=logger).fit(Net(lr=0.0))
+    _trainer(tmp_path, callbacks=[callback], logger=logger, log_every_n_steps=1).fit(Net(lr=0.0))
     events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
     events.Reload()
     assert "init/policy/text_summary" in events.Tags()["tensors"]
