@@ -47,6 +47,8 @@ class InitCallback(Callback):
     - Lazy modules (``nn.LazyLinear``...) are materialized in ``setup`` by one no-grad forward
       of ``example_input_array`` (else one ``training_step`` on the first training batch, logging
       muted), then initialized. DDP refuses to wrap unmaterialized modules, so this is needed.
+      Lazy modules created in ``configure_model`` cannot be materialized by a callback (no hook
+      runs between ``configure_model`` and the DDP wrap): build those in ``__init__``.
     - Every rank gets the same weights: rank 0 draws the seed (unless the policy has its own)
       and the strategy broadcasts it; ``policy.apply(model, seed=shared_seed)`` then derives
       each parameter's numbers from ``(seed, qualified name, shape)``, whatever each rank's
@@ -114,7 +116,7 @@ class InitCallback(Callback):
         # Per-fit bookkeeping, reset in setup.
         self._fresh = False  # this fit is the first: initialize
         self._state_loaded = False
-        self._setup_module_ids: set[int] = set()
+        self._setup_modules: list[nn.Module] = []  # held, so that their ids stay unique
         self._reports: list[Any] = []
 
     def __repr__(self) -> str:
@@ -123,6 +125,11 @@ class InitCallback(Callback):
             shown["policy"] = _policy_label(self._policy)
         listing = ", ".join(f"{key}={value!r}" for key, value in shown.items())
         return f"{type(self).__name__}({listing})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_setup_modules=[], _reports=[])  # per-fit, never pickled with the module
+        return state
 
     # ----------------------------------------------------------------------------- state
 
@@ -167,7 +174,7 @@ class InitCallback(Callback):
                 if _has_tensors(pl_module):
                     self._reports.append(self._policy.apply(pl_module, seed=self._seed))
                     _raise_if_meta_left(pl_module)
-            self._setup_module_ids = {id(module) for module in pl_module.modules()}
+            self._setup_modules = list(pl_module.modules())
         if self._diagnostics is not None:
             self._diagnostics.setup(trainer, pl_module, stage)
 
@@ -186,7 +193,8 @@ class InitCallback(Callback):
             self._log(trainer, pl_module)
             return
         if self._policy is not None:
-            for name, module in _modules_added_since(pl_module, self._setup_module_ids):
+            known = {id(module) for module in self._setup_modules}
+            for name, module in _modules_added_since(pl_module, known):
                 self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name))
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
@@ -224,7 +232,7 @@ class InitCallback(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._setup_module_ids = set()
+        self._setup_modules = []
         self._reports = []
         if self._diagnostics is not None:
             self._diagnostics.teardown(trainer, pl_module, stage)
@@ -252,6 +260,8 @@ class InitCallback(Callback):
         device = _tensor_device(pl_module)
         sample = find_sample_batch(trainer, pl_module, device)
         if sample is None:
+            if self._policy is None:
+                return  # nothing to initialize: leave them to the first training step
             raise ValueError(
                 f"InitCallback: {type(pl_module).__name__} has lazy parameters ({', '.join(lazy)})"
                 " and no sample batch to materialize them: set `example_input_array` or give"

@@ -101,6 +101,20 @@ def test_resume_keeps_the_checkpoint_weights(tmp_path: Path, model_class: type[N
     assert callback.state_dict()["fingerprint"] == first_callback.state_dict()["fingerprint"]
 
 
+def test_resume_from_a_checkpoint_without_callback_state(tmp_path: Path) -> None:
+    first = ConfiguredNet(lr=0.5)
+    trainer = _trainer(tmp_path)
+    trainer.fit(first)
+    checkpoint = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    resumed = ConfiguredNet()
+    callback = _callback(make_policy())
+    _trainer(tmp_path, callbacks=[callback]).fit(resumed, ckpt_path=checkpoint)
+    assert _same_weights(resumed, first)  # found by trainer.ckpt_path in on_fit_start
+    state = callback.state_dict()
+    assert state["applied"] and state["fingerprint"] is None  # the init is not known
+
+
 def test_second_fit_continues_with_the_trained_weights(tmp_path: Path) -> None:
     model = Net(lr=0.5)
     callback = _callback(make_policy())
