@@ -188,7 +188,7 @@ class InitCallback(Callback):
             self._applied = True
             if not self._state_loaded:  # the checkpoint holds no InitCallback state
                 self._policy_name = _policy_label(self._policy)
-                self._fingerprint = None
+                self._fingerprint = self._seed = None
             self._reports = []
             self._log(trainer, pl_module)
             return

@@ -112,7 +112,7 @@ def test_resume_from_a_checkpoint_without_callback_state(tmp_path: Path) -> None
     _trainer(tmp_path, callbacks=[callback]).fit(resumed, ckpt_path=checkpoint)
     assert _same_weights(resumed, first)  # found by trainer.ckpt_path in on_fit_start
     state = callback.state_dict()
-    assert state["applied"] and state["fingerprint"] is None  # the init is not known
+    assert state["applied"] and state["fingerprint"] is None and state["seed"] is None
 
 
 def test_second_fit_continues_with_the_trained_weights(tmp_path: Path) -> None:
