@@ -17,7 +17,14 @@ from lightning_init._fingerprint import weights_fingerprint
 from lightning_init.callback import InitCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _models import ConfiguredNet, LazyNet, Net, make_loader, make_policy
+from _models import (
+    ConfiguredNet,
+    LazyNet,
+    Net,
+    make_loader,
+    make_policy,
+    policy_engine_available,
+)
 
 
 def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
@@ -234,3 +241,40 @@ def test_lazy_model_without_any_sample_batch_raises(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"lazy parameters .*example_input_array"):
         _trainer(tmp_path, callbacks=[_callback(make_policy())]).fit(NoData())
+
+
+_REAL_POLICY = {
+    "name": "relu_zero_bias",
+    "seed": 11,
+    "rules": [
+        {
+            "match": {"type": "Linear"},
+            "weight": {"init": "kaiming_normal", "nonlinearity": "relu"},
+            "bias": "zeros",
+        }
+    ],
+}
+
+
+@pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
+@pytest.mark.parametrize("spec_kind", ["path", "mapping", "instance"])
+@pytest.mark.parametrize("model_class", [Net, ConfiguredNet])
+def test_real_policy_from_every_spec_form(
+    tmp_path: Path, spec_kind: str, model_class: type[Net]
+) -> None:
+    import yaml
+
+    from lightning_init import InitPolicy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(_REAL_POLICY))
+    spec = {"path": str(path), "mapping": _REAL_POLICY, "instance": InitPolicy.load(path)}
+    model = model_class()
+    callback = _callback(spec[spec_kind])
+    _trainer(tmp_path, callbacks=[callback]).fit(model)
+    expected = model_class()
+    expected.configure_model()
+    InitPolicy.from_dict(_REAL_POLICY).apply(expected)  # the policy's own seed: no override
+    assert _same_weights(model, expected)  # configure_model: same numbers as a whole apply
+    assert all(float(m.bias.abs().sum()) == 0.0 for m in model.net if isinstance(m, nn.Linear))
+    assert callback.state_dict()["policy_name"] == "relu_zero_bias"
