@@ -309,17 +309,21 @@ class InitCallback(Callback):
         if not trainer.loggers:
             return
         hparams = {
-            "init/policy": self._policy_name or "none",
-            "init/fingerprint": self._fingerprint or "unknown",
+            "lightning_init/policy": self._policy_name or "none",
+            "lightning_init/fingerprint": self._fingerprint or "unknown",
         }
-        text = "\n\n".join(report.to_markdown() for report in self._reports)
+        text = "\n\n".join(
+            report.to_markdown() for report in self._reports if hasattr(report, "to_markdown")
+        )
         # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
         # the module's hyperparameters after on_fit_start: write them here, ours added.
         merged = {**_module_hparams(trainer, pl_module), **hparams}
         for logger in trainer.loggers:
             logger.log_hyperparams(merged)
             if text and trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("init/policy", text, global_step=trainer.global_step)
+                logger.experiment.add_text(
+                    "lightning_init/policy", text, global_step=trainer.global_step
+                )
 
 
 # ------------------------------------------------------------------------------- helpers

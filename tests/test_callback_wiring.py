@@ -159,11 +159,13 @@ def test_logger_gets_hparams_and_the_applied_table(tmp_path: Path) -> None:
     _trainer(tmp_path, callbacks=[callback], logger=logger, log_every_n_steps=1).fit(Net(lr=0.0))
     events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
     events.Reload()
-    assert "init/policy/text_summary" in events.Tags()["tensors"]
-    [text] = events.Tensors("init/policy/text_summary")
+    assert "lightning_init/policy/text_summary" in events.Tags()["tensors"]
+    [text] = events.Tensors("lightning_init/policy/text_summary")
     assert "net.0.weight" in text.tensor_proto.string_val[0].decode()
     content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
-    assert hparams["init/policy"].string_value == "stand_in"
-    assert hparams["init/fingerprint"].string_value == callback.state_dict()["fingerprint"]
+    assert hparams["lightning_init/policy"].string_value == "stand_in"
+    assert (
+        hparams["lightning_init/fingerprint"].string_value == callback.state_dict()["fingerprint"]
+    )
     assert hparams["lr"].number_value == 0.0  # the module's own hparams are kept alongside
