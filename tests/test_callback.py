@@ -209,11 +209,14 @@ def test_meta_tensors_the_policy_leaves_alone_raise_a_clear_error(tmp_path: Path
 
 
 def test_pickle_and_state_dict_round_trip(tmp_path: Path) -> None:
-    callback = _callback(make_policy(), check={"on_fail": "raise"}, diagnostics=True)
+    callback = _callback(make_policy(), check={"on_fail": "warn"}, diagnostics=True)
+    before = pickle.loads(pickle.dumps(callback))  # what a spawn launcher sends
+    assert before.state_dict() == callback.state_dict() and repr(before) == repr(callback)
     _trainer(tmp_path, callbacks=[callback]).fit(Net())
     copied = pickle.loads(pickle.dumps(callback))
     assert copied.state_dict() == callback.state_dict()
-    fresh = _callback(make_policy())
+    assert copied.state_dict()["applied"] and not before.state_dict()["applied"]
+    fresh = _callback(make_policy(), diagnostics=True)
     fresh.load_state_dict(callback.state_dict())
     assert fresh.state_dict() == callback.state_dict()
     assert fresh.state_key == callback.state_key == "InitCallback{'policy': 'stand_in'}"
