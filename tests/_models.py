@@ -170,11 +170,13 @@ class StandInPolicy:
 
 
 def policy_engine_available() -> bool:
+    """Whether the policy engine and the initializer catalogue it needs have landed."""
     try:
+        from lightning_init.initializers import resolve_initializer
         from lightning_init.policy import InitPolicy
     except ImportError:
         return False
-    return callable(getattr(InitPolicy, "load", None))
+    return callable(getattr(InitPolicy, "load", None)) and callable(resolve_initializer)
 
 
 def make_policy(**kwargs: Any) -> Any:
