@@ -28,7 +28,9 @@ class _ReportingCLI(LightningCLI):
             "callbacks": [repr(callback) for callback in callbacks],
             "states": [callback.state_dict() for callback in callbacks],
             "fingerprint": weights_fingerprint(self.model),
-            "biases": [float(m.bias.abs().sum()) for m in self.model.net if hasattr(m, "bias")],
+            "biases": [
+                float(m.bias.detach().abs().sum()) for m in self.model.net if hasattr(m, "bias")
+            ],
             "steps": self.model.steps,
         }
         Path(os.environ["INIT_CLI_REPORT"]).write_text(json.dumps(report))

@@ -279,5 +279,19 @@ def test_real_policy_from_every_spec_form(
     expected.configure_model()
     InitPolicy.from_dict(_REAL_POLICY).apply(expected)  # the policy's own seed: no override
     assert _same_weights(model, expected)  # configure_model: same numbers as a whole apply
-    assert all(float(m.bias.abs().sum()) == 0.0 for m in model.net if isinstance(m, nn.Linear))
+    assert all(
+        float(m.bias.detach().abs().sum()) == 0.0 for m in model.net if isinstance(m, nn.Linear)
+    )
     assert callback.state_dict()["policy_name"] == "relu_zero_bias"
+
+
+@pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
+def test_real_policy_is_the_one_init_of_a_meta_model(tmp_path: Path) -> None:
+    from lightning_init import InitPolicy
+
+    with torch.device("meta"):
+        model = Net()
+    _trainer(tmp_path, callbacks=[_callback(_REAL_POLICY)]).fit(model)
+    expected = Net()
+    InitPolicy.from_dict(_REAL_POLICY).apply(expected)
+    assert _same_weights(model, expected)
