@@ -19,6 +19,7 @@ from lightning_init.callback import InitCallback
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import (
     ConfiguredNet,
+    DataModule,
     LazyNet,
     Net,
     make_loader,
@@ -168,6 +169,26 @@ def test_lazy_modules_are_materialized_then_initialized(tmp_path: Path, batch_ki
     expected = Net()
     policy.apply(expected, seed=callback.state_dict()["seed"])
     assert _same_weights(model, expected)  # materialized to Net's shapes, then the policy's
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
+@pytest.mark.parametrize("source", ["fit_dataloaders", "datamodule"])
+def test_lazy_sample_batch_from_fit_loaders_or_a_datamodule(tmp_path: Path, source: str) -> None:
+    class NoOwnLoader(LazyNet):
+        train_dataloader = None  # the data comes from fit's arguments only
+
+    policy = make_policy()
+    model = NoOwnLoader()
+    callback = _callback(policy)
+    data = (
+        {"train_dataloaders": make_loader("dict")}
+        if source == "fit_dataloaders"
+        else {"datamodule": DataModule()}
+    )
+    _trainer(tmp_path, callbacks=[callback]).fit(model, **data)
+    expected = Net()
+    policy.apply(expected, seed=callback.state_dict()["seed"])
+    assert _same_weights(model, expected)
 
 
 def test_meta_device_model_gets_the_policy_as_its_only_init(tmp_path: Path) -> None:
