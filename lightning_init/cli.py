@@ -1,5 +1,90 @@
-"""Command line (stub: being written)."""
+"""Command line: ``lightning-init explain POLICY --model pkg.module:factory`` and ``presets``.
+
+``python -m lightning_init`` runs the same commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from lightning_init._errors import PolicyError
+from lightning_init._presets import preset_paths
+
+__all__ = ["main"]
 
 
-def main(argv=None) -> int:
-    raise SystemExit("not yet")
+def _load_model(spec: str):  # -> nn.Module
+    from torch import nn
+
+    module_path, sep, attr = spec.partition(":")
+    if not sep or not module_path or not attr:
+        raise PolicyError(f"--model {spec!r}: expected 'pkg.module:factory'")
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as err:
+        raise PolicyError(f"--model {spec!r}: cannot import {module_path!r}: {err}") from None
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise PolicyError(f"--model {spec!r}: {module_path!r} has no attribute {attr!r}") from None
+    model = factory if isinstance(factory, nn.Module) else factory()
+    if not isinstance(model, nn.Module):
+        raise PolicyError(
+            f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-init",
+        description="Declarative weight initialization: explain a policy, list the presets.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain = commands.add_parser(
+        "explain", help="dry run: which rule and initializer each parameter of a model gets"
+    )
+    explain.add_argument("policy", help="a YAML file or a preset name (see `presets`)")
+    explain.add_argument(
+        "--model", required=True,
+        help="'pkg.module:factory': a callable returning the model (or a module instance)",
+    )
+    explain.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    commands.add_parser("presets", help="list the shipped presets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 2 on a policy or usage error).
+
+    Example:
+        >>> main(["presets"])  # doctest: +ELLIPSIS
+        bert ...
+        0
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "presets":
+        paths = preset_paths()
+        width = max((len(n) for n in paths), default=0)
+        for name in sorted(paths):
+            print(f"{name.ljust(width)}  {paths[name]}")
+        return 0
+    from lightning_init.policy import InitPolicy  # imports torch
+
+    try:
+        policy = InitPolicy.load(args.policy)
+        model = _load_model(args.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = policy.explain(model)
+    except PolicyError as err:
+        print(f"lightning-init: error: {err}", file=sys.stderr)
+        return 2
+    print(plan.to_markdown() if args.markdown else plan)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return 0

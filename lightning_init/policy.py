@@ -6,6 +6,7 @@ A policy is a list of rules, read top to bottom; the first rule that matches a p
     seed: 0
     rules:
       - match: {type: [Linear, Conv2d], name: "encoder.*"}
+        optional: true     # no warning when this rule matches nothing (presets use it)
         weight: {init: kaiming_normal, mode: fan_in, nonlinearity: relu}
         bias: zeros
     default: keep          # or reset: module.reset_parameters() for unmatched parameters
@@ -26,7 +27,6 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from lightning_init._errors import PolicyError
+from lightning_init._presets import preset_paths
 from lightning_init._suggest import did_you_mean, format_choices
-from lightning_init._yaml import LinedDict, LinedList, line_of, load_yaml
+from lightning_init._yaml import LinedDict, line_of, load_yaml
 
 __all__ = [
     "InitPolicy",
@@ -43,13 +44,14 @@ __all__ = [
     "InitReport",
     "PlanEntry",
     "PolicyPlan",
-    "UnusedRuleWarning",
     "TiedParameterWarning",
+    "UnusedRuleWarning",
     "list_presets",
 ]
 
 _TOP_KEYS = ("name", "seed", "rules", "default", "skip", "strict")
 _MATCH_KEYS = ("type", "name")
+_RULE_KEYS = ("match", "optional")  # every other rule key is a parameter glob
 _DEFAULTS = ("keep", "reset")
 
 
@@ -64,22 +66,7 @@ class TiedParameterWarning(UserWarning):
 # --------------------------------------------------------------------------- presets
 
 
-def _preset_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    try:
-        dirs.append(Path(str(resources.files("lightning_init.configs"))))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")  # source tree
-    return [d for d in dirs if d.is_dir()]
-
-
-def _preset_paths() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for directory in _preset_dirs():
-        for path in sorted(directory.glob("*.yaml")):
-            found.setdefault(path.stem, path)
-    return found
+_preset_paths = preset_paths
 
 
 def list_presets() -> list[str]:
@@ -104,6 +91,7 @@ class _Rule:
     params: tuple[tuple[str, Any], ...]  # (glob over own parameter names, Initializer)
     where: str
     line: int | None
+    optional: bool = False
 
 
 def _resolve(spec: Any, *, where: str, source: str | None, line: int | None) -> Any:
@@ -180,9 +168,13 @@ def _parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> _
     if "name" in match:
         names = _str_list(match["name"], what="'name'", where=f"{where}.match.name",
                           source=source, line=line_of(match, "name"))
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise PolicyError(f"'optional' must be true or false, got {optional!r}",
+                          where=f"{where}.optional", source=source, line=line_of(raw, "optional"))
     params = []
     for key, spec in raw.items():
-        if key == "match":
+        if key in _RULE_KEYS:
             continue
         if not isinstance(key, str) or not key:
             raise PolicyError(
@@ -197,7 +189,7 @@ def _parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> _
             where=where, source=source, line=line,
         )
     return _Rule(index, _rule_label(index, types, names), types, names, tuple(params), where,
-                 line)
+                 line, optional)
 
 
 def _derive_seed(seed: int, qualified_name: str, shape: Sequence[int]) -> int:
@@ -518,10 +510,10 @@ class InitPolicy:
             PolicyError: an unknown key, a bad value or an unknown initializer.
 
         Example:
-            >>> InitPolicy.from_dict({"rulez": []})
+            >>> InitPolicy.from_dict({"rulez": []})  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            lightning_init._errors.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'? Valid keys: default, name, rules, seed, skip, strict
+            lightning_init._errors.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'?...
         """
         if isinstance(mapping, InitPolicy):
             return mapping
@@ -760,7 +752,7 @@ class InitPolicy:
                     TiedParameterWarning, stacklevel=3)
             if ruled:
                 _name, rule, initializer = min(ruled, key=lambda c: c[1].index)
-                used.add(rule.index)
+                used.update(distinct)
                 if initializer.kind == "keep":
                     left_alone.append((target.qualified_name, f"keep by {rule.label}"))
                     continue
@@ -791,11 +783,12 @@ class InitPolicy:
             else:
                 reason = "no rule" if self.default == "keep" else "no rule, no reset_parameters"
                 left_alone.append((target.qualified_name, reason))
-        unused = [rule.label for rule in self.rules if rule.index not in used]
+        unused = [rule.label for rule in self.rules
+                  if rule.index not in used and not rule.optional]
         if unused:
             message = "rule matches no parameter: " + "; ".join(unused)
             if self.strict:
-                first = next(r for r in self.rules if r.index not in used)
+                first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
             warnings.warn(message, UnusedRuleWarning, stacklevel=3)
         return items, left_alone, unused, list(resets.values())
@@ -846,28 +839,34 @@ class InitPolicy:
         items, left_alone, unused, resets = self._build(model, recurse=recurse, prefix=prefix)
         seed = self.seed if seed is None else seed
         self._materialize(model, items, recurse=recurse, device=device)
-        snapshot = _Snapshot(items, resets)
-        written: list[tuple[_PlanItem, torch.Tensor]] = []
+        # Atomic: built-in initializers were validated (arguments, shapes) and cannot fail
+        # while writing; everything else (custom initializers, resets, parametrizations,
+        # DTensors) is snapshotted and written first, so a failure restores every tensor.
+        risky = [item for item in items if not _cannot_fail(item)]
+        safe = [item for item in items if _cannot_fail(item)]
+        snapshot = _Snapshot(risky, resets)
+        written: dict[int, tuple[_PlanItem, torch.Tensor]] = {}
+        positions = {id(item): index for index, item in enumerate(items)}
         current = "reset_parameters()"
         try:
             with torch.no_grad():
                 self._reset(resets, items, seed, prefix)
-                for item in items:
+                for item in [*risky, *safe]:
                     current = f"{item.target.qualified_name!r} by {item.rule}"
                     if item.initializer is None or item.initializer.kind == "reset":
-                        written.append((item, _effective(item.target)))
-                        continue
-                    written.append((item, _fill(item, seed)))
+                        tensor = _effective(item.target)
+                    else:
+                        tensor = _fill(item, seed)
+                    written[positions[id(item)]] = (item, tensor)
         except PolicyError:
             snapshot.restore()
             raise
         except Exception as err:
             snapshot.restore()
             raise PolicyError(
-                f"initializing {current} failed: "
-                f"{type(err).__name__}: {err}; every parameter was restored",
-                source=self.source) from err
-        records = _measure(written)
+                f"initializing {current} failed: {type(err).__name__}: {err}; every parameter "
+                "was restored", source=self.source) from err
+        records = _measure([written[index] for index in sorted(written)])
         return InitReport(self.name, records, left_alone, unused, model)
 
     def init_module(self, module: nn.Module, prefix: str = "", *, seed: int | None = None,
@@ -938,6 +937,27 @@ def _key_for(rule: _Rule, target: _Target) -> str:
         if fnmatch.fnmatchcase(target.local_name, key):
             return key
     return target.local_name
+
+
+def _cannot_fail(item: _PlanItem) -> bool:
+    """A built-in tensor initializer on a plain parameter: validated, it cannot fail."""
+    from lightning_init import initializers
+
+    target = item.target
+    if item.initializer is None or item.initializer.kind != "tensor" or target.kind != "param":
+        return False
+    if hasattr(target.tensors[0], "placements"):
+        return False
+    known = set(initializers.known_initializers())
+    pending = [item.initializer]
+    while pending:
+        initializer = pending.pop()
+        blocks = getattr(initializer, "blocks", None)
+        if blocks:
+            pending.extend(blocks)
+        elif initializer.name not in known or ":" in initializer.name:
+            return False
+    return True
 
 
 class _Snapshot:
@@ -1016,24 +1036,55 @@ def _fill(item: _PlanItem, seed: int | None) -> torch.Tensor:
     return value
 
 
+_EXACT_BELOW = 1 << 16  # elements: smaller tensors get torch.std_mean
+
+
 def _measure(written: list[tuple[_PlanItem, torch.Tensor]]) -> list[InitRecord]:
-    """Mean/std of every written tensor: computed per device, one host transfer each."""
+    """Mean/std of every written tensor, on its device, with one host transfer per device.
+
+    Large tensors whose initializer promises a positive std use one fast pass each for the sum
+    (a matrix-vector product) and the sum of squares (``torch._foreach_norm``); small tensors
+    and constants use ``torch.std_mean`` (exact).
+    """
     stats: dict[int, tuple[float, float]] = {}
     by_device: dict[torch.device, list[int]] = {}
     for index, (_item, tensor) in enumerate(written):
         by_device.setdefault(_local(tensor).device, []).append(index)
     with torch.no_grad():
-        for indices in by_device.values():
-            rows = []
+        for device, indices in by_device.items():
+            rows: list[torch.Tensor] = []
+            fast: list[tuple[int, torch.Tensor]] = []
             for index in indices:
-                local = _local(written[index][1]).detach()
+                item, tensor = written[index]
+                local = _local(tensor).detach()
+                promised = (item.initializer.expected_std(item.target.shape)
+                            if item.initializer is not None else None)
                 if local.numel() == 0:
-                    rows.append(torch.full((2,), float("nan"), device=local.device))
-                    continue
-                std, mean = torch.std_mean(local.float(), correction=0)
-                rows.append(torch.stack([mean, std]))
-            for index, (mean, std) in zip(indices, torch.stack(rows).tolist(), strict=True):
-                stats[index] = (mean, std)
+                    rows.append(torch.full((3,), float("nan"), device=device))
+                elif (local.numel() >= _EXACT_BELOW and promised and local.is_contiguous()
+                        and local.dtype in (torch.float32, torch.float64)
+                        and local.numel() % 1024 == 0):
+                    rows.append(torch.zeros(3, device=device))
+                    fast.append((len(rows) - 1, local))
+                else:
+                    std, mean = torch.std_mean(local.to(torch.float64), correction=0)
+                    rows.append(torch.stack([mean, std, torch.zeros((), dtype=torch.float64,
+                                                                    device=device)]).float())
+            if fast:
+                norms = torch._foreach_norm([t for _, t in fast])
+                for (row, local), norm in zip(fast, norms, strict=True):
+                    ones = torch.ones(1024, dtype=local.dtype, device=device)
+                    total = (local.view(-1, 1024) @ ones).sum()
+                    n = local.numel()
+                    rows[row] = torch.stack([total / n, norm.pow(2) / n,
+                                             torch.ones((), device=device)]).float()
+            table = torch.stack(rows).double().tolist()  # the one host transfer
+            for index, (first, second, is_fast) in zip(indices, table, strict=True):
+                if is_fast:
+                    mean = first
+                    stats[index] = (mean, math.sqrt(max(second - mean * mean, 0.0)))
+                else:
+                    stats[index] = (first, second)
     records = []
     for index, (item, _tensor) in enumerate(written):
         target = item.target

@@ -30,7 +30,7 @@ _FUNCS = {
     "orthogonal": (nn.init.orthogonal_, ("gain",)), "eye": (nn.init.eye_, ()),
     "dirac": (nn.init.dirac_, ("groups",)),
 }
-_NAMES = [*_FUNCS, "default", "keep"]
+_NAMES = [*_FUNCS, "lecun_normal", "default", "keep"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,18 @@ class _FakeInitializer:
         with torch.no_grad():
             if self.kind != "tensor":
                 return
+            if self.blocks is not None or self.chunks:
+                parts = tensor.chunk(len(self.blocks) if self.blocks else self.chunks, 0)
+                inits = self.blocks or [_FakeInitializer(self.name, self.kwargs)] * len(parts)
+                for part, init in zip(parts, inits, strict=True):
+                    block = torch.empty_like(part)
+                    init.fill_(block, generator)
+                    part.copy_(block)
+                return
+            if self.name == "lecun_normal":
+                fan_in = tensor.shape[1] * math.prod(tensor.shape[2:])
+                nn.init.normal_(tensor, 0.0, 1 / math.sqrt(fan_in), generator=generator)
+                return
             if self.func is not None:
                 self.func(tensor, **self.kwargs)
                 return
@@ -82,10 +94,14 @@ class _FakeInitializer:
 def _fake_resolve(spec, *, where="", source=None, line=None):
     if isinstance(spec, str):
         spec = {"init": spec}
-    if not isinstance(spec, dict) or "init" not in spec:
+    if not isinstance(spec, dict) or ("init" not in spec and "chunks" not in spec):
         raise PolicyError(f"bad initializer spec {spec!r}", where=where, source=source,
                           line=line)
     kwargs = dict(spec)
+    if "chunks" in kwargs and isinstance(kwargs["chunks"], list):
+        blocks = tuple(_fake_resolve(b, where=where) for b in kwargs["chunks"])
+        return _FakeInitializer("chunks", {}, blocks=blocks)
+    chunks = kwargs.pop("chunks", None)
     name = kwargs.pop("init")
     if not isinstance(name, str):
         raise PolicyError(f"bad initializer name {name!r}", where=where, source=source, line=line)
@@ -99,12 +115,14 @@ def _fake_resolve(spec, *, where="", source=None, line=None):
                           where=where, source=source, line=line)
     if name in ("default", "keep"):
         return _FakeInitializer(name, kind="reset" if name == "default" else "keep")
+    if name == "lecun_normal":
+        return _FakeInitializer(name, kwargs, chunks=chunks)
     valid = _FUNCS[name][1]
     for key in kwargs:
         if key not in valid:
             raise PolicyError(f"unknown argument {key!r} for {name}.{did_you_mean(key, valid)}",
                               where=where, source=source, line=line)
-    return _FakeInitializer(name, kwargs)
+    return _FakeInitializer(name, kwargs, chunks=chunks)
 
 
 def install() -> None:
