@@ -1,0 +1,28 @@
+"""Custom initializers used by tests/test_initializers.py through import paths."""
+
+from __future__ import annotations
+
+import torch
+
+
+def scaled_normal(tensor: torch.Tensor, scale: float = 1.0, generator=None) -> torch.Tensor:
+    """N(0, scale^2 / fan_in) in place, honouring ``generator``."""
+    return tensor.normal_(0.0, scale / tensor.shape[-1] ** 0.5, generator=generator)
+
+
+def fill_value(tensor: torch.Tensor, value: float) -> None:
+    """In place, no generator parameter, one required argument."""
+    tensor.fill_(value)
+
+
+def returns_new(tensor: torch.Tensor) -> torch.Tensor:
+    """Returns a new tensor instead of filling in place: the values are copied in."""
+    return torch.full_like(tensor, 7.0)
+
+
+def flexible(tensor: torch.Tensor, **options: float) -> None:
+    """Accepts any keyword argument."""
+    tensor.fill_(sum(options.values()))
+
+
+not_callable = 3
