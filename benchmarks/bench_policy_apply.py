@@ -20,12 +20,6 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lightning_init import initializers  # noqa: E402
-
-if not hasattr(initializers, "resolve_initializer"):  # catalogue not merged: use the stand-in
-    sys.path.insert(0, str(ROOT / "tests"))
-    import _policy_support  # noqa: F401
-
 from lightning_init.policy import InitPolicy  # noqa: E402
 
 WIDTH, DEPTH, REPEATS = 2048, 12, 5

@@ -689,12 +689,17 @@ class InitPolicy:
         candidates = [".".join(parts[:i]) for i in range(1, len(parts) + 1)] or [""]
         return any(fnmatch.fnmatchcase(c, pattern) for c in candidates for pattern in self.skip)
 
+    @staticmethod
+    def _matches(rule: _Rule, module_name: str, module: nn.Module,
+                 types: dict[int, tuple[type, ...]]) -> bool:
+        if rule.types and not isinstance(module, types[rule.index]):
+            return False
+        return not rule.names or any(fnmatch.fnmatchcase(module_name, g) for g in rule.names)
+
     def _rule_for(self, target: _Target, module_name: str, module: nn.Module,
                   types: dict[int, tuple[type, ...]]) -> tuple[_Rule, Any] | None:
         for rule in self.rules:
-            if rule.types and not isinstance(module, types[rule.index]):
-                continue
-            if rule.names and not any(fnmatch.fnmatchcase(module_name, g) for g in rule.names):
+            if not self._matches(rule, module_name, module, types):
                 continue
             for key, initializer in rule.params:
                 if fnmatch.fnmatchcase(target.local_name, key):
@@ -716,10 +721,16 @@ class InitPolicy:
         claims: dict[int, list[tuple[str, _Rule | None, Any]]] = {}
         order: list[_Target] = []
         left_alone: list[tuple[str, str]] = []
+        own_names: dict[int, set[str]] = {rule.index: set() for rule in self.rules}
         for module_name, module in named:
             if recurse and _is_parametrization_container(module_name, modules_by_name):
                 continue
-            for target in _module_targets(module_name, module):
+            targets = list(_module_targets(module_name, module))
+            if targets and not self._skipped(module_name):
+                for rule in self.rules:
+                    if self._matches(rule, module_name, module, types):
+                        own_names[rule.index].update(t.local_name for t in targets)
+            for target in targets:
                 key = id(target.tensors[0])
                 if key in by_tensor:
                     by_tensor[key].aliases.append(target.qualified_name)
@@ -783,6 +794,16 @@ class InitPolicy:
             else:
                 reason = "no rule" if self.default == "keep" else "no rule, no reset_parameters"
                 left_alone.append((target.qualified_name, reason))
+        for module_name, module in named:  # meta buffers: only reset_parameters() sets them
+            if module.__dict__.get("_buffers") and any(
+                    b is not None and b.is_meta for b in module._buffers.values()):
+                if callable(getattr(module, "reset_parameters", None)):
+                    resets.setdefault(id(module), module)
+                elif not self._skipped(module_name):
+                    warnings.warn(
+                        f"{module_name or type(module).__name__!r} has buffers on the meta "
+                        "device and no reset_parameters(): they stay uninitialized memory",
+                        UserWarning, stacklevel=3)
         unused = [rule.label for rule in self.rules
                   if rule.index not in used and not rule.optional]
         if unused:
@@ -791,6 +812,18 @@ class InitPolicy:
                 first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
             warnings.warn(message, UnusedRuleWarning, stacklevel=3)
+        for rule in self.rules:  # a key no matched module has: usually a typo ("wieght")
+            names = own_names[rule.index]
+            if rule.index not in used or not names:
+                continue
+            for key, _ in rule.params:
+                if not fnmatch.filter(names, key):
+                    message = (f"{rule.label}: key {key!r} names no parameter of the modules "
+                               f"the rule matches.{did_you_mean(key, names)} Their parameters: "
+                               f"{format_choices(names)}")
+                    if self.strict:
+                        raise self._error(message + " (strict: true)", rule, f".{key}")
+                    warnings.warn(message, UnusedRuleWarning, stacklevel=3)
         return items, left_alone, unused, list(resets.values())
 
     # ---- public API
@@ -850,7 +883,7 @@ class InitPolicy:
         current = "reset_parameters()"
         try:
             with torch.no_grad():
-                self._reset(resets, items, seed, prefix)
+                self._reset(model, resets, items, seed, prefix)
                 for item in [*risky, *safe]:
                     current = f"{item.target.qualified_name!r} by {item.rule}"
                     if item.initializer is None or item.initializer.kind == "reset":
@@ -858,9 +891,12 @@ class InitPolicy:
                     else:
                         tensor = _fill(item, seed)
                     written[positions[id(item)]] = (item, tensor)
-        except PolicyError:
+        except PolicyError as err:
             snapshot.restore()
-            raise
+            raise PolicyError(
+                f"initializing {current} failed: {err.bare_message}; every parameter was "
+                "restored", where=err.where, source=err.source or self.source, line=err.line,
+            ) from err
         except Exception as err:
             snapshot.restore()
             raise PolicyError(
@@ -895,6 +931,7 @@ class InitPolicy:
         target_device = torch.device(device) if device is not None else (
             torch.empty(0).device)
         remap: dict[int, torch.Tensor] = {}
+        alive: list[torch.Tensor] = []  # keeps ids of the meta Parameters unique meanwhile
         for module in modules:
             tensors = [*module._parameters.values(), *module._buffers.values()]
             if not any(t is not None and t.is_meta for t in tensors):
@@ -902,14 +939,19 @@ class InitPolicy:
             old = dict(module._parameters)
             module.to_empty(device=target_device, recurse=False)
             for local, param in old.items():
-                if param is not None:
+                if param is None:
+                    continue
+                alive.append(param)
+                if id(param) in remap:  # tied: every owner gets the one new Parameter
+                    module._parameters[local] = remap[id(param)]
+                else:
                     remap[id(param)] = module._parameters[local]
         if remap:
             for item in items:
                 item.target.tensors = tuple(remap.get(id(t), t) for t in item.target.tensors)
 
-    def _reset(self, resets: list[nn.Module], items: list[_PlanItem], seed: int | None,
-               prefix: str) -> None:
+    def _reset(self, model: nn.Module, resets: list[nn.Module], items: list[_PlanItem],
+               seed: int | None, prefix: str) -> None:
         if not resets:
             return
         # Parameters of reset modules that the plan does not reset keep their values.
@@ -918,7 +960,7 @@ class InitPolicy:
                          for t in item.target.tensors}
         keep = [(p, p.detach().clone()) for m in resets for p in m.parameters(recurse=False)
                 if id(p) not in reset_tensors and not p.is_meta]
-        names = {id(item.target.module): item.target.module_name for item in items}
+        names = {id(module): name for name, module in model.named_modules(prefix=prefix)}
         for module in resets:
             if seed is None:
                 module.reset_parameters()

@@ -20,12 +20,6 @@ def _run(*args, tmp_path):
         " torch.nn.Linear(8, 2))\n"
     )
     paths = [str(ROOT), str(tmp_path)]
-    from lightning_init import initializers
-
-    real = getattr(initializers, "resolve_initializer", None)
-    if real is None or real.__module__ == "_policy_support":  # catalogue not merged yet
-        (tmp_path / "sitecustomize.py").write_text("import _policy_support\n")
-        paths.append(str(ROOT / "tests"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run([sys.executable, "-m", "lightning_init", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -60,8 +54,6 @@ def test_explain_error_exits_2_with_file_line_and_suggestion(tmp_path):
      ("torch.nn", "expected 'pkg.module:factory'"), ("builtins:dict", "not a torch.nn.Module")],
 )
 def test_bad_model_argument(capsys, model, words):
-    import _policy_support  # noqa: F401
-
     from lightning_init.cli import main
 
     assert main(["explain", "xavier", "--model", model]) == 2
@@ -69,8 +61,6 @@ def test_bad_model_argument(capsys, model, words):
 
 
 def test_explain_markdown_in_process(capsys):
-    import _policy_support  # noqa: F401
-
     from lightning_init.cli import main
 
     assert main(["explain", "xavier", "--model", "test_cli:_tiny", "--markdown"]) == 0

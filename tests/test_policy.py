@@ -6,7 +6,6 @@ import pickle
 import textwrap
 import warnings
 
-import _policy_support  # noqa: F401  (a stand-in catalogue until initializers.py lands)
 import pytest
 import torch
 from torch import nn
@@ -285,3 +284,16 @@ def test_measured_statistics_match_torch_on_large_and_small_tensors():
         assert by_name[name].measured_mean == pytest.approx(mean.item(), abs=1e-6)
         assert by_name[name].measured_std == pytest.approx(std.item(), rel=1e-4, abs=1e-7)
     assert by_name["0.bias"].measured_std == 0.0
+
+
+def test_a_parameter_key_no_matched_module_has_warns_with_suggestion():
+    policy = _policy({"match": {"type": "Linear"}, "weight": "ones", "wieght": "zeros"})
+    with pytest.warns(UnusedRuleWarning, match=r"rules\[0\].*'wieght'.*Did you mean 'weight'"):
+        policy.apply(_net())
+    strict = _policy({"match": {"type": "Linear"}, "bias": "ones", "wieght": "zeros"},
+                     strict=True)
+    net = _net()
+    before = net["decoder"][0].bias.clone()
+    with pytest.raises(PolicyError, match=r"rules\[0\]\.wieght.*strict"):
+        strict.apply(net)
+    assert torch.equal(net["decoder"][0].bias, before)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import _policy_support  # noqa: F401  (a stand-in catalogue until initializers.py lands)
 import pytest
 import torch
 from torch import nn

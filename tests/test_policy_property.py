@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 
-import _policy_support  # noqa: F401  (a stand-in catalogue until initializers.py lands)
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _policy_support  # noqa: F401  (a stand-in catalogue until initializers.py lands)
 import pytest
 import torch
 from torch import nn
@@ -149,3 +148,45 @@ def test_parameters_are_written_in_place():
     ids = [id(p) for p in net.parameters()]
     InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"}, "weight": "ones"}]}).apply(net)
     assert ids == [id(p) for p in net.parameters()]
+
+
+def test_dtensor_parameters_get_the_unsharded_values(tmp_path):
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("needs a fresh torch.distributed")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    policy = InitPolicy.from_dict({"seed": 0, "rules": [
+        {"match": {"type": "Linear"}, "weight": {"init": "normal", "std": 1.0},
+         "bias": "ones"}]})
+    reference = nn.Linear(8, 4)
+    policy.apply(reference)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        sharded = nn.Linear(8, 4)
+        sharded.weight = nn.Parameter(distribute_tensor(sharded.weight.detach(), mesh,
+                                                        [Shard(0)]))
+        weight = sharded.weight
+        report = policy.apply(sharded)
+        assert sharded.weight is weight and type(weight).__name__ == "DTensor"
+        assert torch.equal(weight.to_local(), reference.weight)
+        assert report.records[0].measured_std == pytest.approx(
+            reference.weight.std(correction=0).item(), rel=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_meta_model_with_ties_and_batchnorm_buffers():
+    with torch.device("meta"):
+        model = Tied()
+        norm = nn.BatchNorm1d(4)
+    InitPolicy.from_dict({"seed": 0, "rules": [
+        {"match": {"type": "Embedding"}, "weight": "ones"}]}).apply(model, device="cpu")
+    assert model.head.weight is model.embed.weight and model.embed.weight.eq(1).all()
+    InitPolicy.from_dict({"rules": [
+        {"match": {"type": "BatchNorm1d"}, "weight": "zeros", "bias": "zeros"}]}).apply(norm)
+    assert norm.running_mean.eq(0).all() and norm.running_var.eq(1).all()
+    assert norm.weight.eq(0).all() and not norm.running_mean.is_meta
