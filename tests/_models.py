@@ -182,3 +182,16 @@ def policy_engine_available() -> bool:
 def make_policy(**kwargs: Any) -> Any:
     """The stand-in policy (the tests read the callback, not the engine)."""
     return StandInPolicy(**kwargs)
+
+
+#: A seedless real policy (the DDP test: the callback must supply a rank-shared seed).
+RELU_POLICY = {
+    "name": "relu",
+    "rules": [
+        {
+            "match": {"type": "Linear"},
+            "weight": {"init": "kaiming_normal", "nonlinearity": "relu"},
+            "bias": {"init": "normal", "std": 0.1},
+        }
+    ],
+}

@@ -17,11 +17,17 @@ from typing import Any
 import pytest
 
 from lightning_init._fingerprint import weights_fingerprint
+from lightning_init.policy import InitPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _models import ConfiguredNet, Net, StandInPolicy
+from _models import RELU_POLICY, ConfiguredNet, Net, policy_engine_available
 
 _ROOT = Path(__file__).resolve().parent.parent
+
+
+pytestmark = pytest.mark.skipif(
+    not policy_engine_available(), reason="the policy engine has not landed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +73,12 @@ def test_every_rank_holds_the_policy_weights(
     assert ranks[0]["state"] == ranks[1]["state"]
     state = ranks[0]["state"]
     assert state["applied"] and state["fingerprint"] == ranks[0]["fingerprint"]
+    assert state["policy_name"] == "relu" and state["seed"] is not None  # rank 0's, shared
     assert all(rank["steps"] == 2 for rank in ranks)
     # lr=0: the trained weights are exactly what the policy gives with the shared seed.
     expected = Net() if case == "init" else ConfiguredNet()
     expected.configure_model()
-    StandInPolicy().apply(expected, seed=state["seed"])
+    InitPolicy.from_dict(RELU_POLICY).apply(expected, seed=state["seed"])
     assert weights_fingerprint(expected) == state["fingerprint"]
 
 
