@@ -54,6 +54,11 @@ class InitCallback(Callback):
       global RNG holds. Under DDP the weights' fingerprint (parameters and buffers) is compared
       across ranks after init and a mismatch raises ``RuntimeError`` naming the ranks.
 
+    What the loggers get (rank 0; no logger is fine): hyperparameters
+    ``lightning_init/policy`` and ``lightning_init/fingerprint``, written in ``on_fit_start``
+    together with the module's own (TensorBoard's HParams view reads a run's first session),
+    and the table of what was applied as TensorBoard text ``lightning_init/policy``, once.
+
     Meta-device and empty-init models get the policy as their one real initialization::
 
         trainer = Trainer(callbacks=[InitCallback(policy="my_policy.yaml")])
