@@ -2,7 +2,7 @@
 
 A real project loads its backbone from a checkpoint; this example makes that checkpoint
 itself (a backbone trained briefly on the teacher task, saved to a file), so nothing is
-downloaded. The policy's ``skip: ["backbone.*"]`` guarantees that no rule touches the loaded
+downloaded. The policy's ``skip: ["net.backbone"]`` guarantees that no rule touches the loaded
 weights, whatever the rules match, and ``policy.explain`` shows it before anything runs.
 """
 
@@ -38,7 +38,7 @@ POLICY = {
             "bias": "zeros",
         },
     ],
-    "skip": ["backbone.*"],
+    "skip": ["net.backbone"],  # the module and everything under it
 }
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         model = FineTuner(path)
         pretrained = {k: v.clone() for k, v in model.net.backbone.state_dict().items()}
         policy = InitPolicy.from_dict(POLICY)
-        print(policy.explain(model))  # dry run: backbone.* listed as left alone
+        print(policy.explain(model))  # dry run: net.backbone.* listed as left alone
 
         init = InitCallback(policy=policy)
         trainer = trainer_for("finetune", args, [init])

@@ -124,6 +124,17 @@ class InitCallback(Callback):
         self._state_loaded = False
         self._setup_modules: list[nn.Module] = []  # held, so that their ids stay unique
         self._reports: list[Any] = []
+        self._check_report: Any = None
+
+    @property
+    def check_report(self) -> Any:
+        """The :class:`~lightning_init.InitCheckReport` of the last fit's check, or ``None``.
+
+        Example:
+            >>> InitCallback(check=False, diagnostics=False).check_report is None
+            True
+        """
+        return self._check_report
 
     def __repr__(self) -> str:
         shown = dict(self._arguments)
@@ -294,6 +305,7 @@ class InitCallback(Callback):
             report = check_lightning_module(
                 pl_module, None if sample is None else sample.batch, options
             )
+        self._check_report = report
         if trainer.is_global_zero:
             publish_check_report(report, trainer)
         failed = not report.ok and getattr(options, "on_fail", "warn") == "raise"
