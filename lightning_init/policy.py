@@ -350,8 +350,35 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+class _PlanTable:
+    """The text and Markdown rendering shared by :class:`PolicyPlan` and :class:`InitReport`."""
+
+    policy_name: str | None
+    left_alone: list[tuple[str, str]]
+    unused_rules: list[str]
+
+    def _sections(self) -> tuple[list[str], list[list[str]]]:
+        raise NotImplementedError
+
+    def _footer(self) -> list[str]:
+        lines = []
+        if self.left_alone:
+            lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
+        if self.unused_rules:
+            lines.append("unused rules: " + "; ".join(self.unused_rules))
+        return lines
+
+    def __str__(self) -> str:
+        title = f"init policy {self.policy_name!r}" if self.policy_name else "init policy"
+        return "\n".join([title, _table(*self._sections()), *self._footer()])
+
+    def to_markdown(self) -> str:
+        """The table as Markdown (for TensorBoard text)."""
+        return "\n\n".join([_markdown(*self._sections()), *self._footer()])
+
+
 @dataclass
-class PolicyPlan:
+class PolicyPlan(_PlanTable):
     """The dry-run result of :meth:`InitPolicy.explain`: nothing was changed.
 
     Attributes:
@@ -372,21 +399,6 @@ class PolicyPlan:
                  e.initializer, _fmt(e.expected_std)] for e in self.entries]
         return headers, rows
 
-    def _footer(self) -> list[str]:
-        lines = []
-        if self.left_alone:
-            lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
-        if self.unused_rules:
-            lines.append("unused rules: " + "; ".join(self.unused_rules))
-        return lines
-
-    def __str__(self) -> str:
-        title = f"init policy {self.policy_name!r}" if self.policy_name else "init policy"
-        return "\n".join([title, _table(*self._sections()), *self._footer()])
-
-    def to_markdown(self) -> str:
-        """The plan as a Markdown table (for TensorBoard text)."""
-        return "\n\n".join([_markdown(*self._sections()), *self._footer()])
 
 
 @dataclass(frozen=True)
@@ -414,7 +426,7 @@ class InitRecord:
     measured_std: float
 
 
-class InitReport:
+class InitReport(_PlanTable):
     """What :meth:`InitPolicy.apply` did: per parameter the rule, initializer and statistics.
 
     Attributes:
@@ -451,21 +463,6 @@ class InitReport:
                  _fmt(r.measured_std)] for r in self.records]
         return headers, rows
 
-    def _footer(self) -> list[str]:
-        lines = []
-        if self.left_alone:
-            lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
-        if self.unused_rules:
-            lines.append("unused rules: " + "; ".join(self.unused_rules))
-        return lines
-
-    def __str__(self) -> str:
-        title = f"init policy {self.policy_name!r}" if self.policy_name else "init policy"
-        return "\n".join([title, _table(*self._sections()), *self._footer()])
-
-    def to_markdown(self) -> str:
-        """The report as a Markdown table (for TensorBoard text)."""
-        return "\n\n".join([_markdown(*self._sections()), *self._footer()])
 
     def __repr__(self) -> str:
         return (f"InitReport(policy_name={self.policy_name!r}, records={len(self.records)}, "
