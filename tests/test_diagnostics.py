@@ -68,12 +68,8 @@ class _TrueGradients(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         step = trainer.global_step
-        self.norms[step] = {
-            name: float(p.grad.norm()) for name, p in pl_module.named_parameters()
-        }
-        self.weights[step] = {
-            name: p.detach().clone() for name, p in pl_module.named_parameters()
-        }
+        self.norms[step] = {name: float(p.grad.norm()) for name, p in pl_module.named_parameters()}
+        self.weights[step] = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
 
 
 class _Net(L.LightningModule):
@@ -143,8 +139,17 @@ def test_tensorboard_logs_every_parameter_within_the_window(tmp_path: Path) -> N
     scalar_tags = set(events.Tags()["scalars"])
     histogram_tags = set(events.Tags()["histograms"])
     for name in PARAMS:
-        for stat in ("weight_norm", "weight_std", "weight_mean", "weight_absmax", "grad_norm",
-                     "grad_std", "grad_absmax", "grad_nonfinite", "update_ratio"):
+        for stat in (
+            "weight_norm",
+            "weight_std",
+            "weight_mean",
+            "weight_absmax",
+            "grad_norm",
+            "grad_std",
+            "grad_absmax",
+            "grad_nonfinite",
+            "update_ratio",
+        ):
             assert f"{stat}/{name}" in scalar_tags
         assert {f"weight_hist/{name}", f"grad_hist/{name}"} <= histogram_tags
     for module in ("net.0", "net.1", "net.2", "net.3", "net.4"):
@@ -179,8 +184,14 @@ def test_tensorboard_logs_every_parameter_within_the_window(tmp_path: Path) -> N
 def test_gradient_accumulation_logs_the_accumulated_gradient(tmp_path: Path) -> None:
     truth = _TrueGradients()
     logger = TensorBoardLogger(tmp_path, name="tb", version=0)
-    _fit(_Net(), {"every_n_steps": 2, "until_step": 3}, max_steps=4, logger=logger,
-         extra=[truth], accumulate_grad_batches=2)
+    _fit(
+        _Net(),
+        {"every_n_steps": 2, "until_step": 3},
+        max_steps=4,
+        logger=logger,
+        extra=[truth],
+        accumulate_grad_batches=2,
+    )
     logged = _events(logger.log_dir).Scalars("grad_norm/net.0.weight")
     assert [e.step for e in logged] == [0, 1, 2]
     for event in logged:
@@ -190,8 +201,13 @@ def test_gradient_accumulation_logs_the_accumulated_gradient(tmp_path: Path) -> 
 def test_manual_optimization_is_logged(tmp_path: Path) -> None:
     truth = _TrueGradients()
     logger = TensorBoardLogger(tmp_path, name="tb", version=0)
-    _fit(_Net(automatic=False), {"every_n_steps": 2, "until_step": 4}, max_steps=6,
-         logger=logger, extra=[truth])
+    _fit(
+        _Net(automatic=False),
+        {"every_n_steps": 2, "until_step": 4},
+        max_steps=6,
+        logger=logger,
+        extra=[truth],
+    )
     logged = _events(logger.log_dir).Scalars("grad_norm/net.4.weight")
     assert [e.step for e in logged] == [0, 1, 2, 4]
     for event in logged:
@@ -200,8 +216,12 @@ def test_manual_optimization_is_logged(tmp_path: Path) -> None:
 
 def test_csv_logger_gets_the_scalars(tmp_path: Path) -> None:
     logger = CSVLogger(tmp_path, name="csv", version=0)
-    _fit(_Net(), {"every_n_steps": 4, "until_step": 5, "parameters": "*.weight"}, max_steps=8,
-         logger=logger)
+    _fit(
+        _Net(),
+        {"every_n_steps": 4, "until_step": 5, "parameters": "*.weight"},
+        max_steps=8,
+        logger=logger,
+    )
     with open(Path(logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     logged = [r for r in rows if r.get("grad_norm/net.0.weight")]
@@ -257,8 +277,9 @@ def test_logging_failure_does_not_stop_training() -> None:
     logger = _FailingLogger()
     model = _Net()
     with pytest.warns(DiagnosticsWarning, match="could not write to _FailingLogger at step 0"):
-        diagnostics, trainer = _fit(model, {"every_n_steps": 1, "until_step": 5}, max_steps=6,
-                                    logger=logger)
+        diagnostics, trainer = _fit(
+            model, {"every_n_steps": 1, "until_step": 5}, max_steps=6, logger=logger
+        )
     assert trainer.global_step == 6
     assert logger.calls == 1  # the broken logger is not tried again
     assert diagnostics.logged_steps == [0, 1, 2, 3, 4, 5]
@@ -266,8 +287,9 @@ def test_logging_failure_does_not_stop_training() -> None:
 
 def test_nothing_is_hooked_or_logged_after_the_window() -> None:
     model = _Net()
-    diagnostics, _ = _fit(model, {"every_n_steps": 1, "until_step": 2, "activations": True},
-                          max_steps=6)
+    diagnostics, _ = _fit(
+        model, {"every_n_steps": 1, "until_step": 2, "activations": True}, max_steps=6
+    )
     assert diagnostics.logged_steps == [0, 1, 2]
     assert {s for s, n in model.hooks_seen.items() if n} == {0, 1, 2}
     assert diagnostics.hook_count == 0
@@ -301,8 +323,9 @@ def test_options_from_arg() -> None:
     assert (defaults.every_n_steps, defaults.until_step, defaults.histograms) == (10, 300, False)
     assert defaults.logged_steps()[:10] == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32]
     assert max(defaults.logged_steps()) == 300
-    options = DiagnosticsOptions.from_arg({"parameters": "*.weight", "dense_start": False,
-                                           "update_ratio_band": [1e-5, 1e-2]})
+    options = DiagnosticsOptions.from_arg(
+        {"parameters": "*.weight", "dense_start": False, "update_ratio_band": [1e-5, 1e-2]}
+    )
     assert options.parameters == ("*.weight",) and options.update_ratio_band == (1e-5, 1e-2)
     assert options.logged_steps()[:3] == [0, 10, 20]
 
@@ -310,8 +333,11 @@ def test_options_from_arg() -> None:
 @pytest.mark.parametrize(
     ("arg", "match"),
     [
-        ({"every_n_step": 5}, r"unknown diagnostics option 'every_n_step'\. "
-                              r"Did you mean 'every_n_steps'\? Valid options: .*until_step"),
+        (
+            {"every_n_step": 5},
+            r"unknown diagnostics option 'every_n_step'\. "
+            r"Did you mean 'every_n_steps'\? Valid options: .*until_step",
+        ),
         ({"untill_step": 5}, r"Did you mean 'until_step'"),
         ({"every_n_steps": 0}, r"'every_n_steps' must be a positive integer, got 0"),
         ({"until_step": -1}, r"'until_step' must be an integer >= 0, got -1"),
@@ -336,3 +362,50 @@ def test_std_from_sums_matches_torch_for_large_tensors() -> None:
     mean, std = moments_from_sums(norm, total, tensor.numel(), exact)
     assert mean == pytest.approx(float(tensor.mean()), rel=1e-3)
     assert std == pytest.approx(float(tensor.std()), rel=1e-4)
+
+
+def test_zero_initialized_biases_raise_no_update_ratio_alert(tmp_path) -> None:
+    """Biases start at 0, so their first updates are huge relative to them: not an alert."""
+    import warnings
+
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_init import InitCallback
+    from lightning_init.diagnostics import DiagnosticsWarning
+
+    class Net(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+            )
+
+        def training_step(self, batch, batch_idx):
+            inputs, labels = batch
+            return torch.nn.functional.cross_entropy(self.net(inputs), labels)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    data = TensorDataset(torch.randn(64, 8), torch.randint(2, (64,)))
+    callback = InitCallback(policy="kaiming_relu", check=False, diagnostics={"every_n_steps": 1})
+    trainer = L.Trainer(
+        max_steps=4,
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Net(), DataLoader(data, batch_size=16))
+    ratio_alerts = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, DiagnosticsWarning) and "update ratio" in str(w.message)
+    ]
+    assert torch.count_nonzero(Net().net[0].bias) > 0  # default init would not be zero: policy was
+    assert not [m for m in ratio_alerts if ".bias'" in m], ratio_alerts

@@ -442,11 +442,16 @@ class TrainingDiagnostics:
                 scalars[f"grad_absmax/{name}"] = row[ABSMAX]
                 scalars[f"grad_nonfinite/{name}"] = float(nonfinite_counts[k])
                 self._check_gradient(step, name, row[NORM], nonfinite_counts[k], entry.numels[i])
-            for name, previous, change in zip(entry.names, weight, update, strict=False):
+            for i, (name, previous, change) in enumerate(
+                zip(entry.names, weight, update, strict=False)
+            ):
                 if previous[NORM] > 0 and math.isfinite(previous[NORM]):
                     ratio = change / previous[NORM]
                     scalars[f"update_ratio/{name}"] = ratio
-                    self._check_update(step, name, ratio)
+                    # The ~1e-3 rule of thumb is for weight matrices: vectors (biases, norm
+                    # gains) start at 0 or 1 and move by large relative amounts early on.
+                    if entry.weights[i].dim() >= 2:
+                        self._check_update(step, name, ratio)
             for tag, _ in entry.histograms:
                 head = take(5)
                 counts = take(bins)
