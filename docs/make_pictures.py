@@ -55,11 +55,11 @@ def tensorboard_png() -> None:
         server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
                                    "--host", "127.0.0.1", "--port", "6123"])
         try:
-            time.sleep(8)
+            time.sleep(15)
             subprocess.run(
                 ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,900", "--virtual-time-budget=8000",
+                 "--disable-sync", "--window-size=1400,900", "--virtual-time-budget=30000",
                  f"--screenshot={DOCS / 'tensorboard.png'}",
                  "http://127.0.0.1:6123/?tagFilter=train%2Floss&smoothing=0#timeseries"],
                 check=True, timeout=120,

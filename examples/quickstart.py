@@ -28,13 +28,13 @@ from lightning_init import InitCallback
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard root directory")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
 
     L.seed_everything(0, verbose=False)
     train = teacher_classification(num_samples=2048, seed=0)
     val = teacher_classification(num_samples=512, seed=1)
-    model = Classifier(plain_mlp(32, 128, depth=8, num_classes=10, activation=nn.ReLU), lr=0.02)
+    model = Classifier(plain_mlp(32, 128, depth=8, num_classes=10, activation=nn.ReLU), lr=0.05)
 
     init = InitCallback(
         policy="kaiming_relu",  # a preset name, a YAML path, a dict or an InitPolicy

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, TensorDataset
 def teacher_classification(
     num_samples: int = 2048, num_features: int = 32, num_classes: int = 10, seed: int = 0
 ) -> TensorDataset:
-    """Inputs from N(0, 1); labels from the argmax of a random two-layer teacher network."""
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(num_samples, num_features, generator=generator)
-    hidden = torch.randn(num_features, 64, generator=generator) / num_features**0.5
-    readout = torch.randn(64, num_classes, generator=generator) / 8.0
+    """Inputs from N(0, 1) (drawn from ``seed``); labels from a fixed random two-layer teacher."""
+    teacher = torch.Generator().manual_seed(1234)  # the same task whatever the sample seed
+    hidden = torch.randn(num_features, 64, generator=teacher) / num_features**0.5
+    readout = torch.randn(64, num_classes, generator=teacher) / 8.0
+    inputs = torch.randn(num_samples, num_features, generator=torch.Generator().manual_seed(seed))
     labels = (torch.tanh(inputs @ hidden) @ readout).argmax(dim=1)
     return TensorDataset(inputs, labels)
 
