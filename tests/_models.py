@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -195,3 +196,21 @@ RELU_POLICY = {
         }
     ],
 }
+
+
+def quiet_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
+    """A fast, silent single-process CPU Trainer for callback tests (two steps by default)."""
+    options: dict[str, Any] = {
+        "max_steps": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        "default_root_dir": tmp_path,
+    }
+    options.update(kwargs)
+    return L.Trainer(**options)

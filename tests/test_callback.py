@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -26,23 +25,7 @@ from _models import (
     make_policy,
     policy_engine_available,
 )
-
-
-def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
-    options: dict[str, Any] = {
-        "max_steps": 2,
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        "default_root_dir": tmp_path,
-    }
-    options.update(kwargs)
-    return L.Trainer(**options)
+from _models import quiet_trainer as _trainer
 
 
 def _callback(policy: Any = None, **kwargs: Any) -> InitCallback:

@@ -11,10 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from _models import Net, make_policy
+from _models import quiet_trainer as _trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -23,23 +23,6 @@ import lightning_init.check as check_module
 import lightning_init.diagnostics as diagnostics_module
 from lightning_init import InitCheckError
 from lightning_init.callback import InitCallback
-
-
-def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
-    options: dict[str, Any] = {
-        "max_steps": 2,
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        "default_root_dir": tmp_path,
-    }
-    options.update(kwargs)
-    return L.Trainer(**options)
 
 
 @dataclass
