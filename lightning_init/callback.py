@@ -6,7 +6,6 @@ live in their own modules and are reached through their public names.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,9 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
+# Modules, not names: attributes are looked up at call time (the wiring tests patch them).
+import lightning_init.check as _check
+import lightning_init.diagnostics as _diagnostics
 from lightning_init._errors import InitCheckError
 from lightning_init._fingerprint import weights_fingerprint
 from lightning_init._sample_batch import find_sample_batch, run_sample_forward
@@ -109,11 +111,13 @@ class InitCallback(Callback):
     ) -> None:
         self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
         self._policy = _load_policy(policy)
-        self._check_options = _options("check", check, "lightning_init.check", "CheckOptions")
-        diagnostics_options = _options(
-            "diagnostics", diagnostics, "lightning_init.diagnostics", "DiagnosticsOptions"
+        self._check_options = _options("check", check, _check.CheckOptions)
+        diagnostics_options = _options("diagnostics", diagnostics, _diagnostics.DiagnosticsOptions)
+        self._diagnostics = (
+            None
+            if diagnostics_options is None
+            else _diagnostics.TrainingDiagnostics(diagnostics_options)
         )
-        self._diagnostics = _make_diagnostics(diagnostics_options)
         # What the state_dict records.
         self._applied = False  # the first fit has initialized (or resumed) the weights
         self._policy_name: str | None = None
@@ -289,37 +293,27 @@ class InitCallback(Callback):
     def _run_check(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The check on every rank; ``on_fail="raise"`` raises on all ranks if one fails."""
         options = self._check_options
-        if options is None or isinstance(options, _Unavailable):
+        if options is None:
             return
-        functions = _optional(
-            "lightning_init.check", "check_lightning_module", "publish_check_report"
-        )
-        if functions is None:
-            return
-        check_lightning_module, publish_check_report = functions
         sample = find_sample_batch(trainer, pl_module, pl_module.device, example_first=False)
         if sample is None and getattr(pl_module, "example_input_array", None) is None:
             rank_zero_info("InitCallback: no sample batch for the init check; skipped.")
             return
         with isolate_rng():
-            report = check_lightning_module(
+            report = _check.check_lightning_module(
                 pl_module, None if sample is None else sample.batch, options
             )
         self._check_report = report
         if trainer.is_global_zero:
-            publish_check_report(report, trainer)
+            _check.publish_check_report(report, trainer)
         failed = not report.ok and getattr(options, "on_fail", "warn") == "raise"
         if trainer.strategy.reduce_boolean_decision(failed, all=False):
             if not failed:
                 raise InitCheckError("the init check failed on another rank; see rank 0's report")
-            raise_or_warn = _optional("lightning_init.check", "raise_or_warn")
-            if raise_or_warn is not None:
-                raise_or_warn[0](report, options)
+            _check.raise_or_warn(report, options)
             raise InitCheckError(f"the init check failed: {report}", report=report)
         if not report.ok and trainer.is_global_zero:
-            raise_or_warn = _optional("lightning_init.check", "raise_or_warn")
-            if raise_or_warn is not None:
-                raise_or_warn[0](report, options)  # warns
+            _check.raise_or_warn(report, options)  # warns
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Hyperparameters to every logger; the applied table as TensorBoard text, once."""
@@ -346,21 +340,7 @@ class InitCallback(Callback):
 # ------------------------------------------------------------------------------- helpers
 
 
-class _Unavailable(dict):
-    """Options given for a part whose module is not there yet: parsed, kept, not run."""
-
-
-def _optional(module_name: str, *names: str) -> tuple[Any, ...] | None:
-    """``getattr(module, name)`` for each name, or ``None`` if any is missing."""
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    values = tuple(getattr(module, name, None) for name in names)
-    return None if any(value is None for value in values) else values
-
-
-def _options(argument: str, value: Any, module_name: str, class_name: str) -> Any:
+def _options(argument: str, value: Any, options_class: Any) -> Any:
     """Parse ``True``/``False``/a mapping with ``<class_name>.from_arg``; ``None`` when off."""
     if not isinstance(value, (bool, Mapping)):
         raise TypeError(
@@ -369,17 +349,7 @@ def _options(argument: str, value: Any, module_name: str, class_name: str) -> An
         )
     if value is False:
         return None
-    found = _optional(module_name, class_name)
-    if found is None:
-        return _Unavailable({} if value is True else value)
-    return found[0].from_arg(dict(value) if isinstance(value, Mapping) else value)
-
-
-def _make_diagnostics(options: Any) -> Any:
-    if options is None or isinstance(options, _Unavailable):
-        return None
-    found = _optional("lightning_init.diagnostics", "TrainingDiagnostics")
-    return None if found is None else found[0](options)
+    return options_class.from_arg(dict(value) if isinstance(value, Mapping) else value)
 
 
 def _module_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
