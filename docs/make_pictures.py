@@ -50,19 +50,51 @@ def check_depth_png() -> Path:
 def tensorboard_png() -> None:
     root = DOCS.parent
     with tempfile.TemporaryDirectory() as logdir:
-        subprocess.run([sys.executable, str(root / "examples/he_init_experiment.py"),
-                        "--logdir", logdir, "--max-steps", "200"], check=True)
-        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
-                                   "--host", "127.0.0.1", "--port", "6123"])
+        subprocess.run(
+            [
+                sys.executable,
+                str(root / "examples/he_init_experiment.py"),
+                "--logdir",
+                logdir,
+                "--max-steps",
+                "200",
+            ],
+            check=True,
+        )
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                logdir,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "6123",
+            ]
+        )
         try:
             time.sleep(15)
             subprocess.run(
-                ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,900", "--virtual-time-budget=30000",
-                 f"--screenshot={DOCS / 'tensorboard.png'}",
-                 "http://127.0.0.1:6123/?tagFilter=train%2Floss&smoothing=0#timeseries"],
-                check=True, timeout=120,
+                [
+                    "chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--use-angle=swiftshader",
+                    "--enable-unsafe-swiftshader",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1400,900",
+                    "--virtual-time-budget=30000",
+                    f"--screenshot={DOCS / 'tensorboard.png'}",
+                    "http://127.0.0.1:6123/#scalars&tagFilter=train%2Floss&_smoothingWeight=0",
+                ],
+                check=True,
+                timeout=120,
             )
         finally:
             server.terminate()
