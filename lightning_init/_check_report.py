@@ -10,6 +10,13 @@ from typing import Any
 __all__ = ["CheckProblem", "InitCheckReport", "LayerRecord", "ParameterRecord"]
 
 
+def _grad_to_weight(record: LayerRecord | ParameterRecord) -> float | None:
+    """``grad_norm / weight_norm`` (``None`` when either is missing or zero)."""
+    if record.grad_norm is None or not record.weight_norm:
+        return None
+    return record.grad_norm / record.weight_norm
+
+
 @dataclass(frozen=True)
 class LayerRecord:
     """What one module's output looked like in the check's forward pass.
@@ -47,12 +54,7 @@ class LayerRecord:
     grad_norm: float | None = None
     weight_norm: float | None = None
 
-    @property
-    def grad_to_weight(self) -> float | None:
-        """``grad_norm / weight_norm`` (``None`` without both)."""
-        if self.grad_norm is None or not self.weight_norm:
-            return None
-        return self.grad_norm / self.weight_norm
+    grad_to_weight = property(_grad_to_weight)
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,7 @@ class ParameterRecord:
     weight_norm: float
     grad_norm: float | None
 
-    @property
-    def grad_to_weight(self) -> float | None:
-        """``grad_norm / weight_norm`` (``None`` when either is missing or zero)."""
-        if self.grad_norm is None or not self.weight_norm:
-            return None
-        return self.grad_norm / self.weight_norm
+    grad_to_weight = property(_grad_to_weight)
 
 
 @dataclass(frozen=True)

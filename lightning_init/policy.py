@@ -402,26 +402,16 @@ class PolicyPlan(_PlanTable):
 
 
 @dataclass(frozen=True)
-class InitRecord:
-    """One initialized parameter in an :class:`InitReport`.
+class InitRecord(PlanEntry):
+    """One initialized parameter in an :class:`InitReport`: its plan row, and what was written.
 
     Attributes:
-        qualified_name: the parameter's name.
-        shape: its shape.
-        rule_index: the rule's index in ``rules`` (``None`` for ``default: reset``).
-        rule: the rule's label.
-        initializer: the initializer's description with its arguments.
-        expected_std: the std the formula promises (``None`` when it promises none).
         measured_mean: the mean of the values written.
         measured_std: the (population) std of the values written.
+
+    The other attributes are :class:`PlanEntry`'s.
     """
 
-    qualified_name: str
-    shape: tuple[int, ...]
-    rule_index: int | None
-    rule: str
-    initializer: str
-    expected_std: float | None
     measured_mean: float
     measured_std: float
 
