@@ -18,10 +18,10 @@ activations are all-reduced (one collective per logged step, on every rank).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +36,8 @@ from lightning_init.diagnostics._stats import (
     EXACT_STD,
     NORM,
     SUM,
-    histogram_edges,
-    histogram_inputs,
+    TensorBatch,
     moments_from_sums,
-    sample_index,
-    tensor_stats,
 )
 from lightning_init.diagnostics._writers import make_writer
 
@@ -59,12 +56,12 @@ class _Pending:
     names: list[str]
     numels: list[int]
     weights: list[Tensor]
-    weight_stats: Tensor
+    weight_stats: Tensor  # [n, 4], see TensorBatch.stats
     grad_rows: list[int]  # indices (into names) of the parameters that have a gradient
     grad_stats: Tensor | None
     grads: list[Tensor]
-    snapshot: list[Tensor] | None
-    histograms: list[tuple[str, Tensor]] = field(default_factory=list)
+    weight_batch: TensorBatch | None = None  # holds the snapshot for the update ratio
+    histograms: list[tuple[list[str], Tensor]] = field(default_factory=list)
 
 
 class _ActivationRecord:
@@ -168,8 +165,7 @@ class TrainingDiagnostics:
         self._activations: dict[str, _ActivationRecord] = {}
         self._activation_step: int | None = None
         self._pending: list[_Pending] = []
-        self._sample_index: dict[str, Tensor | None] = {}
-        self._snapshot_buffers: dict[str, Tensor] = {}
+        self._batches: dict[tuple[str, ...], TensorBatch] = {}
         self._writers: dict[int, Any] = {}
         self._layout_written: set[int] = set()
         self._broken_writers: set[int] = set()
@@ -273,8 +269,10 @@ class TrainingDiagnostics:
     def _release(self) -> None:
         self._remove_activation_hooks()
         self._pending = []
-        self._sample_index = {}
-        self._snapshot_buffers = {}
+        self._batches = {}
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):  # a broken file must not stop the teardown
+                writer.close()
 
     def _remove_activation_hooks(self) -> None:
         self._hooks.remove()
@@ -308,6 +306,8 @@ class TrainingDiagnostics:
                     continue
                 if not _matches(name, options.parameters) or _matches(name, options.exclude):
                     continue
+                if param.numel() == 0:
+                    continue
                 seen.add(id(param))
                 watched.append((name, param))
         self._watched = watched
@@ -326,7 +326,16 @@ class TrainingDiagnostics:
             self._hooks.add(module.register_forward_hook(hook))
 
     def _empty_pending(self, step: int) -> _Pending:
-        return _Pending(step, [], [], [], torch.zeros(0, 4), [], None, [], None)
+        return _Pending(step, [], [], [], torch.zeros(0, 4), [], None, [])
+
+    def _batch(self, kind: str, names: list[str], tensors: list[Tensor]) -> TensorBatch:
+        """The layout of these tensors, built at their first logged step and reused."""
+        key = (kind, *names)
+        batch = self._batches.get(key)
+        if batch is None:
+            keep_copy = kind == "weight" and self.options.update_ratio
+            batch = self._batches[key] = TensorBatch(tensors, keep_copy=keep_copy)
+        return batch
 
     @torch.no_grad()
     def _measure(self, step: int, optimizer: Any) -> _Pending:
@@ -341,45 +350,30 @@ class TrainingDiagnostics:
             return self._empty_pending(step)
         names = [name for name, _ in params]
         weights = [p.detach() for _, p in params]
-        weight_stats = tensor_stats(weights)
+        weight_batch = self._batch("weight", names, weights)
+        # With update_ratio, this also copies the weights: the snapshot read after the step.
+        weight_stats = weight_batch.stats(weights)
         grad_rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
         grads = [params[i][1].grad.detach() for i in grad_rows]  # type: ignore[union-attr]
-        grad_stats = tensor_stats(grads) if grads else None
-        snapshot = None
-        if self.options.update_ratio:
-            # Reused buffers: a fresh 1x-model allocation per logged step costs page faults.
-            buffers = self._snapshot_buffers
-            for name, weight in zip(names, weights, strict=True):
-                buffer = buffers.get(name)
-                if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype:
-                    buffers[name] = torch.empty_like(weight)
-            snapshot = [buffers[name] for name in names]
-            torch._foreach_copy_(snapshot, weights)
+        grad_names = [names[i] for i in grad_rows]
+        grad_batch = self._batch("grad", grad_names, grads) if grads else None
+        grad_stats = grad_batch.stats(grads) if grad_batch is not None else None
         pending = _Pending(
             step, names, [w.numel() for w in weights], weights, weight_stats, grad_rows,
-            grad_stats, grads, snapshot,
+            grad_stats, grads, weight_batch if self.options.update_ratio else None,
         )
         if self.options.histograms:
-            bins = self.options.histogram_bins
-            for name, tensor in zip(names, weights, strict=True):
-                index = self._index(name, tensor)
+            bins, samples = self.options.histogram_bins, self.options.histogram_max_samples
+            pending.histograms.append(
+                ([f"weight_hist/{name}" for name in names],
+                 weight_batch.histograms(weights, bins, samples))
+            )
+            if grad_batch is not None:
                 pending.histograms.append(
-                    (f"weight_hist/{name}", histogram_inputs(tensor, bins, index))
-                )
-            for i, grad in zip(grad_rows, grads, strict=True):
-                name = names[i]
-                pending.histograms.append(
-                    (f"grad_hist/{name}", histogram_inputs(grad, bins, self._index(name, grad)))
+                    ([f"grad_hist/{name}" for name in grad_names],
+                     grad_batch.histograms(grads, bins, samples))
                 )
         return pending
-
-    def _index(self, name: str, tensor: Tensor) -> Tensor | None:
-        if name not in self._sample_index:
-            self._sample_index[name] = sample_index(
-                tensor.numel(), self.options.histogram_max_samples, tensor.device,
-                zlib.crc32(name.encode()),
-            )
-        return self._sample_index[name]
 
     @torch.no_grad()
     def _flush(self, trainer: Any, pending: list[_Pending]) -> None:
@@ -395,12 +389,10 @@ class TrainingDiagnostics:
             parts.append(entry.weight_stats.reshape(-1))
             if entry.grad_stats is not None:
                 parts.append(entry.grad_stats.reshape(-1))
-            if entry.snapshot is not None:
-                torch._foreach_sub_(entry.snapshot, entry.weights)
-                update_norms = torch._foreach_norm(entry.snapshot)
-                parts.append(torch.stack([n.float() for n in update_norms]))
-                entry.snapshot = None
-            parts.extend(hist for _, hist in entry.histograms)
+            if entry.weight_batch is not None:
+                parts.append(entry.weight_batch.change_norms(entry.weights))
+                entry.weight_batch = None
+            parts.extend(rows.reshape(-1) for _, rows in entry.histograms)
         if activation_rows is not None:
             parts.append(activation_rows.float().reshape(-1))
         if not parts:
@@ -452,10 +444,11 @@ class TrainingDiagnostics:
                     # gains) start at 0 or 1 and move by large relative amounts early on.
                     if entry.weights[i].dim() >= 2:
                         self._check_update(step, name, ratio)
-            for tag, _ in entry.histograms:
-                head = take(5)
-                counts = take(bins)
-                histograms.append((tag, head, histogram_edges(head[0], head[1], bins), counts))
+            for tags, _ in entry.histograms:
+                for tag in tags:
+                    head = take(5)
+                    edges = take(bins)
+                    histograms.append((tag, head, edges, take(bins)))
         if activation_rows is not None:
             for name, _ in self._leaf_modules:
                 total, total_sq, count, dead, units = take(5)
@@ -556,9 +549,10 @@ class TrainingDiagnostics:
                 if key not in self._layout_written:
                     self._layout_written.add(key)
                     writer.layout(self._layout())
-                writer.scalars(scalars, step)
+                writer.add_scalars(scalars)
                 for tag, head, edges, counts in histograms:
-                    writer.histogram(tag, head, edges, counts, step)
+                    writer.add_histogram(tag, head, edges, counts)
+                writer.write(step)
             except Exception as error:  # a logging failure never stops training
                 self._broken_writers.add(key)
                 warnings.warn(

@@ -1,0 +1,121 @@
+"""The batched statistics behind the diagnostics, against plain torch on each tensor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_init.diagnostics._stats import (
+    ABSMAX,
+    EXACT_STD,
+    EXACT_STD_MAX_NUMEL,
+    GROUP_MAX_NUMEL,
+    NORM,
+    SUM,
+    TensorBatch,
+    moments_from_sums,
+)
+
+
+def _model_like_tensors() -> list[torch.Tensor]:
+    """Groups of equal size, singletons, a tensor past GROUP_MAX_NUMEL, mixed dtypes, a view."""
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    return [
+        randn(64, 32) * 0.1 + 0.01,
+        randn(32),
+        randn(32, 64),  # same numel as the first: one group
+        randn(32).abs() + 1.0,
+        randn(7),  # singleton group
+        randn(GROUP_MAX_NUMEL + 5) * 0.02,  # read in place, one by one
+        randn(16, 8).to(torch.bfloat16),
+        randn(10, 20).double(),
+        randn(20, 10).t(),  # not contiguous
+        torch.full((5,), 3.0),  # constant: std exactly 0
+    ]
+
+
+def test_stats_match_torch_per_tensor_in_the_given_order() -> None:
+    tensors = _model_like_tensors()
+    stats = TensorBatch(tensors).stats(tensors)
+    assert stats.shape == (len(tensors), 4) and stats.dtype == torch.float32
+    for tensor, row in zip(tensors, stats.tolist(), strict=True):
+        values = tensor.double()
+        assert row[NORM] == pytest.approx(float(values.norm()), rel=1e-4)  # float32 sums
+        assert row[SUM] == pytest.approx(float(values.sum()), rel=1e-4, abs=1e-3)
+        assert row[ABSMAX] == pytest.approx(float(values.abs().max()), rel=1e-6)
+        mean, std = moments_from_sums(row[NORM], row[SUM], tensor.numel(), row[EXACT_STD])
+        assert mean == pytest.approx(float(values.mean()), rel=1e-4, abs=1e-6)
+        assert std == pytest.approx(float(values.std()), rel=1e-4, abs=1e-6)
+        assert math.isnan(row[EXACT_STD]) == (tensor.numel() > EXACT_STD_MAX_NUMEL)
+    assert stats[-1, EXACT_STD] == 0.0  # the constant tensor: no cancellation noise
+
+
+def test_stats_read_the_current_values_at_every_call() -> None:
+    weight = torch.ones(3, 3)
+    batch = TensorBatch([weight, torch.zeros(9)])
+    assert batch.stats([weight, torch.zeros(9)])[0, SUM] == 9.0
+    weight.mul_(2)
+    assert batch.stats([weight, torch.zeros(9)])[0, SUM] == 18.0
+
+
+def test_change_norms_are_the_norms_of_the_updates() -> None:
+    tensors = _model_like_tensors()
+    before = [tensor.clone() for tensor in tensors]
+    batch = TensorBatch(tensors, keep_copy=True)
+    batch.stats(tensors)
+    generator = torch.Generator().manual_seed(1)
+    for tensor in tensors:
+        tensor.add_(torch.randn(tensor.shape, generator=generator).to(tensor.dtype) * 1e-3)
+    norms = batch.change_norms(tensors).tolist()
+    for old, new, norm in zip(before, tensors, norms, strict=True):
+        expected = float((new.double() - old.double()).norm())
+        assert norm == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(RuntimeError, match="keep_copy"):
+        TensorBatch(tensors).change_norms(tensors)
+
+
+def test_histograms_match_histc_per_tensor() -> None:
+    tensors = [t for t in _model_like_tensors() if t.numel() <= 4096]
+    tensors[0][0, 0] = float("nan")  # counted as 0, as documented
+    batch = TensorBatch(tensors)
+    batch.stats(tensors)
+    rows = batch.histograms(tensors, bins=16, max_samples=1 << 20)
+    for tensor, row in zip(tensors, rows, strict=True):
+        values = torch.nan_to_num(tensor.float().reshape(-1), nan=0.0)
+        low, high, num, total, total_sq = row[:5].tolist()
+        assert (low, high) == (float(values.min()), float(values.max()))
+        assert num == values.numel()
+        assert total == pytest.approx(float(values.sum()), abs=1e-3)
+        assert total_sq == pytest.approx(float(values.dot(values)), rel=1e-5)
+        edges, counts = row[5:21], row[21:]
+        expected_edges = torch.linspace(low, high, 17)[1:] if low < high else None
+        if expected_edges is not None:
+            assert torch.allclose(edges, expected_edges, rtol=1e-5, atol=1e-6)
+        assert counts.sum() == values.numel()
+        # Same bins as histc, up to values that fall on an edge after rounding.
+        assert (counts - torch.histc(values, bins=16)).abs().sum() <= 2
+
+
+def test_large_tensors_are_histogrammed_on_a_fixed_subsample() -> None:
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(100_000, generator=generator), torch.rand(100_000, generator=generator)]
+    batch = TensorBatch(tensors)
+    batch.stats(tensors)
+    first = batch.histograms(tensors, bins=10, max_samples=5000)
+    again = batch.histograms(tensors, bins=10, max_samples=5000)
+    assert torch.equal(first, again)
+    assert first[:, 2].tolist() == [5000.0, 5000.0]
+    # The uniform tensor's subsample is close to uniform: about 500 per bin.
+    counts = first[1, 15:]
+    assert counts.min() > 400 and counts.max() < 600
+
+
+def test_an_empty_tensor_is_refused() -> None:
+    with pytest.raises(ValueError, match="tensor 1 is empty"):
+        TensorBatch([torch.ones(2), torch.ones(0)])
