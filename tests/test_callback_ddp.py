@@ -8,6 +8,7 @@ differently before building its model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -95,3 +96,40 @@ def test_rank_dependent_init_raises_on_every_rank(
             assert f"rank {other['rank']}: {other['fingerprint']}" in rank["error"]
         assert "rank 1: " in rank["error"]
         assert rank["steps"] == 0 and not rank["state"]["applied"]
+
+
+@pytest.mark.slow
+def test_activations_are_aggregated_over_every_rank(
+    ddp_results: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Rank zero logs the statistics of both ranks' batches, not of its own only."""
+    ranks = ddp_results["diagnostics"]
+    assert [rank["rank"] for rank in ranks] == [0, 1]
+    assert all(rank["hooks_left"] == 2 for rank in ranks)  # only the test's own two hooks
+    assert ranks[0]["sum_sq"] != pytest.approx(ranks[1]["sum_sq"])  # different data per rank
+    logged = ranks[0]["metrics"]["0"]
+    total = ranks[0]["sum"] + ranks[1]["sum"]
+    total_sq = ranks[0]["sum_sq"] + ranks[1]["sum_sq"]
+    count = ranks[0]["count"] + ranks[1]["count"]
+    assert logged["act_mean/net.0"] == pytest.approx(total / count, rel=1e-5)
+    variance = (total_sq - total * total / count) / (count - 1)
+    assert logged["act_std/net.0"] == pytest.approx(math.sqrt(variance), rel=1e-5)
+    # A ReLU unit is dead only if it gave 0 on every sample of every rank.
+    unit_max = [max(a, b) for a, b in zip(*(r["relu_unit_max"] for r in ranks), strict=True)]
+    dead = sum(1 for value in unit_max if value == 0) / len(unit_max)
+    assert dead == 6 / 8  # the script's construction: units 0 and 1 each live on one rank
+    assert logged["act_dead_fraction/net.1"] == pytest.approx(dead)
+    assert ranks[1]["metrics"] == {}  # only rank zero writes
+
+
+@pytest.mark.slow
+def test_a_rank_whose_diagnostics_failed_still_joins_the_collectives(
+    ddp_results: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Rank 0's measurement raises at step 0: training goes on, nobody waits forever."""
+    ranks = ddp_results["diagnostics_failed"]
+    assert [rank["rank"] for rank in ranks] == [0, 1]
+    assert all(rank["steps"] == 2 for rank in ranks)  # both ranks trained to the end
+    assert any("measurement broke on rank 0" in message for message in ranks[0]["warnings"])
+    assert ranks[0]["metrics"] == {} and ranks[1]["warnings"] == []
+    assert all(rank["hooks_left"] == 2 for rank in ranks)

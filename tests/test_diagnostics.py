@@ -322,14 +322,15 @@ def test_options_from_arg() -> None:
     assert DiagnosticsOptions.from_arg(False) is None
     assert DiagnosticsOptions.from_arg(None) is None
     defaults = DiagnosticsOptions.from_arg(True)
-    assert (defaults.every_n_steps, defaults.until_step, defaults.histograms) == (10, 300, False)
-    assert defaults.logged_steps()[:10] == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32]
+    assert (defaults.every_n_steps, defaults.until_step, defaults.histograms) == (25, 300, False)
+    assert defaults.logged_steps()[:10] == [0, 1, 2, 4, 8, 16, 25, 32, 50, 64]
     assert max(defaults.logged_steps()) == 300
+    assert len(defaults.logged_steps()) == 22
     options = DiagnosticsOptions.from_arg(
         {"parameters": "*.weight", "dense_start": False, "update_ratio_band": [1e-5, 1e-2]}
     )
     assert options.parameters == ("*.weight",) and options.update_ratio_band == (1e-5, 1e-2)
-    assert options.logged_steps()[:3] == [0, 10, 20]
+    assert options.logged_steps()[:3] == [0, 25, 50]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ it); :class:`DiagnosticsOptions` is what ``InitCallback(diagnostics=...)`` accep
 Example:
     >>> from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
     >>> TrainingDiagnostics(DiagnosticsOptions.from_arg(True)).options.every_n_steps
-    10
+    25
 """
 
 from lightning_init.diagnostics._alerts import DiagnosticsWarning

@@ -62,7 +62,7 @@ class DiagnosticsOptions:
         True
     """
 
-    every_n_steps: int = 10
+    every_n_steps: int = 25
     until_step: int = 300
     dense_start: bool = True
     histograms: bool = False

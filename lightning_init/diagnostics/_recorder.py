@@ -13,7 +13,8 @@ At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optim
    the activation statistics, then ONE host transfer, the alerts, and the writes at step ``t``.
 
 Under DDP the gradients and weights are equal on every rank, so only rank zero reads them; the
-activations are all-reduced (one collective per logged step, on every rank).
+activations are all-reduced (two small collectives per logged step, on every rank, also on a
+rank whose diagnostics failed: a rank that skipped them would leave the others waiting).
 """
 
 from __future__ import annotations
@@ -93,23 +94,6 @@ class _ActivationRecord:
                 self.unit_absmax = torch.maximum(self.unit_absmax, unit_absmax)
         self.count += values.numel()
 
-    def row(self, device: torch.device) -> Tensor:
-        """``[sum, sum_sq, count, dead_units, units]`` (zeros if the module did not run)."""
-        if self.sum is None or self.sum_sq is None or self.unit_absmax is None:
-            return torch.zeros(5, dtype=torch.float64, device=device)
-        dead = (self.unit_absmax == 0).sum()
-        return torch.stack(
-            [
-                self.sum.double(),
-                self.sum_sq.double(),
-                torch.tensor(float(self.count), dtype=torch.float64, device=self.sum.device),
-                dead.double(),
-                torch.tensor(
-                    float(self.unit_absmax.numel()), dtype=torch.float64, device=self.sum.device
-                ),
-            ]
-        ).to(device)
-
 
 def _first_tensor(output: Any) -> Tensor | None:
     if isinstance(output, Tensor):
@@ -164,6 +148,9 @@ class TrainingDiagnostics:
         self._leaf_modules: list[tuple[str, nn.Module]] = []
         self._activations: dict[str, _ActivationRecord] = {}
         self._activation_step: int | None = None
+        self._reduce_step: int | None = None  # a logged step whose activations await reduction
+        self._hook_error: BaseException | None = None
+        self._device = torch.device("cpu")  # where the activations are reduced
         self._pending: list[_Pending] = []
         self._batches: dict[tuple[str, ...], TensorBatch] = {}
         self._writers: dict[int, Any] = {}
@@ -209,11 +196,13 @@ class TrainingDiagnostics:
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
         step = trainer.global_step
-        if self._failed or self._finished_at(step) or not self.options.is_logged_step(step):
+        if self._finished_at(step) or not self.options.is_logged_step(step):
             return
-        if not trainer.is_global_zero:
-            if self.options.activations and not self._pending:
-                self._pending.append(self._empty_pending(step))
+        if self.options.activations:
+            # Every rank reduces the activations at the end of this step, even after a local
+            # failure: a rank that skipped the collective would leave the others waiting.
+            self._reduce_step = step
+        if self._failed or not trainer.is_global_zero:
             return
         if self._watched is None:
             self._collect(pl_module)
@@ -226,12 +215,20 @@ class TrainingDiagnostics:
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """After a logged optimizer step: one host transfer, the alerts and the writes."""
-        if self._pending and not self._failed:
+        activation_rows = None
+        if self._reduce_step is not None:
+            self._reduce_step = None
+            activation_rows = self._reduce_activations()
+            self._remove_activation_hooks()
+        if self._hook_error is not None and not self._failed:
+            self._fail(f"an activation hook failed: {self._hook_error!r}")
+        if self._pending:
             pending, self._pending = self._pending, []
-            try:
-                self._flush(trainer, pending)
-            except Exception as error:  # never stop training
-                self._fail(f"could not write step {pending[0].step}: {error!r}")
+            if not self._failed:
+                try:
+                    self._flush(trainer, pending, activation_rows)
+                except Exception as error:  # never stop training
+                    self._fail(f"could not write step {pending[0].step}: {error!r}")
             self._remove_activation_hooks()
         if self._finished_at(trainer.global_step):
             self._release()
@@ -312,6 +309,8 @@ class TrainingDiagnostics:
                 watched.append((name, param))
         self._watched = watched
         self._leaf_modules = leaves
+        device = getattr(pl_module, "device", None)
+        self._device = device if isinstance(device, torch.device) else torch.device("cpu")
 
     def _register_activation_hooks(self) -> None:
         for name, module in self._leaf_modules:
@@ -320,8 +319,12 @@ class TrainingDiagnostics:
 
             def hook(_module: nn.Module, _inputs: Any, output: Any, record=record) -> None:
                 tensor = _first_tensor(output)
-                if tensor is not None and tensor.is_floating_point() and tensor.numel() > 0:
+                if tensor is None or not tensor.is_floating_point() or tensor.numel() == 0:
+                    return
+                try:
                     record.update(tensor)
+                except Exception as error:  # never break the model's forward
+                    self._hook_error = error
 
             self._hooks.add(module.register_forward_hook(hook))
 
@@ -376,11 +379,11 @@ class TrainingDiagnostics:
         return pending
 
     @torch.no_grad()
-    def _flush(self, trainer: Any, pending: list[_Pending]) -> None:
+    def _flush(
+        self, trainer: Any, pending: list[_Pending], activation_rows: Tensor | None
+    ) -> None:
+        """Rank zero: the step's statistics to the host in one transfer, alerts, writes."""
         step = pending[0].step
-        activation_rows = self._activation_rows(pending)
-        if not trainer.is_global_zero:
-            return
         # Everything of the step into one vector, one transfer to the host.
         parts: list[Tensor] = []
         for entry in pending:
@@ -394,11 +397,12 @@ class TrainingDiagnostics:
                 entry.weight_batch = None
             parts.extend(rows.reshape(-1) for _, rows in entry.histograms)
         if activation_rows is not None:
-            parts.append(activation_rows.float().reshape(-1))
+            parts.append(activation_rows.reshape(-1))
         if not parts:
             return
         device = parts[0].device
-        host = torch.cat([p.to(device=device, dtype=torch.float32) for p in parts]).cpu()
+        # float64: the activations' sums of squares lose their variance in float32.
+        host = torch.cat([p.to(device=device, dtype=torch.float64) for p in parts]).cpu()
         values = host.tolist()
         self.logged_steps.append(step)
         scalars: dict[str, float] = {}
@@ -452,7 +456,7 @@ class TrainingDiagnostics:
         if activation_rows is not None:
             for name, _ in self._leaf_modules:
                 total, total_sq, count, dead, units = take(5)
-                if count == 0:
+                if count == 0 or units == 0:
                     continue
                 mean = total / count
                 variance = (total_sq - total * total / count) / max(count - 1, 1)
@@ -467,26 +471,55 @@ class TrainingDiagnostics:
                     )
         self._write(trainer, step, scalars, histograms)
 
-    def _activation_rows(self, pending: list[_Pending]) -> Tensor | None:
-        """``[n_modules, 5]`` activation sums, all-reduced across ranks (every rank calls)."""
-        if not self.options.activations or not self._activations:
+    def _reduce_activations(self) -> Tensor | None:
+        """``[n_modules, 5]`` float64 rows ``sum, sum_sq, count, dead units, units`` of every
+        watched leaf module's output over all ranks' micro-batches of the step.
+
+        Every rank calls this at the same steps; under DDP it makes two collectives: the units
+        per module (MAX, so that the per-unit vectors line up), then one SUM of the sums and of
+        a per-unit "alive on this rank" indicator: a unit is dead when no rank saw it non-zero.
+        A rank whose own part failed contributes zeros, never skips the collectives.
+        """
+        modules = self._leaf_modules
+        if not modules:
             return None
-        device = next(
-            (e.weight_stats.device for e in pending if e.names),
-            next((r.sum.device for r in self._activations.values() if r.sum is not None),
-                 torch.device("cpu")),
+        device = self._device
+        sums = torch.zeros(len(modules), 3, dtype=torch.float64, device=device)
+        alive: list[Tensor | None] = [None] * len(modules)
+        try:
+            for i, (name, _) in enumerate(modules):
+                record = self._activations.get(name)
+                if record is None or record.sum is None or record.unit_absmax is None:
+                    continue
+                sums[i, 0], sums[i, 1], sums[i, 2] = record.sum, record.sum_sq, record.count
+                alive[i] = (record.unit_absmax.reshape(-1) > 0).double().to(device)
+        except Exception as error:  # keep the collectives in step with the other ranks
+            sums.zero_()
+            alive = [None] * len(modules)
+            self._hook_error = self._hook_error or error
+        units = torch.tensor(
+            [0 if a is None else a.numel() for a in alive], dtype=torch.int64, device=device
         )
-        empty = _ActivationRecord()
-        rows = torch.stack(
-            [self._activations.get(name, empty).row(device) for name, _ in self._leaf_modules]
-        )
-        if (
+        distributed = (
             torch.distributed.is_available()
             and torch.distributed.is_initialized()
             and torch.distributed.get_world_size() > 1
-        ):
-            torch.distributed.all_reduce(rows)
-        return rows
+        )
+        if distributed:
+            torch.distributed.all_reduce(units, op=torch.distributed.ReduceOp.MAX)
+        sizes = units.tolist()
+        indicators = [
+            torch.zeros(size, dtype=torch.float64, device=device)
+            if a is None or a.numel() != size else a
+            for a, size in zip(alive, sizes, strict=True)
+        ]
+        payload = torch.cat([sums.reshape(-1), *indicators])
+        if distributed:
+            torch.distributed.all_reduce(payload)
+        sums = payload[: sums.numel()].view(-1, 3)
+        per_module = payload[sums.numel():].split(sizes)
+        dead = torch.stack([(part == 0).sum().double() for part in per_module])
+        return torch.cat([sums, dead[:, None], units.double()[:, None]], 1)
 
     def _nonfinite_counts(self, entry: _Pending, grad: list[list[float]]) -> list[int]:
         """NaN/Inf counts; computed (a second transfer) only for non-finite gradients."""
