@@ -833,7 +833,31 @@ class InitPolicy:
                     if self.strict:
                         raise self._error(message + " (strict: true)", rule, f".{key}")
                     warnings.warn(message, UnusedRuleWarning, stacklevel=3)
+        if recurse:
+            self._check_skip_globs([name for name, _ in named if name])
         return items, left_alone, unused, list(resets.values())
+
+    def _check_skip_globs(self, module_names: list[str]) -> None:
+        """A ``skip`` glob that matches no module is a typo, or a glob missing its prefix."""
+        for pattern in self.skip:
+            if any(fnmatch.fnmatchcase(name, pattern) for name in module_names):
+                continue
+            suffix_matches = [n for n in module_names if fnmatch.fnmatchcase(n, "*." + pattern)]
+            if suffix_matches:  # "backbone.*" for "net.backbone.0": the prefix is missing
+                parts = suffix_matches[0].split(".")
+                prefix = next((
+                    ".".join(parts[:i]) + "." for i in range(1, len(parts))
+                    if fnmatch.fnmatchcase(suffix_matches[0], ".".join(parts[:i]) + "." + pattern)
+                ), "")
+                hint = f" Did you mean '{prefix}{pattern}'?"
+            else:
+                hint = did_you_mean(pattern, module_names)
+            message = (f"skip glob {pattern!r} matches no module: skip globs are over full "
+                       f"qualified names (such as {module_names[0]!r}).{hint}"
+                       if module_names else f"skip glob {pattern!r} matches no module")
+            if self.strict:
+                raise PolicyError(message + " (strict: true)", where="skip", source=self.source)
+            warnings.warn(message, UnusedRuleWarning, stacklevel=4)
 
     # ---- public API
 

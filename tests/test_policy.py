@@ -325,3 +325,24 @@ def test_skip_globs_cover_descendants_and_lists():
     assert [r.qualified_name for r in report.records] == ["head.weight"]
     assert {name for name, reason in report.left_alone if reason == "skip"} == {
         "backbone.0.0.weight", "backbone.0.0.bias", "aux.weight", "aux.bias"}
+
+
+def test_a_skip_glob_that_matches_no_module_warns_with_the_full_name():
+    """Skip globs are over full qualified names: "backbone.*" misses "net.backbone.0"."""
+    net = nn.ModuleDict({"net": nn.ModuleDict({"backbone": nn.Sequential(nn.Linear(2, 2)),
+                                               "head": nn.Linear(2, 2)})})
+    before = net["net"]["backbone"][0].weight.clone()
+    rule = {"match": {"type": "Linear"}, "weight": "zeros"}
+    with pytest.warns(UnusedRuleWarning, match=r"'backbone\.\*' matches no module.*"
+                      r"Did you mean 'net\.backbone\.\*'\?"):
+        _policy(rule, skip=["backbone.*"]).apply(net)
+    assert net["net"]["backbone"][0].weight.abs().sum() == 0  # the warning told why
+    with pytest.warns(UnusedRuleWarning, match=r"'net\.backbon' .*Did you mean 'net\.backbone'"):
+        _policy(rule, skip=["net.backbon"]).explain(net)
+    with pytest.raises(PolicyError, match=r"'net\.backbon' matches no module.*strict"):
+        _policy(rule, skip=["net.backbon"], strict=True).apply(net)
+    net["net"]["backbone"][0].weight.data.copy_(before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _policy(rule, skip=["net.backbone"]).apply(net)
+    assert torch.equal(net["net"]["backbone"][0].weight, before)
