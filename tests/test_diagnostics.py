@@ -25,7 +25,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::lightning_init.diagnostics.Diag
 
 
 class _TestOnlyForwardingCallback(L.Callback):
-    """TEST ONLY: forwards the hooks InitCallback forwards (until InitCallback exists)."""
+    """Forwards the hooks InitCallback forwards, so that a test holds the TrainingDiagnostics
+    object itself (its logged steps, its hook count). InitCallback's own forwarding is tested
+    in test_callback_wiring.py."""
 
     def __init__(self, diagnostics: TrainingDiagnostics) -> None:
         self.diagnostics = diagnostics
