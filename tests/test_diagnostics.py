@@ -403,3 +403,27 @@ def test_zero_initialized_biases_raise_no_update_ratio_alert(tmp_path) -> None:
     ]
     assert torch.count_nonzero(Net().net[0].bias) > 0  # default init would not be zero: policy was
     assert not [m for m in ratio_alerts if ".bias'" in m], ratio_alerts
+
+
+def test_a_parameter_that_changes_shape_mid_window_is_measured_in_its_new_shape(
+    tmp_path: Path,
+) -> None:
+    """A model that grows a layer (as when embeddings are resized) keeps being logged."""
+
+    class Growing(_Net):
+        def training_step(self, batch, batch_idx):
+            if self.trainer.global_step == 2 and self.net[4].bias.numel() == 1:
+                # The last layer grows from 1 to 3 outputs; the Parameter objects stay.
+                self.net[4].weight.data = torch.zeros(3, 16)
+                self.net[4].bias.data = torch.zeros(3)
+            (x,) = batch
+            return self.net(x).sum(dim=1).sub(x.sum(dim=1)).pow(2).mean()
+
+    logger = TensorBoardLogger(tmp_path, name="growing")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*diagnostics stopped")
+        diagnostics, _ = _fit(Growing(), {"every_n_steps": 1, "until_step": 4, "alerts": False},
+                              max_steps=5, logger=logger)
+    assert diagnostics.logged_steps == [0, 1, 2, 3, 4]
+    norms = _events(logger.log_dir).Scalars("weight_norm/net.4.bias")
+    assert [event.step for event in norms] == [0, 1, 2, 3, 4]

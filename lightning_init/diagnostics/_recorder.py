@@ -152,7 +152,7 @@ class TrainingDiagnostics:
         self._hook_error: BaseException | None = None
         self._device = torch.device("cpu")  # where the activations are reduced
         self._pending: list[_Pending] = []
-        self._batches: dict[tuple[str, ...], TensorBatch] = {}
+        self._batches: dict[tuple[str, ...], tuple[list[Any], TensorBatch]] = {}
         self._writers: dict[int, Any] = {}
         self._layout_written: set[int] = set()
         self._broken_writers: set[int] = set()
@@ -332,13 +332,15 @@ class TrainingDiagnostics:
         return _Pending(step, [], [], [], torch.zeros(0, 4), [], None, [])
 
     def _batch(self, kind: str, names: list[str], tensors: list[Tensor]) -> TensorBatch:
-        """The layout of these tensors, built at their first logged step and reused."""
+        """The layout of these tensors, built at their first logged step and reused (rebuilt
+        if a tensor's shape or dtype changed, as when a model resizes its embeddings)."""
         key = (kind, *names)
-        batch = self._batches.get(key)
-        if batch is None:
+        signature = [(t.shape, t.dtype) for t in tensors]
+        cached = self._batches.get(key)
+        if cached is None or cached[0] != signature:
             keep_copy = kind == "weight" and self.options.update_ratio
-            batch = self._batches[key] = TensorBatch(tensors, keep_copy=keep_copy)
-        return batch
+            cached = self._batches[key] = (signature, TensorBatch(tensors, keep_copy=keep_copy))
+        return cached[1]
 
     @torch.no_grad()
     def _measure(self, step: int, optimizer: Any) -> _Pending:
