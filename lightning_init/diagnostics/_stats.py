@@ -7,10 +7,13 @@ tensor costs more in per-call overhead than in arithmetic for the many small ten
 
 * tensors of equal size (up to ``GROUP_MAX_NUMEL``) are copied into one ``[k, n]`` buffer,
   reused from step to step, and reduced along ``dim=1``: a few kernels for the whole group;
-* larger tensors are reduced one by one (their own arithmetic dominates), read in place: a
-  copy would cost more than the calls it saves;
-* with ``keep_copy=True`` every tensor is copied (the copy is the weights' snapshot for the
-  update ratio) and grouped by size, and the statistics are read from the copy.
+* larger tensors are reduced one by one, read in place, each tensor's reductions one after the
+  other while it is still in the cache (a copy, or one kernel over a whole group of large
+  tensors, streams them from memory again for every statistic);
+* with ``keep_copy=True`` the values are also kept until :meth:`TensorBatch.change_norms` (the
+  weights' snapshot for the update ratio): the group buffers are that copy; a large tensor is
+  copied whole up to ``copy_max_numel`` elements, and above it only a fixed random sample of
+  contiguous runs is kept, from which its change is estimated (:meth:`TensorBatch.change_norms`).
 
 On CPU, ``sum``, ``amax``, ``amin`` and ``linalg.vector_norm`` are fast; ``std``, ``var_mean``
 and ``aminmax(dim=...)`` are many times slower. So the standard deviation of a large tensor is
@@ -30,6 +33,7 @@ from torch import Tensor
 __all__ = [
     "EXACT_STD_MAX_NUMEL",
     "GROUP_MAX_NUMEL",
+    "SAMPLE_RUN",
     "TensorBatch",
     "moments_from_sums",
 ]
@@ -37,8 +41,11 @@ __all__ = [
 # Below this size a tensor's std is computed directly (cheap, no cancellation).
 EXACT_STD_MAX_NUMEL = 8192
 # Up to this size, tensors of equal size share one buffer and one kernel per statistic; larger
-# ones are read in place, one by one (unless a copy is kept anyway: then all are grouped).
+# ones are read in place, one by one.
 GROUP_MAX_NUMEL = 1 << 16
+# A sampled snapshot is made of runs of this many contiguous elements (1 KiB of float32): whole
+# cache lines and few pages, where single random elements would touch every page of the tensor.
+SAMPLE_RUN = 256
 
 # Columns of the matrix returned by `TensorBatch.stats`.
 NORM, SUM, ABSMAX, EXACT_STD = range(4)
@@ -61,8 +68,28 @@ class _Group:
     def __init__(self, members: list[int], numel: int) -> None:
         self.members = members
         self.numel = numel
-        self.buffer: Tensor | None = None  # [k, numel] float32, when the group is copied
+        self.buffer: Tensor | None = None  # [k, numel] float32, for groups of small tensors
         self.rows: list[Tensor] = []  # views of the buffer's rows, shaped like the tensors
+
+
+def _sample_layout(numel: int, count: int, run: int) -> tuple[int, int]:
+    """``(stride, offset)`` of ``count`` runs of ``run`` elements spread over ``numel``.
+
+    A regular stride lets the hardware prefetch the runs (random runs each wait for memory); it
+    is odd, so that over a matrix the runs start in every column. The offset is pseudo-random,
+    fixed for ``(numel, count, run)``.
+
+    Example:
+        >>> stride, offset = _sample_layout(1000, 4, 10)
+        >>> stride % 2, offset + 3 * stride + 10 <= 1000
+        (1, True)
+    """
+    stride = (numel - run) // (count - 1) if count > 1 else numel
+    if stride % 2 == 0 and stride > run:
+        stride -= 1
+    free = numel - (run + stride * (count - 1))
+    generator = torch.Generator().manual_seed(zlib.crc32(repr((numel, count, run)).encode()))
+    return stride, int(torch.randint(0, free + 1, (1,), generator=generator))
 
 
 class TensorBatch:
@@ -71,9 +98,14 @@ class TensorBatch:
     Args:
         tensors: the tensors as they are now (only shapes, dtypes and devices are used; the
             values are read at each call). Must be non-empty, none of them empty.
-        keep_copy: keep a float32 copy of every tensor from :meth:`stats` to
-            :meth:`change_norms` (the snapshot of the update ratio). Costs one copy of the
-            tensors in memory.
+        keep_copy: keep a float32 copy of the tensors from :meth:`stats` to
+            :meth:`change_norms` (the snapshot of the update ratio).
+        copy_max_numel: with ``keep_copy``, a tensor of more than ``GROUP_MAX_NUMEL`` and
+            more than this many elements keeps only a fixed random sample of about this many
+            elements (runs of ``SAMPLE_RUN`` contiguous ones), from which its change norm is
+            estimated. ``None``: every tensor is copied whole.
+        copy_whole: per tensor, ``True`` to copy it whole whatever its size (a tensor whose
+            changes are sparse, such as an embedding table, whose sample would miss them).
 
     Example:
         >>> batch = TensorBatch([torch.zeros(2), torch.zeros(3)])
@@ -82,59 +114,98 @@ class TensorBatch:
         [[5.0, -1.0, 4.0], [1.7321, 3.0, 1.0]]
     """
 
-    def __init__(self, tensors: Sequence[Tensor], *, keep_copy: bool = False) -> None:
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        *,
+        keep_copy: bool = False,
+        copy_max_numel: int | None = None,
+        copy_whole: Sequence[bool] | None = None,
+    ) -> None:
         if not tensors:
             raise ValueError("TensorBatch needs at least one tensor")
         self.count = len(tensors)
         self.keep_copy = keep_copy
         self.device = _local(tensors[0]).device
         by_key: dict[tuple[torch.device, int], list[int]] = {}
-        groups: list[_Group] = []
+        singles: list[_Group] = []
         for index, tensor in enumerate(tensors):
             local = _local(tensor)
             numel = local.numel()
             if numel == 0:
                 raise ValueError(f"tensor {index} is empty")
-            if keep_copy or numel <= GROUP_MAX_NUMEL:
+            if numel <= GROUP_MAX_NUMEL:
                 by_key.setdefault((local.device, numel), []).append(index)
             else:
-                groups.append(_Group([index], numel))
-        # Singletons read in place first, then the groups (stats() relies on this order).
-        groups += [_Group(members, numel) for (_, numel), members in by_key.items()]
-        self.groups = groups
-        order = [index for group in groups for index in group.members]
+                singles.append(_Group([index], numel))
+
+        sample_size = copy_max_numel if keep_copy and copy_max_numel is not None else 0
+
+        def sampled(group: _Group) -> bool:
+            whole = copy_whole is not None and copy_whole[group.members[0]]
+            return 0 < sample_size < group.numel and not whole
+
+        # Large tensors read in place first, those with a sampled snapshot ahead of those
+        # copied whole; then the groups (stats() and change_norms() rely on this order).
+        singles.sort(key=lambda group: not sampled(group))
+        self.singles = singles
+        self.grouped = [_Group(members, numel) for (_, numel), members in by_key.items()]
+        self.groups = singles + self.grouped
+        order = [index for group in self.groups for index in group.members]
         # Position of each tensor's row in the group-ordered results.
         inverse = [0] * self.count
         for position, index in enumerate(order):
             inverse[index] = position
         self._inverse = torch.tensor(inverse, device=self.device)
-        for group in groups:
-            if keep_copy or group.numel <= GROUP_MAX_NUMEL:  # not a singleton read in place
-                device = _local(tensors[group.members[0]]).device
-                group.buffer = torch.empty(
-                    len(group.members), group.numel, dtype=torch.float32, device=device
-                )
-                group.rows = [
-                    row.view(_local(tensors[index]).shape)
-                    for row, index in zip(group.buffer, group.members, strict=True)
-                ]
-        self._copy_targets = [row for group in groups for row in group.rows]
-        self._copied = [i for group in groups if group.buffer is not None for i in group.members]
+        for group in self.grouped:
+            group.buffer = torch.empty(
+                len(group.members), group.numel, dtype=torch.float32,
+                device=_local(tensors[group.members[0]]).device,
+            )
+            group.rows = [
+                row.view(_local(tensors[index]).shape)
+                for row, index in zip(group.buffer, group.members, strict=True)
+            ]
+        self._copy_targets = [row for group in self.grouped for row in group.rows]
+        self._copied = [i for group in self.grouped for i in group.members]
         self._sample_index: dict[tuple[int, int], Tensor] = {}
+        # Snapshots of the large tensors (keep_copy): whole copies, and the samples, all of one
+        # size, in the rows of one buffer (`_samples`, and `_current` for the values after).
+        self._whole: list[Tensor] = []
+        self._layouts: list[tuple[int, int]] = []  # (stride, offset) per sampled tensor
+        self._samples = self._current = torch.empty(0)
+        self._by_size = torch.empty(0)
+        self._sample_scale: Tensor | None = None
+        if not keep_copy:
+            return
+        n_sampled = sum(1 for group in singles if sampled(group))
+        if n_sampled:
+            run = min(SAMPLE_RUN, sample_size)
+            count = sample_size // run
+            self._layouts = [
+                _sample_layout(group.numel, count, run) for group in singles[:n_sampled]
+            ]
+            self._samples = torch.empty(n_sampled, count, run, device=self.device)
+            self._current = torch.empty_like(self._samples)
+            self._by_size = torch.tensor(
+                [math.sqrt(group.numel / (count * run)) for group in singles[:n_sampled]],
+                device=self.device,
+            )
+        self._whole = [
+            torch.empty(group.numel, dtype=torch.float32, device=self.device)
+            for group in singles[n_sampled:]
+        ]
 
     # ------------------------------------------------------------------ helpers
-    def _matrices(self, tensors: Sequence[Tensor]) -> list[Tensor]:
-        """One ``[k, n]`` float32 matrix per group: the refreshed buffer or a view in place."""
-        if self._copy_targets:
-            torch._foreach_copy_(self._copy_targets, [_local(tensors[i]) for i in self._copied])
-        matrices = []
-        for group in self.groups:
-            if group.buffer is not None:
-                matrices.append(group.buffer)
-            else:
-                tensor = _local(tensors[group.members[0]]).detach()
-                matrices.append(tensor.reshape(1, -1).float().contiguous())
-        return matrices
+    def _flat(self, tensors: Sequence[Tensor], group: _Group) -> Tensor:
+        """A large tensor's values as one float32 vector (a view when it is one already)."""
+        return _local(tensors[group.members[0]]).detach().reshape(-1).float()
+
+    def _sample_view(self, vector: Tensor, k: int) -> Tensor:
+        """The runs of sampled tensor ``k`` in ``vector`` (its flat values), as a view."""
+        count, run = self._samples.shape[1:]
+        stride, offset = self._layouts[k]
+        return vector.as_strided((count, run), (stride, 1), vector.storage_offset() + offset)
 
     def _ordered(self, blocks: list[Tensor]) -> Tensor:
         stacked = torch.cat([block.to(self.device) for block in blocks])
@@ -145,7 +216,8 @@ class TensorBatch:
     def stats(self, tensors: Sequence[Tensor]) -> Tensor:
         """Norm, sum, max |x| and (tensors up to ``EXACT_STD_MAX_NUMEL``) exact std of each.
 
-        With ``keep_copy``, the tensors' values are also kept for :meth:`change_norms`.
+        With ``keep_copy``, the tensors' values (or samples of them) are also kept for
+        :meth:`change_norms`.
 
         Returns:
             A ``[len(tensors), 4]`` float32 tensor on the first tensor's device, one row per
@@ -153,24 +225,31 @@ class TensorBatch:
             deviation (NaN for larger tensors; use :func:`moments_from_sums`).
         """
         blocks = []
-        matrices = self._matrices(tensors)
-        # Large tensors read in place (they come first): three passes each, one stack for all.
-        singles = [m.view(-1) for group, m in zip(self.groups, matrices, strict=True)
-                   if group.buffer is None]
-        if singles:
+        if self._copy_targets:
+            torch._foreach_copy_(self._copy_targets, [_local(tensors[i]) for i in self._copied])
+        if self.singles:
+            # Large tensors one at a time, while in the cache: three passes each and the
+            # snapshot; one stack for all.
             values: list[Tensor] = []
-            for vector in singles:
+            n_sampled = len(self._layouts)
+            for k, group in enumerate(self.singles):
+                vector = self._flat(tensors, group)
                 values += [torch.dot(vector, vector), vector.sum(), *torch.aminmax(vector)]
+                if k < n_sampled:
+                    self._samples[k].copy_(self._sample_view(vector, k))
+                elif self._whole:
+                    self._whole[k - n_sampled].copy_(vector)
             squares, sums, lows, highs = torch.stack(values).view(-1, 4).unbind(1)
+            norms = squares.sqrt()
             blocks.append(
                 torch.stack(
-                    [squares.sqrt(), sums, torch.maximum(highs, -lows),
-                     torch.full_like(sums, math.nan)], 1
+                    [norms, sums, torch.maximum(highs, -lows), torch.full_like(sums, math.nan)], 1
                 )
             )
-        for group, matrix in zip(self.groups, matrices, strict=True):
-            if group.buffer is None:
-                continue
+            if n_sampled:
+                self._sample_scale = self._scales(norms[:n_sampled])
+        for group in self.grouped:
+            matrix: Tensor = group.buffer  # type: ignore[assignment]
             # amax and amin: on CPU `aminmax(dim=1)` and `abs().amax(1)` are 3-30x slower.
             absmax = torch.maximum(matrix.amax(1), matrix.amin(1).neg())
             if 1 < group.numel <= EXACT_STD_MAX_NUMEL:
@@ -186,11 +265,19 @@ class TensorBatch:
             )
         return self._ordered(blocks)
 
+    def _scales(self, norms: Tensor) -> Tensor:
+        """Per sampled tensor ``||x|| / ||x[S]||``; ``sqrt(numel / |S|)`` where the sample is
+        all zeros."""
+        sample_norms = torch.linalg.vector_norm(self._samples.flatten(1), dim=1)
+        return torch.where(sample_norms > 0, norms / sample_norms, self._by_size)
+
     @torch.no_grad()
     def change_norms(self, tensors: Sequence[Tensor]) -> Tensor:
         """``||x - x_copy||`` of each tensor against the copy taken by the last :meth:`stats`.
 
-        Consumes the copy (the buffers hold the differences afterwards).
+        A tensor whose snapshot is a sample ``S`` gets the estimate
+        ``||x[S] - x_copy[S]|| * ||x_copy|| / ||x_copy[S]||``: its change relative to its norm
+        is the sample's. Consumes the copy (the buffers hold the differences afterwards).
 
         Example:
             >>> weight = torch.ones(4)
@@ -202,11 +289,27 @@ class TensorBatch:
         """
         if not self.keep_copy:
             raise RuntimeError("change_norms needs TensorBatch(keep_copy=True)")
-        torch._foreach_sub_(self._copy_targets, [_local(tensors[i]) for i in self._copied])
-        blocks = [
-            torch.linalg.vector_norm(group.buffer, dim=1)  # type: ignore[arg-type]
-            for group in self.groups
-        ]
+        blocks = []
+        n_sampled = len(self._layouts)
+        if n_sampled:
+            torch._foreach_copy_(
+                list(self._current),
+                [self._sample_view(self._flat(tensors, group), k)
+                 for k, group in enumerate(self.singles[:n_sampled])],
+            )
+            changes = torch.linalg.vector_norm(self._samples.sub_(self._current).flatten(1), dim=1)
+            blocks.append(changes * self._sample_scale)
+        if self._whole:
+            blocks.append(torch.stack([
+                torch.linalg.vector_norm(copy.sub_(self._flat(tensors, group)))
+                for copy, group in zip(self._whole, self.singles[n_sampled:], strict=True)
+            ]))
+        if self._copy_targets:
+            torch._foreach_sub_(self._copy_targets, [_local(tensors[i]) for i in self._copied])
+            blocks += [
+                torch.linalg.vector_norm(group.buffer, dim=1)  # type: ignore[arg-type]
+                for group in self.grouped
+            ]
         return self._ordered(blocks)
 
     @torch.no_grad()
