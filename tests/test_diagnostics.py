@@ -345,6 +345,10 @@ def test_options_from_arg() -> None:
         ),
         ({"untill_step": 5}, r"Did you mean 'until_step'"),
         ({"every_n_steps": 0}, r"'every_n_steps' must be a positive integer, got 0"),
+        (
+            {"update_ratio_max_samples": 0},
+            r"'update_ratio_max_samples' must be a positive integer, got 0",
+        ),
         ({"until_step": -1}, r"'until_step' must be an integer >= 0, got -1"),
         ({"histograms": "yes"}, r"'histograms' must be true or false, got 'yes'"),
         ({"update_ratio_band": [1e-1, 1e-3]}, r"'update_ratio_band' must be \[low, high\]"),
@@ -427,3 +431,47 @@ def test_a_parameter_that_changes_shape_mid_window_is_measured_in_its_new_shape(
     assert diagnostics.logged_steps == [0, 1, 2, 3, 4]
     norms = _events(logger.log_dir).Scalars("weight_norm/net.4.bias")
     assert [event.step for event in norms] == [0, 1, 2, 3, 4]
+
+
+class _EmbeddingNet(L.LightningModule):
+    """An embedding table (row-sparse updates) and a large Linear, both past 65,536 elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(2000, 64)
+        self.hidden = nn.Linear(64, 1500)
+
+    def training_step(self, batch, batch_idx):
+        (tokens,) = batch
+        return self.hidden(self.embedding(tokens)).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_update_ratio_of_large_weights_sampled_and_embeddings_exact(tmp_path: Path) -> None:
+    truth = _TrueGradients()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    tokens = torch.utils.data.TensorDataset(torch.randint(0, 2000, (64, 4)))
+    diagnostics = TrainingDiagnostics(
+        DiagnosticsOptions.from_arg({"every_n_steps": 1, "until_step": 3})
+    )
+    trainer = L.Trainer(
+        max_steps=5,
+        logger=logger,
+        callbacks=[_TestOnlyForwardingCallback(diagnostics), truth],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    torch.manual_seed(0)
+    trainer.fit(_EmbeddingNet(), torch.utils.data.DataLoader(tokens, batch_size=8))
+    events = _events(logger.log_dir)
+    for name, tolerance in (("embedding.weight", 1e-4), ("hidden.weight", 0.1)):
+        logged = events.Scalars(f"update_ratio/{name}")
+        assert [event.step for event in logged] == [0, 1, 2, 3]
+        for event in logged:
+            before, after = truth.weights[event.step][name], truth.weights[event.step + 1][name]
+            exact = float((after - before).norm() / before.norm())
+            # Adam moves only the 32 rows looked up at step 0: 1.6% of the table.
+            assert event.value == pytest.approx(exact, rel=tolerance), (name, event.step)
