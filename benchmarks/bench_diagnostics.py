@@ -6,10 +6,12 @@ writes it to ``benchmarks/RESULTS_diagnostics.md``.
 
     PYTHONPATH=. python benchmarks/bench_diagnostics.py [--steps 300] [--repeats 2]
 
-Two measures of the training-loop overhead are given: the wall time of the whole loop against a
-run without diagnostics (noisy on a shared machine), and, within each run, the time spent inside
-the diagnostics' hooks divided by the rest of that run's loop (direct: both halves see the same
-machine load).
+Three measures of the training-loop overhead are given: the wall time of the whole loop against a
+run without diagnostics (noisy on a shared machine); within each run, the time spent inside the
+diagnostics' hooks divided by the rest of that run's loop (both halves see the same machine load,
+but it leaves out what the hooks save the optimizer: it then finds the weights and gradients in
+the cache); and, for logging at every step, the median step time with diagnostics against
+without, in alternating blocks of 5 steps of one run (the added time, both effects included).
 """
 
 from __future__ import annotations
@@ -110,6 +112,78 @@ class LoopTimer(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.total = time.perf_counter() - self.start
+
+
+class AlternatingForwarding(TimedForwarding):
+    """Forwards the per-step hooks only in every other block of ``block`` steps, so that steps
+    with and without diagnostics alternate within one run (same model, same machine load)."""
+
+    def __init__(self, diagnostics: TrainingDiagnostics, block: int = 5) -> None:
+        super().__init__(diagnostics)
+        self.block = block
+
+    def active(self, step: int) -> bool:
+        return (step // self.block) % 2 == 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.active(trainer.global_step):
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if self.active(trainer.global_step):
+            super().on_before_optimizer_step(trainer, pl_module, optimizer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.active(trainer.global_step - 1):  # the step has been taken
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class PairedStepTimer(L.Callback):
+    """Step times (batch start to batch end, the diagnostics' hooks included) of the steps with
+    and without diagnostics; the first block of each is left out (warm-up, layouts)."""
+
+    def __init__(self, forwarding: AlternatingForwarding) -> None:
+        self.forwarding = forwarding
+        self.with_diagnostics: list[float] = []
+        self.without: list[float] = []
+        self._start = 0.0
+        self._step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._step = trainer.global_step
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        seconds = time.perf_counter() - self._start
+        if self._step >= 2 * self.forwarding.block:
+            active = self.forwarding.active(self._step)
+            (self.with_diagnostics if active else self.without).append(seconds)
+
+
+def paired_overhead(steps: int, log_root: str, options: dict) -> tuple[float, float]:
+    """Median step time with / without diagnostics in alternating blocks of one run, minus 1;
+    and the time inside the hooks / the median step without them."""
+    torch.manual_seed(0)
+    forwarding = AlternatingForwarding(TrainingDiagnostics(DiagnosticsOptions.from_arg(options)))
+    timer = PairedStepTimer(forwarding)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=TensorBoardLogger(log_root, name="paired"),
+        callbacks=[forwarding, timer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=50,
+    )
+    trainer.fit(Model(), loader(steps))
+    with_diagnostics = statistics.median(timer.with_diagnostics)
+    without = statistics.median(timer.without)
+    in_hooks = sum(forwarding.seconds[k] for k in
+                   ("on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end"))
+    active_steps = sum(1 for step in range(steps) if forwarding.active(step))
+    return with_diagnostics / without - 1, in_hooks / active_steps / without
 
 
 class NaiveScalars(L.Callback):
@@ -304,6 +378,14 @@ def main() -> None:
     n_params = sum(p.numel() for p in Model().parameters())
     defaults = DiagnosticsOptions()
     every_step = {"every_n_steps": 1, "until_step": 10**9, "dense_start": False}
+    # Every step, paired within one run: the defaults (large weights' update ratio sampled),
+    # every weight copied whole for the update ratio, and no update ratio at all.
+    paired_variants = {
+        "every_step": every_step,
+        "every_step_exact_update": {**every_step, "update_ratio_max_samples": 10**12},
+        "every_step_no_update": {**every_step, "update_ratio": False},
+    }
+    paired: dict[str, list[tuple[float, float]]] = {name: [] for name in paired_variants}
     loops: dict[str, list[float]] = {"baseline": [], "defaults": [], "every_step": []}
     inside: dict[str, list[float]] = {"defaults": [], "every_step": []}
     step_medians: list[float] = []
@@ -325,6 +407,8 @@ def main() -> None:
             in_loop = sum(v for k, v in forwarding.seconds.items()
                           if k not in ("setup", "on_train_start", "teardown"))
             inside["every_step"].append(in_loop / (timer.total - in_loop))
+            for name, options in paired_variants.items():
+                paired[name].append(paired_overhead(args.steps, log_root, options))
         micro = per_logging_step(log_root)
     step = statistics.median(step_medians)
     imports = import_seconds()
@@ -345,6 +429,11 @@ def main() -> None:
         return (f"{pct(statistics.median(values))} ({pct(min(values))} to "
                 f"{pct(max(values))})")
 
+    def paired_range(variant: str, which: int) -> str:
+        values = [pair[which] for pair in paired[variant]]
+        return (f"{pct(statistics.median(values))} ({pct(min(values))} to "
+                f"{pct(max(values))})")
+
     rows = [
         ("Training loop, defaults (wall time vs no diagnostics, same round)",
          wall("defaults"), "<= 2%"),
@@ -359,6 +448,14 @@ def main() -> None:
          wall("every_step"), "<= 10%"),
         ("Scalar statistics at every step (time inside the hooks / rest of the loop)",
          inside_range("every_step"), "<= 10%"),
+        ("Scalar statistics at every step (step time with / without, alternating blocks of 5 "
+         "steps in one run)", paired_range("every_step", 0), "<= 10%"),
+        ("Scalar statistics at every step (time inside the hooks / step without, same run)",
+         paired_range("every_step", 1), "(reference)"),
+        ("Every step, update ratio of every weight from a whole copy (step time with / without)",
+         paired_range("every_step_exact_update", 0), "(reference)"),
+        ("Every step, no update ratio (step time with / without)",
+         paired_range("every_step_no_update", 0), "(reference)"),
         ("Naive .item() + add_scalar at every step (one logging step / training step)",
          pct(micro["naive_item_loop"] / step), "(reference)"),
         ("One logging step, scalars: naive per-parameter .item() loop / ours",
