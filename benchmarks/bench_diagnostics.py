@@ -163,21 +163,9 @@ class PairedStepTimer(L.Callback):
 def paired_overhead(steps: int, log_root: str, options: dict) -> tuple[float, float]:
     """Median step time with / without diagnostics in alternating blocks of one run, minus 1;
     and the time inside the hooks / the median step without them."""
-    torch.manual_seed(0)
     forwarding = AlternatingForwarding(TrainingDiagnostics(DiagnosticsOptions.from_arg(options)))
     timer = PairedStepTimer(forwarding)
-    trainer = L.Trainer(
-        max_steps=steps,
-        logger=TensorBoardLogger(log_root, name="paired"),
-        callbacks=[forwarding, timer],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        log_every_n_steps=50,
-    )
-    trainer.fit(Model(), loader(steps))
+    fit_model(steps, log_root, "paired", [forwarding, timer])
     with_diagnostics = statistics.median(timer.with_diagnostics)
     without = statistics.median(timer.without)
     in_hooks = sum(forwarding.seconds[k] for k in
@@ -254,20 +242,13 @@ def loader(steps: int, batch_size: int = 64) -> torch.utils.data.DataLoader:
     )
 
 
-def train(steps: int, log_root: str, *, diagnostics=None, naive_every: int | None = None):
+def fit_model(steps: int, log_root: str, name: str, callbacks: list[L.Callback]) -> None:
+    """Train a freshly seeded Model for ``steps`` steps with these callbacks, quietly."""
     torch.manual_seed(0)
     model = Model()
-    timer = LoopTimer()
-    callbacks: list[L.Callback] = [timer]
-    forwarding = None
-    if diagnostics is not None:
-        forwarding = TimedForwarding(TrainingDiagnostics(DiagnosticsOptions.from_arg(diagnostics)))
-        callbacks.insert(0, forwarding)
-    if naive_every is not None:
-        callbacks.insert(0, NaiveScalars(naive_every))
     trainer = L.Trainer(
         max_steps=steps,
-        logger=TensorBoardLogger(log_root, name="bench"),
+        logger=TensorBoardLogger(log_root, name=name),
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -277,6 +258,18 @@ def train(steps: int, log_root: str, *, diagnostics=None, naive_every: int | Non
         log_every_n_steps=50,
     )
     trainer.fit(model, loader(steps))
+
+
+def train(steps: int, log_root: str, *, diagnostics=None, naive_every: int | None = None):
+    timer = LoopTimer()
+    callbacks: list[L.Callback] = [timer]
+    forwarding = None
+    if diagnostics is not None:
+        forwarding = TimedForwarding(TrainingDiagnostics(DiagnosticsOptions.from_arg(diagnostics)))
+        callbacks.insert(0, forwarding)
+    if naive_every is not None:
+        callbacks.insert(0, NaiveScalars(naive_every))
+    fit_model(steps, log_root, "bench", callbacks)
     return timer, forwarding
 
 
