@@ -463,6 +463,7 @@ def test_update_ratio_of_large_weights_sampled_and_embeddings_exact(tmp_path: Pa
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        log_every_n_steps=1,
     )
     torch.manual_seed(0)
     trainer.fit(_EmbeddingNet(), torch.utils.data.DataLoader(tokens, batch_size=8))
