@@ -344,7 +344,7 @@ class TensorBatch:
             if group.buffer is not None:
                 matrix = group.buffer
             else:
-                matrix = _local(tensors[group.members[0]]).detach().reshape(1, -1).float()
+                matrix = self._flat(tensors, group).view(1, -1)
             if group.numel > max_samples:
                 index = self._index(group.numel, max_samples, matrix)
                 sampled.append(matrix.index_select(1, index))
