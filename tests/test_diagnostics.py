@@ -73,6 +73,19 @@ class _TrueGradients(L.Callback):
         self.weights[step] = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
 
 
+class _TrueDenseGradients(L.Callback):
+    """The gradients of every parameter at each optimizer step, sparse ones made dense."""
+
+    def __init__(self) -> None:
+        self.grads: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads[trainer.global_step] = {
+            name: p.grad.to_dense() if p.grad.is_sparse else p.grad.clone()
+            for name, p in pl_module.named_parameters()
+        }
+
+
 class _Net(L.LightningModule):
     def __init__(self, lr: float = 0.05, automatic: bool = True) -> None:
         super().__init__()
@@ -476,3 +489,65 @@ def test_update_ratio_of_large_weights_sampled_and_embeddings_exact(tmp_path: Pa
             exact = float((after - before).norm() / before.norm())
             # Adam moves only the 32 rows looked up at step 0: 1.6% of the table.
             assert event.value == pytest.approx(exact, rel=tolerance), (name, event.step)
+
+
+class _SparseEmbeddingNet(L.LightningModule):
+    """``sparse=True`` embeddings: their gradients are sparse COO tensors (SGD takes them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(50, 4, sparse=True)
+        self.bag = nn.EmbeddingBag(30, 4, mode="sum", sparse=True)
+        self.head = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        (tokens,) = batch
+        # Token 0 twice in every row: uncoalesced duplicates in the embedding's gradient.
+        features = self.embedding(tokens).sum(1) + self.bag(tokens % 30)
+        return self.head(features).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_sparse_gradients_are_measured_as_their_dense_equivalent(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    truth = _TrueDenseGradients()
+    tokens = torch.randint(1, 50, (32, 6))
+    tokens[:, :2] = 0
+    diagnostics = TrainingDiagnostics(
+        DiagnosticsOptions.from_arg({"every_n_steps": 1, "until_step": 2, "histograms": True})
+    )
+    trainer = L.Trainer(
+        max_steps=3, logger=logger, log_every_n_steps=1,
+        callbacks=[_TestOnlyForwardingCallback(diagnostics), truth],
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DiagnosticsWarning)
+        trainer.fit(
+            _SparseEmbeddingNet(),
+            torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=8),
+        )
+    assert not [w for w in caught if "stopped" in str(w.message)]
+    assert diagnostics.logged_steps == [0, 1, 2]
+    events = _events(logger.log_dir)
+    for name in ("embedding.weight", "bag.weight"):
+        for step in (0, 1, 2):
+            dense = truth.grads[step][name]
+            expected = {
+                "grad_norm": float(dense.norm()),
+                "grad_std": float(dense.std()),
+                "grad_absmax": float(dense.abs().max()),
+                "grad_nonfinite": 0.0,
+            }
+            for statistic, value in expected.items():
+                logged = {e.step: e.value for e in events.Scalars(f"{statistic}/{name}")}
+                assert logged[step] == pytest.approx(value, rel=1e-5, abs=1e-7), (
+                    name, statistic, step,
+                )
+        # The histogram of a sparse gradient is that of its dense equivalent (zeros included).
+        histogram = events.Histograms(f"grad_hist/{name}")[0].histogram_value
+        assert histogram.num == truth.grads[0][name].numel()
+        assert histogram.sum == pytest.approx(float(truth.grads[0][name].sum()), abs=1e-5)

@@ -17,7 +17,10 @@ from lightning_init.diagnostics._stats import (
     SUM,
     TensorBatch,
     _sample_layout,
+    coalesced,
     moments_from_sums,
+    sparse_histograms,
+    sparse_stats,
 )
 
 
@@ -198,3 +201,54 @@ def test_large_tensors_are_histogrammed_on_a_fixed_subsample() -> None:
 def test_an_empty_tensor_is_refused() -> None:
     with pytest.raises(ValueError, match="tensor 1 is empty"):
         TensorBatch([torch.ones(2), torch.ones(0)])
+
+
+def _sparse_gradients() -> list[torch.Tensor]:
+    """Sparse tensors as backward makes them: an embedding's (hybrid, uncoalesced: a row looked
+    up twice), one with two sparse dimensions, a CSR matrix, one with no non-zero at all."""
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.tensor([[5, 1, 5, 700]])
+    values = torch.randn(4, 96, generator=generator)
+    embedding = torch.sparse_coo_tensor(rows, values, (800, 96), check_invariants=True)
+    two_dims = torch.sparse_coo_tensor(
+        torch.tensor([[0, 3, 3], [7, 2, 9]]), torch.randn(3, generator=generator), (4, 10),
+        check_invariants=True,
+    )
+    csr = torch.randn(30, 20, generator=generator).relu().to_sparse_csr()
+    empty = torch.sparse_coo_tensor(
+        torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 8), (9, 8), check_invariants=True
+    )
+    return [embedding, two_dims, csr, empty]
+
+
+_CSR_IS_BETA = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+
+@_CSR_IS_BETA
+def test_sparse_stats_equal_the_dense_equivalents() -> None:
+    sparse = _sparse_gradients()
+    dense = [tensor.to_dense() for tensor in sparse]
+    measured = sparse_stats([coalesced(tensor) for tensor in sparse])
+    expected = TensorBatch(dense).stats(dense)
+    for row, exact, tensor in zip(measured.tolist(), expected.tolist(), dense, strict=True):
+        assert row[NORM] == pytest.approx(exact[NORM], rel=1e-6)
+        assert row[SUM] == pytest.approx(exact[SUM], rel=1e-5, abs=1e-6)
+        assert row[ABSMAX] == exact[ABSMAX]
+        _, std = moments_from_sums(row[NORM], row[SUM], tensor.numel(), row[EXACT_STD])
+        assert std == pytest.approx(float(tensor.std()), rel=1e-5)
+
+
+@_CSR_IS_BETA
+def test_sparse_histograms_sample_the_dense_equivalent_at_the_same_positions() -> None:
+    # 800 x 96 = 76,800 elements: past max_samples, so the dense tensor is histogrammed on a
+    # fixed sample of positions; the sparse one must read the same positions without being
+    # made dense (and the smaller ones are histogrammed whole).
+    sparse = _sparse_gradients()
+    dense = [tensor.to_dense() for tensor in sparse]
+    batch = TensorBatch(dense)
+    batch.stats(dense)
+    expected = batch.histograms(dense, bins=16, max_samples=4096)
+    measured = sparse_histograms([coalesced(tensor) for tensor in sparse], 16, 4096)
+    torch.testing.assert_close(measured, expected)
+    # The sample holds the rows that were looked up, not just zeros.
+    assert measured[0, 2] == 4096 and measured[0, 1] > 0

@@ -38,7 +38,10 @@ from lightning_init.diagnostics._stats import (
     NORM,
     SUM,
     TensorBatch,
+    coalesced,
     moments_from_sums,
+    sparse_histograms,
+    sparse_stats,
 )
 from lightning_init.diagnostics._writers import make_writer
 
@@ -123,6 +126,23 @@ def _first_tensor(output: Any) -> Tensor | None:
             if isinstance(item, Tensor):
                 return item
     return None
+
+
+def _in_order(blocks: list[Tensor], rows: list[int]) -> Tensor:
+    """The rows of ``blocks`` (stacked) put back in order: row ``i`` of the stack is row
+    ``rows[i]`` of the result."""
+    stacked = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+    if rows == sorted(rows):
+        return stacked
+    inverse = [0] * len(rows)
+    for position, row in enumerate(rows):
+        inverse[row] = position
+    return stacked.index_select(0, torch.tensor(inverse, device=stacked.device))
+
+
+def _values(tensor: Tensor) -> Tensor:
+    """A dense tensor itself; the stored values of a (coalesced) sparse one."""
+    return tensor if tensor.layout is torch.strided else tensor.values()
 
 
 def _matches(name: str, globs: tuple[str, ...]) -> bool:
@@ -398,9 +418,20 @@ class TrainingDiagnostics:
         weight_stats = weight_batch.stats(weights)
         grad_rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
         grads = [params[i][1].grad.detach() for i in grad_rows]  # type: ignore[union-attr]
-        grad_names = [names[i] for i in grad_rows]
-        grad_batch = self._batch("grad", grad_names, grads) if grads else None
-        grad_stats = grad_batch.stats(grads) if grad_batch is not None else None
+        # Sparse gradients (embeddings with sparse=True) are measured from their values.
+        sparse = [k for k, grad in enumerate(grads) if grad.layout is not torch.strided]
+        for k in sparse:
+            grads[k] = coalesced(grads[k])
+        dense = [k for k, grad in enumerate(grads) if grad.layout is torch.strided]
+        dense_grads = [grads[k] for k in dense]
+        dense_names = [names[grad_rows[k]] for k in dense]
+        grad_batch = self._batch("grad", dense_names, dense_grads) if dense_grads else None
+        grad_stats = None
+        if grads:
+            blocks = [] if grad_batch is None else [grad_batch.stats(dense_grads)]
+            if sparse:
+                blocks.append(sparse_stats([grads[k] for k in sparse]))
+            grad_stats = _in_order(blocks, dense + sparse)
         pending = _Pending(
             step, names, [w.numel() for w in weights], weights, weight_stats, grad_rows,
             grad_stats, grads, weight_batch if self.options.update_ratio else None,
@@ -413,8 +444,13 @@ class TrainingDiagnostics:
             )
             if grad_batch is not None:
                 pending.histograms.append(
-                    ([f"grad_hist/{name}" for name in grad_names],
-                     grad_batch.histograms(grads, bins, samples))
+                    ([f"grad_hist/{name}" for name in dense_names],
+                     grad_batch.histograms(dense_grads, bins, samples))
+                )
+            if sparse:
+                pending.histograms.append(
+                    ([f"grad_hist/{names[grad_rows[k]]}" for k in sparse],
+                     sparse_histograms([grads[k] for k in sparse], bins, samples))
                 )
         return pending
 
@@ -564,7 +600,7 @@ class TrainingDiagnostics:
         counts = [0] * len(grad)
         if bad:
             found = torch.stack(
-                [(~torch.isfinite(entry.grads[k])).sum() for k in bad]
+                [(~torch.isfinite(_values(entry.grads[k]))).sum() for k in bad]
             ).cpu().tolist()
             for k, count in zip(bad, found, strict=True):
                 counts[k] = int(count)

@@ -24,6 +24,7 @@ that cancellation could matter get an exact ``std``, which is cheap at their siz
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -36,7 +37,10 @@ __all__ = [
     "GROUP_MAX_NUMEL",
     "SAMPLE_RUN",
     "TensorBatch",
+    "coalesced",
     "moments_from_sums",
+    "sparse_histograms",
+    "sparse_stats",
 ]
 
 # Below this size a tensor's std is computed directly (cheap, no cancellation).
@@ -360,10 +364,86 @@ class TensorBatch:
     def _index(self, numel: int, max_samples: int, matrix: Tensor) -> Tensor:
         key = (numel, max_samples)
         if key not in self._sample_index:
-            generator = torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
-            index = torch.randperm(numel, generator=generator)[:max_samples].sort().values
-            self._sample_index[key] = index.to(matrix.device)
+            self._sample_index[key] = _histogram_positions(numel, max_samples).to(matrix.device)
         return self._sample_index[key]
+
+
+@functools.lru_cache(maxsize=64)
+def _histogram_positions(numel: int, max_samples: int) -> Tensor:
+    """The fixed, sorted flat positions a tensor of ``numel`` elements is histogrammed on."""
+    generator = torch.Generator().manual_seed(zlib.crc32(repr((numel, max_samples)).encode()))
+    return torch.randperm(numel, generator=generator)[:max_samples].sort().values
+
+
+def coalesced(tensor: Tensor) -> Tensor:
+    """A sparse gradient (COO, CSR...) as a coalesced COO tensor: no duplicate indices, which
+    would make its values' norm and max wrong (an embedding's backward repeats looked-up rows).
+    """
+    return (tensor if tensor.layout is torch.sparse_coo else tensor.to_sparse()).coalesce()
+
+
+@torch.no_grad()
+def sparse_stats(tensors: Sequence[Tensor]) -> Tensor:
+    """:meth:`TensorBatch.stats` rows of coalesced sparse COO tensors, as of their dense
+    equivalents (the implicit zeros add nothing to the sums; the std comes from
+    :func:`moments_from_sums` with the dense ``numel``).
+
+    Example:
+        >>> grad = torch.tensor([[0.0, 0.0], [3.0, -4.0]]).to_sparse()
+        >>> sparse_stats([grad]).tolist()[0][:3]
+        [5.0, -1.0, 4.0]
+    """
+    rows = []
+    for tensor in tensors:
+        values = tensor.values().detach().reshape(-1).float()
+        if values.numel() == 0:
+            rows.append(torch.tensor([0.0, 0.0, 0.0, math.nan], device=values.device))
+            continue
+        rows.append(torch.stack([
+            torch.linalg.vector_norm(values), values.sum(), values.abs().amax(),
+            torch.full((), math.nan, device=values.device),
+        ]))
+    return torch.stack(rows)
+
+
+def _dense_values_at(tensor: Tensor, positions: Tensor) -> Tensor:
+    """The values of a coalesced sparse COO tensor's dense equivalent at flat ``positions``,
+    without making it dense: each position's row of sparse indices is looked up among the
+    (sorted) non-zero ones."""
+    sparse_dims = tensor.sparse_dim()
+    inner = math.prod(tensor.shape[sparse_dims:])
+    values = tensor.values().detach().reshape(-1, inner).float()
+    if values.shape[0] == 0:
+        return torch.zeros(positions.numel(), device=values.device)
+    strides = [math.prod(tensor.shape[d + 1 : sparse_dims]) for d in range(sparse_dims)]
+    indices = tensor.indices()
+    keys = (indices * torch.tensor(strides, device=indices.device)[:, None]).sum(0)
+    outer, within = positions // inner, positions % inner
+    slot = torch.searchsorted(keys, outer).clamp_(max=keys.numel() - 1)
+    return torch.where(keys[slot] == outer, values[slot, within], 0.0)
+
+
+@torch.no_grad()
+def sparse_histograms(tensors: Sequence[Tensor], bins: int, max_samples: int) -> Tensor:
+    """:meth:`TensorBatch.histograms` rows of coalesced sparse COO tensors, as of their dense
+    equivalents (zeros included), on the same fixed positions a dense tensor of that size is
+    histogrammed on; never made dense when larger than ``max_samples``.
+
+    Example:
+        >>> grad = torch.tensor([0.0, 0.0, 1.0, 3.0]).to_sparse()
+        >>> sparse_histograms([grad], bins=2, max_samples=100).tolist()[0][:5]
+        [0.0, 3.0, 4.0, 4.0, 10.0]
+    """
+    rows = []
+    for tensor in tensors:
+        numel = tensor.numel()
+        if numel <= max_samples:
+            values = tensor.detach().to_dense().reshape(1, -1).float()
+        else:
+            positions = _histogram_positions(numel, max_samples).to(tensor.device)
+            values = _dense_values_at(tensor, positions).view(1, -1)
+        rows.append(_batched_histogram(values, bins))
+    return torch.cat(rows)
 
 
 def _batched_histogram(matrix: Tensor, bins: int) -> Tensor:
