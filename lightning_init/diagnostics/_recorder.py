@@ -162,7 +162,8 @@ class TrainingDiagnostics:
     :class:`DiagnosticsWarning` s on rank zero, each once.
 
     Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
-    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard.
+    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
+    (``nn.Embedding(sparse=True)``) are measured as their dense equivalents from their values.
 
     Args:
         options: :class:`DiagnosticsOptions` (``DiagnosticsOptions.from_arg(True)`` for the
