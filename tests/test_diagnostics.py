@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.plugins.precision import MixedPrecision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -84,6 +85,16 @@ class _TrueDenseGradients(L.Callback):
             name: p.grad.to_dense() if p.grad.is_sparse else p.grad.clone()
             for name, p in pl_module.named_parameters()
         }
+
+
+class _ScaledGradients(L.Callback):
+    """The norm of net.0.weight's gradient as backward left it (before AMP unscaling)."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, float] = {}
+
+    def on_after_backward(self, trainer, pl_module):
+        self.norms[trainer.global_step] = float(pl_module.net[0].weight.grad.norm())
 
 
 class _Net(L.LightningModule):
@@ -213,6 +224,51 @@ def test_gradient_accumulation_logs_the_accumulated_gradient(tmp_path: Path) -> 
     assert [e.step for e in logged] == [0, 1, 2]
     for event in logged:
         assert event.value == pytest.approx(truth.norms[event.step]["net.0.weight"], rel=1e-5)
+
+
+def _amp_on_cpu(init_scale: float) -> MixedPrecision:
+    """16-bit AMP with a real GradScaler, which torch also runs on CPU."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    return MixedPrecision("16-mixed", "cpu", scaler=scaler)
+
+
+def test_amp_gradients_are_logged_unscaled(tmp_path: Path) -> None:
+    truth = _TrueGradients()
+    scaled = _ScaledGradients()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    _fit(
+        _Net(), {"every_n_steps": 1, "until_step": 2}, max_steps=3, logger=logger,
+        extra=[truth, scaled], plugins=[_amp_on_cpu(2.0**10)],
+    )
+    logged = _events(logger.log_dir).Scalars("grad_norm/net.0.weight")
+    assert [e.step for e in logged] == [0, 1, 2]
+    for event in logged:
+        true_norm = truth.norms[event.step]["net.0.weight"]
+        assert event.value == pytest.approx(true_norm, rel=1e-6)
+        # What backward left, before Lightning unscaled it: 1024 times larger.
+        assert scaled.norms[event.step] == pytest.approx(2.0**10 * true_norm, rel=1e-3)
+
+
+def test_amp_overflow_alerts_nonfinite_gradients_but_not_the_skipped_update(
+    tmp_path: Path,
+) -> None:
+    model = _Net()
+    before = [p.detach().clone() for p in model.parameters()]
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # A loss scale of 2^40 overflows float16: every step is skipped by the GradScaler.
+        _fit(
+            model, {"every_n_steps": 1, "until_step": 1}, max_steps=2, logger=logger,
+            plugins=[_amp_on_cpu(2.0**40)],
+        )
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    messages = [str(w.message) for w in caught if issubclass(w.category, DiagnosticsWarning)]
+    assert any("step 0: 'net.4.weight': gradient has" in m and "NaN/Inf" in m for m in messages)
+    assert not any("update ratio" in m for m in messages)
+    events = _events(logger.log_dir)
+    assert all(e.value > 0 for e in events.Scalars("grad_nonfinite/net.4.weight"))
+    assert [e.value for e in events.Scalars("update_ratio/net.4.weight")] == [0.0, 0.0]
 
 
 def test_manual_optimization_is_logged(tmp_path: Path) -> None:
