@@ -321,6 +321,21 @@ def test_bad_init_alerts_name_the_layer_and_step() -> None:
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
 
 
+def test_exploding_gradient_alert_names_the_parameter() -> None:
+    model = _Net()
+    model.net[2].weight.register_hook(lambda grad: grad * 1e6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(model, {"until_step": 0}, max_steps=1)
+    gradient_alerts = [
+        str(w.message) for w in caught
+        if issubclass(w.category, DiagnosticsWarning) and "gradient" in str(w.message)
+    ]
+    assert len(gradient_alerts) == 1
+    assert "step 0: 'net.2.weight': exploding gradient: norm" in gradient_alerts[0]
+    assert "> 1000" in gradient_alerts[0]
+
+
 def test_exploding_updates_alert() -> None:
     with pytest.warns(DiagnosticsWarning, match=r"step 0: 'net\.\d\.(weight|bias)': update ratio"):
         _fit(_Net(lr=50.0), {"until_step": 0}, max_steps=2)
