@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_init._hooks import HookHandles, forward_hooks
+from lightning_init._sparse import stored_values
 
 # Per-layer statistics, one row per recorded module (see _output_stats).
 STAT_FIELDS = ("mean", "std", "input_dependence", "dead_fraction", "saturated_fraction",
@@ -219,8 +220,9 @@ def loss_from_step_output(step_output: Any) -> torch.Tensor | None:
 
 def safe_norm(tensor: torch.Tensor) -> torch.Tensor:
     """L2 norm in float32 without overflow: squares of 1e22 do not fit, so scale by the peak
-    first (NaN/Inf stay NaN/Inf). A 0-d tensor on the tensor's device; no host sync."""
-    values = tensor.detach().float()
+    first (NaN/Inf stay NaN/Inf). A 0-d tensor on the tensor's device; no host sync. A sparse
+    gradient's norm is that of its dense equivalent."""
+    values = stored_values(tensor.detach()).float()
     if values.numel() == 0:
         return torch.zeros((), device=values.device)
     peak = values.abs().amax()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -299,3 +301,33 @@ def test_real_policy_is_the_one_init_of_a_meta_model(tmp_path: Path) -> None:
     expected = Net()
     InitPolicy.from_dict(_REAL_POLICY).apply(expected)
     assert _same_weights(model, expected)
+
+
+class _SparseEmbeddingNet(L.LightningModule):
+    """``nn.Embedding(sparse=True)``: a sparse COO gradient, which SGD takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(100, 8, sparse=True)
+        self.head = nn.Linear(8, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (tokens,) = batch
+        return self.head(self.embedding(tokens).sum(1)).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_defaults_train_a_model_with_sparse_gradients(tmp_path: Path) -> None:
+    # The defaults: policy none, the check on the first batch, the diagnostics.
+    callback = InitCallback()
+    tokens = torch.randint(0, 100, (16, 6))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path, callbacks=[callback]).fit(_SparseEmbeddingNet(), loader)
+    assert not [w for w in caught if "stopped" in str(w.message)]
+    report = callback.check_report
+    embedding = next(p for p in report.parameters if p.name == "embedding.weight")
+    assert embedding.grad_norm is not None and embedding.grad_norm > 0

@@ -472,3 +472,17 @@ def test_publish_is_rank_zero_only(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == ""
     publish_check_report(report, SimpleNamespace(is_global_zero=True, loggers=[]))
     assert "init check: OK" in capsys.readouterr().out
+
+
+def test_sparse_embedding_gradients_are_measured_as_dense() -> None:
+    # nn.Embedding(sparse=True) gets a sparse COO gradient, with a row repeated per lookup.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(100, 8, sparse=True), nn.Flatten(), nn.Linear(48, 1))
+    tokens = torch.randint(0, 100, (16, 6))
+    tokens[:, 0] = 7
+    report = check_init(model, tokens, loss_fn=lambda out: out.pow(2).mean())
+    loss = model(tokens).pow(2).mean()
+    dense_grad = torch.autograd.grad(loss, model[0].weight)[0].to_dense()
+    record = next(p for p in report.parameters if p.name == "0.weight")
+    assert record.grad_norm == pytest.approx(dense_grad.norm().item(), rel=1e-5)
+    assert record.weight_norm == pytest.approx(model[0].weight.norm().item(), rel=1e-6)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_init._hooks import HookHandles
+from lightning_init._sparse import coalesced, stored_values
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import (
@@ -38,7 +39,6 @@ from lightning_init.diagnostics._stats import (
     NORM,
     SUM,
     TensorBatch,
-    coalesced,
     moments_from_sums,
     sparse_histograms,
     sparse_stats,
@@ -138,11 +138,6 @@ def _in_order(blocks: list[Tensor], rows: list[int]) -> Tensor:
     for position, row in enumerate(rows):
         inverse[row] = position
     return stacked.index_select(0, torch.tensor(inverse, device=stacked.device))
-
-
-def _values(tensor: Tensor) -> Tensor:
-    """A dense tensor itself; the stored values of a (coalesced) sparse one."""
-    return tensor if tensor.layout is torch.strided else tensor.values()
 
 
 def _matches(name: str, globs: tuple[str, ...]) -> bool:
@@ -601,7 +596,7 @@ class TrainingDiagnostics:
         counts = [0] * len(grad)
         if bad:
             found = torch.stack(
-                [(~torch.isfinite(_values(entry.grads[k]))).sum() for k in bad]
+                [(~torch.isfinite(stored_values(entry.grads[k]))).sum() for k in bad]
             ).cpu().tolist()
             for k, count in zip(bad, found, strict=True):
                 counts[k] = int(count)

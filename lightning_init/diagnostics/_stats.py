@@ -37,7 +37,6 @@ __all__ = [
     "GROUP_MAX_NUMEL",
     "SAMPLE_RUN",
     "TensorBatch",
-    "coalesced",
     "moments_from_sums",
     "sparse_histograms",
     "sparse_stats",
@@ -373,13 +372,6 @@ def _histogram_positions(numel: int, max_samples: int) -> Tensor:
     """The fixed, sorted flat positions a tensor of ``numel`` elements is histogrammed on."""
     generator = torch.Generator().manual_seed(zlib.crc32(repr((numel, max_samples)).encode()))
     return torch.randperm(numel, generator=generator)[:max_samples].sort().values
-
-
-def coalesced(tensor: Tensor) -> Tensor:
-    """A sparse gradient (COO, CSR...) as a coalesced COO tensor: no duplicate indices, which
-    would make its values' norm and max wrong (an embedding's backward repeats looked-up rows).
-    """
-    return (tensor if tensor.layout is torch.sparse_coo else tensor.to_sparse()).coalesce()
 
 
 @torch.no_grad()
