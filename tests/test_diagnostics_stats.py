@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lightning_init._sparse import coalesced
 from lightning_init.diagnostics._stats import (
     ABSMAX,
     EXACT_STD,
@@ -17,7 +18,6 @@ from lightning_init.diagnostics._stats import (
     SUM,
     TensorBatch,
     _sample_layout,
-    coalesced,
     moments_from_sums,
     sparse_histograms,
     sparse_stats,
@@ -205,7 +205,8 @@ def test_an_empty_tensor_is_refused() -> None:
 
 def _sparse_gradients() -> list[torch.Tensor]:
     """Sparse tensors as backward makes them: an embedding's (hybrid, uncoalesced: a row looked
-    up twice), one with two sparse dimensions, a CSR matrix, one with no non-zero at all."""
+    up twice), a hybrid one with two sparse dimensions (uncoalesced too), one with two sparse
+    dimensions only, a CSR matrix, one with no non-zero at all."""
     generator = torch.Generator().manual_seed(3)
     rows = torch.tensor([[5, 1, 5, 700]])
     values = torch.randn(4, 96, generator=generator)
@@ -214,11 +215,15 @@ def _sparse_gradients() -> list[torch.Tensor]:
         torch.tensor([[0, 3, 3], [7, 2, 9]]), torch.randn(3, generator=generator), (4, 10),
         check_invariants=True,
     )
+    pairs = torch.tensor([[3, 39, 3, 0, 17], [49, 0, 49, 0, 25]])
+    two_sparse_dims = torch.sparse_coo_tensor(
+        pairs, torch.randn(5, 60, generator=generator), (40, 50, 60), check_invariants=True
+    )
     csr = torch.randn(30, 20, generator=generator).relu().to_sparse_csr()
     empty = torch.sparse_coo_tensor(
         torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 8), (9, 8), check_invariants=True
     )
-    return [embedding, two_dims, csr, empty]
+    return [embedding, two_sparse_dims, two_dims, csr, empty]
 
 
 _CSR_IS_BETA = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
@@ -240,9 +245,9 @@ def test_sparse_stats_equal_the_dense_equivalents() -> None:
 
 @_CSR_IS_BETA
 def test_sparse_histograms_sample_the_dense_equivalent_at_the_same_positions() -> None:
-    # 800 x 96 = 76,800 elements: past max_samples, so the dense tensor is histogrammed on a
-    # fixed sample of positions; the sparse one must read the same positions without being
-    # made dense (and the smaller ones are histogrammed whole).
+    # 800 x 96 = 76,800 and 40 x 50 x 60 = 120,000 elements: past max_samples, so the dense
+    # tensors are histogrammed on a fixed sample of positions; the sparse ones must read the
+    # same positions without being made dense (the smaller ones are histogrammed whole).
     sparse = _sparse_gradients()
     dense = [tensor.to_dense() for tensor in sparse]
     batch = TensorBatch(dense)
@@ -250,5 +255,6 @@ def test_sparse_histograms_sample_the_dense_equivalent_at_the_same_positions() -
     expected = batch.histograms(dense, bins=16, max_samples=4096)
     measured = sparse_histograms([coalesced(tensor) for tensor in sparse], 16, 4096)
     torch.testing.assert_close(measured, expected)
-    # The sample holds the rows that were looked up, not just zeros.
-    assert measured[0, 2] == 4096 and measured[0, 1] > 0
+    # The samples hold the rows that were looked up, not just zeros.
+    for row in (0, 1):
+        assert measured[row, 2] == 4096 and measured[row, 1] > 0
