@@ -15,7 +15,7 @@ Example:
     >>> from lightning_init import InitPolicy
     >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"}, "bias": "zeros"}]})
     >>> report = policy.apply(torch.nn.Linear(4, 2))
-    >>> float(torch.nn.Linear(4, 2).bias.abs().sum()) > 0, report.records[0].qualified_name
+    >>> float(torch.nn.Linear(4, 2).bias.detach().abs().sum()) > 0, report.records[0].qualified_name
     (True, 'bias')
 """
 
