@@ -134,10 +134,8 @@ def _in_order(blocks: list[Tensor], rows: list[int]) -> Tensor:
     stacked = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
     if rows == sorted(rows):
         return stacked
-    inverse = [0] * len(rows)
-    for position, row in enumerate(rows):
-        inverse[row] = position
-    return stacked.index_select(0, torch.tensor(inverse, device=stacked.device))
+    index = torch.tensor(rows, device=stacked.device)
+    return torch.empty_like(stacked).index_copy_(0, index, stacked)
 
 
 def _matches(name: str, globs: tuple[str, ...]) -> bool:
