@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lightning_init._errors import InitCheckError, PolicyError
+from lightning_init.errors import InitCheckError, OptionError, PolicyError
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "InitCheckError",
     "InitCheckReport",
     "InitPolicy",
+    "OptionError",
     "PolicyError",
     "__version__",
     "check_init",

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from lightning_init._errors import PolicyError
+from lightning_init.errors import PolicyError
 
 __all__ = ["LinedDict", "LinedList", "line_of", "load_yaml"]
 
@@ -72,7 +72,7 @@ def load_yaml(text: str, *, source: str | None = None) -> Any:
         >>> load_yaml("x: !!python/object/apply:os.system ['echo hi']")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        lightning_init._errors.PolicyError: line 1: YAML tag '!!python/object/apply:os.system' ...
+        lightning_init.PolicyError: line 1: YAML tag '!!python/object/apply:os.system' ...
     """
     loader = yaml.SafeLoader(text)
     try:

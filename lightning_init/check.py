@@ -42,8 +42,8 @@ from lightning_init._check_report import (
     ParameterRecord,
 )
 from lightning_init._check_verdicts import DEFAULT_THRESHOLDS, verdicts
-from lightning_init._errors import InitCheckError
-from lightning_init._suggest import did_you_mean, format_choices
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.errors import InitCheckError, OptionError
 
 __all__ = [
     "CheckOptionError",
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 
-class CheckOptionError(ValueError):
+class CheckOptionError(OptionError):
     """An unknown or invalid option of the init check (``check={...}`` or a keyword).
 
     Example:

@@ -11,8 +11,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lightning_init._errors import PolicyError
 from lightning_init._presets import preset_paths
+from lightning_init.errors import PolicyError
 
 __all__ = ["main"]
 

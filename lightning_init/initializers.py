@@ -67,8 +67,8 @@ from typing import Any, Literal
 
 import torch
 
-from lightning_init._errors import PolicyError
-from lightning_init._suggest import did_you_mean, format_choices
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.errors import PolicyError
 
 __all__ = ["Initializer", "known_initializers", "resolve_initializer"]
 

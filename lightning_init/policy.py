@@ -46,10 +46,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_init._errors import PolicyError
 from lightning_init._presets import preset_paths
-from lightning_init._suggest import did_you_mean, format_choices
+from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import LinedDict, line_of, load_yaml
+from lightning_init.errors import PolicyError
 
 __all__ = [
     "InitPolicy",
@@ -513,7 +513,7 @@ class InitPolicy:
             >>> InitPolicy.from_dict({"rulez": []})  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            lightning_init._errors.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'?...
+            lightning_init.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'?...
         """
         if isinstance(mapping, InitPolicy):
             return mapping

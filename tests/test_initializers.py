@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from lightning_init._errors import PolicyError
+from lightning_init.errors import PolicyError
 from lightning_init.initializers import Initializer, known_initializers, resolve_initializer
 
 

@@ -6,12 +6,13 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from lightning_init._suggest import did_you_mean, format_choices
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.errors import OptionError
 
 __all__ = ["DiagnosticsOptionError", "DiagnosticsOptions"]
 
 
-class DiagnosticsOptionError(ValueError):
+class DiagnosticsOptionError(OptionError):
     """A ``diagnostics=`` option that is unknown or has an invalid value.
 
     Example:

@@ -1,4 +1,4 @@
-"""Did-you-mean suggestions and choice listings for error messages."""
+"""Text shared by every message and table: did-you-mean suggestions and choice listings."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InitCheckError", "PolicyError"]
+__all__ = ["InitCheckError", "OptionError", "PolicyError"]
 
 
 class PolicyError(ValueError):
@@ -63,3 +63,21 @@ class InitCheckError(RuntimeError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class OptionError(ValueError):
+    """An unknown or invalid option of the check or the diagnostics (``check={...}``,
+    ``diagnostics={...}`` or a keyword argument).
+
+    The message names the option, the valid choices or range, and a did-you-mean.
+
+    Example:
+        >>> isinstance(OptionError("check: unknown option 'on_fial'"), ValueError)
+        True
+    """
+
+
+# Shown under their public path (``lightning_init.PolicyError``) in tracebacks and reprs.
+for _error in (PolicyError, InitCheckError, OptionError):
+    _error.__module__ = "lightning_init"
+del _error
