@@ -1,34 +1,56 @@
-"""Every code block in the README runs (python) or parses (yaml) as written."""
+"""Every code block in the README and docs/*.md runs (python) or parses (yaml) as written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README.read_text(), flags=re.DOTALL)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# docs/architecture.md sketches signatures in its python blocks: they are not meant to run.
+DOCUMENTS = [
+    README,
+    *sorted(path for path in (ROOT / "docs").glob("*.md") if path.name != "architecture.md"),
+    ROOT / "CONTRIBUTING.md",
+]
+_FENCE = re.compile(r"```(\w+)\n(.*?)```", flags=re.DOTALL)
+BLOCKS = _FENCE.findall(README.read_text())
+# (document, index in that document, language, code) for every fenced block with a language.
+ALL_BLOCKS = [
+    (document.relative_to(ROOT).as_posix(), index, language, code)
+    for document in DOCUMENTS
+    if document.exists()
+    for index, (language, code) in enumerate(_FENCE.findall(document.read_text()))
+]
+
+
+def _blocks(language: str) -> list[Any]:
+    return [
+        pytest.param(f"{document} {language} block {index}", code, id=f"{document}-{index}")
+        for document, index, block_language, code in ALL_BLOCKS
+        if block_language == language
+    ]
 
 
 def test_the_readme_has_code_blocks() -> None:
     assert sum(language == "python" for language, _ in BLOCKS) >= 3
 
 
-@pytest.mark.parametrize(
-    "index", [i for i, (language, _) in enumerate(BLOCKS) if language == "python"]
-)
-def test_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("where", "code"), _blocks("python"))
+def test_python_block_runs(
+    where: str, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    exec(compile(BLOCKS[index][1], f"README.md python block {index}", "exec"), {})
+    exec(compile(code, where, "exec"), {})
 
 
-@pytest.mark.parametrize(
-    "index", [i for i, (language, _) in enumerate(BLOCKS) if language == "yaml"]
-)
-def test_yaml_block_parses(index: int) -> None:
-    document = yaml.safe_load(BLOCKS[index][1])
+@pytest.mark.parametrize(("where", "code"), _blocks("yaml"))
+def test_yaml_block_parses(where: str, code: str) -> None:
+    document = yaml.safe_load(code)
     assert isinstance(document, dict)
     if "rules" in document:
         from lightning_init import InitPolicy
