@@ -29,7 +29,8 @@ def _torch_fans(tensor):
 def _gpt2(n_layer=2):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(n_layer=n_layer, n_embd=64, n_head=4, vocab_size=200,
-                                     n_positions=64)
+                                     n_positions=64, bos_token_id=0,
+                                     eos_token_id=0)
     return transformers.GPT2LMHeadModel(config)
 
 
