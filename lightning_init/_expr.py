@@ -48,6 +48,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init.errors import PolicyError
@@ -73,7 +74,8 @@ _TOKEN = re.compile(
     r"(?P<space>\s+)"
     r"|(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|[-+*/(),])"
+    r"|(?P<op>\*\*|[-+*/(),])",
+    re.ASCII,
 )
 _NOT_OURS = {"^": "use ** for a power", "//": "use / (division is in floats)",
              "%": "there is no remainder operator", "=": "an expression has no assignment"}
@@ -371,6 +373,10 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # The compiled closures do not pickle; the text re-parses to the same expression.
+        return parse_expression, (self.text,)
 
 
 def parse_expression(text: str, *, variables: Iterable[str] | None = None) -> Expression:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -158,6 +160,18 @@ def test_nesting_is_bounded_and_long_chains_do_not_recurse():
     assert parse_expression("+".join(["1"] * 900)).evaluate() == 900.0
     with pytest.raises(PolicyError, match="is 2001 characters long; the limit is 2000"):
         parse_expression("1" * 2001)
+
+
+def test_pickles_and_copies_by_its_text():
+    expr = parse_expression("0.02 / sqrt(2 * n_layer)", variables=["n_layer"])
+    for clone in (pickle.loads(pickle.dumps(expr)), copy.deepcopy(expr)):
+        assert clone.text == expr.text and clone.names == expr.names
+        assert clone.evaluate({"n_layer": 3}) == expr.evaluate({"n_layer": 3})
+
+
+def test_only_ascii_digits_and_names():
+    with pytest.raises(PolicyError, match="column 1: unexpected '\u0661'"):
+        parse_expression("\u0661 + 1")
 
 
 def test_not_a_string():

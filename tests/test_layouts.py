@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from lightning_init import PolicyError, _layouts
@@ -191,3 +193,21 @@ def test_register_layout_rejects_what_is_not_a_type():
         register_layout(" ", {"in": 0, "out": 1})
     with pytest.raises(PolicyError, match="register_layout: unknown key 'inn'"):
         register_layout(nn.Linear, {"inn": 0, "out": 1})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3),
+       st.integers(1, 3))
+def test_conv_fans_are_torchs_and_transposed_ones_count_per_group(dims, per_in, per_out, groups,
+                                                                    kernel):
+    conv_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+    convt_cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1]
+    in_ch, out_ch = per_in * groups, per_out * groups
+    with torch.device("meta"):
+        conv = conv_cls(in_ch, out_ch, kernel, groups=groups)
+        convt = convt_cls(in_ch, out_ch, kernel, groups=groups)
+    receptive = kernel ** dims
+    assert fans(conv, "weight", conv.weight) == _torch_fans(conv.weight)
+    assert fans(convt, "weight", convt.weight) == (per_in * receptive, per_out * receptive)
+    # torch's reading of the transposed weight swaps the two and counts in over all groups
+    assert _torch_fans(convt.weight) == (per_out * receptive, in_ch * receptive)
