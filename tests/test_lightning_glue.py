@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_init._sample_batch import _SampleBatch, run_sample_forward
+from lightning_init._lightning import _SampleBatch, run_sample_forward
 from lightning_init.check import CheckOptions, check_lightning_module
 
 

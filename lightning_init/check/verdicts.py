@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_init._check_measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
-from lightning_init._check_report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_input_dependence": 0.01,

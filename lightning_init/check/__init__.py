@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_init._check_measure import (
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.check.measure import (
     STAT_FIELDS,
     call_model,
     first_float_tensor,
@@ -35,14 +36,13 @@ from lightning_init._check_measure import (
     surrogate_loss,
     tensors_in,
 )
-from lightning_init._check_report import (
+from lightning_init.check.report import (
     CheckProblem,
     InitCheckReport,
     LayerRecord,
     ParameterRecord,
 )
-from lightning_init._check_verdicts import DEFAULT_THRESHOLDS, verdicts
-from lightning_init._text import did_you_mean, format_choices
+from lightning_init.check.verdicts import DEFAULT_THRESHOLDS, verdicts
 from lightning_init.errors import InitCheckError, OptionError
 
 __all__ = [
