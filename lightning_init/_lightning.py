@@ -1,27 +1,47 @@
-"""Find one sample batch for a LightningModule and run it through the module.
+"""How the library feeds a LightningModule: one copy each, for the callback and the check.
 
-Used by :class:`~lightning_init.InitCallback` to materialize lazy modules and to feed the init
-check. The sources, in order: ``pl_module.example_input_array``, then the first batch of the
-training dataloader (a datamodule's ``train_dataloader()``, the module's, or loaders passed
-straight to ``trainer.fit``).
+- :func:`find_sample_batch`: ``example_input_array``, else the first batch of the training
+  dataloader (a datamodule's ``train_dataloader()``, the module's, or loaders passed straight
+  to ``trainer.fit``), moved to a device.
+- :func:`run_sample_forward`: one no-grad forward of that batch (materializes lazy modules).
+- :func:`call_model`: inputs fed the way Lightning's model summary feeds
+  ``example_input_array``.
+- :func:`forward_input`: what ``forward`` gets when ``training_step`` must not run (manual
+  optimization steps the optimizers inside it).
+- :func:`muted_logging`, :func:`precision_context`: ``training_step`` outside the training loop.
+- :func:`to_device`: Lightning's ``move_data_to_device``.
+
+Lightning itself is imported on first use, so :func:`~lightning_init.check_init` on a plain
+``nn.Module`` does not import it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities.seed import isolate_rng
-from lightning_utilities.core.apply_func import apply_to_collection
 
-__all__: list[str] = []
+__all__ = [
+    "SampleBatch",
+    "call_model",
+    "find_sample_batch",
+    "forward_input",
+    "is_manual_optimization",
+    "muted_logging",
+    "precision_context",
+    "run_sample_forward",
+    "to_device",
+]
+
+_LOGGING_METHODS = ("log", "log_dict")
 
 
 @dataclass(frozen=True)
-class _SampleBatch:
+class SampleBatch:
     """One batch and where it came from.
 
     Attributes:
@@ -31,6 +51,9 @@ class _SampleBatch:
 
     batch: Any
     source: str
+
+
+# ------------------------------------------------------------------------------ sample batch
 
 
 def _first_loader(loaders: Any) -> Any:
@@ -57,11 +80,12 @@ def _train_loader(trainer: Any) -> Any:
 
 def find_sample_batch(
     trainer: Any, pl_module: Any, device: torch.device, *, example_first: bool = True
-) -> _SampleBatch | None:
+) -> SampleBatch | None:
     """The example input, else the first training batch, moved to ``device``; ``None`` if none.
 
     ``example_first=False`` looks for a training batch only (the check runs ``training_step``
-    on it, and reads ``example_input_array`` itself when given none).
+    on it, and reads ``example_input_array`` itself when given none). A training batch goes
+    through the module's ``transfer_batch_to_device`` hook when it has one.
 
     Drawing the batch does not move the global RNG state (a shuffling sampler draws its seed
     from it), so training sees the same batches with and without the callback.
@@ -73,9 +97,11 @@ def find_sample_batch(
         >>> found.source, tuple(found.batch.shape)
         ('example_input_array', (2, 3))
     """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
     example = getattr(pl_module, "example_input_array", None) if example_first else None
     if example is not None:
-        return _SampleBatch(_to_device(example, device), "example_input_array")
+        return SampleBatch(to_device(example, device), "example_input_array")
     with isolate_rng():
         loader = _first_loader(_train_loader(trainer))
         if loader is None:
@@ -88,59 +114,17 @@ def find_sample_batch(
         finally:
             del iterator  # let worker processes go now
     transfer = getattr(pl_module, "transfer_batch_to_device", None)
-    batch = transfer(batch, device, 0) if callable(transfer) else _to_device(batch, device)
-    return _SampleBatch(batch, "train_dataloader")
+    batch = transfer(batch, device, 0) if callable(transfer) else to_device(batch, device)
+    return SampleBatch(batch, "train_dataloader")
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    return apply_to_collection(batch, torch.Tensor, lambda tensor: tensor.to(device))
-
-
-@contextmanager
-def _muted_logging(pl_module: Any) -> Iterator[None]:
-    """``self.log``/``self.log_dict`` do nothing inside (they are forbidden in setup hooks)."""
-    had = {name: name in vars(pl_module) for name in ("log", "log_dict")}
-    pl_module.log = lambda *args, **kwargs: None
-    pl_module.log_dict = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        for name, was_instance_attr in had.items():
-            if not was_instance_attr:
-                delattr(pl_module, name)
-
-
-def _forward_example(pl_module: Any, example: Any) -> Any:
-    """Call the module the way Lightning's model summary does with ``example_input_array``."""
-    if isinstance(example, (list, tuple)):
-        return pl_module(*example)
-    if isinstance(example, Mapping):
-        return pl_module(**example)
-    return pl_module(example)
-
-
-def _forward_training_batch(pl_module: Any, batch: Any) -> Any:
-    """One ``training_step`` (logging muted); for manual optimization, ``forward`` of the input."""
-    if getattr(pl_module, "automatic_optimization", True):
-        with _muted_logging(pl_module):
-            return pl_module.training_step(batch, 0)
-    if isinstance(batch, torch.Tensor):
-        return pl_module(batch)
-    if isinstance(batch, (list, tuple)) and batch:
-        return pl_module(batch[0])
-    raise ValueError(
-        f"InitCallback cannot tell the input apart in a training batch of type "
-        f"{type(batch).__name__} of a module with manual optimization; set "
-        f"`{type(pl_module).__name__}.example_input_array` to a sample input."
-    )
-
-
-def run_sample_forward(pl_module: Any, sample: _SampleBatch) -> None:
+def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
     """One forward pass of ``sample`` in eval mode under ``no_grad`` (materializes lazy modules).
 
-    ``example_input_array`` goes through ``forward``; a training batch through
-    ``training_step`` with logging muted, so batches that are tensors, ``(x, y)`` tuples or
-    dicts all work the way the module's own training code reads them.
+    ``example_input_array`` goes through ``forward`` (:func:`call_model`); a training batch
+    through ``training_step`` with logging muted, so batches that are tensors, ``(x, y)`` tuples
+    or dicts all work the way the module's own training code reads them. Under manual
+    optimization ``forward`` gets the batch's input (:func:`forward_input`) instead.
 
     Example:
         >>> import lightning as L
@@ -155,13 +139,181 @@ def run_sample_forward(pl_module: Any, sample: _SampleBatch) -> None:
         >>> tuple(net.layer.weight.shape)
         (2, 5)
     """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
     was_training = pl_module.training
     pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
     try:
         with torch.no_grad(), isolate_rng():
             if sample.source == "example_input_array":
-                _forward_example(pl_module, sample.batch)
+                call_model(pl_module, sample.batch)
+            elif is_manual_optimization(pl_module):
+                call_model(pl_module, forward_input(pl_module, sample.batch, "InitCallback"))
             else:
-                _forward_training_batch(pl_module, sample.batch)
+                with muted_logging(pl_module):
+                    pl_module.training_step(sample.batch, 0)
     finally:
         pl_module.train(was_training)
+
+
+# ------------------------------------------------------------------------ calling the module
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """Call ``model`` the way Lightning's model summary feeds ``example_input_array``.
+
+    A tuple or list is unpacked as positional arguments, a mapping as keyword arguments,
+    anything else passed as is.
+
+    Example:
+        >>> call_model(lambda a, b: a - b, (5, 3)), call_model(lambda a, b: a - b, {"b": 5, "a": 3})
+        (2, -2)
+    """
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def is_manual_optimization(pl_module: Any) -> bool:
+    """Whether ``training_step`` steps the optimizers itself (``automatic_optimization=False``).
+
+    Example:
+        >>> import lightning as L
+        >>> module = L.LightningModule(); module.automatic_optimization = False
+        >>> is_manual_optimization(module), is_manual_optimization(torch.nn.Linear(1, 1))
+        (True, False)
+    """
+    return not getattr(pl_module, "automatic_optimization", True)
+
+
+def forward_input(pl_module: Any, batch: Any, where: str) -> Any:
+    """What to feed ``forward`` (through :func:`call_model`) instead of a ``training_step``.
+
+    ``example_input_array`` when the module has one; else the input part of ``batch``: a
+    tensor as is, the first element of a tuple or list, a mapping whole (as keyword arguments)
+    when ``forward`` takes its keys.
+
+    Args:
+        pl_module: the LightningModule.
+        batch: a training batch, or ``None``.
+        where: who asks, for the error message (``"check"``, ``"InitCallback"``).
+
+    Raises:
+        ValueError: no example input and no part of ``batch`` fits ``forward``; the message
+            says to set ``example_input_array``.
+
+    Example:
+        >>> import lightning as L
+        >>> class Net(L.LightningModule):
+        ...     def forward(self, x):
+        ...         return x
+        >>> forward_input(Net(), (torch.ones(2), torch.zeros(2)), "check")
+        tensor([1., 1.])
+        >>> forward_input(Net(), {"x": torch.ones(2), "y": torch.zeros(2)}, "check")
+        Traceback (most recent call last):
+        ...
+        ValueError: check: Net.forward cannot take a training batch of type dict (keywords x, y: ...
+    """
+    example = getattr(pl_module, "example_input_array", None)
+    if example is not None:
+        return example
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0]
+    name = type(pl_module).__name__
+    if batch is None:
+        raise ValueError(
+            f"{where}: {name} has no example_input_array and no sample batch was given; set "
+            f"`self.example_input_array` or pass a batch"
+        )
+    problem = "" if not isinstance(batch, Mapping) else _keyword_problem(pl_module, batch)
+    if isinstance(batch, Mapping) and not problem:
+        return batch
+    raise ValueError(
+        f"{where}: {name}.forward cannot take a training batch of type {type(batch).__name__}"
+        f"{problem}, and training_step does not run under manual optimization (it would step "
+        f"the optimizers); set `{name}.example_input_array` to a sample input"
+    )
+
+
+def _keyword_problem(pl_module: Any, batch: Mapping[Any, Any]) -> str:
+    """``""`` when ``forward(**batch)`` binds, else why not (for the error message)."""
+    keys = ", ".join(str(key) for key in batch)
+    if not all(isinstance(key, str) for key in batch):
+        return f" (keys {keys}: not all strings)"
+    try:
+        inspect.signature(pl_module.forward).bind(**batch)
+    except TypeError as error:
+        return f" (keywords {keys}: {error})"
+    except ValueError:  # no signature to read: let the call tell
+        return ""
+    return ""
+
+
+# ----------------------------------------------------------- training_step outside the loop
+
+
+@contextlib.contextmanager
+def muted_logging(pl_module: Any) -> Iterator[None]:
+    """``self.log``/``self.log_dict`` do nothing inside; on exit they are as before.
+
+    Lightning forbids logging outside its loop; a ``log`` the user set on the instance comes
+    back too.
+
+    Example:
+        >>> import lightning as L
+        >>> module = L.LightningModule()
+        >>> with muted_logging(module):
+        ...     module.log("loss", 1.0)
+        >>> "log" in vars(module)
+        False
+    """
+    instance = vars(pl_module)
+    saved = {name: instance[name] for name in _LOGGING_METHODS if name in instance}
+    for name in _LOGGING_METHODS:
+        object.__setattr__(pl_module, name, _no_op)
+    try:
+        yield
+    finally:
+        for name in _LOGGING_METHODS:
+            if name in saved:
+                object.__setattr__(pl_module, name, saved[name])
+            else:
+                instance.pop(name, None)
+
+
+def _no_op(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def precision_context(pl_module: Any) -> contextlib.AbstractContextManager[Any]:
+    """The attached trainer's ``precision_plugin.train_step_context()`` (autocast under mixed
+    precision), else a context that does nothing.
+
+    Example:
+        >>> with precision_context(torch.nn.Linear(1, 1)):
+        ...     pass
+    """
+    trainer = getattr(pl_module, "_trainer", None)
+    plugin = getattr(trainer, "precision_plugin", None)
+    if plugin is not None and hasattr(plugin, "train_step_context"):
+        return plugin.train_step_context()
+    return contextlib.nullcontext()
+
+
+def to_device(batch: Any, device: torch.device | None) -> Any:
+    """Every tensor (and anything with a ``.to``) in ``batch`` moved to ``device``, with
+    Lightning's ``move_data_to_device``; ``device=None`` leaves the batch as it is.
+
+    Example:
+        >>> to_device({"x": torch.zeros(1)}, torch.device("meta"))["x"].is_meta
+        True
+    """
+    if device is None:
+        return batch
+    from lightning.pytorch.utilities import move_data_to_device
+
+    return move_data_to_device(batch, device)

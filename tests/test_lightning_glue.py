@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_init._lightning import _SampleBatch, run_sample_forward
+from lightning_init._lightning import SampleBatch, run_sample_forward
 from lightning_init.check import CheckOptions, check_lightning_module
 
 
@@ -42,7 +42,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def test_sample_forward_restores_a_log_set_on_the_instance() -> None:
     module, logs = _Classifier(), _Logs()
     module.log = logs
-    run_sample_forward(module, _SampleBatch(_batch(), "train_dataloader"))
+    run_sample_forward(module, SampleBatch(_batch(), "train_dataloader"))
     assert module.net[0].weight.shape == (8, 5)  # the training_step ran
     assert logs.calls == []  # muted inside
     assert module.log is logs  # and given back afterwards
