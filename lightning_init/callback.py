@@ -24,7 +24,7 @@ from typing_extensions import override
 import lightning_init.check as _check
 import lightning_init.diagnostics as _diagnostics
 from lightning_init._fingerprint import weights_fingerprint
-from lightning_init._sample_batch import find_sample_batch, run_sample_forward
+from lightning_init._lightning import find_sample_batch, run_sample_forward
 from lightning_init.errors import InitCheckError
 
 __all__ = ["InitCallback"]

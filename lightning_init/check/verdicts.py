@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_init._check_measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
-from lightning_init._check_report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_input_dependence": 0.01,
@@ -54,7 +54,8 @@ def _name(layer: LayerRecord) -> str:
     return f"`{layer.name}`" if layer.name else "the model"
 
 
-def _fmt(value: float) -> str:
+def _number(value: float) -> str:
+    """A number in a verdict's sentence: 3 significant digits (4 from 100), 2 when tiny or huge."""
     if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
         return f"{value:.2g}"
     return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3g}"
@@ -126,9 +127,10 @@ def verdicts(
                 "scale",
                 (first.name, last.name),
                 f"activations {verb} by about {factor:.2f}x per layer from {_name(first)} "
-                f"(std {_fmt(first.output_std)}) to {_name(last)} (std {_fmt(last.output_std)}), "
-                f"{_fmt(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
-                f"(expected: within {_fmt(limit)}x, about 1.0x per layer) -> use {fix}",
+                f"(std {_number(first.output_std)}) to {_name(last)} "
+                f"(std {_number(last.output_std)}), "
+                f"{_number(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
+                f"(expected: within {_number(limit)}x, about 1.0x per layer) -> use {fix}",
             ))
 
     # 3. Dead ReLU units.
@@ -190,7 +192,7 @@ def verdicts(
             tuple(layer.name for layer in flat),
             f"{_name(first)} ({first.type}): the output no longer depends on the input: its "
             f"spread across {samples} is {100 * (first.input_dependence or 0):.2g}% of its scale "
-            f"(std {_fmt(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
+            f"(std {_number(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
             f"Every sample gets the same activations: {cause} -> use {fix}",
         ))
 
@@ -204,12 +206,12 @@ def verdicts(
         ratio_limit = thresholds["max_loss_ratio"]
         if not math.isfinite(loss) or loss > ratio_limit * expected:
             last = layers[-1] if layers else None
-            logits = f"; the model's output ({_name(last)}) has std {_fmt(last.output_std)}" \
+            logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}" \
                 if last is not None else ""
             problems.append(CheckProblem(
                 "loss",
                 (last.name,) if last is not None else (),
-                f"initial loss {_fmt(loss)} is {loss / expected:.2g}x ln({num_classes}) = "
+                f"initial loss {_number(loss)} is {loss / expected:.2g}x ln({num_classes}) = "
                 f"{expected:.3f}, the cross-entropy of uniform predictions over {num_classes} "
                 f"classes (expected: at most {ratio_limit:g}x){logits}: the model is confidently "
                 f"wrong at step 0 -> scale the last layer's weights down (std 0.01, or zeros) "
@@ -238,7 +240,7 @@ def _nonfinite_problem(
         f"{_name(first)} ({first.type}) is the first module in forward order whose output has "
         f"NaN/Inf ({first.nonfinite} of {size} elements) while its inputs are finite "
         f"(expected: none) -> its weights (or the activations reaching it, std "
-        f"{_fmt(layers[first.index - 1].output_std) if first.index else 'n/a'}) overflow; "
+        f"{_number(layers[first.index - 1].output_std) if first.index else 'n/a'}) overflow; "
         f"use a smaller-variance init (fan_in-scaled) for it and the layers before it",
     )
 
@@ -287,9 +289,9 @@ def _gradient_problems(
                 "gradient",
                 (first.name, last.name),
                 f"gradients {kind} towards the input: grad/weight norm ratio goes from "
-                f"{_fmt(last.grad_to_weight or 0)} at {_name(last)} to "
-                f"{_fmt(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
-                f"per layer backwards{assumed}; expected: within {_fmt(limit)}x over the net "
+                f"{_number(last.grad_to_weight or 0)} at {_name(last)} to "
+                f"{_number(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
+                f"per layer backwards{assumed}; expected: within {_number(limit)}x over the net "
                 f"-> use {suggested_init(modules)}",
             ))
     return problems

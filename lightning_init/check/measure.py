@@ -15,6 +15,22 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lightning_init._hooks import HookHandles, forward_hooks
 from lightning_init._sparse import stored_values
 
+__all__ = [
+    "RELU_FAMILY",
+    "SIGMOID_FAMILY",
+    "STAT_FIELDS",
+    "TANH_FAMILY",
+    "Recording",
+    "first_float_tensor",
+    "loss_from_step_output",
+    "measured_modules",
+    "no_side_effects",
+    "recording",
+    "safe_norm",
+    "surrogate_loss",
+    "tensors_in",
+]
+
 # Per-layer statistics, one row per recorded module (see _output_stats).
 STAT_FIELDS = ("mean", "std", "input_dependence", "dead_fraction", "saturated_fraction",
                "nonfinite")
@@ -185,16 +201,6 @@ def _numpy_random() -> Any:
 
     numpy = sys.modules.get("numpy")
     return getattr(numpy, "random", None)
-
-
-def call_model(model: Callable[..., Any], inputs: Any) -> Any:
-    """Call like Lightning's model summary feeds ``example_input_array``: a tuple or list is
-    unpacked as positional arguments, a dict as keyword arguments, anything else passed as is."""
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return model(inputs)
 
 
 def surrogate_loss(output: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -142,14 +143,14 @@ class InitCheckReport:
                     str(layer.index),
                     layer.name or "(model)",
                     layer.type,
-                    _fmt(layer.output_mean),
-                    _fmt(layer.output_std),
-                    _fmt(layer.input_dependence),
+                    _cell(layer.output_mean),
+                    _cell(layer.output_std),
+                    _cell(layer.input_dependence),
                     _pct(layer.dead_fraction),
                     _pct(layer.saturated_fraction),
                     str(layer.nonfinite) if layer.nonfinite else "",
-                    _fmt(layer.grad_norm),
-                    _fmt(layer.grad_to_weight),
+                    _cell(layer.grad_norm),
+                    _cell(layer.grad_to_weight),
                 ]
             )
         return rows
@@ -171,7 +172,7 @@ class InitCheckReport:
     def _summary_lines(self, bullet: str = "  - ") -> list[str]:
         lines = []
         if self.loss is not None:
-            text = f"initial loss ({self.loss_source}): {_fmt(self.loss)}"
+            text = f"initial loss ({self.loss_source}): {_cell(self.loss)}"
             if self.expected_loss is not None:
                 text += f" (ln({self.num_classes}) = {self.expected_loss:.3f})"
             lines.append(text)
@@ -192,6 +193,32 @@ class InitCheckReport:
         ]
         lines.insert(1, "  ".join("-" * width for width in widths))
         return "\n".join([*lines, "", *self._summary_lines()])
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        """The table and the verdicts for ``rich``: ``Console().print(report)``; the rows of
+        layers named by a problem in red.
+
+        Example:
+            >>> import io, torch
+            >>> from rich.console import Console
+            >>> from lightning_init.check import check_init
+            >>> console = Console(file=io.StringIO(), width=160)
+            >>> console.print(check_init(torch.nn.Linear(4, 3), torch.randn(8, 4)))
+            >>> "init check: OK, no problem found" in console.file.getvalue()
+            True
+        """
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="lightning_init: init check", show_lines=False)
+        for column in self._HEADER:
+            table.add_column(column, justify="left" if column in ("layer", "type") else "right")
+        problem_layers = {name for problem in self.problems for name in problem.layers}
+        for row, layer in zip(self._rows(), self.layers, strict=True):
+            table.add_row(*row, style="red" if layer.name in problem_layers else None)
+        yield table
+        for line in self._summary_lines():
+            yield Text(line, style="red" if line.startswith("  - ") else "")
 
     def to_markdown(self) -> str:
         """The report as a markdown table plus the verdicts (TensorBoard's text tab renders it).
@@ -293,7 +320,8 @@ def _positive(value: float | None) -> float:
     return value
 
 
-def _fmt(value: float | None) -> str:
+def _cell(value: float | None) -> str:
+    """A number in a table cell: 4 significant digits, scientific outside [1e-3, 1e4)."""
     if value is None:
         return ""
     if isinstance(value, float) and not math.isfinite(value):

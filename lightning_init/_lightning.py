@@ -1,0 +1,319 @@
+"""How the library feeds a LightningModule: one copy each, for the callback and the check.
+
+- :func:`find_sample_batch`: ``example_input_array``, else the first batch of the training
+  dataloader (a datamodule's ``train_dataloader()``, the module's, or loaders passed straight
+  to ``trainer.fit``), moved to a device.
+- :func:`run_sample_forward`: one no-grad forward of that batch (materializes lazy modules).
+- :func:`call_model`: inputs fed the way Lightning's model summary feeds
+  ``example_input_array``.
+- :func:`forward_input`: what ``forward`` gets when ``training_step`` must not run (manual
+  optimization steps the optimizers inside it).
+- :func:`muted_logging`, :func:`precision_context`: ``training_step`` outside the training loop.
+- :func:`to_device`: Lightning's ``move_data_to_device``.
+
+Lightning itself is imported on first use, so :func:`~lightning_init.check_init` on a plain
+``nn.Module`` does not import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SampleBatch",
+    "call_model",
+    "find_sample_batch",
+    "forward_input",
+    "is_manual_optimization",
+    "muted_logging",
+    "precision_context",
+    "run_sample_forward",
+    "to_device",
+]
+
+_LOGGING_METHODS = ("log", "log_dict")
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """One batch and where it came from.
+
+    Attributes:
+        batch: the batch, on the requested device.
+        source: ``"example_input_array"`` or ``"train_dataloader"``.
+    """
+
+    batch: Any
+    source: str
+
+
+# ------------------------------------------------------------------------------ sample batch
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first loader of a loader, a CombinedLoader, or a list/dict of loaders."""
+    flattened = getattr(loaders, "flattened", None)  # lightning's CombinedLoader
+    if isinstance(flattened, list) and flattened:
+        return flattened[0]
+    if isinstance(loaders, Mapping):
+        return _first_loader(next(iter(loaders.values()))) if loaders else None
+    if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes, torch.Tensor)):
+        return _first_loader(loaders[0]) if loaders else None
+    return loaders
+
+
+def _train_loader(trainer: Any) -> Any:
+    """The training dataloader(s) the coming ``fit`` will use, or ``None``."""
+    if getattr(trainer, "train_dataloader", None) is not None:
+        return trainer.train_dataloader
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
+    if source is None or source.instance is None or not source.is_defined():
+        return None
+    return source.dataloader()
+
+
+def find_sample_batch(
+    trainer: Any, pl_module: Any, device: torch.device, *, example_first: bool = True
+) -> SampleBatch | None:
+    """The example input, else the first training batch, moved to ``device``; ``None`` if none.
+
+    ``example_first=False`` looks for a training batch only (the check runs ``training_step``
+    on it, and reads ``example_input_array`` itself when given none). A training batch goes
+    through the module's ``transfer_batch_to_device`` hook when it has one.
+
+    Drawing the batch does not move the global RNG state (a shuffling sampler draws its seed
+    from it), so training sees the same batches with and without the callback.
+
+    Example:
+        >>> import lightning as L
+        >>> module = L.LightningModule(); module.example_input_array = torch.zeros(2, 3)
+        >>> found = find_sample_batch(None, module, torch.device("cpu"))
+        >>> found.source, tuple(found.batch.shape)
+        ('example_input_array', (2, 3))
+    """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    example = getattr(pl_module, "example_input_array", None) if example_first else None
+    if example is not None:
+        return SampleBatch(to_device(example, device), "example_input_array")
+    with isolate_rng():
+        loader = _first_loader(_train_loader(trainer))
+        if loader is None:
+            return None
+        iterator = iter(loader)
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return None
+        finally:
+            del iterator  # let worker processes go now
+    transfer = getattr(pl_module, "transfer_batch_to_device", None)
+    batch = transfer(batch, device, 0) if callable(transfer) else to_device(batch, device)
+    return SampleBatch(batch, "train_dataloader")
+
+
+def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
+    """One forward pass of ``sample`` in eval mode under ``no_grad`` (materializes lazy modules).
+
+    ``example_input_array`` goes through ``forward`` (:func:`call_model`); a training batch
+    through ``training_step`` with logging muted, so batches that are tensors, ``(x, y)`` tuples
+    or dicts all work the way the module's own training code reads them. Under manual
+    optimization ``forward`` gets the batch's input (:func:`forward_input`) instead.
+
+    Example:
+        >>> import lightning as L
+        >>> class Net(L.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.layer = torch.nn.LazyLinear(2)
+        ...     def forward(self, x):
+        ...         return self.layer(x)
+        >>> net = Net(); net.example_input_array = torch.zeros(1, 5)
+        >>> run_sample_forward(net, find_sample_batch(None, net, torch.device("cpu")))
+        >>> tuple(net.layer.weight.shape)
+        (2, 5)
+    """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    was_training = pl_module.training
+    pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
+    try:
+        with torch.no_grad(), isolate_rng():
+            if sample.source == "example_input_array":
+                call_model(pl_module, sample.batch)
+            elif is_manual_optimization(pl_module):
+                call_model(pl_module, forward_input(pl_module, sample.batch, "InitCallback"))
+            else:
+                with muted_logging(pl_module):
+                    pl_module.training_step(sample.batch, 0)
+    finally:
+        pl_module.train(was_training)
+
+
+# ------------------------------------------------------------------------ calling the module
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """Call ``model`` the way Lightning's model summary feeds ``example_input_array``.
+
+    A tuple or list is unpacked as positional arguments, a mapping as keyword arguments,
+    anything else passed as is.
+
+    Example:
+        >>> call_model(lambda a, b: a - b, (5, 3)), call_model(lambda a, b: a - b, {"b": 5, "a": 3})
+        (2, -2)
+    """
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def is_manual_optimization(pl_module: Any) -> bool:
+    """Whether ``training_step`` steps the optimizers itself (``automatic_optimization=False``).
+
+    Example:
+        >>> import lightning as L
+        >>> module = L.LightningModule(); module.automatic_optimization = False
+        >>> is_manual_optimization(module), is_manual_optimization(torch.nn.Linear(1, 1))
+        (True, False)
+    """
+    return not getattr(pl_module, "automatic_optimization", True)
+
+
+def forward_input(pl_module: Any, batch: Any, where: str) -> Any:
+    """What to feed ``forward`` (through :func:`call_model`) instead of a ``training_step``.
+
+    ``example_input_array`` when the module has one; else the input part of ``batch``: a
+    tensor as is, the first element of a tuple or list, a mapping whole (as keyword arguments)
+    when ``forward`` takes its keys.
+
+    Args:
+        pl_module: the LightningModule.
+        batch: a training batch, or ``None``.
+        where: who asks, for the error message (``"check"``, ``"InitCallback"``).
+
+    Raises:
+        ValueError: no example input and no part of ``batch`` fits ``forward``; the message
+            says to set ``example_input_array``.
+
+    Example:
+        >>> import lightning as L
+        >>> class Net(L.LightningModule):
+        ...     def forward(self, x):
+        ...         return x
+        >>> forward_input(Net(), (torch.ones(2), torch.zeros(2)), "check")
+        tensor([1., 1.])
+        >>> forward_input(Net(), {"x": torch.ones(2), "y": torch.zeros(2)}, "check")
+        Traceback (most recent call last):
+        ...
+        ValueError: check: Net.forward cannot take a training batch of type dict (keywords x, y: ...
+    """
+    example = getattr(pl_module, "example_input_array", None)
+    if example is not None:
+        return example
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0]
+    name = type(pl_module).__name__
+    if batch is None:
+        raise ValueError(
+            f"{where}: {name} has no example_input_array and no sample batch was given; set "
+            f"`self.example_input_array` or pass a batch"
+        )
+    problem = "" if not isinstance(batch, Mapping) else _keyword_problem(pl_module, batch)
+    if isinstance(batch, Mapping) and not problem:
+        return batch
+    raise ValueError(
+        f"{where}: {name}.forward cannot take a training batch of type {type(batch).__name__}"
+        f"{problem}, and training_step does not run under manual optimization (it would step "
+        f"the optimizers); set `{name}.example_input_array` to a sample input"
+    )
+
+
+def _keyword_problem(pl_module: Any, batch: Mapping[Any, Any]) -> str:
+    """``""`` when ``forward(**batch)`` binds, else why not (for the error message)."""
+    keys = ", ".join(str(key) for key in batch)
+    if not all(isinstance(key, str) for key in batch):
+        return f" (keys {keys}: not all strings)"
+    try:
+        inspect.signature(pl_module.forward).bind(**batch)
+    except TypeError as error:
+        return f" (keywords {keys}: {error})"
+    except ValueError:  # no signature to read: let the call tell
+        return ""
+    return ""
+
+
+# ----------------------------------------------------------- training_step outside the loop
+
+
+@contextlib.contextmanager
+def muted_logging(pl_module: Any) -> Iterator[None]:
+    """``self.log``/``self.log_dict`` do nothing inside; on exit they are as before.
+
+    Lightning forbids logging outside its loop; a ``log`` the user set on the instance comes
+    back too.
+
+    Example:
+        >>> import lightning as L
+        >>> module = L.LightningModule()
+        >>> with muted_logging(module):
+        ...     module.log("loss", 1.0)
+        >>> "log" in vars(module)
+        False
+    """
+    instance = vars(pl_module)
+    saved = {name: instance[name] for name in _LOGGING_METHODS if name in instance}
+    for name in _LOGGING_METHODS:
+        object.__setattr__(pl_module, name, _no_op)
+    try:
+        yield
+    finally:
+        for name in _LOGGING_METHODS:
+            if name in saved:
+                object.__setattr__(pl_module, name, saved[name])
+            else:
+                instance.pop(name, None)
+
+
+def _no_op(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def precision_context(pl_module: Any) -> contextlib.AbstractContextManager[Any]:
+    """The attached trainer's ``precision_plugin.train_step_context()`` (autocast under mixed
+    precision), else a context that does nothing.
+
+    Example:
+        >>> with precision_context(torch.nn.Linear(1, 1)):
+        ...     pass
+    """
+    trainer = getattr(pl_module, "_trainer", None)
+    plugin = getattr(trainer, "precision_plugin", None)
+    if plugin is not None and hasattr(plugin, "train_step_context"):
+        return plugin.train_step_context()
+    return contextlib.nullcontext()
+
+
+def to_device(batch: Any, device: torch.device | None) -> Any:
+    """Every tensor (and anything with a ``.to``) in ``batch`` moved to ``device``, with
+    Lightning's ``move_data_to_device``; ``device=None`` leaves the batch as it is.
+
+    Example:
+        >>> to_device({"x": torch.zeros(1)}, torch.device("meta"))["x"].is_meta
+        True
+    """
+    if device is None:
+        return batch
+    from lightning.pytorch.utilities import move_data_to_device
+
+    return move_data_to_device(batch, device)

@@ -1,0 +1,194 @@
+"""The check in a Trainer run: check a LightningModule the way it is fed, publish, act.
+
+Used by :class:`~lightning_init.InitCallback`; feeding the module goes through
+:mod:`lightning_init._lightning`, shared with the callback.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from lightning_init._lightning import (
+    forward_input,
+    is_manual_optimization,
+    muted_logging,
+    precision_context,
+    to_device,
+)
+from lightning_init.check.measure import first_float_tensor, loss_from_step_output, tensors_in
+from lightning_init.check.options import CheckOptions
+from lightning_init.check.report import InitCheckReport
+from lightning_init.check.run import PassResult, check_init, check_pass
+from lightning_init.errors import InitCheckError
+
+__all__ = ["check_lightning_module", "publish_check_report", "raise_or_warn"]
+
+
+def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) -> InitCheckReport:
+    """Check a ``LightningModule`` the way it is fed.
+
+    With a ``batch`` (the first batch of the training dataloader), runs
+    ``pl_module.training_step(batch, 0)`` with ``self.log``/``self.log_dict`` muted, under the
+    trainer's precision context when attached; its return (a tensor, or a dict's ``"loss"``)
+    is the initial loss. With ``batch=None``, calls ``pl_module(example_input_array)`` (tuple
+    unpacked, dict as keywords, like Lightning's model summary) and gradients assume the
+    surrogate loss. Manual optimization (``automatic_optimization=False``) would step the
+    optimizers inside ``training_step``: then the forward uses ``example_input_array`` if set,
+    else the batch's input (a tensor batch, the first element of a tuple, a dict whose keys
+    ``forward`` takes).
+
+    The initial-loss check uses ``options.num_classes``, or when the model's last output is
+    ``(N, C)`` and the batch holds integer targets of shape ``(N,)`` in ``[0, C)``, C.
+
+    Args:
+        pl_module: the (inner, unwrapped) LightningModule.
+        batch: the sample batch (moved to ``pl_module.device`` if it is elsewhere), or
+            ``None``.
+        options: the check's options.
+
+    Returns:
+        The :class:`InitCheckReport`.
+
+    Raises:
+        ValueError: no batch and no ``example_input_array``, or a batch the forward cannot
+            take under manual optimization.
+
+    Example:
+        >>> import torch, lightning
+        >>> class Classifier(lightning.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+        ...                                        torch.nn.Linear(16, 4))
+        ...     def training_step(self, batch, batch_idx):
+        ...         x, y = batch
+        ...         loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        ...         self.log("train_loss", loss)
+        ...         return loss
+        >>> batch = (torch.randn(32, 8), torch.randint(0, 4, (32,)))
+        >>> report = check_lightning_module(Classifier(), batch, CheckOptions())
+        >>> report.ok, report.loss_source, report.num_classes
+        (True, 'training_step', 4)
+    """
+    device = getattr(pl_module, "device", None)
+    manual = is_manual_optimization(pl_module)
+    if batch is None or manual:
+        inputs = to_device(forward_input(pl_module, batch, "check"), device)
+        report = check_init(pl_module, inputs, num_classes=None, **options.thresholds)
+        if manual:
+            report.notes.append("manual optimization: training_step not run (it would step the "
+                                "optimizers); the forward was measured")
+        return report
+
+    batch = to_device(batch, device)
+
+    def run() -> PassResult:
+        with muted_logging(pl_module), precision_context(pl_module):
+            step_output = pl_module.training_step(batch, 0)
+        loss = loss_from_step_output(step_output)
+        if loss is None:
+            if first_float_tensor(step_output) is None:
+                raise ValueError(
+                    f"check: {type(pl_module).__name__}.training_step returned "
+                    f"{type(step_output).__name__}, not a loss tensor or a dict with 'loss'; "
+                    f"set `self.example_input_array` to check the forward instead"
+                )
+            return None, "surrogate", step_output
+        return loss, "training_step", loss
+
+    def classes_from_batch(_output: Any, shapes: list[tuple[int, ...]]) -> int | None:
+        return _guess_num_classes(batch, shapes)
+
+    if options.num_classes is not None:
+        return check_pass(pl_module, run, batch, options.thresholds, options.num_classes)
+    return check_pass(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+
+
+def _guess_num_classes(batch: Any, shapes: list[tuple[int, ...]]) -> int | None:
+    """C when the last 2-D output is ``(N, C)`` and the batch has integer targets in [0, C)."""
+    last = next((shape for shape in reversed(shapes) if len(shape) == 2), None)
+    if last is None or last[1] < 2:
+        return None
+    rows, classes = last
+    for tensor in tensors_in(batch):
+        if tensor.dim() == 1 and tensor.shape[0] == rows and not tensor.is_floating_point() \
+                and tensor.dtype != torch.bool and not tensor.is_complex():
+            low, high = torch.stack([tensor.min(), tensor.max()]).tolist()
+            if low >= 0 and high < classes:
+                return classes
+    return None
+
+
+def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
+    """Show the report of a Trainer run: rank zero only.
+
+    A rich console table; for every ``TensorBoardLogger`` in ``trainer.loggers`` the markdown
+    table as text (``lightning_init/check``) and the depth figure (``lightning_init/check_depth``);
+    a JSON copy ``init_check.json`` in the first logger's ``log_dir``. Without a logger: console
+    only. Never calls ``trainer.log_dir`` (it broadcasts, and only rank zero gets here).
+
+    Args:
+        report: the check's report.
+        trainer: the ``lightning.Trainer``.
+
+    Example:
+        >>> import torch, lightning
+        >>> trainer = lightning.Trainer(logger=False, enable_progress_bar=False)
+        >>> report = check_init(torch.nn.Linear(2, 2), torch.randn(4, 2))
+        >>> import contextlib, io
+        >>> console_output = io.StringIO()
+        >>> with contextlib.redirect_stdout(console_output):
+        ...     publish_check_report(report, trainer)
+        >>> "init check: OK, no problem found" in console_output.getvalue()
+        True
+    """
+    if not getattr(trainer, "is_global_zero", True):
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # logs and notebooks: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(report)
+    json_written = False
+    for logger in getattr(trainer, "loggers", []) or []:
+        if _is_tensorboard(logger):
+            experiment = logger.experiment
+            experiment.add_text("lightning_init/check", report.to_markdown(), global_step=0)
+            experiment.add_figure("lightning_init/check_depth", report.figure(), global_step=0)
+            experiment.flush()
+        log_dir = getattr(logger, "log_dir", None)
+        if not json_written and log_dir:
+            os.makedirs(log_dir, exist_ok=True)
+            with open(os.path.join(log_dir, "init_check.json"), "w", encoding="utf-8") as file:
+                file.write(report.to_json())
+            json_written = True
+
+
+def _is_tensorboard(logger: Any) -> bool:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return isinstance(logger, TensorBoardLogger)
+
+
+def raise_or_warn(report: InitCheckReport, options: CheckOptions) -> None:
+    """Act on ``options.on_fail`` when the report has problems (used by the callback).
+
+    Raises:
+        InitCheckError: ``on_fail="raise"`` and problems were found; ``.report`` is attached.
+
+    Example:
+        >>> import torch
+        >>> raise_or_warn(check_init(torch.nn.Linear(2, 2), torch.randn(4, 2)), CheckOptions())
+    """
+    if report.ok:
+        return
+    message = "lightning_init init check found {} problem(s):\n{}".format(
+        len(report.problems), "\n".join(f"  - {problem.message}" for problem in report.problems))
+    if options.on_fail == "raise":
+        raise InitCheckError(message, report=report)
+    warnings.warn(message, UserWarning, stacklevel=2)

@@ -1,0 +1,190 @@
+"""The init check's options: one frozen dataclass with typed fields, one parser.
+
+Typed fields let LightningCLI (jsonargparse) validate ``check: {...}`` key by key; the same
+checks run again in ``__post_init__`` (a dataclass built directly, or by jsonargparse) and the
+parser :meth:`CheckOptions.from_arg` adds the did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
+from lightning_init.errors import OptionError
+
+__all__ = ["CheckOptionError", "CheckOptions", "resolve_thresholds", "validate_num_classes"]
+
+_ON_FAIL = ("warn", "raise")
+_OWN_KEYS = ("on_fail", "num_classes", "thresholds")
+
+
+class CheckOptionError(OptionError):
+    """An unknown or invalid option of the init check (``check={...}`` or a keyword).
+
+    Example:
+        >>> CheckOptions.from_arg({"on_fial": "raise"})
+        Traceback (most recent call last):
+        ...
+        lightning_init.check.CheckOptionError: check: unknown option 'on_fial'. Did you mean ...
+    """
+
+
+CheckOptionError.__module__ = "lightning_init.check"  # shown under its public path
+
+
+def resolve_thresholds(overrides: Mapping[str, Any], where: str) -> dict[str, float]:
+    """Every threshold: :data:`~lightning_init.check.verdicts.DEFAULT_THRESHOLDS` with
+    ``overrides`` validated (known name, positive finite number) and applied.
+
+    Raises:
+        CheckOptionError: an unknown name (with a did-you-mean and the valid names) or a
+            value that is not a positive number; the message starts with ``where``.
+
+    Example:
+        >>> resolve_thresholds({"max_dead_fraction": 1}, "check")["max_dead_fraction"]
+        1.0
+    """
+    resolved = dict(DEFAULT_THRESHOLDS)
+    for key, value in overrides.items():
+        if key not in DEFAULT_THRESHOLDS:
+            raise CheckOptionError(
+                f"{where}: unknown threshold {key!r}.{did_you_mean(str(key), DEFAULT_THRESHOLDS)}"
+                f" Valid thresholds: {format_choices(DEFAULT_THRESHOLDS)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                or not math.isfinite(value):
+            raise CheckOptionError(
+                f"{where}: threshold {key!r} must be a positive number, got {value!r}"
+            )
+        resolved[key] = float(value)
+    return resolved
+
+
+def validate_num_classes(value: Any, where: str) -> int | None:
+    """``value`` when it is ``None`` or an integer of at least 2.
+
+    Raises:
+        CheckOptionError: anything else; the message starts with ``where``.
+
+    Example:
+        >>> validate_num_classes(10, "check")
+        10
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise CheckOptionError(f"{where}: 'num_classes' must be an integer >= 2, got {value!r}")
+    return value
+
+
+def _validate_on_fail(value: Any) -> Any:
+    if value not in _ON_FAIL:
+        raise CheckOptionError(
+            f"check: 'on_fail' must be one of {format_choices(_ON_FAIL)}, got {value!r}."
+            f"{did_you_mean(str(value), _ON_FAIL)}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Options of the init check as given to ``InitCallback(check=...)``.
+
+    The thresholds are described in :mod:`lightning_init.check.verdicts`.
+
+    Attributes:
+        on_fail: ``"warn"`` (default: a warning listing the problems) or ``"raise"``
+            (:class:`~lightning_init.InitCheckError` before the first training step).
+        num_classes: the number of classes for the initial-loss check, when the heuristic
+            (output with C columns, integer targets below C in the batch) cannot tell.
+        min_input_dependence: see :data:`~lightning_init.check.verdicts.DEFAULT_THRESHOLDS`.
+        max_scale_drift: idem.
+        max_dead_fraction: idem.
+        max_saturated_fraction: idem.
+        max_grad_drift: idem.
+        max_loss_ratio: idem.
+
+    Raises:
+        CheckOptionError: an invalid value (also when built directly).
+
+    Example:
+        >>> options = CheckOptions.from_arg({"on_fail": "raise", "max_dead_fraction": 0.3})
+        >>> options.on_fail, options.thresholds["max_dead_fraction"]
+        ('raise', 0.3)
+        >>> CheckOptions.from_arg(False) is None
+        True
+    """
+
+    on_fail: Literal["warn", "raise"] = "warn"
+    num_classes: int | None = None
+    min_input_dependence: float = DEFAULT_THRESHOLDS["min_input_dependence"]
+    max_scale_drift: float = DEFAULT_THRESHOLDS["max_scale_drift"]
+    max_dead_fraction: float = DEFAULT_THRESHOLDS["max_dead_fraction"]
+    max_saturated_fraction: float = DEFAULT_THRESHOLDS["max_saturated_fraction"]
+    max_grad_drift: float = DEFAULT_THRESHOLDS["max_grad_drift"]
+    max_loss_ratio: float = DEFAULT_THRESHOLDS["max_loss_ratio"]
+
+    def __post_init__(self) -> None:
+        _validate_on_fail(self.on_fail)
+        validate_num_classes(self.num_classes, "check")
+        given = {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
+        for name, value in resolve_thresholds(given, "check").items():
+            object.__setattr__(self, name, value)  # ints become floats
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Every threshold by name (the keyword arguments of :func:`check_init`).
+
+        Example:
+            >>> CheckOptions(max_scale_drift=10).thresholds["max_scale_drift"]
+            10.0
+        """
+        return {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
+
+    @classmethod
+    def from_arg(cls, arg: bool | Mapping[str, Any] | CheckOptions | None) -> CheckOptions | None:
+        """Parse what ``InitCallback(check=...)`` was given.
+
+        ``True`` -> defaults; ``False``/``None`` -> ``None`` (check off); a ``CheckOptions`` as
+        is; a mapping of ``on_fail``, ``num_classes`` and thresholds (top level or under
+        ``thresholds``).
+
+        Raises:
+            CheckOptionError: unknown key (with a did-you-mean), invalid value or type.
+
+        Example:
+            >>> CheckOptions.from_arg({"thresholds": {"max_grad_drift": 50}}).max_grad_drift
+            50.0
+        """
+        if arg is None or arg is False:
+            return None
+        if arg is True:
+            return cls()
+        if isinstance(arg, CheckOptions):
+            return arg
+        if not isinstance(arg, Mapping):
+            raise CheckOptionError(
+                f"check: expected True, False or a mapping of options, got {arg!r}"
+            )
+        valid = (*_OWN_KEYS, *DEFAULT_THRESHOLDS)
+        for key in arg:
+            if key not in valid:
+                raise CheckOptionError(
+                    f"check: unknown option {key!r}.{did_you_mean(str(key), valid)} "
+                    f"Valid options: {format_choices(valid)}"
+                )
+        on_fail = _validate_on_fail(arg.get("on_fail", "warn"))
+        nested = arg.get("thresholds") or {}
+        if not isinstance(nested, Mapping):
+            raise CheckOptionError(f"check: 'thresholds' must be a mapping, got {nested!r}")
+        overrides = {**nested, **{k: v for k, v in arg.items() if k in DEFAULT_THRESHOLDS}}
+        return cls(
+            on_fail=on_fail,
+            num_classes=arg.get("num_classes"),
+            **resolve_thresholds(overrides, "check"),
+        )
+

@@ -1,0 +1,311 @@
+"""The check's run: one forward and backward pass measured, then judged.
+
+:func:`check_pass` is the core shared by :func:`check_init` (a plain model) and
+:func:`~lightning_init.check.lightning.check_lightning_module` (a LightningModule's
+``training_step``): hooks on every module, the pass, gradients with ``torch.autograd.grad``,
+one host transfer for every number, the records and the verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lightning_init._lightning import call_model
+from lightning_init.check.measure import (
+    STAT_FIELDS,
+    Recording,
+    first_float_tensor,
+    no_side_effects,
+    recording,
+    safe_norm,
+    surrogate_loss,
+    tensors_in,
+)
+from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
+from lightning_init.check.report import InitCheckReport, LayerRecord, ParameterRecord
+from lightning_init.check.verdicts import verdicts
+
+__all__ = ["PassResult", "check_init", "check_pass"]
+
+PassResult = tuple[torch.Tensor | None, str, Any]
+"""What a pass returns: the loss (``None``: use the surrogate), its source, the output."""
+
+_NumClassesFrom = Callable[[Any, list[tuple[int, ...]]], int | None]
+
+
+def check_init(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    target: Any = None,
+    num_classes: int | None = None,
+    **thresholds: float,
+) -> InitCheckReport:
+    """Run ``model`` once on ``inputs``, measure every module and judge the initialization.
+
+    The pass runs with dropout off and BatchNorm on batch statistics (every module in eval mode
+    except the BatchNorm family), so that the spread across samples comes from the inputs.
+    Nothing is changed: hooks are removed even when the forward raises; weights, buffers,
+    ``.grad``, train/eval modes and RNG states are restored.
+
+    Args:
+        model: the model to check.
+        inputs: a tensor (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
+            (``model(**inputs)``); the leading dimension of module outputs is taken as the batch.
+        forward: ``forward(model, inputs) -> output`` to call the model another way.
+        loss_fn: ``loss_fn(output, target)`` (``loss_fn(output)`` without target) gives the
+            initial loss. Without it gradients come from a surrogate loss (a fixed random
+            projection of the output: a unit-variance backward signal) and gradient verdicts
+            assume it.
+        target: the targets for ``loss_fn``.
+        num_classes: turns on the initial-loss check against ln(C) (on by itself for
+            ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
+        **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
+            ``max_scale_drift=100``, ``max_dead_fraction=0.9``, ``max_saturated_fraction=0.3``,
+            ``max_grad_drift=1000``, ``max_loss_ratio=1.5``; see
+            :mod:`lightning_init.check.verdicts`).
+
+    Returns:
+        An :class:`InitCheckReport`; ``report.ok`` is ``False`` when a problem was found.
+
+    Raises:
+        CheckOptionError: an unknown threshold (with a did-you-mean) or an invalid value.
+
+    Example:
+        >>> import torch
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <...>
+        >>> layers = []
+        >>> for _ in range(30):
+        ...     layers += [torch.nn.Linear(64, 64), torch.nn.ReLU()]
+        >>> net = torch.nn.Sequential(*layers)
+        >>> report = check_init(net, torch.randn(128, 64))  # PyTorch's default init
+        >>> report.ok, report.problems[0].kind
+        (False, 'input_dependence')
+        >>> for module in net:
+        ...     if isinstance(module, torch.nn.Linear):
+        ...         _ = torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        ...         _ = torch.nn.init.zeros_(module.bias)
+        >>> check_init(net, torch.randn(128, 64)).ok
+        True
+    """
+    resolved = resolve_thresholds(thresholds, "check_init")
+    num_classes = validate_num_classes(num_classes, "check_init")
+    if target is not None and loss_fn is None:
+        raise CheckOptionError("check_init: target= was given without loss_fn=")
+
+    def run() -> PassResult:
+        output = forward(model, inputs) if forward is not None else call_model(model, inputs)
+        if loss_fn is None:
+            return None, "surrogate", output
+        loss = loss_fn(output) if target is None else loss_fn(output, target)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else ""
+            raise CheckOptionError(
+                f"check_init: loss_fn must return a scalar tensor, got {type(loss).__name__}{shape}"
+            )
+        return loss, "loss_fn", output
+
+    classes_from_output = None
+    if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
+        classes_from_output = _classes_from_output
+    return check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+
+
+def _is_cross_entropy(loss_fn: Any) -> bool:
+    return isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or loss_fn in (
+        F.cross_entropy, F.nll_loss)
+
+
+def _classes_from_output(output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
+    """C of a cross-entropy loss: the output's second dimension."""
+    tensor = first_float_tensor(output)
+    return int(tensor.shape[1]) if tensor is not None and tensor.dim() >= 2 else None
+
+
+def check_pass(
+    model: nn.Module,
+    run: Callable[[], PassResult],
+    inputs: Any,
+    thresholds: Mapping[str, float],
+    num_classes: int | None,
+    num_classes_from: _NumClassesFrom | None = None,
+) -> InitCheckReport:
+    """Measure the pass ``run`` makes through ``model`` and judge it.
+
+    Args:
+        model: the model whose modules are hooked and whose parameters get gradients.
+        run: makes the pass; returns the loss (``None``: the surrogate loss of the output),
+            where the loss came from and the output.
+        inputs: the inputs, searched for NaN/Inf.
+        thresholds: every threshold, by name.
+        num_classes: C for the initial-loss check, or ``None``.
+        num_classes_from: ``(output, output shapes) -> C or None`` when ``num_classes`` is
+            ``None``.
+
+    Returns:
+        The :class:`InitCheckReport`.
+
+    Example:
+        >>> import torch
+        >>> from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
+        >>> net = torch.nn.Linear(4, 3)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> def run():
+        ...     output = net(x)
+        ...     return torch.nn.functional.cross_entropy(output, y), "loss_fn", output
+        >>> report = check_pass(net, run, x, DEFAULT_THRESHOLDS, num_classes=3)
+        >>> report.loss_source, round(report.expected_loss, 3), len(report.parameters)
+        ('loss_fn', 1.099, 2)
+    """
+    notes: list[str] = []
+    with no_side_effects(model), recording(model) as record:
+        loss, loss_source, output = run()
+        if loss is None:
+            output_tensor = first_float_tensor(output)
+            if output_tensor is None:
+                raise ValueError("check_init: the model's output holds no floating-point tensor")
+            loss, loss_source = surrogate_loss(output_tensor), "surrogate"
+            notes.append("no loss given: gradients are those of a surrogate loss, a fixed random "
+                         "projection of the output (unit backward signal); gradient verdicts "
+                         "assume it")
+        named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+        grads = _gradients(loss, [param for _, param in named], notes)
+        if num_classes is None and num_classes_from is not None:
+            num_classes = num_classes_from(output, record.shapes)
+        numbers = _to_host(record, named, grads, inputs, loss)
+    parameters = _parameter_records(model, named, grads, numbers)
+    layers = _layer_records(record, numbers.layer_rows, parameters)
+    batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
+    surrogate = loss_source == "surrogate"
+    use_loss_check = not surrogate and num_classes is not None
+    problems = verdicts(
+        layers, record.modules, parameters, dict(thresholds),
+        input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
+        loss=numbers.loss if use_loss_check else None,
+        num_classes=num_classes if use_loss_check else None,
+        loss_is_surrogate=surrogate,
+    )
+    if not layers:
+        notes.append("no module produced a floating-point output: nothing measured")
+    return InitCheckReport(
+        problems=problems, layers=layers, parameters=parameters,
+        loss=None if surrogate else numbers.loss,
+        loss_source=None if surrogate else loss_source,
+        expected_loss=math.log(num_classes) if use_loss_check and num_classes else None,
+        num_classes=num_classes if use_loss_check else None,
+        notes=notes,
+    )
+
+
+def _gradients(
+    loss: torch.Tensor, params: list[torch.Tensor], notes: list[str]
+) -> list[torch.Tensor | None]:
+    """``d loss / d param`` for each (``None`` where unused); why none, in ``notes``."""
+    if params and loss.requires_grad:
+        return list(torch.autograd.grad(loss, params, allow_unused=True))
+    if not params:
+        notes.append("no trainable parameters: no gradient measured")
+    else:
+        notes.append("the loss does not depend on any trainable parameter (computed without "
+                     "autograd?): no gradient measured")
+    return [None] * len(params)
+
+
+@dataclass(frozen=True)
+class _HostNumbers:
+    """Everything the pass measured, on the host."""
+
+    layer_rows: list[list[float]]  # one row of STAT_FIELDS per recorded module
+    weight_norms: list[float]  # one per trainable parameter
+    grad_norms: list[float]  # one per parameter that got a gradient, in order
+    input_nonfinite: int
+    loss: float
+
+
+def _to_host(
+    record: Recording,
+    named: Sequence[tuple[str, torch.Tensor]],
+    grads: Sequence[torch.Tensor | None],
+    inputs: Any,
+    loss: torch.Tensor,
+) -> _HostNumbers:
+    """One host transfer for everything measured."""
+    device = loss.device
+    layer_stats = (torch.stack([s.to(device) for s in record.stats]) if record.stats
+                   else torch.zeros((0, len(STAT_FIELDS)), device=device))
+    weight_norms = [safe_norm(p).to(device) for _, p in named]
+    grad_norms = [safe_norm(g).to(device) for g in grads if g is not None]
+    input_nonfinite = [(~torch.isfinite(t.detach())).sum().float().to(device)
+                       for t in tensors_in(inputs) if t.is_floating_point()]
+    flat = torch.cat([
+        layer_stats.reshape(-1),
+        torch.stack(weight_norms) if weight_norms else layer_stats.new_zeros(0),
+        torch.stack(grad_norms) if grad_norms else layer_stats.new_zeros(0),
+        torch.stack(input_nonfinite).sum().reshape(1) if input_nonfinite
+        else layer_stats.new_zeros(1),
+        loss.detach().float().reshape(1).to(device),
+    ]).tolist()
+    width, count = len(STAT_FIELDS), len(record.names)
+    position = count * width
+    weights_end = position + len(named)
+    grads_end = weights_end + len(grad_norms)
+    return _HostNumbers(
+        layer_rows=[flat[i * width:(i + 1) * width] for i in range(count)],
+        weight_norms=flat[position:weights_end],
+        grad_norms=flat[weights_end:grads_end],
+        input_nonfinite=int(flat[grads_end]),
+        loss=flat[grads_end + 1],
+    )
+
+
+def _parameter_records(
+    model: nn.Module,
+    named: Sequence[tuple[str, torch.Tensor]],
+    grads: Sequence[torch.Tensor | None],
+    numbers: _HostNumbers,
+) -> list[ParameterRecord]:
+    owner = {id(param): module_name for module_name, module in model.named_modules()
+             for param in module.parameters(recurse=False)}
+    grad_norms = iter(numbers.grad_norms)
+    return [
+        ParameterRecord(name=name, layer=owner.get(id(param), ""), weight_norm=weight,
+                        grad_norm=next(grad_norms) if grad is not None else None)
+        for (name, param), weight, grad in zip(named, numbers.weight_norms, grads, strict=True)
+    ]
+
+
+def _layer_records(
+    record: Recording, rows: list[list[float]], parameters: list[ParameterRecord]
+) -> list[LayerRecord]:
+    per_layer: dict[str, list[ParameterRecord]] = {}
+    for param in parameters:
+        per_layer.setdefault(param.layer, []).append(param)
+    layers = []
+    for index, (name, module, shape, row) in enumerate(
+            zip(record.names, record.modules, record.shapes, rows, strict=True)):
+        own = per_layer.get(name, [])
+        with_grad = [p for p in own if p.grad_norm is not None]
+        layers.append(LayerRecord(
+            index=index, name=name, type=type(module).__name__, shape=shape,
+            output_mean=row[0], output_std=row[1], input_dependence=_nan_none(row[2]),
+            dead_fraction=_nan_none(row[3]), saturated_fraction=_nan_none(row[4]),
+            nonfinite=int(row[5]),
+            grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
+            if with_grad else None,
+            weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,
+        ))
+    return layers
+
+
+def _nan_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
