@@ -440,7 +440,7 @@ class InitReport(_PlanTable):
     def fingerprint(self) -> str | None:
         """``weights_fingerprint`` of the model after apply (computed on first access)."""
         if self._fingerprint is None and self._model is not None:
-            from lightning_init._fingerprint import weights_fingerprint
+            from lightning_init.fingerprint import weights_fingerprint
 
             self._fingerprint = weights_fingerprint(self._model)
             self._model = None

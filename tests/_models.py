@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 
 IN_FEATURES, HIDDEN, OUT_FEATURES = 4, 8, 2
 

@@ -242,7 +242,7 @@ def test_explain_changes_nothing_and_lists_everything():
 
 
 def test_report_table_markdown_fingerprint():
-    from lightning_init._fingerprint import weights_fingerprint
+    from lightning_init import weights_fingerprint
 
     net = _net()
     report = _policy({"match": {"type": "Linear"},
