@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lightning_init.errors import PolicyError
-from lightning_init.initializers import Initializer, known_initializers, resolve_initializer
+from lightning_init.policy.initializers import Initializer, known_initializers, resolve_initializer
 
 
 def _filled(spec, shape, *, seed=0, dtype=torch.float32) -> torch.Tensor:

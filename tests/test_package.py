@@ -30,7 +30,8 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 def test_importing_the_package_and_the_policy_engine_does_not_import_lightning() -> None:
     code = (
-        "import sys, lightning_init, lightning_init.policy; "
+        "import sys, lightning_init; from lightning_init.policy import InitPolicy, list_presets; "
+        "from lightning_init.policy.initializers import resolve_initializer; "
         "print('lightning' in sys.modules, 'lightning.pytorch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
