@@ -302,6 +302,32 @@ def test_custom_initializer_errors(spec, words):
     assert info.value.where == "rules[2].weight"
 
 
+@pytest.mark.parametrize(("spec", "words"), [
+    ("tests._custom_inits:positional_only", ["tests._custom_inits:positional_only",
+                                             "needs the argument 'scale'"]),
+    ({"init": "tests._custom_inits:positional_only", "scale": 1.0},
+     ["unknown argument 'scale' for tests._custom_inits:positional_only"]),
+    ("tests._custom_inits:keyword_only", ["needs the argument 'value'"]),
+    ({"init": "tests._custom_inits:keyword_only", "value": 1.0, "generator": 3},
+     ["unknown argument 'generator'"]),
+    ({"init": "tests._custom_inits:scaled_normal", "scale": 1.0, "generator": None},
+     ["unknown argument 'generator'", "valid: chunks, init, scale"]),
+])
+def test_custom_initializer_arguments_bind_to_its_signature_at_resolve_time(spec, words):
+    with pytest.raises(PolicyError) as info:
+        resolve_initializer(spec, where="rules[1].weight")
+    for word in words:
+        assert word in str(info.value)
+    assert str(info.value).startswith("rules[1].weight: ")
+
+
+def test_custom_initializer_with_keyword_only_argument_fills():
+    w = torch.empty(2, 2)
+    resolve_initializer({"init": "tests._custom_inits:keyword_only", "value": 5.0}).fill_(
+        w, torch.Generator().manual_seed(0))
+    assert w.unique().tolist() == [5.0]
+
+
 # --------------------------------------------------------------------------------------------
 # errors in the user's words
 # --------------------------------------------------------------------------------------------
