@@ -128,14 +128,7 @@ def build_plan(schema: Schema, model: nn.Module, *, recurse: bool = True, prefix
 # --------------------------------------------------------------------------- the walk
 
 
-@dataclass
-class _Claim:
-    """A rule's claim on one name of a target (``rule`` ``None``: no rule matches it)."""
-
-    name: str
-    rule: Rule | None = None
-    initializer: Initializer | None = None
-    skipped: bool = False
+_Claim = tuple[str, Rule, Initializer]  # (qualified name, the rule, its initializer)
 
 
 class _Planner:
@@ -147,6 +140,7 @@ class _Planner:
                       if recurse else [(prefix, model)])
         self.order: list[Target] = []  # one per tensor, in model order
         self.claims: dict[int, list[_Claim]] = {}  # by id of the target's first tensor
+        self.skipped: set[int] = set()  # ids of first tensors under a skipped module
         self.own_names: dict[int, set[str]] = {rule.index: set() for rule in schema.rules}
         self.plan = Plan()
         self.used: set[int] = set()
@@ -180,14 +174,15 @@ class _Planner:
             return False
         return not rule.names or any(fnmatch.fnmatchcase(module_name, g) for g in rule.names)
 
-    def _claim(self, target: Target, module_name: str, module: nn.Module) -> _Claim:
+    def _claim(self, target: Target, module_name: str, module: nn.Module) -> _Claim | None:
+        """The first rule that matches the module and names the parameter."""
         for rule in self.schema.rules:
             if not self._matches(rule, module_name, module):
                 continue
             for key, initializer in rule.params:
                 if fnmatch.fnmatchcase(target.local_name, key):
-                    return _Claim(target.qualified_name, rule, initializer)
-        return _Claim(target.qualified_name)
+                    return target.qualified_name, rule, initializer
+        return None
 
     def _walk(self) -> None:
         modules = dict(self.named)
@@ -208,31 +203,32 @@ class _Planner:
                 else:
                     by_tensor[key] = target
                     self.order.append(target)
-                claim = (_Claim(target.qualified_name, skipped=True) if skipped
-                         else self._claim(target, module_name, module))
-                self.claims.setdefault(key, []).append(claim)
+                claim = None if skipped else self._claim(target, module_name, module)
+                if skipped:
+                    self.skipped.add(key)
+                elif claim is not None:
+                    self.claims.setdefault(key, []).append(claim)
 
     # ---- deciding each target
 
     def _decide(self, target: Target) -> None:
-        claims = self.claims[id(target.tensors[0])]
-        if any(claim.skipped for claim in claims):
+        key = id(target.tensors[0])
+        if key in self.skipped:
             self.plan.left_alone.append((target.qualified_name, "skip"))
             return
-        ruled = sorted((c for c in claims if c.rule is not None),
-                       key=lambda c: c.rule.index)  # type: ignore[union-attr]
-        if not ruled:
+        claims = sorted(self.claims.get(key, []), key=lambda claim: claim[1].index)
+        if not claims:
             self._unruled(target)
             return
-        distinct = {claim.rule.index for claim in ruled}  # type: ignore[union-attr]
-        if len(distinct) > 1:
-            first, second = ruled[0], next(c for c in ruled if c.rule is not ruled[0].rule)
+        name, rule, initializer = claims[0]
+        others = [(other_name, other) for other_name, other, _ in claims if other is not rule]
+        if others:
+            other_name, other = others[0]
             _warn(f"tied parameter {target.qualified_name!r} (also {', '.join(target.aliases)}) "
-                  f"is claimed by {first.rule.label} as {first.name!r} and by "  # type: ignore[union-attr]
-                  f"{second.rule.label} as {second.name!r}: it is initialized once, by "  # type: ignore[union-attr]
-                  f"{first.rule.label}", TiedParameterWarning)  # type: ignore[union-attr]
-        self.used.update(distinct)
-        self._ruled(target, ruled[0].rule, ruled[0].initializer)  # type: ignore[arg-type]
+                  f"is claimed by {rule.label} as {name!r} and by {other.label} as "
+                  f"{other_name!r}: it is initialized once, by {rule.label}", TiedParameterWarning)
+        self.used.update(claim[1].index for claim in claims)
+        self._ruled(target, rule, initializer)
 
     def _ruled(self, target: Target, rule: Rule, initializer: Initializer) -> None:
         if initializer.kind == "keep":
