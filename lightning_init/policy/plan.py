@@ -132,6 +132,8 @@ _Claim = tuple[str, Rule, Initializer]  # (qualified name, the rule, its initial
 
 
 class _Planner:
+    """One plan: the walk over the model collects claims, then each target is decided."""
+
     def __init__(self, schema: Schema, model: nn.Module, *, recurse: bool, prefix: str) -> None:
         self.schema = schema
         self.recurse = recurse
@@ -203,10 +205,9 @@ class _Planner:
                 else:
                     by_tensor[key] = target
                     self.order.append(target)
-                claim = None if skipped else self._claim(target, module_name, module)
                 if skipped:
                     self.skipped.add(key)
-                elif claim is not None:
+                elif (claim := self._claim(target, module_name, module)) is not None:
                     self.claims.setdefault(key, []).append(claim)
 
     # ---- deciding each target
