@@ -1,9 +1,9 @@
 """An LSTM sequence classifier initialized by the ``lstm`` preset.
 
-The preset (see ``configs/lstm.yaml``): Xavier-uniform input weights, an orthogonal matrix per
-gate for the hidden-to-hidden weights (Saxe et al. 2014), zero biases except the forget gate's,
-set to 1 (Gers, Schmidhuber, Cummins 2000; Jozefowicz, Zaremba, Sutskever 2015), so that the
-cell remembers by default at the start of training.
+The preset (see ``lightning_init/policy/presets/lstm.yaml``): Xavier-uniform input weights, an
+orthogonal matrix per gate for the hidden-to-hidden weights (Saxe et al. 2014), zero biases
+except the forget gate's, set to 1 (Gers, Schmidhuber, Cummins 2000; Jozefowicz, Zaremba,
+Sutskever 2015), so that the cell remembers by default at the start of training.
 
 The task: sequences of 24 tokens from a vocabulary of 8; the label is whether token 1 occurs
 more often than token 2, which needs memory across the whole sequence.

@@ -3,8 +3,8 @@
 Run it with ``make demo`` (or ``python examples/quickstart.py``). It takes well under a minute on
 a CPU. What it shows:
 
-1. The policy ``kaiming_relu`` (a preset, see ``configs/kaiming_relu.yaml``) is applied when
-   ``fit`` starts, and the table of what was applied is printed.
+1. The policy ``kaiming_relu`` (a preset, see ``lightning_init/policy/presets/kaiming_relu.yaml``)
+   is applied when ``fit`` starts, and the table of what was applied is printed.
 2. The init check runs one forward and backward pass on the first batch and prints its report.
 3. Early-training diagnostics (weights, gradients, update ratios, histograms) go to TensorBoard.
 """

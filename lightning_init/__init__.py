@@ -9,6 +9,7 @@ The few names users touch:
   init from a bad one; :func:`lsuv_init` -- data-dependent LSUV init.
 - :class:`PolicyError`, :class:`InitCheckError` -- the errors.
 - :func:`list_presets` -- the shipped presets.
+- :func:`weights_fingerprint` -- a short, bit-exact digest of a model's weights.
 
 Example:
     >>> import torch
@@ -39,6 +40,7 @@ __all__ = [
     "check_init",
     "list_presets",
     "lsuv_init",
+    "weights_fingerprint",
 ]
 
 # Imported on first use: `import lightning_init` (and the CLI) stays fast, and importing the
@@ -50,11 +52,13 @@ _LAZY = {
     "check_init": "lightning_init.check",
     "InitCheckReport": "lightning_init.check",
     "lsuv_init": "lightning_init.check",
+    "weights_fingerprint": "lightning_init.fingerprint",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_init.callback import InitCallback
     from lightning_init.check import InitCheckReport, check_init, lsuv_init
+    from lightning_init.fingerprint import weights_fingerprint
     from lightning_init.policy import InitPolicy, list_presets
 
 

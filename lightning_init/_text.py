@@ -1,11 +1,19 @@
-"""Text shared by every message and table: did-you-mean suggestions and choice listings."""
+"""Text shared by every message and table: did-you-mean, choice listings, tables, numbers."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
-__all__ = ["closest", "did_you_mean", "format_choices"]
+__all__ = [
+    "closest",
+    "did_you_mean",
+    "format_choices",
+    "format_number",
+    "markdown_table",
+    "table",
+]
 
 
 def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
@@ -55,3 +63,54 @@ def format_choices(choices: Iterable[str], *, limit: int = 40) -> str:
     if len(items) > limit:
         return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
     return ", ".join(items)
+
+
+def format_number(value: float | None, *, digits: int = 4, missing: str = "-") -> str:
+    """``value`` with ``digits`` significant digits; ``missing`` for ``None`` and NaN.
+
+    Example:
+        >>> format_number(0.0441941738), format_number(1234567.0), format_number(None)
+        ('0.04419', '1.235e+06', '-')
+        >>> format_number(float("nan"), digits=3, missing="")
+        ''
+    """
+    if value is None or math.isnan(value):
+        return missing
+    return f"{value:.{digits}g}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: left-aligned columns two spaces apart, a dashed rule under the header.
+
+    Example:
+        >>> print(table(["name", "std"], [["fc.weight", "0.02"], ["fc.bias", "0"]]))
+        name       std
+        ---------  ----
+        fc.weight  0.02
+        fc.bias    0
+    """
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers).rstrip(), rule, *(line(row).rstrip() for row in rows)])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (``|`` inside a cell is escaped).
+
+    Example:
+        >>> print(markdown_table(["name", "init"], [["fc.weight", "a|b"]]))
+        | name | init |
+        |---|---|
+        | fc.weight | a\\|b |
+    """
+    def row_line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([row_line(headers), "|" + "---|" * len(headers),
+                      *(row_line(row) for row in rows)])

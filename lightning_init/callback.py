@@ -23,9 +23,9 @@ from typing_extensions import override
 # Modules, not names: attributes are looked up at call time (the wiring tests patch them).
 import lightning_init.check as _check
 import lightning_init.diagnostics as _diagnostics
-from lightning_init._fingerprint import weights_fingerprint
 from lightning_init._lightning import find_sample_batch, run_sample_forward
 from lightning_init.errors import InitCheckError
+from lightning_init.fingerprint import weights_fingerprint
 
 __all__ = ["InitCallback"]
 

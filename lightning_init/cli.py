@@ -11,8 +11,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lightning_init._presets import preset_paths
 from lightning_init.errors import PolicyError
+from lightning_init.policy.presets import preset_paths
 
 __all__ = ["main"]
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from _models import DataModule, Net
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
 

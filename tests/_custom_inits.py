@@ -26,3 +26,13 @@ def flexible(tensor: torch.Tensor, **options: float) -> None:
 
 
 not_callable = 3
+
+
+def positional_only(tensor: torch.Tensor, scale: float, /) -> None:
+    """A required argument that a policy cannot pass by keyword."""
+    tensor.fill_(scale)
+
+
+def keyword_only(tensor: torch.Tensor, *, value: float, generator=None) -> None:
+    """A required keyword-only argument, and a generator."""
+    tensor.fill_(value)

@@ -30,7 +30,7 @@ from _models import (
     StandInPolicy,
 )
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
 

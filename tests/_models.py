@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 
 IN_FEATURES, HIDDEN, OUT_FEATURES = 4, 8, 2
 
@@ -173,8 +173,8 @@ class StandInPolicy:
 def policy_engine_available() -> bool:
     """Whether the policy engine and the initializer catalogue it needs have landed."""
     try:
-        from lightning_init.initializers import resolve_initializer
         from lightning_init.policy import InitPolicy
+        from lightning_init.policy.initializers import resolve_initializer
     except ImportError:
         return False
     return callable(getattr(InitPolicy, "load", None)) and callable(resolve_initializer)

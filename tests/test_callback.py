@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
 sys.path.insert(0, str(Path(__file__).parent))

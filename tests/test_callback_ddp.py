@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import weights_fingerprint
 from lightning_init.policy import InitPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_init import InitCheckError, InitCheckReport, check_init
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init import InitCheckError, InitCheckReport, check_init, weights_fingerprint
 from lightning_init.check import CheckOptionError, CheckOptions, raise_or_warn
 
 WIDTH, DEPTH, BATCH = 64, 30, 128

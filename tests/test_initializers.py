@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lightning_init.errors import PolicyError
-from lightning_init.initializers import Initializer, known_initializers, resolve_initializer
+from lightning_init.policy.initializers import Initializer, known_initializers, resolve_initializer
 
 
 def _filled(spec, shape, *, seed=0, dtype=torch.float32) -> torch.Tensor:
@@ -300,6 +300,32 @@ def test_custom_initializer_errors(spec, words):
     for word in words:
         assert word in str(info.value)
     assert info.value.where == "rules[2].weight"
+
+
+@pytest.mark.parametrize(("spec", "words"), [
+    ("tests._custom_inits:positional_only", ["tests._custom_inits:positional_only",
+                                             "needs the argument 'scale'"]),
+    ({"init": "tests._custom_inits:positional_only", "scale": 1.0},
+     ["unknown argument 'scale' for tests._custom_inits:positional_only"]),
+    ("tests._custom_inits:keyword_only", ["needs the argument 'value'"]),
+    ({"init": "tests._custom_inits:keyword_only", "value": 1.0, "generator": 3},
+     ["unknown argument 'generator'"]),
+    ({"init": "tests._custom_inits:scaled_normal", "scale": 1.0, "generator": None},
+     ["unknown argument 'generator'", "valid: chunks, init, scale"]),
+])
+def test_custom_initializer_arguments_bind_to_its_signature_at_resolve_time(spec, words):
+    with pytest.raises(PolicyError) as info:
+        resolve_initializer(spec, where="rules[1].weight")
+    for word in words:
+        assert word in str(info.value)
+    assert str(info.value).startswith("rules[1].weight: ")
+
+
+def test_custom_initializer_with_keyword_only_argument_fills():
+    w = torch.empty(2, 2)
+    resolve_initializer({"init": "tests._custom_inits:keyword_only", "value": 5.0}).fill_(
+        w, torch.Generator().manual_seed(0))
+    assert w.unique().tolist() == [5.0]
 
 
 # --------------------------------------------------------------------------------------------

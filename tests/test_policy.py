@@ -242,7 +242,7 @@ def test_explain_changes_nothing_and_lists_everything():
 
 
 def test_report_table_markdown_fingerprint():
-    from lightning_init._fingerprint import weights_fingerprint
+    from lightning_init import weights_fingerprint
 
     net = _net()
     report = _policy({"match": {"type": "Linear"},
@@ -346,3 +346,11 @@ def test_a_skip_glob_that_matches_no_module_warns_with_the_full_name():
         warnings.simplefilter("error")
         _policy(rule, skip=["net.backbone"]).apply(net)
     assert torch.equal(net["net"]["backbone"][0].weight, before)
+
+
+def test_warnings_point_at_the_line_that_called_the_policy():
+    rule = {"match": {"type": "Conv2d"}, "weight": "zeros"}
+    for call in (lambda net: _policy(rule).apply(net), lambda net: _policy(rule).explain(net)):
+        with pytest.warns(UnusedRuleWarning, match="matches no parameter") as record:
+            call(nn.Linear(2, 2))
+        assert [warning.filename for warning in record] == [__file__]

@@ -211,3 +211,17 @@ def test_init_module_per_module_does_not_warn_about_other_modules_rules():
         for name, module in model.named_modules():
             policy.init_module(module, prefix=name)
     assert model.inner.weight.eq(1).all() and model.inner.bias.eq(0).all()
+
+
+def test_a_tied_parameter_warning_names_the_two_different_rules():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 3))
+    model[1].weight = model[2].weight = model[0].weight
+    policy = InitPolicy.from_dict({"rules": [
+        {"match": {"name": ["0", "1"]}, "weight": "zeros"},
+        {"match": {"type": "Linear"}, "weight": "ones"}]})
+    with pytest.warns(TiedParameterWarning) as record:
+        policy.apply(model)
+    [warning] = record
+    assert "by rules[0] (name=0,1) as '0.weight' and by rules[1] (type=Linear) as '2.weight'" in (
+        str(warning.message))
+    assert model[2].weight.abs().sum() == 0

@@ -1,1 +1,0 @@
-"""The shipped presets, installed as the package ``lightning_init.configs``."""

@@ -1,0 +1,170 @@
+"""The fill functions that ``torch.nn.init`` lacks or that ignore a generator, and their math.
+
+Every function fills ``tensor`` in place and returns it, like ``torch.nn.init``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "TRUNC_STD_2",
+    "fans",
+    "lecun_normal_",
+    "orthogonal_",
+    "prior_bias_",
+    "sparse_",
+    "truncnorm_moments",
+    "variance_scaling_",
+    "variance_scaling_std",
+]
+
+#: Std of a standard normal truncated to [-2, 2] (Flax/JAX ``variance_scaling``; timm).
+TRUNC_STD_2 = 0.87962566103423978
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """fan_in, fan_out as ``torch.nn.init._calculate_fan_in_and_fan_out`` computes them.
+
+    Example:
+        >>> fans((64, 32, 3, 3))
+        (288, 576)
+    """
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _norm_pdf(x: float) -> float:
+    return 0.0 if math.isinf(x) else math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
+    """Mean and std of N(mean, std^2) truncated to [a, b] (Johnson, Kotz & Balakrishnan 1994).
+
+    Example:
+        >>> [round(m, 4) for m in truncnorm_moments(0.0, 1.0, -2.0, 2.0)]
+        [0.0, 0.8796]
+    """
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    mass = _norm_cdf(beta) - _norm_cdf(alpha)
+    if mass <= 0.0:
+        return float("nan"), float("nan")
+    pdf_a, pdf_b = _norm_pdf(alpha), _norm_pdf(beta)
+    ratio = (pdf_a - pdf_b) / mass
+    a_term = 0.0 if math.isinf(alpha) else alpha * pdf_a
+    b_term = 0.0 if math.isinf(beta) else beta * pdf_b
+    variance = std * std * (1.0 + (a_term - b_term) / mass - ratio * ratio)
+    return mean + std * ratio, std * math.sqrt(max(variance, 0.0))
+
+
+def variance_scaling_std(shape: tuple[int, ...], scale: float, mode: str) -> float:
+    """``sqrt(scale / fan)``, the std of ``variance_scaling`` (fan_avg: the mean of both fans).
+
+    Example:
+        >>> variance_scaling_std((10, 16), 4.0, "fan_in")
+        0.5
+    """
+    fan_in, fan_out = fans(shape)
+    denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    return math.sqrt(scale / denominator)
+
+
+def variance_scaling_(
+    tensor: torch.Tensor,
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "normal",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Variance ``scale / fan`` from a truncated normal (cut at 2 std), a normal or a uniform.
+
+    Example:
+        >>> w = variance_scaling_(torch.empty(500, 400), 2.0, "fan_in", "uniform")
+        >>> round(w.std().item(), 2)
+        0.07
+    """
+    std = variance_scaling_std(tuple(tensor.shape), scale, mode)
+    if distribution == "truncated_normal":
+        raw = std / TRUNC_STD_2
+        return torch.nn.init.trunc_normal_(
+            tensor, 0.0, raw, -2.0 * raw, 2.0 * raw, generator=generator
+        )
+    if distribution == "normal":
+        return tensor.normal_(0.0, std, generator=generator)
+    bound = math.sqrt(3.0) * std
+    return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``variance_scaling(1, fan_in, truncated_normal)`` (LeCun et al. 1998).
+
+    Example:
+        >>> round(lecun_normal_(torch.empty(400, 100)).std().item(), 2)
+        0.1
+    """
+    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator=generator)
+
+
+def prior_bias_(tensor: torch.Tensor, prob: float = 0.01) -> torch.Tensor:
+    """``-log((1 - prob) / prob)``: the classification-head prior of Lin et al. 2017.
+
+    Example:
+        >>> round(prior_bias_(torch.empty(2)).tolist()[0], 3)
+        -4.595
+    """
+    return tensor.fill_(-math.log((1.0 - prob) / prob))
+
+
+def orthogonal_(
+    tensor: torch.Tensor, gain: float = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``torch.nn.init.orthogonal_`` (same draws), computed in float32 for half precision.
+
+    Example:
+        >>> q = orthogonal_(torch.empty(4, 4, dtype=torch.bfloat16)).float()
+        >>> torch.allclose(q @ q.T, torch.eye(4), atol=0.02)
+        True
+    """
+    rows = tensor.size(0)
+    cols = tensor.numel() // rows
+    work_dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+    flat = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
+    flat.normal_(0, 1, generator=generator)
+    if rows < cols:
+        flat.t_()
+    q, r = torch.linalg.qr(flat)
+    q *= torch.diag(r, 0).sign()  # Mezzadri 2007: makes Q Haar-distributed
+    if rows < cols:
+        q.t_()
+    q.mul_(gain)
+    return tensor.copy_(q.reshape(tensor.shape))
+
+
+def sparse_(
+    tensor: torch.Tensor,
+    sparsity: float,
+    std: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``torch.nn.init.sparse_``'s distribution (Martens 2010), batched and honouring
+    ``generator`` (torch's draws the zero positions from the global RNG).
+
+    Example:
+        >>> w = sparse_(torch.empty(10, 3), 0.3)
+        >>> (w == 0).sum(dim=0).tolist()
+        [3, 3, 3]
+    """
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    tensor.normal_(0.0, std, generator=generator)
+    if num_zeros:
+        keys = torch.rand((rows, cols), generator=generator, device=tensor.device)
+        zero_rows = keys.argsort(dim=0)[:num_zeros]
+        tensor.scatter_(0, zero_rows, 0.0)
+    return tensor

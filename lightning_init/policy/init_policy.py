@@ -1,0 +1,244 @@
+"""The init policy: a YAML/dict schema mapping modules to initializers, applied atomically.
+
+``apply`` builds the whole plan (parameter -> rule -> initializer, shapes checked) before it
+writes one value, and a failure restores every tensor it touched. Structure is respected: a
+tied parameter is written once; an Embedding's ``padding_idx`` row stays zero; under
+``weight_norm`` (both APIs) a ``weight`` rule sets the effective weight and g/v follow; under
+``spectral_norm`` it sets the weight before normalization. With a seed, each parameter's values
+depend only on ``(seed, qualified_name, shape)``.
+
+The schema is described in :mod:`lightning_init.policy.schema`, the initializers in
+:mod:`lightning_init.policy.initializers`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init._yaml import LinedDict, load_yaml
+from lightning_init.errors import PolicyError
+from lightning_init.policy.apply import apply_plan, materialize, measure
+from lightning_init.policy.plan import Plan, build_plan
+from lightning_init.policy.presets import preset_paths
+from lightning_init.policy.reports import InitReport, PlanEntry, PolicyPlan
+from lightning_init.policy.schema import Rule, Schema, parse_policy, plain
+
+__all__ = ["InitPolicy"]
+
+
+class InitPolicy:
+    """A declarative init policy: rules from YAML or a mapping, applied atomically.
+
+    Build one with :meth:`from_yaml`, :meth:`from_dict`, :meth:`from_preset` or :meth:`load`.
+
+    Attributes:
+        name: label for reports (``None`` if unset).
+        seed: with a seed, every parameter's values depend only on ``(seed, qualified_name,
+            shape)``; without one the global RNG is used.
+        strict: a rule matching nothing is an error instead of a warning.
+        default: ``"keep"`` leaves unmatched parameters alone, ``"reset"`` calls their module's
+            ``reset_parameters()``.
+        skip: globs over module qualified names that are never touched.
+
+    Example:
+        >>> policy = InitPolicy.from_dict({
+        ...     "seed": 0,
+        ...     "rules": [{"match": {"type": "Linear"}, "weight": "ones", "bias": "zeros"}],
+        ... })
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+        >>> report = policy.apply(net)
+        >>> net[0].weight.sum().item(), [r.qualified_name for r in report.records]
+        (6.0, ['0.weight', '0.bias'])
+    """
+
+    def __init__(self, *, name: str | None = None, seed: int | None = None,
+                 rules: Sequence[Rule] = (), default: Literal["keep", "reset"] = "keep",
+                 skip: Sequence[str] = (), strict: bool = False, source: str | None = None,
+                 raw: Any = None) -> None:
+        self.name = name
+        self.seed = seed
+        self.rules = tuple(rules)
+        self.default = default
+        self.skip = tuple(skip)
+        self.strict = strict
+        self.source = source
+        self._raw = raw
+
+    # ---- construction
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, source: str | None = None) -> InitPolicy:
+        """Build a policy from a mapping with the YAML schema's keys.
+
+        Raises:
+            PolicyError: an unknown key, a bad value or an unknown initializer.
+
+        Example:
+            >>> InitPolicy.from_dict({"rulez": []})  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            lightning_init.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'?...
+        """
+        if isinstance(mapping, InitPolicy):
+            return mapping
+        schema = parse_policy(mapping, source=source)
+        return cls(name=schema.name, seed=schema.seed, rules=schema.rules,
+                   default=schema.default, skip=schema.skip, strict=schema.strict,
+                   source=source, raw=plain(mapping))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> InitPolicy:
+        """Load a policy from a YAML file (safely; errors name the file and line).
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.yaml"
+            >>> _ = path.write_text("rules:\\n  - match: {type: Linaer}\\n    bias: zeros\\n")
+            >>> InitPolicy.from_yaml(path).rules[0].types
+            ('Linaer',)
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise PolicyError(f"cannot read policy file: {err.strerror or err}",
+                              source=str(path)) from None
+        document = load_yaml(text, source=str(path))
+        if document is None:
+            document = LinedDict()
+        return cls.from_dict(document, source=str(path))
+
+    @classmethod
+    def from_preset(cls, name: str) -> InitPolicy:
+        """Load a shipped preset by name (see :func:`~lightning_init.list_presets`).
+
+        Example:
+            >>> InitPolicy.from_preset("kaiming_relu").name
+            'kaiming_relu'
+        """
+        paths = preset_paths()
+        key = name[:-5] if name.endswith(".yaml") else name
+        if key not in paths:
+            raise PolicyError(f"unknown preset {name!r}.{did_you_mean(name, paths)} "
+                              f"Presets: {format_choices(paths)}")
+        return cls.from_yaml(paths[key])
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike[str] | Mapping[str, Any] | InitPolicy) -> InitPolicy:
+        """A policy from a path, a preset name, a mapping, or an existing policy.
+
+        Example:
+            >>> InitPolicy.load("xavier").name
+            'xavier'
+        """
+        if isinstance(spec, InitPolicy):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls.from_dict(spec)
+        if isinstance(spec, str | os.PathLike):
+            path = Path(spec)
+            if path.suffix in (".yaml", ".yml") or path.exists():
+                if not path.exists() and str(spec).removesuffix(".yaml") in preset_paths():
+                    return cls.from_preset(str(spec))
+                return cls.from_yaml(path)
+            return cls.from_preset(str(spec))
+        raise PolicyError(
+            f"cannot make a policy from {type(spec).__name__}: give a path, a preset name, "
+            "a mapping or an InitPolicy"
+        )
+
+    # ---- pickling and repr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"raw": self._raw, "source": self.source}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        other = InitPolicy.from_dict(state["raw"], source=state["source"])
+        self.__dict__.update(other.__dict__)
+
+    def __repr__(self) -> str:
+        where = f", source={self.source!r}" if self.source else ""
+        return (f"InitPolicy(name={self.name!r}, seed={self.seed!r}, rules={len(self.rules)}, "
+                f"default={self.default!r}, skip={list(self.skip)!r}, strict={self.strict}"
+                f"{where})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InitPolicy) and self._raw == other._raw
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ---- use
+
+    def _plan(self, model: nn.Module, *, recurse: bool, prefix: str) -> Plan:
+        schema = Schema(rules=self.rules, default=self.default, skip=self.skip,
+                        strict=self.strict, source=self.source, name=self.name, seed=self.seed)
+        return build_plan(schema, model, recurse=recurse, prefix=prefix)
+
+    def explain(self, model: nn.Module, *, recurse: bool = True, prefix: str = "") -> PolicyPlan:
+        """Dry run: what :meth:`apply` would do to ``model``; changes nothing.
+
+        Example:
+            >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
+            ...                                            "bias": "zeros"}]})
+            >>> plan = policy.explain(torch.nn.Linear(2, 2))
+            >>> [e.qualified_name for e in plan.entries], plan.left_alone
+            (['bias'], [('weight', 'no rule')])
+        """
+        plan = self._plan(model, recurse=recurse, prefix=prefix)
+        return PolicyPlan(self.name, [PlanEntry.of(item) for item in plan.items],
+                          plan.left_alone, plan.unused_rules)
+
+    def apply(self, model: nn.Module, *, seed: int | None = None, recurse: bool = True,
+              prefix: str = "", device: torch.device | str | None = None) -> InitReport:
+        """Initialize ``model``'s parameters by the policy, atomically; return a report.
+
+        Args:
+            model: the module.
+            seed: overrides the policy's ``seed`` (e.g. a rank-shared seed).
+            recurse: ``False`` initializes only ``model``'s own parameters.
+            prefix: prepended to qualified names (for matching, seeds and the report).
+            device: where meta-device parameters are materialized (default: the default
+                device).
+
+        Raises:
+            PolicyError: the policy does not fit the model; nothing was changed.
+
+        Example:
+            >>> policy = InitPolicy.from_dict({"seed": 1, "rules": [
+            ...     {"match": {"type": "Linear"}, "weight": {"init": "normal", "std": 0.02}}]})
+            >>> a, b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+            >>> _ = policy.apply(a); _ = policy.apply(b)
+            >>> torch.equal(a.weight, b.weight)
+            True
+        """
+        plan = self._plan(model, recurse=recurse, prefix=prefix)
+        materialize(model, plan.items, recurse=recurse, device=device)
+        written = apply_plan(plan, model, seed=self.seed if seed is None else seed,
+                             prefix=prefix, source=self.source)
+        return InitReport(self.name, measure(written), plan.left_alone, plan.unused_rules,
+                          model)
+
+    def init_module(self, module: nn.Module, prefix: str = "", *, seed: int | None = None,
+                    device: torch.device | str | None = None) -> InitReport:
+        """Initialize ``module``'s own parameters only (FSDP ``param_init_fn``, meta init).
+
+        Meta parameters are materialized first (``to_empty(recurse=False)``); those no rule
+        covers fall back to the module's ``reset_parameters()``.
+
+        Example:
+            >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
+            ...                                            "bias": "ones"}]})
+            >>> with torch.device("meta"):
+            ...     layer = torch.nn.Linear(2, 2)
+            >>> _ = policy.init_module(layer, device="cpu")
+            >>> layer.bias.tolist(), layer.weight.is_meta
+            ([1.0, 1.0], False)
+        """
+        return self.apply(module, seed=seed, recurse=False, prefix=prefix, device=device)

@@ -1,0 +1,709 @@
+"""The initializer catalogue: names and specs -> validated :class:`Initializer` objects.
+
+A policy names an initializer per parameter. This module turns that name (or mapping) into an
+:class:`Initializer`, validating every argument against the function it calls, and knows for
+each one the shapes it accepts, the standard deviation its formula promises and how to fill a
+tensor in place.
+
+Names (with or without a trailing underscore, case-insensitive):
+
+- every function of :mod:`torch.nn.init` with its own keyword arguments: ``uniform``
+  (``a``, ``b``), ``normal`` (``mean``, ``std``), ``trunc_normal`` (``mean``, ``std``, ``a``,
+  ``b``), ``constant`` (``val``, required), ``ones``, ``zeros``, ``eye``, ``dirac``
+  (``groups``), ``xavier_uniform`` / ``xavier_normal`` (``gain``; Glorot & Bengio 2010),
+  ``kaiming_uniform`` / ``kaiming_normal`` (``a``, ``mode``, ``nonlinearity``; He et al. 2015),
+  ``orthogonal`` (``gain``; Saxe et al. 2014), ``sparse`` (``sparsity``, required, ``std``;
+  Martens 2010);
+- ``lecun_normal``: ``variance_scaling(scale=1, mode=fan_in, distribution=truncated_normal)``
+  (LeCun et al. 1998; Klambauer et al. 2017), as in Flax and timm;
+- ``variance_scaling`` (``scale=1.0``, ``mode`` in fan_in | fan_out | fan_avg, ``distribution``
+  in truncated_normal | normal | uniform, default ``normal`` as timm's ``variance_scaling_``):
+  variance ``scale / fan``; the truncated normal is cut at two standard deviations and its
+  std corrected by 0.87962566103423978 (the std of a standard normal truncated to [-2, 2]) so
+  the result has exactly the requested variance, as Flax/JAX and timm do;
+- ``prior_bias`` (``prob=0.01``): fills ``-log((1 - prob) / prob)``, the classification-head
+  prior of RetinaNet (Lin et al. 2017) and timm's head-bias init;
+- ``default``: the module's own ``reset_parameters()`` (kind ``"reset"``, done by the policy);
+- ``keep``: leave the values as they are (kind ``"keep"``).
+
+Spec forms: ``"zeros"``, ``"zeros_"``, ``{init: kaiming_normal, mode: fan_in}``,
+``{init: orthogonal, chunks: 4}`` (4 equal blocks along dim 0, each initialized separately, fans
+computed per block: the gates of LSTM/GRU weights), ``{chunks: [zeros, ones, zeros, zeros]}``
+(one initializer per block, e.g. the LSTM forget-gate bias; ``keep`` leaves a block alone).
+
+Custom initializers are allowed only by an explicit import path ``"package.module:function"``
+(a bare unknown name is always an error, never looked up). The function receives the tensor
+(under ``torch.no_grad()``) and the spec's other keys as keyword arguments, which are checked
+against its signature when the policy is resolved (the module is imported then). It is called
+as ``function(tensor, generator=generator, **kwargs)`` when it has a parameter named
+``generator``, else as ``function(tensor, **kwargs)``. It should fill ``tensor`` in place; if it
+returns a different tensor of the same shape instead, those values are copied in. Example, in
+``mypkg/inits.py``::
+
+    def scaled_normal(tensor, scale=1.0, generator=None):
+        return tensor.normal_(0.0, scale / tensor.shape[-1] ** 0.5, generator=generator)
+
+and in the policy: ``weight: {init: "mypkg.inits:scaled_normal", scale: 2.0}``.
+
+``sparse`` and ``orthogonal`` are re-implemented (same distributions as ``torch.nn.init``):
+torch's ``sparse_`` draws the zero positions from the global RNG and ignores ``generator``, and
+``orthogonal`` is computed in float32 for half-precision tensors.
+
+Each initializer is one entry of a registry that holds its fill function, its arguments (with
+their checks), the shapes it accepts and the mean and std its formula promises.
+
+Example:
+    >>> import torch
+    >>> init = resolve_initializer({"init": "kaiming_normal_", "nonlinearity": "relu"})
+    >>> init.describe(), round(init.expected_std(torch.Size([256, 128])), 4)
+    ('kaiming_normal(nonlinearity=relu)', 0.125)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.errors import PolicyError
+from lightning_init.policy import _custom, _fills
+from lightning_init.policy._arguments import (
+    ArgumentError,
+    Kwargs,
+    Param,
+    number,
+    signature_defaults,
+    validate,
+)
+
+__all__ = ["Initializer", "known_initializers", "resolve_initializer"]
+
+_NONLINEARITIES = (
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "selu",
+)
+
+Args = Mapping[str, Any]  # an entry's arguments: its defaults updated by the user's values
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape rules: the problem with a shape, or None
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _any_shape(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
+    return None
+
+
+def _fan_shape(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
+    if len(shape) < 2:
+        return (f"{name} needs a tensor with at least 2 dimensions (fan_in/fan_out are defined "
+                f"for weights, not biases), got shape {_fmt_shape(shape)}")
+    return None
+
+
+def _matrix_like(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
+    if len(shape) < 2:
+        return f"{name} needs a tensor with at least 2 dimensions, got shape {_fmt_shape(shape)}"
+    return None
+
+
+def _matrix(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
+    if len(shape) != 2:
+        return f"{name} needs a tensor with exactly 2 dimensions, got shape {_fmt_shape(shape)}"
+    return None
+
+
+def _conv_weight(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
+    got = f"got shape {_fmt_shape(shape)}"
+    if not 3 <= len(shape) <= 5:
+        return f"{name} needs a tensor with 3, 4 or 5 dimensions (conv weight), {got}"
+    groups = args["groups"]
+    if shape[0] % groups:
+        return f"dirac with groups={groups} needs dim 0 divisible by {groups}, {got}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Moments: the (mean, std) over a tensor's elements that each formula promises
+# ---------------------------------------------------------------------------------------------
+
+
+def _constant(value: float) -> Callable[[Args, tuple[int, ...]], tuple[float, float]]:
+    return lambda args, shape: (value, 0.0)
+
+
+def _pattern_moments(ones: int, numel: int) -> tuple[float, float]:
+    """A 0/1 pattern with ``ones`` ones among ``numel`` elements."""
+    fraction = ones / numel
+    return fraction, math.sqrt(fraction * (1.0 - fraction))
+
+
+def _sparse_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
+    kept = (shape[0] - math.ceil(args["sparsity"] * shape[0])) / shape[0]
+    return 0.0, args["std"] * math.sqrt(kept)
+
+
+def _orthogonal_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
+    # The squared entries of a semi-orthogonal matrix sum to min(rows, cols) (Saxe et al. 2014).
+    cols = math.prod(shape) // shape[0]
+    return 0.0, abs(args["gain"]) / math.sqrt(max(shape[0], cols))
+
+
+def _xavier_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
+    fan_in, fan_out = _fills.fans(shape)  # Glorot & Bengio 2010
+    return 0.0, abs(args["gain"]) * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _kaiming_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
+    fan_in, fan_out = _fills.fans(shape)  # He et al. 2015
+    fan = fan_in if args["mode"] == "fan_in" else fan_out
+    gain = float(torch.nn.init.calculate_gain(args["nonlinearity"], args["a"]))
+    return 0.0, gain / math.sqrt(fan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-argument checks: the problem with a combination of values, or None
+# ---------------------------------------------------------------------------------------------
+
+
+def _uniform_check(args: Args) -> str | None:
+    if args["a"] > args["b"]:
+        return f"uniform needs a <= b, got a={args['a']}, b={args['b']}"
+    if math.isinf(args["b"] - args["a"]):
+        return f"uniform: b - a overflows, got a={args['a']}, b={args['b']}"
+    return None
+
+
+def _trunc_normal_check(args: Args) -> str | None:
+    mean, std, low, high = args["mean"], args["std"], args["a"], args["b"]
+    if low >= high:
+        return f"trunc_normal needs a < b, got a={low}, b={high}"
+    if mean < low - 2 * std or mean > high + 2 * std:
+        return (f"trunc_normal: mean={mean} is more than 2 std from [a, b] = [{low}, {high}]; "
+                "the truncated distribution would be degenerate")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: one entry per initializer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One built-in initializer: how it fills, its arguments, the shapes it accepts and the
+    (mean, std) it promises. Its defaults come from ``fill``'s signature."""
+
+    name: str
+    fill: Callable[..., Any]
+    params: Mapping[str, Param]
+    moments: Callable[[Args, tuple[int, ...]], tuple[float, float]]
+    shapes: Callable[[str, Args, tuple[int, ...]], str | None] = _any_shape
+    random: bool = True
+    check: Callable[[Args], str | None] | None = None
+    defaults: dict[str, Any] = field(init=False, repr=False)
+    accepts_generator: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", signature_defaults(self.fill))
+        object.__setattr__(self, "accepts_generator", _custom.accepts_generator(self.fill))
+
+    def args(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **kwargs}
+
+
+_ANY_NUMBER = Param("number", number())
+_NONNEG = Param("number", number(minimum=0.0))
+_POSITIVE = Param("number", number(positive=True))
+_BOUND = Param("number", number(finite=False))
+_MODE = Param("choice", choices=("fan_in", "fan_out"))
+_NONLIN = Param("choice", choices=_NONLINEARITIES)
+_KAIMING = {"a": _ANY_NUMBER, "mode": _MODE, "nonlinearity": _NONLIN}
+_init = torch.nn.init
+
+_REGISTRY: dict[str, _Entry] = {entry.name: entry for entry in (
+    _Entry("uniform", _init.uniform_, {"a": _ANY_NUMBER, "b": _ANY_NUMBER},
+           lambda args, shape: ((args["a"] + args["b"]) / 2,
+                                (args["b"] - args["a"]) / math.sqrt(12.0)),
+           check=_uniform_check),
+    _Entry("normal", _init.normal_, {"mean": _ANY_NUMBER, "std": _NONNEG},
+           lambda args, shape: (float(args["mean"]), float(args["std"]))),
+    _Entry("trunc_normal", _init.trunc_normal_,
+           {"mean": _ANY_NUMBER, "std": _POSITIVE, "a": _BOUND, "b": _BOUND},
+           lambda args, shape: _fills.truncnorm_moments(args["mean"], args["std"], args["a"],
+                                                        args["b"]),
+           check=_trunc_normal_check),
+    _Entry("constant", _init.constant_, {"val": _ANY_NUMBER},
+           lambda args, shape: (float(args["val"]), 0.0), random=False),
+    _Entry("ones", _init.ones_, {}, _constant(1.0), random=False),
+    _Entry("zeros", _init.zeros_, {}, _constant(0.0), random=False),
+    _Entry("eye", _init.eye_, {},
+           lambda args, shape: _pattern_moments(min(shape), math.prod(shape)),
+           _matrix, random=False),
+    _Entry("dirac", _init.dirac_, {"groups": Param("int", number(minimum=1))},
+           lambda args, shape: _pattern_moments(
+               args["groups"] * min(shape[0] // args["groups"], shape[1]), math.prod(shape)),
+           _conv_weight, random=False),
+    _Entry("xavier_uniform", _init.xavier_uniform_, {"gain": _ANY_NUMBER}, _xavier_moments,
+           _fan_shape),
+    _Entry("xavier_normal", _init.xavier_normal_, {"gain": _ANY_NUMBER}, _xavier_moments,
+           _fan_shape),
+    _Entry("kaiming_uniform", _init.kaiming_uniform_, _KAIMING, _kaiming_moments, _fan_shape),
+    _Entry("kaiming_normal", _init.kaiming_normal_, _KAIMING, _kaiming_moments, _fan_shape),
+    _Entry("orthogonal", _fills.orthogonal_, {"gain": _ANY_NUMBER}, _orthogonal_moments,
+           _matrix_like),
+    _Entry("sparse", _fills.sparse_,
+           {"sparsity": Param("number", number(minimum=0.0, maximum=1.0)), "std": _NONNEG},
+           _sparse_moments, _matrix),
+    _Entry("lecun_normal", _fills.lecun_normal_, {},  # LeCun et al. 1998
+           lambda args, shape: (0.0, 1.0 / math.sqrt(_fills.fans(shape)[0])), _fan_shape),
+    _Entry("variance_scaling", _fills.variance_scaling_,
+           {"scale": _POSITIVE,
+            "mode": Param("choice", choices=("fan_in", "fan_out", "fan_avg")),
+            "distribution": Param("choice", choices=("truncated_normal", "normal", "uniform"))},
+           lambda args, shape: (0.0, _fills.variance_scaling_std(shape, args["scale"],
+                                                                 args["mode"])),
+           _fan_shape),
+    _Entry("prior_bias", _fills.prior_bias_,
+           {"prob": Param("number", number(positive=True, maximum=1.0, open_max=True))},
+           lambda args, shape: (-math.log((1.0 - args["prob"]) / args["prob"]), 0.0),
+           random=False),
+)}
+_SPECIAL = {"default": "reset", "keep": "keep"}
+
+
+def known_initializers() -> list[str]:
+    """The canonical initializer names, sorted (custom ones go by ``"module:function"``).
+
+    Example:
+        >>> "kaiming_normal" in known_initializers(), "keep" in known_initializers()
+        (True, True)
+    """
+    return sorted([*_REGISTRY, *_SPECIAL])
+
+
+# ---------------------------------------------------------------------------------------------
+# Initializer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Initializer:
+    """One validated initializer: what to write into a tensor, and what that promises.
+
+    Build it with :func:`resolve_initializer`; it is immutable, hashable, comparable and
+    picklable.
+
+    Attributes:
+        name: canonical name (``"kaiming_normal"``, no trailing ``_``), ``"chunks"`` for the
+            per-block form, or ``"module:function"`` for a custom initializer.
+        kwargs: the user's validated keyword arguments (read-only dict; defaults not added).
+        kind: ``"tensor"`` (``fill_`` writes values), ``"reset"`` (the policy calls the module's
+            ``reset_parameters()``) or ``"keep"`` (nothing is written).
+        chunks: number of equal blocks along dim 0 (``chunks: N``, or the length of
+            ``blocks``), else ``None``.
+        blocks: one initializer per block (``chunks: [spec, ...]``), else ``None``.
+        source: the policy file the spec came from (for error messages; not compared).
+        line: the spec's line in ``source`` (for error messages; not compared).
+
+    Example:
+        >>> import torch
+        >>> bias = resolve_initializer({"chunks": ["zeros", "ones", "zeros", "zeros"]})
+        >>> b = torch.empty(8)
+        >>> bias.fill_(b, None)
+        >>> bias.describe(), b.tolist()
+        ('chunks[zeros, ones, zeros, zeros]', [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=lambda: Kwargs())
+    kind: Literal["tensor", "reset", "keep"] = "tensor"
+    chunks: int | None = None
+    blocks: tuple[Initializer, ...] | None = None
+    source: str | None = field(default=None, compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kwargs, Kwargs):
+            object.__setattr__(self, "kwargs", Kwargs(self.kwargs))
+
+    @property
+    def is_random(self) -> bool:
+        """Whether ``fill_`` draws random numbers (so a generator matters); custom: ``True``.
+
+        Example:
+            >>> resolve_initializer("zeros").is_random, resolve_initializer("normal").is_random
+            (False, True)
+        """
+        if self.kind != "tensor":
+            return False
+        if self.blocks is not None:
+            return any(block.is_random for block in self.blocks)
+        entry = _REGISTRY.get(self.name)
+        return entry is None or entry.random
+
+    # -- shapes --------------------------------------------------------------------------------
+
+    def check_shape(self, shape: torch.Size | tuple[int, ...], *, where: str) -> None:
+        """Raise :class:`PolicyError` if this initializer cannot fill a tensor of ``shape``.
+
+        Orthogonal needs 2+ dims, eye exactly 2, dirac 3-5 (and dim 0 divisible by
+        ``groups``), sparse 2, the fan-based ones (xavier, kaiming, lecun_normal,
+        variance_scaling) 2+; ``chunks`` needs dim 0 divisible by the number of blocks.
+        Zero-element tensors pass (filling them is a no-op).
+
+        Args:
+            shape: the tensor's shape.
+            where: the parameter's location for the message (``"encoder.0.weight"``).
+
+        Example:
+            >>> try:
+            ...     resolve_initializer("orthogonal").check_shape((10,), where="fc.bias")
+            ... except PolicyError as err:
+            ...     print(err)
+            fc.bias: orthogonal needs a tensor with at least 2 dimensions, got shape (10,)
+        """
+        problem = self._shape_problem(tuple(int(s) for s in shape))
+        if problem is not None:
+            raise PolicyError(problem, where=where, source=self.source, line=self.line)
+
+    def _shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        if self.kind != "tensor":
+            return None
+        if self.chunks is None:
+            entry = _REGISTRY.get(self.name)
+            return None if entry is None else entry.shapes(self.name, entry.args(self.kwargs),
+                                                           shape)
+        count = self.chunks
+        if len(shape) == 0 or shape[0] % count:
+            return (f"{self.describe()} splits dim 0 into {count} equal blocks, but shape "
+                    f"{_fmt_shape(shape)} has dim 0 not divisible by {count}")
+        block_shape = (shape[0] // count, *shape[1:])
+        for index, block in enumerate(self._block_initializers()):
+            problem = block._shape_problem(block_shape)
+            if problem is not None:
+                return f"{problem} (block {index} of {count} of shape {_fmt_shape(shape)})"
+        return None
+
+    def _block_initializers(self) -> tuple[Initializer, ...]:
+        if self.blocks is not None:
+            return self.blocks
+        leaf = Initializer(self.name, self.kwargs, self.kind, None, None, self.source, self.line)
+        return (leaf,) * (self.chunks or 1)
+
+    # -- promised statistics ----------------------------------------------------------------
+
+    def expected_std(self, shape: torch.Size | tuple[int, ...]) -> float | None:
+        """The standard deviation (over the tensor's elements) that the formula promises.
+
+        Kaiming: ``gain / sqrt(fan)`` (He et al. 2015); xavier: ``gain * sqrt(2 / (fan_in +
+        fan_out))`` (Glorot & Bengio 2010); uniform: ``(b - a) / sqrt(12)``; normal: ``std``;
+        trunc_normal: the std of the truncated normal; orthogonal: ``gain / sqrt(max(rows,
+        cols))`` since the squared entries of a semi-orthogonal matrix sum to ``min(rows, cols)``
+        (Saxe et al. 2014); lecun_normal: ``1 / sqrt(fan_in)`` (LeCun et al. 1998);
+        variance_scaling: ``sqrt(scale / fan)``; constants: 0; eye/dirac: the std of their 0/1
+        pattern; sparse: ``std * sqrt(nonzero fraction)``. Per block when chunked. ``None`` for
+        keep/default, custom initializers and zero-element tensors.
+
+        Example:
+            >>> round(resolve_initializer("xavier_uniform").expected_std((300, 100)), 5)
+            0.07071
+        """
+        moments = self._moments(tuple(int(s) for s in shape))
+        return None if moments is None else moments[1]
+
+    def expected_mean(self, shape: torch.Size | tuple[int, ...]) -> float | None:
+        """The mean over the tensor's elements the formula promises (``None`` when unknown).
+
+        Example:
+            >>> resolve_initializer({"init": "uniform", "a": -1, "b": 3}).expected_mean((5,))
+            1.0
+        """
+        moments = self._moments(tuple(int(s) for s in shape))
+        return None if moments is None else moments[0]
+
+    def _moments(self, shape: tuple[int, ...]) -> tuple[float, float] | None:
+        if self.kind != "tensor" or math.prod(shape) == 0 or self._shape_problem(shape):
+            return None
+        if self.chunks is None:
+            entry = _REGISTRY.get(self.name)
+            return None if entry is None else entry.moments(entry.args(self.kwargs), shape)
+        block_shape = (shape[0] // self.chunks, *shape[1:])
+        parts = [block._moments(block_shape) for block in self._block_initializers()]
+        if any(part is None for part in parts):
+            return None
+        mean = sum(m for m, _ in parts) / len(parts)  # type: ignore[misc]
+        second = sum(s * s + m * m for m, s in parts) / len(parts)  # type: ignore[misc]
+        return mean, math.sqrt(max(second - mean * mean, 0.0))
+
+    # -- filling ------------------------------------------------------------------------------
+
+    def fill_(self, tensor: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Write this initializer's values into ``tensor`` in place, under ``torch.no_grad()``.
+
+        Works on the tensor's own device and dtype (half precision included); the tensor
+        object is never replaced. ``keep`` writes nothing; ``default`` cannot fill a bare
+        tensor (the policy resets the module) and raises :class:`PolicyError`.
+
+        Args:
+            tensor: the tensor (or Parameter) to fill.
+            generator: random source for the draws, or ``None`` for the global RNG.
+
+        Example:
+            >>> import torch
+            >>> w = torch.empty(3, 3)
+            >>> resolve_initializer("eye").fill_(w, None)
+            >>> w.diagonal().tolist()
+            [1.0, 1.0, 1.0]
+        """
+        if self.kind == "keep":
+            return
+        if self.kind == "reset":
+            raise self._error(
+                "'default' calls the module's reset_parameters(); it cannot fill a tensor alone")
+        shape = tuple(tensor.shape)
+        problem = self._shape_problem(shape)
+        if problem is not None:
+            raise self._error(problem)
+        if tensor.numel() == 0 or tensor.is_meta:
+            return
+        with torch.no_grad():
+            if self.chunks is None:
+                self._fill_leaf(tensor, generator)
+                return
+            size = shape[0] // self.chunks
+            for index, block in enumerate(self._block_initializers()):
+                block.fill_(tensor.narrow(0, index * size, size), generator)
+
+    def _fill_leaf(self, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
+        entry = _REGISTRY.get(self.name)
+        if entry is not None:
+            function, accepts_generator = entry.fill, entry.accepts_generator
+        else:
+            function = _custom.load(self.name, where="", source=self.source, line=self.line)
+            accepts_generator = _custom.accepts_generator(function)
+        extra = {"generator": generator} if accepts_generator else {}
+        try:
+            result = function(tensor, **self.kwargs, **extra)
+        except PolicyError:
+            raise
+        except Exception as err:
+            raise self._error(
+                f"{self.describe()} failed on a tensor of shape {_fmt_shape(tuple(tensor.shape))}"
+                f" and dtype {tensor.dtype}: {err}") from err
+        if isinstance(result, torch.Tensor) and result is not tensor:
+            if result.shape != tensor.shape:
+                raise self._error(
+                    f"custom initializer {self.name} returned shape "
+                    f"{_fmt_shape(tuple(result.shape))} for a tensor of shape "
+                    f"{_fmt_shape(tuple(tensor.shape))}; fill the tensor in place")
+            if result.data_ptr() != tensor.data_ptr():
+                tensor.copy_(result)
+
+    def _error(self, message: str) -> PolicyError:
+        return PolicyError(message, source=self.source, line=self.line)
+
+    # -- display ------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """A short human description: ``"kaiming_normal(mode=fan_in, nonlinearity=relu)"``.
+
+        Example:
+            >>> resolve_initializer({"init": "orthogonal", "chunks": 4}).describe()
+            'orthogonal×4 chunks'
+        """
+        if self.blocks is not None:
+            return "chunks[" + ", ".join(block.describe() for block in self.blocks) + "]"
+        text = self.name
+        if self.kwargs:
+            text += "(" + ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.kwargs.items()) + ")"
+        if self.chunks is not None:
+            text += f"×{self.chunks} chunks"
+        return text
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _fmt_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution and validation
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_initializer(
+    spec: str | Mapping[str, Any] | Initializer,
+    *,
+    where: str = "",
+    source: str | None = None,
+    line: int | None = None,
+) -> Initializer:
+    """Turn a policy's initializer spec into a validated :class:`Initializer`.
+
+    Args:
+        spec: a name (``"zeros"``, ``"kaiming_normal_"``, ``"pkg.mod:fn"``), a mapping
+            (``{init: name, chunks: N, **kwargs}`` or ``{chunks: [spec, ...]}``), or an
+            :class:`Initializer` (returned as is).
+        where: the location in the policy for error messages (``"rules[0].weight"``).
+        source: the policy file, if any, for error messages.
+        line: the 1-based line in ``source``, if known.
+
+    Returns:
+        The initializer.
+
+    Raises:
+        PolicyError: unknown name or argument (with the valid choices and a did-you-mean), a
+            missing required argument, a value of the wrong type or range, a bad ``chunks``;
+            for a custom initializer, arguments that do not bind to its signature.
+
+    Example:
+        >>> try:
+        ...     resolve_initializer({"init": "normal", "sdt": 0.02}, where="rules[0].weight")
+        ... except PolicyError as err:
+        ...     print(err)
+        rules[0].weight: unknown argument 'sdt' for normal; valid: chunks, init, mean, std. \
+Did you mean 'std'?
+    """
+    return _Resolver(where, source, line).resolve(spec)
+
+
+class _Resolver:
+    """Reads one spec; every error names ``where`` (a block adds ``.chunks[i]``)."""
+
+    def __init__(self, where: str, source: str | None, line: int | None) -> None:
+        self.where, self.source, self.line = where, source, line
+
+    def error(self, message: str, where: str | None = None) -> PolicyError:
+        return PolicyError(
+            message, where=self.where if where is None else where, source=self.source,
+            line=self.line,
+        )
+
+    def make(self, name: str, kwargs: Mapping[str, Any], kind: str = "tensor",
+             chunks: int | None = None, blocks: tuple[Initializer, ...] | None = None
+             ) -> Initializer:
+        return Initializer(name, Kwargs(kwargs), kind, chunks, blocks,  # type: ignore[arg-type]
+                           self.source, self.line)
+
+    def resolve(self, spec: Any, where: str | None = None) -> Initializer:
+        where = self.where if where is None else where
+        if isinstance(spec, Initializer):
+            return spec
+        if isinstance(spec, str):
+            return self._named(spec, {}, None, where)
+        if not isinstance(spec, Mapping):
+            raise self.error(
+                f"an initializer is a name (e.g. 'zeros') or a mapping with an 'init' key, "
+                f"got {spec!r} ({type(spec).__name__})", where)
+        spec = dict(spec)
+        for key in spec:
+            if not isinstance(key, str):
+                raise self.error(f"initializer keys must be strings, got {key!r}", where)
+        chunks = spec.pop("chunks", None)
+        if isinstance(chunks, list | tuple):
+            if spec:
+                raise self.error(
+                    "'chunks' given as a list of per-block initializers takes no other keys, "
+                    f"got {format_choices(spec)}", where)
+            return self._blocks(chunks, where)
+        if "init" not in spec:
+            hint = "".join(did_you_mean(key, ["init"]) for key in spec)
+            raise self.error(
+                "an initializer mapping needs an 'init' key (or 'chunks' as a list), got keys "
+                f"{format_choices(spec) or '(none)'}.{hint}".rstrip("."), where)
+        name = spec.pop("init")
+        if not isinstance(name, str):
+            raise self.error(f"'init' must be an initializer name, got {name!r}", where)
+        return self._named(name, spec, chunks, where)
+
+    def _blocks(self, specs: list[Any] | tuple[Any, ...], where: str) -> Initializer:
+        if not specs:
+            raise self.error("'chunks' as a list needs at least one initializer", where)
+        blocks = []
+        for index, block_spec in enumerate(specs):
+            block_where = f"{where}.chunks[{index}]" if where else f"chunks[{index}]"
+            block = self.resolve(block_spec, block_where)
+            if block.kind == "reset":
+                raise self.error(
+                    "'default' (the module's reset_parameters) cannot initialize one block; "
+                    "use 'keep' to leave a block alone", block_where)
+            blocks.append(block)
+        return self.make("chunks", {}, "tensor", len(blocks), tuple(blocks))
+
+    def _named(self, raw_name: str, kwargs: dict[str, Any], chunks: Any, where: str
+               ) -> Initializer:
+        name = raw_name.strip()
+        if ":" in name:
+            return self._custom(name, kwargs, chunks, where)
+        canonical = name.lower().rstrip("_")
+        if canonical in _SPECIAL:
+            if kwargs:
+                raise self.error(
+                    f"'{canonical}' takes no arguments, got {format_choices(kwargs)}", where)
+            if chunks is not None:
+                raise self.error(f"'chunks' cannot be combined with '{canonical}'", where)
+            return self.make(canonical, {}, _SPECIAL[canonical])
+        entry = _REGISTRY.get(canonical)
+        if entry is None:
+            raise self.error(_unknown_name(raw_name, canonical), where)
+        try:
+            validated = validate(canonical, entry.defaults, entry.params, kwargs)
+            problem = entry.check(entry.args(validated)) if entry.check else None
+        except ArgumentError as err:
+            raise self.error(str(err), where) from None
+        if problem:
+            raise self.error(problem, where)
+        return self.make(canonical, validated, "tensor", self._chunks(chunks, where))
+
+    def _chunks(self, chunks: Any, where: str) -> int | None:
+        if chunks is None:
+            return None
+        if isinstance(chunks, bool) or not isinstance(chunks, numbers.Integral) or chunks < 1:
+            raise self.error(
+                f"'chunks' must be an integer >= 1 (equal blocks along dim 0) or a list of "
+                f"initializers, got {chunks!r}", where)
+        return int(chunks)
+
+    def _custom(self, path: str, kwargs: dict[str, Any], chunks: Any, where: str
+                ) -> Initializer:
+        function = _custom.load(path, where=where, source=self.source, line=self.line)
+        problem = _custom.argument_problem(function, path, kwargs)
+        if problem:
+            raise self.error(problem, where)
+        return self.make(path, kwargs, "tensor", self._chunks(chunks, where))
+
+
+def _unknown_name(raw_name: str, canonical: str) -> str:
+    """The message for a name that is neither built in nor an import path."""
+    message = (f"unknown initializer {raw_name!r}; "
+               f"known: {format_choices(known_initializers())}.")
+    hint = did_you_mean(canonical, known_initializers())
+    name = raw_name.strip()
+    if not hint and "." in name:
+        module, _, attribute = name.rpartition(".")
+        hint = f" Did you mean '{module}:{attribute}'?"
+    return message + (hint or " A custom initializer needs an import path "
+                               "'package.module:function'.")

@@ -1,0 +1,400 @@
+"""The plan: which rule and initializer each parameter of a model gets, checked before writing.
+
+Building a plan walks the model once: it folds tied parameters into one target, lets the first
+matching rule claim each, applies ``skip`` and ``default``, checks every shape, and warns about
+what looks like a typo (a rule, a parameter key or a ``skip`` glob that matches nothing; a tied
+parameter claimed by two rules). Nothing is written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from lightning_init._text import did_you_mean, format_choices
+from lightning_init.errors import PolicyError
+from lightning_init.policy.initializers import Initializer
+from lightning_init.policy.schema import Rule, Schema
+from lightning_init.policy.targets import Target, is_parametrization_container, module_targets
+
+__all__ = [
+    "Plan",
+    "PlanItem",
+    "TiedParameterWarning",
+    "UnusedRuleWarning",
+    "build_plan",
+]
+
+
+class UnusedRuleWarning(UserWarning):
+    """A rule matched no parameter (usually a typo in ``type``, ``name`` or a parameter key).
+
+    Example:
+        >>> issubclass(UnusedRuleWarning, UserWarning)
+        True
+    """
+
+
+class TiedParameterWarning(UserWarning):
+    """A tied parameter (one tensor under two names) is claimed by two different rules.
+
+    Example:
+        >>> issubclass(TiedParameterWarning, UserWarning)
+        True
+    """
+
+
+@dataclass
+class PlanItem:
+    """One parameter to initialize, and by what.
+
+    Attributes:
+        target: the parameter.
+        rule_index: the rule's index in ``rules`` (``None``: no rule, a reset).
+        rule: the rule's label, or ``"default: reset"`` / ``"meta: reset_parameters"``.
+        initializer: the initializer, or ``None`` for the module's ``reset_parameters()``.
+    """
+
+    target: Target
+    rule_index: int | None
+    rule: str
+    initializer: Initializer | None
+
+    @property
+    def resets(self) -> bool:
+        """Whether the module's ``reset_parameters()`` sets this parameter."""
+        return self.initializer is None or self.initializer.kind == "reset"
+
+    def describe(self) -> str:
+        """The initializer's description (``"reset_parameters()"`` for a reset)."""
+        return "reset_parameters()" if self.initializer is None else self.initializer.describe()
+
+    def expected_std(self) -> float | None:
+        """The std the initializer's formula promises for this parameter's shape, if any."""
+        return None if self.initializer is None else self.initializer.expected_std(
+            self.target.shape)
+
+
+@dataclass
+class Plan:
+    """What applying a policy to one model will do.
+
+    Attributes:
+        items: the parameters to initialize, in model order (tied ones once).
+        left_alone: ``(qualified_name, reason)`` for the parameters not touched.
+        unused_rules: labels of the non-optional rules that matched nothing.
+        resets: the modules whose ``reset_parameters()`` runs.
+    """
+
+    items: list[PlanItem] = field(default_factory=list)
+    left_alone: list[tuple[str, str]] = field(default_factory=list)
+    unused_rules: list[str] = field(default_factory=list)
+    resets: list[nn.Module] = field(default_factory=list)
+
+
+def build_plan(schema: Schema, model: nn.Module, *, recurse: bool = True, prefix: str = ""
+               ) -> Plan:
+    """The validated plan for ``model``; warns (or, with ``strict``, raises) about typos.
+
+    Args:
+        schema: the policy.
+        model: the module.
+        recurse: ``False`` plans only ``model``'s own parameters (``init_module``).
+        prefix: prepended to qualified names.
+
+    Raises:
+        PolicyError: the policy does not fit the model (a bad ``type``, a shape an
+            initializer cannot fill, a reset without ``reset_parameters()``, ...).
+
+    Example:
+        >>> from lightning_init.policy.schema import parse_policy
+        >>> schema = parse_policy({"rules": [{"match": {"type": "Linear"}, "bias": "zeros"}]})
+        >>> plan = build_plan(schema, nn.Linear(2, 2))
+        >>> [(i.target.qualified_name, i.rule) for i in plan.items], plan.left_alone
+        ([('bias', 'rules[0] (type=Linear)')], [('weight', 'no rule')])
+    """
+    if not isinstance(model, nn.Module):
+        raise PolicyError(f"a policy applies to a torch.nn.Module, got {type(model).__name__}")
+    return _Planner(schema, model, recurse=recurse, prefix=prefix).build()
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+_Claim = tuple[str, Rule, Initializer]  # (qualified name, the rule, its initializer)
+
+
+class _Planner:
+    """One plan: the walk over the model collects claims, then each target is decided."""
+
+    def __init__(self, schema: Schema, model: nn.Module, *, recurse: bool, prefix: str) -> None:
+        self.schema = schema
+        self.recurse = recurse
+        self.types = _resolve_types(schema, model, whole_model=recurse)
+        self.named = (list(model.named_modules(prefix=prefix, remove_duplicate=False))
+                      if recurse else [(prefix, model)])
+        self.order: list[Target] = []  # one per tensor, in model order
+        self.claims: dict[int, list[_Claim]] = {}  # by id of the target's first tensor
+        self.skipped: set[int] = set()  # ids of first tensors under a skipped module
+        self.own_names: dict[int, set[str]] = {rule.index: set() for rule in schema.rules}
+        self.plan = Plan()
+        self.used: set[int] = set()
+        self._resets: dict[int, nn.Module] = {}
+
+    def build(self) -> Plan:
+        self._walk()
+        for target in self.order:
+            self._decide(target)
+        self._meta_buffers()
+        self.plan.resets = list(self._resets.values())
+        self.plan.unused_rules = self._unused_rules()
+        if self.recurse:
+            self._unknown_keys()
+            self._skip_globs([name for name, _ in self.named if name])
+        return self.plan
+
+    # ---- matching
+
+    def _skipped(self, module_name: str) -> bool:
+        if not self.schema.skip:
+            return False
+        parts = module_name.split(".") if module_name else []
+        candidates = [".".join(parts[:i]) for i in range(1, len(parts) + 1)] or [""]
+        return any(fnmatch.fnmatchcase(c, pattern) for c in candidates
+                   for pattern in self.schema.skip)
+
+    def _matches(self, rule: Rule, module_name: str, module: nn.Module) -> bool:
+        types = self.types[rule.index]
+        if rule.types and not (types and isinstance(module, types)):
+            return False
+        return not rule.names or any(fnmatch.fnmatchcase(module_name, g) for g in rule.names)
+
+    def _claim(self, target: Target, module_name: str, module: nn.Module) -> _Claim | None:
+        """The first rule that matches the module and names the parameter."""
+        for rule in self.schema.rules:
+            if not self._matches(rule, module_name, module):
+                continue
+            for key, initializer in rule.params:
+                if fnmatch.fnmatchcase(target.local_name, key):
+                    return target.qualified_name, rule, initializer
+        return None
+
+    def _walk(self) -> None:
+        modules = dict(self.named)
+        by_tensor: dict[int, Target] = {}
+        for module_name, module in self.named:
+            if self.recurse and is_parametrization_container(module_name, modules):
+                continue
+            targets = list(module_targets(module_name, module))
+            skipped = self._skipped(module_name)
+            if targets and not skipped:
+                for rule in self.schema.rules:
+                    if self._matches(rule, module_name, module):
+                        self.own_names[rule.index].update(t.local_name for t in targets)
+            for target in targets:
+                key = id(target.tensors[0])
+                if key in by_tensor:  # tied: one target, written once
+                    by_tensor[key].aliases.append(target.qualified_name)
+                else:
+                    by_tensor[key] = target
+                    self.order.append(target)
+                if skipped:
+                    self.skipped.add(key)
+                elif (claim := self._claim(target, module_name, module)) is not None:
+                    self.claims.setdefault(key, []).append(claim)
+
+    # ---- deciding each target
+
+    def _decide(self, target: Target) -> None:
+        key = id(target.tensors[0])
+        if key in self.skipped:
+            self.plan.left_alone.append((target.qualified_name, "skip"))
+            return
+        claims = sorted(self.claims.get(key, []), key=lambda claim: claim[1].index)
+        if not claims:
+            self._unruled(target)
+            return
+        name, rule, initializer = claims[0]
+        others = [(other_name, other) for other_name, other, _ in claims if other is not rule]
+        if others:
+            other_name, other = others[0]
+            _warn(f"tied parameter {target.qualified_name!r} (also {', '.join(target.aliases)}) "
+                  f"is claimed by {rule.label} as {name!r} and by {other.label} as "
+                  f"{other_name!r}: it is initialized once, by {rule.label}", TiedParameterWarning)
+        self.used.update(claim[1].index for claim in claims)
+        self._ruled(target, rule, initializer)
+
+    def _ruled(self, target: Target, rule: Rule, initializer: Initializer) -> None:
+        if initializer.kind == "keep":
+            self.plan.left_alone.append((target.qualified_name, f"keep by {rule.label}"))
+            return
+        if initializer.kind == "tensor":
+            key = next((k for k, _ in rule.params if fnmatch.fnmatchcase(target.local_name, k)),
+                       target.local_name)
+            initializer.check_shape(
+                target.shape, where=f"{rule.where}.{key} -> {target.qualified_name}")
+        elif not _can_reset(target.module):
+            raise self._error(
+                f"'default' (reset_parameters) asked for {target.qualified_name!r}, but "
+                f"{type(target.module).__name__} has no reset_parameters()", rule)
+        else:
+            self._resets[id(target.module)] = target.module
+        self.plan.items.append(PlanItem(target, rule.index, rule.label, initializer))
+
+    def _unruled(self, target: Target) -> None:
+        can_reset = _can_reset(target.module)
+        is_meta = target.tensors[0].is_meta
+        if can_reset and (self.schema.default == "reset" or is_meta):
+            self._resets[id(target.module)] = target.module
+            label = "default: reset" if self.schema.default == "reset" else "meta: reset_parameters"
+            self.plan.items.append(PlanItem(target, None, label, None))
+        elif is_meta:
+            raise PolicyError(
+                f"{target.qualified_name!r} is on the meta device, no rule covers it and "
+                f"{type(target.module).__name__} has no reset_parameters(): add a rule for "
+                "it so that it is not left as uninitialized memory", source=self.schema.source)
+        else:
+            reason = ("no rule" if self.schema.default == "keep"
+                      else "no rule, no reset_parameters")
+            self.plan.left_alone.append((target.qualified_name, reason))
+
+    def _meta_buffers(self) -> None:
+        """Meta buffers: only the module's ``reset_parameters()`` sets them."""
+        for module_name, module in self.named:
+            if not module.__dict__.get("_buffers") or not any(
+                    b is not None and b.is_meta for b in module._buffers.values()):
+                continue
+            if _can_reset(module):
+                self._resets.setdefault(id(module), module)
+            elif not self._skipped(module_name):
+                _warn(f"{module_name or type(module).__name__!r} has buffers on the meta "
+                      "device and no reset_parameters(): they stay uninitialized memory",
+                      UserWarning)
+
+    # ---- what looks like a typo
+
+    def _error(self, message: str, rule: Rule, suffix: str = "") -> PolicyError:
+        return PolicyError(message, where=rule.where + suffix, source=self.schema.source,
+                           line=rule.line)
+
+    def _unused_rules(self) -> list[str]:
+        if not self.recurse:  # one module of many: other rules are for other modules
+            return []
+        unused = [rule for rule in self.schema.rules
+                  if rule.index not in self.used and not rule.optional]
+        if unused:
+            message = "rule matches no parameter: " + "; ".join(rule.label for rule in unused)
+            if self.schema.strict:
+                raise self._error(message + " (strict: true)", unused[0])
+            _warn(message, UnusedRuleWarning)
+        return [rule.label for rule in unused]
+
+    def _unknown_keys(self) -> None:
+        """A parameter key that no matched module has: a typo?"""
+        for rule in self.schema.rules:
+            names = self.own_names[rule.index]
+            if rule.index not in self.used or not names:
+                continue
+            for key, _ in rule.params:
+                if fnmatch.filter(names, key):
+                    continue
+                message = (f"{rule.label}: key {key!r} names no parameter of the modules the "
+                           f"rule matches.{did_you_mean(key, names)} Their parameters: "
+                           f"{format_choices(names)}")
+                if self.schema.strict:
+                    raise self._error(message + " (strict: true)", rule, f".{key}")
+                _warn(message, UnusedRuleWarning)
+
+    def _skip_globs(self, module_names: list[str]) -> None:
+        """A ``skip`` glob that matches no module is a typo, or a glob missing its prefix."""
+        for pattern in self.schema.skip:
+            if any(fnmatch.fnmatchcase(name, pattern) for name in module_names):
+                continue
+            message = f"skip glob {pattern!r} matches no module"
+            if module_names:
+                message += (": skip globs are over full qualified names (such as "
+                            f"{module_names[0]!r}).{_skip_hint(pattern, module_names)}")
+            if self.schema.strict:
+                raise PolicyError(message + " (strict: true)", where="skip",
+                                  source=self.schema.source)
+            _warn(message, UnusedRuleWarning)
+
+
+def _skip_hint(pattern: str, module_names: list[str]) -> str:
+    suffix_matches = [n for n in module_names if fnmatch.fnmatchcase(n, "*." + pattern)]
+    if not suffix_matches:
+        return did_you_mean(pattern, module_names)
+    parts = suffix_matches[0].split(".")  # "backbone.*" for "net.backbone.0": no prefix
+    prefix = next((".".join(parts[:i]) + "." for i in range(1, len(parts))
+                   if fnmatch.fnmatchcase(suffix_matches[0], ".".join(parts[:i]) + "." + pattern)),
+                  "")
+    return f" Did you mean '{prefix}{pattern}'?"
+
+
+def _can_reset(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None))
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """Warn at the first caller outside the policy package (the user's ``apply`` line)."""
+    frame, level = sys._getframe(0), 1  # stacklevel 1 is this frame
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+# --------------------------------------------------------------------------- match.type
+
+
+def _resolve_types(schema: Schema, model: nn.Module, *, whole_model: bool
+                   ) -> dict[int, tuple[type, ...]]:
+    """Check every rule's ``type`` names a class; return the classes to match, by rule index.
+
+    For one module (``init_module``) a bare name that is none of its classes matches nothing
+    instead of raising: it may name a class elsewhere in the model.
+    """
+    model_classes = {cls for m in model.modules() for cls in type(m).__mro__
+                     if issubclass(cls, nn.Module)}
+    known = {n: getattr(nn, n) for n in dir(nn) if isinstance(getattr(nn, n, None), type)
+             and issubclass(getattr(nn, n), nn.Module)}
+    known.update({cls.__name__: cls for cls in model_classes})  # the model's own win
+    resolved: dict[int, tuple[type, ...]] = {}
+    for rule in schema.rules:
+        classes = [_resolve_type(name, known, rule, schema.source, whole_model=whole_model)
+                   for name in rule.types]
+        resolved[rule.index] = tuple(cls for cls in classes if cls is not None)
+    return resolved
+
+
+def _resolve_type(type_name: str, known: dict[str, Any], rule: Rule, source: str | None, *,
+                  whole_model: bool) -> type | None:
+    def error(message: str) -> PolicyError:
+        return PolicyError(message, where=rule.where + ".match.type", source=source,
+                           line=rule.line)
+
+    if ":" in type_name or "." in type_name:
+        module_path, _, attr = type_name.replace(":", ".").rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_path), attr)
+        except (ImportError, AttributeError, ValueError):
+            raise error(f"type {type_name!r} cannot be imported") from None
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise error(f"type {type_name!r} is not a torch.nn.Module class")
+        return cls
+    if type_name in known:
+        return known[type_name]
+    if not whole_model:
+        return None
+    raise error(f"type {type_name!r} is no class of torch.nn nor of the model."
+                f"{did_you_mean(type_name, sorted(known))} Give a class name "
+                "(Linear) or a dotted import path (mypkg.layers.MyBlock)")

@@ -1,0 +1,189 @@
+"""What a policy would do (:class:`PolicyPlan`) and what it did (:class:`InitReport`), as tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from lightning_init._text import format_number, markdown_table, table
+from lightning_init.fingerprint import weights_fingerprint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_init.policy.plan import PlanItem
+
+__all__ = ["InitRecord", "InitReport", "PlanEntry", "PolicyPlan"]
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One row of a plan: which rule initializes which parameter, and how.
+
+    Attributes:
+        qualified_name: the parameter's name in the model (``"encoder.0.weight"``).
+        shape: its shape.
+        rule_index: index of the rule in ``rules`` (``None`` for ``default: reset``).
+        rule: the rule's label (``"rules[0] (type=Linear)"`` or ``"default: reset"``).
+        initializer: the initializer's description.
+        expected_std: the std the initializer's formula promises, if it has one.
+
+    Example:
+        >>> entry = PlanEntry("fc.weight", (4, 2), 0, "rules[0] (type=Linear)", "zeros", 0.0)
+        >>> entry.rule, entry.expected_std
+        ('rules[0] (type=Linear)', 0.0)
+    """
+
+    qualified_name: str
+    shape: tuple[int, ...]
+    rule_index: int | None
+    rule: str
+    initializer: str
+    expected_std: float | None
+
+    @classmethod
+    def of(cls, item: PlanItem) -> PlanEntry:
+        """The row of one plan item."""
+        target = item.target
+        return cls(target.qualified_name, tuple(target.shape), item.rule_index, item.rule,
+                   item.describe(), item.expected_std())
+
+
+@dataclass(frozen=True)
+class InitRecord(PlanEntry):
+    """One initialized parameter in an :class:`InitReport`: its plan row, and what was written.
+
+    Attributes:
+        measured_mean: the mean of the values written.
+        measured_std: the (population) std of the values written.
+
+    The other attributes are :class:`PlanEntry`'s.
+
+    Example:
+        >>> record = InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0, 1.0, 0.0)
+        >>> record.measured_mean
+        1.0
+    """
+
+    measured_mean: float
+    measured_std: float
+
+    @classmethod
+    def of(cls, item: PlanItem, mean: float, std: float) -> InitRecord:  # type: ignore[override]
+        """The record of one written plan item."""
+        entry = PlanEntry.of(item)
+        return cls(entry.qualified_name, entry.shape, entry.rule_index, entry.rule,
+                   entry.initializer, entry.expected_std, mean, std)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+class _PlanTable:
+    """The text and Markdown rendering shared by :class:`PolicyPlan` and :class:`InitReport`."""
+
+    policy_name: str | None
+    left_alone: list[tuple[str, str]]
+    unused_rules: list[str]
+
+    def _sections(self) -> tuple[list[str], list[list[str]]]:
+        raise NotImplementedError
+
+    def _footer(self) -> list[str]:
+        lines = []
+        if self.left_alone:
+            lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
+        if self.unused_rules:
+            lines.append("unused rules: " + "; ".join(self.unused_rules))
+        return lines
+
+    def __str__(self) -> str:
+        title = f"init policy {self.policy_name!r}" if self.policy_name else "init policy"
+        return "\n".join([title, table(*self._sections()), *self._footer()])
+
+    def to_markdown(self) -> str:
+        """The table as Markdown (for TensorBoard text)."""
+        return "\n\n".join([markdown_table(*self._sections()), *self._footer()])
+
+
+@dataclass
+class PolicyPlan(_PlanTable):
+    """The dry-run result of :meth:`InitPolicy.explain`: nothing was changed.
+
+    Attributes:
+        policy_name: the policy's ``name``.
+        entries: one :class:`PlanEntry` per parameter a rule (or ``default: reset``) covers.
+        left_alone: ``(qualified_name, reason)`` for every parameter the policy does not touch.
+        unused_rules: labels of rules that match no parameter.
+
+    Example:
+        >>> plan = PolicyPlan("demo", [PlanEntry("fc.bias", (2,), 0, "rules[0]", "zeros", 0.0)],
+        ...                   [("fc.weight", "no rule")], [])
+        >>> print(plan)
+        init policy 'demo'
+        parameter  shape  rule      initializer  expected std
+        ---------  -----  --------  -----------  ------------
+        fc.bias    2      rules[0]  zeros        0
+        left alone: fc.weight (no rule)
+    """
+
+    policy_name: str | None
+    entries: list[PlanEntry]
+    left_alone: list[tuple[str, str]]
+    unused_rules: list[str]
+
+    def _sections(self) -> tuple[list[str], list[list[str]]]:
+        headers = ["parameter", "shape", "rule", "initializer", "expected std"]
+        rows = [[e.qualified_name, _shape(e.shape), e.rule, e.initializer,
+                 format_number(e.expected_std)] for e in self.entries]
+        return headers, rows
+
+
+class InitReport(_PlanTable):
+    """What :meth:`InitPolicy.apply` did: per parameter the rule, initializer and statistics.
+
+    Attributes:
+        records: one :class:`InitRecord` per initialized parameter.
+        left_alone: ``(qualified_name, reason)`` for parameters left as they were.
+        unused_rules: labels of rules that matched nothing.
+        policy_name: the policy's ``name``.
+
+    Example:
+        >>> report = InitReport("demo", [InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0, 1.0,
+        ...                                         0.0)], [], [])
+        >>> print(report.to_markdown())
+        | parameter | shape | rule | initializer | expected std | mean | std |
+        |---|---|---|---|---|---|---|
+        | b | 2 | rules[0] | ones | 0 | 1 | 0 |
+    """
+
+    def __init__(self, policy_name: str | None, records: list[InitRecord],
+                 left_alone: list[tuple[str, str]], unused_rules: list[str],
+                 model: nn.Module | None = None) -> None:
+        self.policy_name = policy_name
+        self.records = records
+        self.left_alone = left_alone
+        self.unused_rules = unused_rules
+        self._model = model
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """:func:`~lightning_init.weights_fingerprint` of the model after apply (computed on
+        first access)."""
+        if self._fingerprint is None and self._model is not None:
+            self._fingerprint = weights_fingerprint(self._model)
+            self._model = None
+        return self._fingerprint
+
+    def _sections(self) -> tuple[list[str], list[list[str]]]:
+        headers = ["parameter", "shape", "rule", "initializer", "expected std", "mean", "std"]
+        rows = [[r.qualified_name, _shape(r.shape), r.rule, r.initializer,
+                 format_number(r.expected_std), format_number(r.measured_mean),
+                 format_number(r.measured_std)] for r in self.records]
+        return headers, rows
+
+    def __repr__(self) -> str:
+        return (f"InitReport(policy_name={self.policy_name!r}, records={len(self.records)}, "
+                f"left_alone={len(self.left_alone)}, unused_rules={self.unused_rules!r})")
