@@ -12,7 +12,7 @@ Example:
 
 from lightning_init.diagnostics._alerts import DiagnosticsWarning
 from lightning_init.diagnostics._options import DiagnosticsOptionError, DiagnosticsOptions
-from lightning_init.diagnostics._recorder import TrainingDiagnostics
+from lightning_init.diagnostics._callback import TrainingDiagnostics
 
 __all__ = [
     "DiagnosticsOptionError",
