@@ -99,6 +99,15 @@ def check_update_ratio(
     A zero update is a skipped step (AMP overflow, zero learning rate), not a bad init: no
     alert. The caller passes matrices only: vectors (biases, norm gains) start at 0 or 1 and
     move by large relative amounts early on.
+
+    Example:
+        >>> from lightning_init.diagnostics._options import DiagnosticsOptions
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     for ratio in (1e-3, 0.0, 0.5):
+        ...         check_update_ratio(Alerts(), DiagnosticsOptions(), 1, "w", ratio)
+        >>> [str(w.message).split(": ", 2)[2][:30] for w in caught]
+        ['update ratio ||w_t - w_(t-1)||']
     """
     low, high = options.update_ratio_band
     if options.alerts and ratio > 0 and not low <= ratio <= high:
@@ -113,7 +122,16 @@ def check_dead_layer(
     alerts: Alerts, options: DiagnosticsOptions, step: int, name: str, *, dead: float,
     units: float,
 ) -> None:
-    """Alert when at least ``dead_fraction`` of a layer's units output exactly 0 throughout."""
+    """Alert when at least ``dead_fraction`` of a layer's units output exactly 0 throughout.
+
+    Example:
+        >>> from lightning_init.diagnostics._options import DiagnosticsOptions
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     check_dead_layer(Alerts(), DiagnosticsOptions(), 0, "net.1", dead=15, units=16)
+        >>> str(caught[0].message)
+        "lightning_init diagnostics, step 0: 'net.1': dead layer: 94% of its 16 units output exactly 0 on every sample"
+    """  # noqa: E501
     if options.alerts and units > 0 and dead / units >= options.dead_fraction:
         alerts.warn(
             "dead", name, step,

@@ -49,7 +49,7 @@ EXACT_STD_MAX_NUMEL = 8192
 GROUP_MAX_NUMEL = 1 << 16
 # A sampled snapshot is made of runs of this many contiguous elements (1 KiB of float32): whole
 # cache lines, where single random elements would each wait for memory. Shorter runs estimate
-# better (more independent pieces): runs of 1024 were about 2.6x less accurate on Adam updates.
+# better (more independent pieces).
 SAMPLE_RUN = 256
 
 # Columns of the matrix returned by `TensorBatch.stats`.
@@ -257,10 +257,10 @@ class TensorBatch:
                 self._sample_scale = self._scales(norms[:n_sampled])
         for group in self.grouped:
             matrix: Tensor = group.buffer  # type: ignore[assignment]
-            # amax and amin: on CPU `aminmax(dim=1)` and `abs().amax(1)` are 3-30x slower.
+            # amax and amin: on CPU `aminmax(dim=1)` and `abs().amax(1)` are several times slower.
             absmax = torch.maximum(matrix.amax(1), matrix.amin(1).neg())
             if 1 < group.numel <= EXACT_STD_MAX_NUMEL:
-                # Two passes, centred first: no cancellation. (`std(1)` is 5x slower on CPU.)
+                # Two passes, centred first: no cancellation. (`std(1)` is slower on CPU.)
                 centred = matrix - matrix.mean(1, keepdim=True)
                 std = torch.linalg.vector_norm(centred, dim=1) / math.sqrt(group.numel - 1)
             else:

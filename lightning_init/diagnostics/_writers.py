@@ -1,15 +1,13 @@
 """Where the statistics go: a TensorBoard event file of their own, or any Lightning logger.
 
 Writing through ``SummaryWriter`` costs more than computing the statistics: each event is
-checksummed by TensorBoard's pure-Python CRC-32C (about 0.4 us per byte, in the writer's
-thread, holding the GIL: 6 ms for the 16 kB of one logging step's scalars, 40 ms with
-histograms) and queued one by one (a full queue blocks the training thread). So
-:class:`TensorBoardWriter` writes ONE event per logging step (every scalar and histogram as a
-value of one ``Summary``), synchronously, into its own event file, checksummed by
-``google_crc32c`` (C, about 1 GB/s). Building 450 ``Summary.Value`` messages in Python costs
-1.4 ms; the values' bytes are therefore encoded directly (:class:`_ScalarEncoder`, 0.1 ms, and
-:func:`_encode_histogram`), a few lines of protobuf wire format that TensorBoard's own reader
-reads back in the tests.
+checksummed by TensorBoard's pure-Python CRC-32C, in the writer's thread, holding the GIL, and
+queued one by one (a full queue blocks the training thread). So :class:`TensorBoardWriter`
+writes ONE event per logging step (every scalar and histogram as a value of one ``Summary``),
+synchronously, into its own event file, checksummed by ``google_crc32c`` (C). Building one
+``Summary.Value`` message per scalar in Python is slow too: the values' bytes are encoded
+directly (:class:`_ScalarEncoder` and :func:`_encode_histogram`), a few lines of protobuf wire
+format that TensorBoard's own reader reads back in the tests.
 
 The file lives in the subdirectory ``diagnostics`` of the logger's directory: TensorBoard shows
 it as its own run (``version_0/diagnostics``). In the logger's own directory it would be the
