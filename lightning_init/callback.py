@@ -6,9 +6,11 @@ live in their own modules and are reached through their public names.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -20,118 +22,144 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
-# Modules, not names: attributes are looked up at call time (the wiring tests patch them).
-import lightning_init.check as _check
-import lightning_init.diagnostics as _diagnostics
 from lightning_init._lightning import find_sample_batch, run_sample_forward
+from lightning_init.check import (
+    CheckOptions,
+    InitCheckReport,
+    check_lightning_module,
+    publish_check_report,
+    raise_or_warn,
+)
+from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
 from lightning_init.errors import InitCheckError
 from lightning_init.fingerprint import weights_fingerprint
+from lightning_init.policy import InitPolicy
 
 __all__ = ["InitCallback"]
 
 _SEED_BOUND = 2**31 - 1
+_P = ParamSpec("_P")
+_O = TypeVar("_O")
+
+
+class _Policy(Protocol):
+    """What the callback needs of a policy: :class:`~lightning_init.InitPolicy`, or any object
+    with its ``apply`` (a ``name`` and a ``seed`` are read when present)."""
+
+    def apply(self, model: nn.Module, *, seed: int | None = ..., prefix: str = ...) -> object: ...
+
+
+@runtime_checkable
+class _Markdown(Protocol):
+    """A report that renders as a Markdown table (:class:`~lightning_init.policy.InitReport`)."""
+
+    def to_markdown(self) -> str: ...
+
+
+@dataclass
+class _Record:
+    """What :meth:`InitCallback.state_dict` saves about the initialization."""
+
+    applied: bool = False  # the first fit has initialized (or resumed) the weights
+    policy_name: str | None = None
+    fingerprint: str | None = None  # of the weights right after the initialization
+    seed: int | None = None  # the rank-shared seed given to the policy
+
+
+@dataclass
+class _Fit:
+    """What one ``fit``'s ``setup`` leaves for its ``on_fit_start``; never pickled."""
+
+    # The modules initialized in setup, when this fit initializes (held: their ids stay unique).
+    known_modules: list[nn.Module] | None = None
+    state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
+    reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
+
+
+def _to_diagnostics(
+    hook: Callable[Concatenate[TrainingDiagnostics, _P], None],
+) -> Callable[Concatenate[InitCallback, _P], None]:
+    """An ``InitCallback`` hook that passes its arguments on to the same hook of the
+    diagnostics, when they are on."""
+    name = hook.__name__
+
+    def forward(self: InitCallback, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        if self._diagnostics is not None:
+            getattr(self._diagnostics, name)(*args, **kwargs)
+
+    forward.__name__, forward.__qualname__ = name, f"InitCallback.{name}"
+    forward.__doc__ = f"Passes the hook on to :meth:`TrainingDiagnostics.{name}`."
+    return forward
 
 
 class InitCallback(Callback):
-    """Applies an init policy once, at the start of the first ``fit``, then checks and watches it.
+    """Applies an init policy at the start of the first ``fit``, checks the init, and watches
+    early training.
 
-    When the policy is applied, and when it is not:
+    - ``fit`` only, once: ``validate``, ``test`` and ``predict`` never change a weight, and a
+      second ``fit`` with the same callback continues training.
+    - Never over a checkpoint: when ``fit`` resumes from ``ckpt_path``, its weights win. The
+      checkpoint holds the callback's state (policy name, seed, weights' fingerprint).
+    - Modules built in ``configure_model`` and lazy modules (``nn.LazyLinear``, materialized by
+      one forward of ``example_input_array`` or of the first training batch) are initialized
+      too. Build lazy modules in ``__init__``, not in ``configure_model``.
+    - Every rank gets the same weights: rank 0 draws the seed (unless the policy has one) and
+      the numbers of each parameter follow from ``(seed, qualified name, shape)``. Under DDP,
+      ranks that end up with different weights raise ``RuntimeError``.
+    - Models built on the meta device or under ``trainer.init_module(empty_init=True)`` get the
+      policy as their only initialization; give such a policy ``default: reset`` (or rules for
+      every parameter).
+    - The loggers get the hyperparameters ``lightning_init/policy`` and
+      ``lightning_init/fingerprint``, and TensorBoard the table of what was applied.
 
-    - ``fit`` only; ``validate``, ``test`` and ``predict`` never change a weight.
-    - Once: the first ``fit`` initializes; a second ``fit`` with the same callback continues
-      training. ``state_dict`` records the policy's name and the fingerprint of the initialized
-      weights (:func:`~lightning_init._fingerprint.weights_fingerprint`), so a resumed run knows.
-    - Never over a checkpoint: when ``fit`` resumes from ``ckpt_path`` the checkpoint's weights
-      win. Modules built in ``__init__`` are initialized in ``setup`` (before the restore, which
-      overwrites them); modules built in ``configure_model`` in ``on_fit_start``, skipped when
-      resuming.
-    - Lazy modules (``nn.LazyLinear``...) are materialized in ``setup`` by one no-grad forward
-      of ``example_input_array`` (else one ``training_step`` on the first training batch, logging
-      muted), then initialized. DDP refuses to wrap unmaterialized modules, so this is needed.
-      Lazy modules created in ``configure_model`` cannot be materialized by a callback (no hook
-      runs between ``configure_model`` and the DDP wrap): build those in ``__init__``.
-    - Every rank gets the same weights: rank 0 draws the seed (unless the policy has its own)
-      and the strategy broadcasts it; ``policy.apply(model, seed=shared_seed)`` then derives
-      each parameter's numbers from ``(seed, qualified name, shape)``, whatever each rank's
-      global RNG holds. Under DDP the weights' fingerprint (parameters and buffers) is compared
-      across ranks after init and a mismatch raises ``RuntimeError`` naming the ranks.
-
-    What the loggers get (rank 0; no logger is fine): hyperparameters
-    ``lightning_init/policy`` and ``lightning_init/fingerprint``, written in ``on_fit_start``
-    together with the module's own (TensorBoard's HParams view reads a run's first session),
-    and the table of what was applied as TensorBoard text ``lightning_init/policy``, once.
-
-    Meta-device and empty-init models get the policy as their one real initialization::
-
-        trainer = Trainer(callbacks=[InitCallback(policy="my_policy.yaml")])
-        with trainer.init_module(empty_init=True):   # no default init is paid
-            model = MyModule()
-        trainer.fit(model)                           # the policy fills every tensor
-
-    or build the model under ``torch.device("meta")``; the policy materializes the tensors it
-    covers. Give such a policy ``default: reset`` (or rules for every parameter): a tensor left
-    on the meta device raises a clear error, and empty-init memory the policy leaves alone
-    holds garbage.
-
-    Sharded strategies (FSDP, ModelParallelStrategy) need a GPU in Lightning and are not tested
-    here. The design for them: the shared seed makes the numbers a function of the parameter's
-    full name and shape, so a policy that fills a DTensor from the full tensor's generator gives
-    a sharded model the same weights as an unsharded one; the cross-rank fingerprint comparison
-    is skipped for DTensor parameters and non-DDP strategies (local shards differ by design).
-    Left for a GPU: an FSDP run with ``trainer.init_module(empty_init=True)`` (Lightning's FSDP
-    materializes meta modules with ``reset_parameters()`` only after ``setup``; the callback
-    materializes them in ``setup`` on the host, full size) and a ModelParallelStrategy run
-    whose ``configure_model`` parallelizes, compared to a single-device run with the same seed.
-    DeepSpeed (ZeRO-3 partitions parameters when the strategy sets up, before ``on_fit_start``)
-    is not verified across ranks and its ``configure_model`` modules are not supported yet.
+    Sharded strategies (FSDP, ModelParallelStrategy, DeepSpeed) are not verified.
 
     Args:
-        policy: a YAML path, a preset name, a mapping, an ``InitPolicy``, or ``None`` to leave
-            the weights alone (the check and the diagnostics still run).
-        check: ``True``, ``False`` or a mapping of check options (e.g. ``{"on_fail": "raise"}``).
-            Runs once in ``on_fit_start`` of the first ``fit``, on every rank.
-        diagnostics: ``True``, ``False`` or a mapping of diagnostics options
+        policy: a YAML path, a preset name, a mapping, an :class:`~lightning_init.InitPolicy`,
+            or ``None`` to leave the weights alone (the check and the diagnostics still run).
+        check: ``True``, ``False``, :class:`~lightning_init.check.CheckOptions` or a mapping
+            of them (e.g. ``{"on_fail": "raise"}``). Runs once, before the first training step.
+        diagnostics: ``True``, ``False``,
+            :class:`~lightning_init.diagnostics.DiagnosticsOptions` or a mapping of them
             (e.g. ``{"every_n_steps": 10}``).
 
     Raises:
-        TypeError: ``check`` or ``diagnostics`` is neither a bool nor a mapping.
+        TypeError: ``policy``, ``check`` or ``diagnostics`` is of a type it cannot be.
         PolicyError: the policy cannot be loaded (raised here, before any training).
+        OptionError: an unknown or invalid check or diagnostics option.
 
     Example:
-        >>> callback = InitCallback(policy=None, check=False, diagnostics=False)
+        >>> from lightning.pytorch import Trainer
+        >>> callback = InitCallback("kaiming_relu", check={"on_fail": "raise"},
+        ...                         diagnostics={"every_n_steps": 10})
+        >>> trainer = Trainer(callbacks=[callback], logger=False)  # then trainer.fit(model)
+        >>> callback
+        InitCallback(policy='kaiming_relu', check={'on_fail': 'raise'}, diagnostics={'every_n_steps': 10})
         >>> callback.state_dict()["applied"], callback.state_key
-        (False, "InitCallback{'policy': None}")
-    """
+        (False, "InitCallback{'policy': 'kaiming_relu'}")
+    """  # noqa: E501
 
     def __init__(
         self,
-        policy: str | dict[str, Any] | None = None,
-        check: bool | dict[str, Any] = True,
-        diagnostics: bool | dict[str, Any] = True,
+        policy: str | dict[str, Any] | InitPolicy | None = None,
+        check: bool | dict[str, Any] | CheckOptions = True,
+        diagnostics: bool | dict[str, Any] | DiagnosticsOptions = True,
     ) -> None:
         self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
         self._policy = _load_policy(policy)
-        self._check_options = _options("check", check, _check.CheckOptions)
-        diagnostics_options = _options("diagnostics", diagnostics, _diagnostics.DiagnosticsOptions)
-        self._diagnostics = (
-            None
-            if diagnostics_options is None
-            else _diagnostics.TrainingDiagnostics(diagnostics_options)
+        self._check_options = CheckOptions.from_arg(_options_arg("check", check, CheckOptions))
+        diagnostics_options = DiagnosticsOptions.from_arg(
+            _options_arg("diagnostics", diagnostics, DiagnosticsOptions)
         )
-        # What the state_dict records.
-        self._applied = False  # the first fit has initialized (or resumed) the weights
-        self._policy_name: str | None = None
-        self._fingerprint: str | None = None
-        self._seed: int | None = None
-        # Per-fit bookkeeping, reset in setup.
-        self._fresh = False  # this fit is the first: initialize
-        self._state_loaded = False
-        self._setup_modules: list[nn.Module] = []  # held, so that their ids stay unique
-        self._reports: list[Any] = []
-        self._check_report: Any = None
+        self._diagnostics = (
+            None if diagnostics_options is None else TrainingDiagnostics(diagnostics_options)
+        )
+        self._record = _Record()
+        self._fit = _Fit()
+        self._check_report: InitCheckReport | None = None
 
     @property
-    def check_report(self) -> Any:
+    def check_report(self) -> InitCheckReport | None:
         """The :class:`~lightning_init.InitCheckReport` of the last fit's check, or ``None``.
 
         Example:
@@ -141,16 +169,14 @@ class InitCallback(Callback):
         return self._check_report
 
     def __repr__(self) -> str:
-        shown = dict(self._arguments)
-        if not isinstance(shown["policy"], (str, os.PathLike, Mapping, type(None))):
-            shown["policy"] = _policy_label(self._policy)
-        listing = ", ".join(f"{key}={value!r}" for key, value in shown.items())
+        shown = {key: _shown(value) for key, value in self._arguments.items()}
+        if not isinstance(self._arguments["policy"], (str, os.PathLike, Mapping, type(None))):
+            shown["policy"] = repr(_policy_label(self._policy))
+        listing = ", ".join(f"{key}={value}" for key, value in shown.items())
         return f"{type(self).__name__}({listing})"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_setup_modules=[], _reports=[])  # per-fit, never pickled with the module
-        return state
+        return {**self.__dict__, "_fit": _Fit()}  # per fit: never pickled with the modules
 
     # ----------------------------------------------------------------------------- state
 
@@ -161,23 +187,20 @@ class InitCallback(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "applied": self._applied,
-            "policy_name": self._policy_name,
-            "fingerprint": self._fingerprint,
-            "seed": self._seed,
-        }
+        state: dict[str, Any] = dataclasses.asdict(self._record)
         if self._diagnostics is not None:
             state["diagnostics"] = self._diagnostics.state_dict()
         return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._applied = bool(state_dict.get("applied", False))
-        self._policy_name = state_dict.get("policy_name")
-        self._fingerprint = state_dict.get("fingerprint")
-        self._seed = state_dict.get("seed")
-        self._state_loaded = True
+        self._record = _Record(
+            applied=bool(state_dict.get("applied", False)),
+            policy_name=state_dict.get("policy_name"),
+            fingerprint=state_dict.get("fingerprint"),
+            seed=state_dict.get("seed"),
+        )
+        self._fit.state_loaded = True
         if self._diagnostics is not None and "diagnostics" in state_dict:
             self._diagnostics.load_state_dict(state_dict["diagnostics"])
 
@@ -185,87 +208,74 @@ class InitCallback(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._state_loaded = False
-        self._reports = []
-        self._fresh = stage == "fit" and not self._applied
-        if self._fresh:
-            self._materialize_lazy(trainer, pl_module)
-            if self._policy is not None:
-                self._seed = self._shared_seed(trainer)
-                if _has_tensors(pl_module):
-                    self._reports.append(self._policy.apply(pl_module, seed=self._seed))
-                    _raise_if_meta_left(pl_module)
-            self._setup_modules = list(pl_module.modules())
+        self._fit = _Fit()
+        if stage == "fit" and not self._record.applied:
+            self._initialize(trainer, pl_module)
+            self._fit.known_modules = list(pl_module.modules())
         if self._diagnostics is not None:
             self._diagnostics.setup(trainer, pl_module, stage)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._fresh:
+        known_modules, self._fit.known_modules = self._fit.known_modules, None
+        if known_modules is None:
             return
-        resuming = trainer.ckpt_path is not None or self._state_loaded
-        self._fresh = False
+        resuming = trainer.ckpt_path is not None or self._fit.state_loaded
         if resuming:
-            self._applied = True
-            if not self._state_loaded:  # the checkpoint holds no InitCallback state
-                self._policy_name = _policy_label(self._policy)
-                self._fingerprint = self._seed = None
-            self._reports = []
-            self._log(trainer, pl_module)
-            return
-        if self._policy is not None:
-            known = {id(module) for module in self._setup_modules}
-            for name, module in _modules_added_since(pl_module, known):
-                self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name))
-        fingerprint = weights_fingerprint(pl_module)
-        _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
-        self._applied = True
-        self._policy_name = _policy_label(self._policy)
-        self._fingerprint = fingerprint
+            self._resume()
+        else:
+            self._initialize_added(trainer, pl_module, known_modules)
         self._log(trainer, pl_module)
-        self._run_check(trainer, pl_module)
+        if not resuming:
+            self._run_check(trainer, pl_module)
 
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.on_train_start(trainer, pl_module)
-
-    @override
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.on_train_batch_start(trainer, pl_module, batch, batch_idx)
-
-    @override
-    def on_before_optimizer_step(
-        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.on_before_optimizer_step(trainer, pl_module, optimizer)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    on_train_start = _to_diagnostics(TrainingDiagnostics.on_train_start)
+    on_train_batch_start = _to_diagnostics(TrainingDiagnostics.on_train_batch_start)
+    on_before_optimizer_step = _to_diagnostics(TrainingDiagnostics.on_before_optimizer_step)
+    on_train_batch_end = _to_diagnostics(TrainingDiagnostics.on_train_batch_end)
+    on_exception = _to_diagnostics(TrainingDiagnostics.on_exception)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._setup_modules = []
-        self._reports = []
+        self._fit = _Fit()
         if self._diagnostics is not None:
             self._diagnostics.teardown(trainer, pl_module, stage)
 
-    @override
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        if self._diagnostics is not None:
-            self._diagnostics.on_exception(trainer, pl_module, exception)
-
     # --------------------------------------------------------------------------- helpers
+
+    def _initialize(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Materialize lazy modules, then apply the policy to what exists in ``setup``."""
+        self._materialize_lazy(trainer, pl_module)
+        if self._policy is None:
+            return
+        self._record.seed = self._shared_seed(trainer)
+        if _has_tensors(pl_module):
+            self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed))
+            _raise_if_meta_left(pl_module)
+
+    def _initialize_added(
+        self, trainer: Trainer, pl_module: LightningModule, known_modules: list[nn.Module]
+    ) -> None:
+        """Apply the policy to the modules built since ``setup``; record the weights."""
+        if self._policy is not None:
+            known = {id(module) for module in known_modules}
+            for name, module in _modules_added_since(pl_module, known):
+                self._fit.reports.append(
+                    self._policy.apply(module, seed=self._record.seed, prefix=name)
+                )
+        fingerprint = weights_fingerprint(pl_module)
+        _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
+        self._record.applied = True
+        self._record.policy_name = _policy_label(self._policy)
+        self._record.fingerprint = fingerprint
+
+    def _resume(self) -> None:
+        """The checkpoint's weights win; a checkpoint without our state leaves them unknown."""
+        self._record.applied = True
+        if not self._fit.state_loaded:
+            self._record.policy_name = _policy_label(self._policy)
+            self._record.fingerprint = self._record.seed = None
+        self._fit.reports = []
 
     def _shared_seed(self, trainer: Trainer) -> int | None:
         """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""
@@ -300,31 +310,28 @@ class InitCallback(Callback):
             rank_zero_info("InitCallback: no sample batch for the init check; skipped.")
             return
         with isolate_rng():
-            report = _check.check_lightning_module(
+            report = check_lightning_module(
                 pl_module, None if sample is None else sample.batch, options
             )
         self._check_report = report
         if trainer.is_global_zero:
-            _check.publish_check_report(report, trainer)
-        failed = not report.ok and getattr(options, "on_fail", "warn") == "raise"
-        if trainer.strategy.reduce_boolean_decision(failed, all=False):
-            if not failed:
-                raise InitCheckError("the init check failed on another rank; see rank 0's report")
-            _check.raise_or_warn(report, options)
-            raise InitCheckError(f"the init check failed: {report}", report=report)
-        if not report.ok and trainer.is_global_zero:
-            _check.raise_or_warn(report, options)  # warns
+            publish_check_report(report, trainer)
+        failed = not report.ok and options.on_fail == "raise"
+        if trainer.strategy.reduce_boolean_decision(failed, all=False) and not failed:
+            raise InitCheckError("the init check failed on another rank; see rank 0's report")
+        if failed or (not report.ok and trainer.is_global_zero):
+            raise_or_warn(report, options)  # raises when it failed here, else warns
 
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Hyperparameters to every logger; the applied table as TensorBoard text, once."""
         if not trainer.loggers:
             return
         hparams = {
-            "lightning_init/policy": self._policy_name or "none",
-            "lightning_init/fingerprint": self._fingerprint or "unknown",
+            "lightning_init/policy": self._record.policy_name or "none",
+            "lightning_init/fingerprint": self._record.fingerprint or "unknown",
         }
         text = "\n\n".join(
-            report.to_markdown() for report in self._reports if hasattr(report, "to_markdown")
+            report.to_markdown() for report in self._fit.reports if isinstance(report, _Markdown)
         )
         # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
         # the module's hyperparameters after on_fit_start: write them here, ours added.
@@ -340,16 +347,30 @@ class InitCallback(Callback):
 # ------------------------------------------------------------------------------- helpers
 
 
-def _options(argument: str, value: Any, options_class: Any) -> Any:
-    """Parse ``True``/``False``/a mapping with ``<class_name>.from_arg``; ``None`` when off."""
-    if not isinstance(value, (bool, Mapping)):
+def _options_arg(
+    argument: str, value: bool | Mapping[str, Any] | _O, options_class: type[_O]
+) -> bool | dict[str, Any] | _O:
+    """``value`` for ``<options_class>.from_arg`` (a mapping copied to a ``dict``), or a
+    ``TypeError`` in the user's words."""
+    if not isinstance(value, (bool, Mapping, options_class)):
         raise TypeError(
-            f"InitCallback({argument}=...) takes True, False or a mapping of options, "
-            f"got {value!r} of type {type(value).__name__}"
+            f"InitCallback({argument}=...) takes True, False or a mapping of options (or "
+            f"{options_class.__name__}), got {value!r} of type {type(value).__name__}"
         )
-    if value is False:
-        return None
-    return options_class.from_arg(dict(value) if isinstance(value, Mapping) else value)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _shown(value: object) -> str:
+    """An argument as ``repr`` shows it; options objects with their non-default fields only."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return repr(value)
+    defaults = type(value)()
+    changed = [
+        f"{option.name}={getattr(value, option.name)!r}"
+        for option in dataclasses.fields(value)
+        if getattr(value, option.name) != getattr(defaults, option.name)
+    ]
+    return f"{type(value).__name__}({', '.join(changed)})"
 
 
 def _module_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
@@ -364,21 +385,21 @@ def _module_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, A
     return merged
 
 
-def _load_policy(spec: Any) -> Any:
+def _load_policy(spec: object) -> _Policy | None:
     """``None``, an ``InitPolicy`` (or anything with ``apply``) as is, else ``InitPolicy.load``."""
-    if spec is None or callable(getattr(spec, "apply", None)):
-        return spec
+    if spec is None:
+        return None
+    if callable(getattr(spec, "apply", None)):
+        return cast(_Policy, spec)
     if not isinstance(spec, (str, os.PathLike, Mapping)):
         raise TypeError(
             "InitCallback(policy=...) takes a YAML path, a preset name, a mapping, an InitPolicy"
             f" or None, got {spec!r} of type {type(spec).__name__}"
         )
-    from lightning_init.policy import InitPolicy
-
     return InitPolicy.load(spec)
 
 
-def _policy_label(policy: Any) -> str | None:
+def _policy_label(policy: _Policy | None) -> str | None:
     if policy is None:
         return None
     return getattr(policy, "name", None) or type(policy).__name__

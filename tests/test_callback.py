@@ -243,6 +243,22 @@ def test_bad_arguments_are_refused_at_construction(
         InitCallback(**arguments)
 
 
+def test_options_objects_are_taken_and_shown_by_what_they_change(tmp_path: Path) -> None:
+    from lightning_init.check import CheckOptions
+    from lightning_init.diagnostics import DiagnosticsOptions
+
+    check = CheckOptions.from_arg({"on_fail": "raise"})
+    callback = InitCallback(
+        check=check, diagnostics=DiagnosticsOptions(every_n_steps=1, until_step=0)
+    )
+    assert repr(callback) == (
+        "InitCallback(policy=None, check=CheckOptions(on_fail='raise'), "
+        "diagnostics=DiagnosticsOptions(every_n_steps=1, until_step=0))"
+    )
+    _trainer(tmp_path, callbacks=[callback]).fit(Net())
+    assert callback.check_report is not None and callback.check_report.ok
+
+
 def test_lazy_model_without_any_sample_batch_raises(tmp_path: Path) -> None:
     class NoData(LazyNet):
         def train_dataloader(self) -> Any:

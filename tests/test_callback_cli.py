@@ -99,6 +99,34 @@ def test_trainer_callbacks_append_from_the_command_line(
     assert any(type(c).__name__ == "LearningRateMonitor" for c in cli.trainer.callbacks)
 
 
+def test_nested_option_keys_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["app"])
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # restored after the test
+        monkeypatch.delenv(name, raising=False)
+    from _models import DataModule, Net
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_init.callback import InitCallback
+
+    def callbacks(*arguments: str) -> list[str]:
+        cli = LightningCLI(
+            Net, DataModule, run=False, save_config_callback=None, seed_everything_default=False,
+            args=[
+                *_TRAINER_ARGS, f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.callbacks+=lightning_init.InitCallback", *arguments,
+            ],
+        )
+        return [repr(c) for c in cli.trainer.callbacks if isinstance(c, InitCallback)]
+
+    assert callbacks(
+        "--trainer.callbacks.check.on_fail=raise", "--trainer.callbacks.diagnostics.until_step=9"
+    ) == ["InitCallback(policy=None, check={'on_fail': 'raise'}, diagnostics={'until_step': 9})"]
+    with pytest.raises(ValueError, match=r"unknown diagnostics option 'until_steps'\. Did you"):
+        callbacks("--trainer.callbacks.diagnostics.until_steps=9")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
 def test_yaml_policy_path_is_applied(tmp_path: Path) -> None:

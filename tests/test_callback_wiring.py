@@ -1,7 +1,8 @@
 """InitCallback's wiring: the check, the diagnostics hooks, the logger (real Trainer runs).
 
-The check and the diagnostics are stood in for (monkeypatched into their modules), so these
-tests read the callback's side of the contracts in docs/architecture.md only.
+The check and the diagnostics are stood in for (monkeypatched where the callback looks them up:
+its own module), so these tests read the callback's side of the contracts in
+docs/architecture.md only.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-import lightning_init.check as check_module
-import lightning_init.diagnostics as diagnostics_module
+import lightning_init.callback as callback_module
 from lightning_init import InitCheckError
 from lightning_init.callback import InitCallback
 
@@ -54,14 +54,12 @@ def check_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
         warnings.warn("net.0: dead", UserWarning, stacklevel=2)
 
-    monkeypatch.setattr(check_module, "CheckOptions", _CheckOptions, raising=False)
+    monkeypatch.setattr(callback_module, "CheckOptions", _CheckOptions)
+    monkeypatch.setattr(callback_module, "check_lightning_module", check_lightning_module)
     monkeypatch.setattr(
-        check_module, "check_lightning_module", check_lightning_module, raising=False
+        callback_module, "publish_check_report", lambda r, t: calls["publish"].append(r)
     )
-    monkeypatch.setattr(
-        check_module, "publish_check_report", lambda r, t: calls["publish"].append(r), raising=False
-    )
-    monkeypatch.setattr(check_module, "raise_or_warn", raise_or_warn, raising=False)
+    monkeypatch.setattr(callback_module, "raise_or_warn", raise_or_warn)
     return calls
 
 
@@ -117,10 +115,8 @@ class _RecordingDiagnostics:
 
 
 def test_diagnostics_hooks_are_forwarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diagnostics_module, "DiagnosticsOptions", _CheckOptions, raising=False)
-    monkeypatch.setattr(
-        diagnostics_module, "TrainingDiagnostics", _RecordingDiagnostics, raising=False
-    )
+    monkeypatch.setattr(callback_module, "DiagnosticsOptions", _CheckOptions)
+    monkeypatch.setattr(callback_module, "TrainingDiagnostics", _RecordingDiagnostics)
     callback = InitCallback(None, check=False, diagnostics={"on_fail": "x"})
     _trainer(tmp_path, callbacks=[callback], max_steps=1).fit(Net())
     hooks = callback._diagnostics.hooks

@@ -25,42 +25,6 @@ from lightning_init.diagnostics import (
 pytestmark = pytest.mark.filterwarnings("ignore::lightning_init.diagnostics.DiagnosticsWarning")
 
 
-class _TestOnlyForwardingCallback(L.Callback):
-    """Forwards the hooks InitCallback forwards, so that a test holds the TrainingDiagnostics
-    object itself (its logged steps, its hook count). InitCallback's own forwarding is tested
-    in test_callback_wiring.py."""
-
-    def __init__(self, diagnostics: TrainingDiagnostics) -> None:
-        self.diagnostics = diagnostics
-
-    def setup(self, trainer, pl_module, stage):
-        self.diagnostics.setup(trainer, pl_module, stage)
-
-    def on_train_start(self, trainer, pl_module):
-        self.diagnostics.on_train_start(trainer, pl_module)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.diagnostics.on_train_batch_start(trainer, pl_module, batch, batch_idx)
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.diagnostics.on_before_optimizer_step(trainer, pl_module, optimizer)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.diagnostics.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def teardown(self, trainer, pl_module, stage):
-        self.diagnostics.teardown(trainer, pl_module, stage)
-
-    def on_exception(self, trainer, pl_module, exception):
-        self.diagnostics.on_exception(trainer, pl_module, exception)
-
-    def state_dict(self):
-        return self.diagnostics.state_dict()
-
-    def load_state_dict(self, state_dict):
-        self.diagnostics.load_state_dict(state_dict)
-
-
 class _TrueGradients(L.Callback):
     """Records the true gradient norm of every parameter at each optimizer step."""
 
@@ -135,7 +99,7 @@ def _fit(model, options, *, max_steps, logger=False, extra=(), **trainer_kwargs)
     trainer = L.Trainer(
         max_steps=max_steps,
         logger=logger,
-        callbacks=[_TestOnlyForwardingCallback(diagnostics), *extra],
+        callbacks=[diagnostics, *extra],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -404,6 +368,52 @@ def test_state_dict_keeps_the_alerts_raised() -> None:
     assert restored.state_dict() == {"alerts_raised": ["vanishing:net.0.weight"]}
 
 
+def test_standalone_callback_keeps_its_alerts_in_the_checkpoint(tmp_path: Path) -> None:
+    def exploding() -> _Net:
+        model = _Net()
+        model.net[2].weight.register_hook(lambda grad: grad * 1e6)
+        return model
+
+    def trainer(diagnostics: TrainingDiagnostics, max_steps: int) -> L.Trainer:
+        return L.Trainer(
+            max_steps=max_steps, callbacks=[diagnostics], logger=False, default_root_dir=tmp_path,
+            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        )
+
+    options = {"every_n_steps": 1, "until_step": 3, "update_ratio": False}
+    first = TrainingDiagnostics(options)
+    first_trainer = trainer(first, max_steps=1)
+    with pytest.warns(DiagnosticsWarning, match=r"step 0: 'net\.2\.weight': exploding gradient"):
+        first_trainer.fit(exploding(), _data())
+    checkpoint = tmp_path / "run.ckpt"
+    first_trainer.save_checkpoint(checkpoint)
+    saved = torch.load(checkpoint, weights_only=False)["callbacks"]
+    key = "TrainingDiagnostics{'every_n_steps': 1, 'until_step': 3, 'update_ratio': False}"
+    assert saved[key]["alerts_raised"] == ["exploding:net.2.weight"]
+
+    resumed = TrainingDiagnostics(options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(resumed, max_steps=3).fit(exploding(), _data(), ckpt_path=checkpoint)
+    assert resumed.logged_steps == [1, 2]  # the gradient explodes again: not alerted again
+    assert not [w for w in caught if "'net.2.weight': exploding" in str(w.message)]
+    assert any("exploding" in str(w.message) for w in caught)  # other layers: alerted
+
+
+def test_option_errors_name_the_yaml_line() -> None:
+    from lightning_init._yaml import load_yaml
+
+    with pytest.raises(
+        DiagnosticsOptionError, match=r"^line 2: unknown diagnostics option 'histogram'\. Did you"
+    ):
+        DiagnosticsOptions.from_arg(load_yaml("every_n_steps: 5\nhistogram: true\n"))
+    with pytest.raises(
+        DiagnosticsOptionError,
+        match=r"^line 3: diagnostics option 'until_step' must be an integer >= 0, got -1$",
+    ):
+        DiagnosticsOptions.from_arg(load_yaml("every_n_steps: 5\n\nuntil_step: -1\n"))
+
+
 def test_options_from_arg() -> None:
     assert DiagnosticsOptions.from_arg(False) is None
     assert DiagnosticsOptions.from_arg(None) is None
@@ -543,7 +553,7 @@ def test_update_ratio_of_large_weights_sampled_and_embeddings_exact(tmp_path: Pa
     trainer = L.Trainer(
         max_steps=5,
         logger=logger,
-        callbacks=[_TestOnlyForwardingCallback(diagnostics), truth],
+        callbacks=[diagnostics, truth],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -591,7 +601,7 @@ def test_sparse_gradients_are_measured_as_their_dense_equivalent(tmp_path: Path)
     )
     trainer = L.Trainer(
         max_steps=3, logger=logger, log_every_n_steps=1,
-        callbacks=[_TestOnlyForwardingCallback(diagnostics), truth],
+        callbacks=[diagnostics, truth],
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     )
     torch.manual_seed(0)

@@ -1,8 +1,9 @@
 """Early-training diagnostics: weights, gradients, updates and activations, cheap enough to
 leave on.
 
-:class:`TrainingDiagnostics` is driven by ``InitCallback`` (which forwards Lightning's hooks to
-it); :class:`DiagnosticsOptions` is what ``InitCallback(diagnostics=...)`` accepts.
+:class:`TrainingDiagnostics` is a Lightning ``Callback``: give it to a ``Trainer`` on its own,
+or let ``InitCallback(diagnostics=...)`` hold one. :class:`DiagnosticsOptions` is what both
+accept.
 
 Example:
     >>> from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
@@ -11,8 +12,8 @@ Example:
 """
 
 from lightning_init.diagnostics._alerts import DiagnosticsWarning
+from lightning_init.diagnostics._callback import TrainingDiagnostics
 from lightning_init.diagnostics._options import DiagnosticsOptionError, DiagnosticsOptions
-from lightning_init.diagnostics._recorder import TrainingDiagnostics
 
 __all__ = [
     "DiagnosticsOptionError",

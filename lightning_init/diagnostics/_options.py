@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning_init._text import did_you_mean, format_choices
+from lightning_init._yaml import line_of
 from lightning_init.errors import OptionError
 
 __all__ = ["DiagnosticsOptionError", "DiagnosticsOptions"]
@@ -15,10 +16,83 @@ __all__ = ["DiagnosticsOptionError", "DiagnosticsOptions"]
 class DiagnosticsOptionError(OptionError):
     """A ``diagnostics=`` option that is unknown or has an invalid value.
 
+    Attributes:
+        option: the option's name, when the error is about one.
+
     Example:
-        >>> isinstance(DiagnosticsOptionError("unknown option"), ValueError)
-        True
+        >>> error = DiagnosticsOptionError("unknown option", option="histogram")
+        >>> isinstance(error, ValueError), error.option
+        (True, 'histogram')
     """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+DiagnosticsOptionError.__module__ = "lightning_init.diagnostics"  # its public path
+
+
+def _invalid(name: str, expected: str, value: Any) -> DiagnosticsOptionError:
+    return DiagnosticsOptionError(
+        f"diagnostics option {name!r} must be {expected}, got {value!r}", option=name
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not _is_int(value) or value < 1:
+        raise _invalid(name, "a positive integer", value)
+    return value
+
+
+def _step_index(name: str, value: Any) -> int:
+    if not _is_int(value) or value < 0:
+        raise _invalid(name, "an integer >= 0", value)
+    return value
+
+
+def _switch(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(name, "true or false", value)
+    return value
+
+
+def _globs(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _invalid(name, "a glob or a list of globs", value)
+    return tuple(value)
+
+
+def _threshold(name: str, value: Any) -> float:
+    if not _is_number(value) or value < 0:
+        raise _invalid(name, "a number >= 0", value)
+    return float(value)
+
+
+def _band(name: str, value: Any) -> tuple[float, float]:
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(_is_number(v) for v in value)
+        or not 0 <= value[0] < value[1]
+    ):
+        raise _invalid(name, "[low, high] with 0 <= low < high", value)
+    return float(value[0]), float(value[1])
+
+
+def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
+    """A field with its default and the function that validates and normalizes its value."""
+    return dataclasses.field(default=default, metadata={"parse": parse})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +115,7 @@ class DiagnosticsOptions:
         update_ratio_max_samples: a weight of more than this many elements (and more than
             65,536) keeps a fixed sample of about this many of its elements (runs of 256
             contiguous ones at a regular stride) instead of a whole copy, and its update ratio
-            is the sample's: ``||w_t[S] - w_(t-1)[S]|| / ||w_(t-1)[S]||``. On a 512x512
-            Linear it was within 1.7% of the exact ratio at the median (6% at the 95th
-            percentile) under Adam, 7% (22%) under SGD. Copying and comparing every element of
-            the large weights costs most of what the other statistics cost together. Embedding
+            is the sample's estimate: ``||w_t[S] - w_(t-1)[S]|| / ||w_(t-1)[S]||``. Embedding
             tables (``nn.Embedding``, ``nn.EmbeddingBag``) are always copied whole: their
             updates touch only the rows looked up, which a sample would miss.
         parameters: globs (``fnmatch``) on parameter qualified names to watch.
@@ -72,75 +143,28 @@ class DiagnosticsOptions:
         True
     """
 
-    every_n_steps: int = 25
-    until_step: int = 300
-    dense_start: bool = True
-    histograms: bool = False
-    activations: bool = False
-    update_ratio: bool = True
-    update_ratio_max_samples: int = 16384
-    parameters: tuple[str, ...] = ("*",)
-    modules: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    histogram_bins: int = 64
-    histogram_max_samples: int = 16384
-    alerts: bool = True
-    vanishing_grad_norm: float = 1e-8
-    exploding_grad_norm: float = 1e3
-    update_ratio_band: tuple[float, float] = (1e-6, 1e-1)
-    dead_fraction: float = 0.9
+    every_n_steps: int = _option(25, _positive_int)
+    until_step: int = _option(300, _step_index)
+    dense_start: bool = _option(True, _switch)
+    histograms: bool = _option(False, _switch)
+    activations: bool = _option(False, _switch)
+    update_ratio: bool = _option(True, _switch)
+    update_ratio_max_samples: int = _option(16384, _positive_int)
+    parameters: tuple[str, ...] = _option(("*",), _globs)
+    modules: tuple[str, ...] = _option(("*",), _globs)
+    exclude: tuple[str, ...] = _option((), _globs)
+    histogram_bins: int = _option(64, _positive_int)
+    histogram_max_samples: int = _option(16384, _positive_int)
+    alerts: bool = _option(True, _switch)
+    vanishing_grad_norm: float = _option(1e-8, _threshold)
+    exploding_grad_norm: float = _option(1e3, _threshold)
+    update_ratio_band: tuple[float, float] = _option((1e-6, 1e-1), _band)
+    dead_fraction: float = _option(0.9, _threshold)
 
     def __post_init__(self) -> None:
-        for name in (
-            "every_n_steps", "histogram_bins", "histogram_max_samples", "update_ratio_max_samples"
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DiagnosticsOptionError(
-                    f"diagnostics option '{name}' must be a positive integer, got {value!r}"
-                )
-        if (
-            isinstance(self.until_step, bool)
-            or not isinstance(self.until_step, int)
-            or self.until_step < 0
-        ):
-            raise DiagnosticsOptionError(
-                f"diagnostics option 'until_step' must be an integer >= 0, got {self.until_step!r}"
-            )
-        for name in ("dense_start", "histograms", "activations", "update_ratio", "alerts"):
-            if not isinstance(getattr(self, name), bool):
-                raise DiagnosticsOptionError(
-                    f"diagnostics option '{name}' must be true or false, "
-                    f"got {getattr(self, name)!r}"
-                )
-        for name in ("parameters", "modules", "exclude"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = (value,)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise DiagnosticsOptionError(
-                    f"diagnostics option '{name}' must be a glob or a list of globs, got {value!r}"
-                )
-            object.__setattr__(self, name, tuple(value))
-        for name in ("vanishing_grad_norm", "exploding_grad_norm", "dead_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise DiagnosticsOptionError(
-                    f"diagnostics option '{name}' must be a number >= 0, got {value!r}"
-                )
-            object.__setattr__(self, name, float(value))
-        band = self.update_ratio_band
-        if (
-            not isinstance(band, (list, tuple))
-            or len(band) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in band)
-            or not 0 <= band[0] < band[1]
-        ):
-            raise DiagnosticsOptionError(
-                "diagnostics option 'update_ratio_band' must be [low, high] with "
-                f"0 <= low < high, got {band!r}"
-            )
-        object.__setattr__(self, "update_ratio_band", (float(band[0]), float(band[1])))
+        for option in dataclasses.fields(self):
+            value = option.metadata["parse"](option.name, getattr(self, option.name))
+            object.__setattr__(self, option.name, value)
 
     @classmethod
     def from_arg(cls, arg: bool | Mapping[str, Any] | DiagnosticsOptions | None) -> (
@@ -148,6 +172,9 @@ class DiagnosticsOptions:
     ):
         """Options from the ``diagnostics=`` argument: ``True`` (defaults), ``False``/``None``
         (off), a mapping of option names to values, or options already built.
+
+        A mapping loaded from YAML by :func:`lightning_init._yaml.load_yaml` knows its lines:
+        the error then starts with the line of the offending key.
 
         Raises:
             DiagnosticsOptionError: an unknown key (with the valid keys and a did-you-mean) or
@@ -159,7 +186,7 @@ class DiagnosticsOptions:
             >>> DiagnosticsOptions.from_arg({"histogram": True})
             Traceback (most recent call last):
             ...
-            lightning_init.diagnostics._options.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
+            lightning_init.diagnostics.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
         """  # noqa: E501
         if arg is None or arg is False:
             return None
@@ -171,14 +198,13 @@ class DiagnosticsOptions:
             raise DiagnosticsOptionError(
                 f"diagnostics must be true, false or a mapping of options, got {arg!r}"
             )
-        valid = [field.name for field in dataclasses.fields(cls)]
-        for key in arg:
-            if key not in valid:
-                raise DiagnosticsOptionError(
-                    f"unknown diagnostics option {str(key)!r}.{did_you_mean(str(key), valid)} "
-                    f"Valid options: {format_choices(valid)}."
-                )
-        return cls(**dict(arg))
+        try:
+            return cls(**_known_options(cls, arg))
+        except DiagnosticsOptionError as error:
+            line = None if error.option is None else line_of(arg, error.option)
+            if line is None:
+                raise
+            raise DiagnosticsOptionError(f"line {line}: {error}", option=error.option) from None
 
     def is_logged_step(self, step: int) -> bool:
         """Whether optimizer step ``step`` (0-based, ``trainer.global_step``) is logged.
@@ -204,3 +230,16 @@ class DiagnosticsOptions:
             [0, 1, 2, 4, 8, 16, 32, 64, 100, 128, 200, 256, 300]
         """
         return [step for step in range(self.until_step + 1) if self.is_logged_step(step)]
+
+
+def _known_options(cls: type[DiagnosticsOptions], arg: Mapping[Any, Any]) -> dict[str, Any]:
+    """``arg`` as keyword arguments of ``cls``, refusing an unknown key with a did-you-mean."""
+    valid = [option.name for option in dataclasses.fields(cls)]
+    for key in arg:
+        if key not in valid:
+            raise DiagnosticsOptionError(
+                f"unknown diagnostics option {str(key)!r}.{did_you_mean(str(key), valid)} "
+                f"Valid options: {format_choices(valid)}.",
+                option=str(key),
+            )
+    return dict(arg)

@@ -49,7 +49,7 @@ EXACT_STD_MAX_NUMEL = 8192
 GROUP_MAX_NUMEL = 1 << 16
 # A sampled snapshot is made of runs of this many contiguous elements (1 KiB of float32): whole
 # cache lines, where single random elements would each wait for memory. Shorter runs estimate
-# better (more independent pieces): runs of 1024 were about 2.6x less accurate on Adam updates.
+# better (more independent pieces).
 SAMPLE_RUN = 256
 
 # Columns of the matrix returned by `TensorBatch.stats`.
@@ -75,6 +75,40 @@ class _Group:
         self.numel = numel
         self.buffer: Tensor | None = None  # [k, numel] float32, for groups of small tensors
         self.rows: list[Tensor] = []  # views of the buffer's rows, shaped like the tensors
+
+    def allocate(self, tensors: Sequence[Tensor]) -> None:
+        """The ``[k, numel]`` buffer of a group of small tensors, and its rows' views."""
+        self.buffer = torch.empty(
+            len(self.members), self.numel, dtype=torch.float32,
+            device=_local(tensors[self.members[0]]).device,
+        )
+        self.rows = [
+            row.view(_local(tensors[index]).shape)
+            for row, index in zip(self.buffer, self.members, strict=True)
+        ]
+
+
+def _partition(tensors: Sequence[Tensor]) -> tuple[list[_Group], list[_Group]]:
+    """The large tensors, one per group, and the groups of small tensors of equal size (and
+    device), in order of first appearance.
+
+    Example:
+        >>> singles, grouped = _partition([torch.zeros(3), torch.zeros(70000), torch.zeros(3)])
+        >>> [g.members for g in singles], [g.members for g in grouped]
+        ([[1]], [[0, 2]])
+    """
+    by_key: dict[tuple[torch.device, int], list[int]] = {}
+    singles: list[_Group] = []
+    for index, tensor in enumerate(tensors):
+        local = _local(tensor)
+        numel = local.numel()
+        if numel == 0:
+            raise ValueError(f"tensor {index} is empty")
+        if numel <= GROUP_MAX_NUMEL:
+            by_key.setdefault((local.device, numel), []).append(index)
+        else:
+            singles.append(_Group([index], numel))
+    return singles, [_Group(members, numel) for (_, numel), members in by_key.items()]
 
 
 def _sample_layout(numel: int, count: int, run: int) -> tuple[int, int]:
@@ -132,17 +166,7 @@ class TensorBatch:
         self.count = len(tensors)
         self.keep_copy = keep_copy
         self.device = _local(tensors[0]).device
-        by_key: dict[tuple[torch.device, int], list[int]] = {}
-        singles: list[_Group] = []
-        for index, tensor in enumerate(tensors):
-            local = _local(tensor)
-            numel = local.numel()
-            if numel == 0:
-                raise ValueError(f"tensor {index} is empty")
-            if numel <= GROUP_MAX_NUMEL:
-                by_key.setdefault((local.device, numel), []).append(index)
-            else:
-                singles.append(_Group([index], numel))
+        singles, grouped = _partition(tensors)
 
         sample_size = copy_max_numel if keep_copy and copy_max_numel is not None else 0
 
@@ -154,7 +178,7 @@ class TensorBatch:
         # copied whole; then the groups (stats() and change_norms() rely on this order).
         singles.sort(key=lambda group: not sampled(group))
         self.singles = singles
-        self.grouped = [_Group(members, numel) for (_, numel), members in by_key.items()]
+        self.grouped = grouped
         self.groups = singles + self.grouped
         order = [index for group in self.groups for index in group.members]
         # Position of each tensor's row in the group-ordered results.
@@ -163,14 +187,7 @@ class TensorBatch:
             inverse[index] = position
         self._inverse = torch.tensor(inverse, device=self.device)
         for group in self.grouped:
-            group.buffer = torch.empty(
-                len(group.members), group.numel, dtype=torch.float32,
-                device=_local(tensors[group.members[0]]).device,
-            )
-            group.rows = [
-                row.view(_local(tensors[index]).shape)
-                for row, index in zip(group.buffer, group.members, strict=True)
-            ]
+            group.allocate(tensors)
         self._copy_targets = [row for group in self.grouped for row in group.rows]
         self._copied = [i for group in self.grouped for i in group.members]
         self._sample_index: dict[tuple[int, int], Tensor] = {}
@@ -257,10 +274,10 @@ class TensorBatch:
                 self._sample_scale = self._scales(norms[:n_sampled])
         for group in self.grouped:
             matrix: Tensor = group.buffer  # type: ignore[assignment]
-            # amax and amin: on CPU `aminmax(dim=1)` and `abs().amax(1)` are 3-30x slower.
+            # amax and amin: on CPU `aminmax(dim=1)` and `abs().amax(1)` are several times slower.
             absmax = torch.maximum(matrix.amax(1), matrix.amin(1).neg())
             if 1 < group.numel <= EXACT_STD_MAX_NUMEL:
-                # Two passes, centred first: no cancellation. (`std(1)` is 5x slower on CPU.)
+                # Two passes, centred first: no cancellation. (`std(1)` is slower on CPU.)
                 centred = matrix - matrix.mean(1, keepdim=True)
                 std = torch.linalg.vector_norm(centred, dim=1) / math.sqrt(group.numel - 1)
             else:

@@ -1,15 +1,13 @@
 """Where the statistics go: a TensorBoard event file of their own, or any Lightning logger.
 
 Writing through ``SummaryWriter`` costs more than computing the statistics: each event is
-checksummed by TensorBoard's pure-Python CRC-32C (about 0.4 us per byte, in the writer's
-thread, holding the GIL: 6 ms for the 16 kB of one logging step's scalars, 40 ms with
-histograms) and queued one by one (a full queue blocks the training thread). So
-:class:`TensorBoardWriter` writes ONE event per logging step (every scalar and histogram as a
-value of one ``Summary``), synchronously, into its own event file, checksummed by
-``google_crc32c`` (C, about 1 GB/s). Building 450 ``Summary.Value`` messages in Python costs
-1.4 ms; the values' bytes are therefore encoded directly (:class:`_ScalarEncoder`, 0.1 ms, and
-:func:`_encode_histogram`), a few lines of protobuf wire format that TensorBoard's own reader
-reads back in the tests.
+checksummed by TensorBoard's pure-Python CRC-32C, in the writer's thread, holding the GIL, and
+queued one by one (a full queue blocks the training thread). So :class:`TensorBoardWriter`
+writes ONE event per logging step (every scalar and histogram as a value of one ``Summary``),
+synchronously, into its own event file, checksummed by ``google_crc32c`` (C). Building one
+``Summary.Value`` message per scalar in Python is slow too: the values' bytes are encoded
+directly (:class:`_ScalarEncoder` and :func:`_encode_histogram`), a few lines of protobuf wire
+format that TensorBoard's own reader reads back in the tests.
 
 The file lives in the subdirectory ``diagnostics`` of the logger's directory: TensorBoard shows
 it as its own run (``version_0/diagnostics``). In the logger's own directory it would be the
@@ -19,11 +17,13 @@ the newest file of a run: the loss curve would stop updating live.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import count
 from typing import Any, BinaryIO
 
@@ -31,7 +31,16 @@ import google_crc32c
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-__all__ = ["DIAGNOSTICS_SUBDIR", "EventFile", "MetricsWriter", "TensorBoardWriter", "make_writer"]
+from lightning_init.diagnostics._alerts import DiagnosticsWarning
+
+__all__ = [
+    "DIAGNOSTICS_SUBDIR",
+    "EventFile",
+    "LoggerWriters",
+    "MetricsWriter",
+    "TensorBoardWriter",
+    "make_writer",
+]
 
 DIAGNOSTICS_SUBDIR = "diagnostics"
 _file_numbers = count()
@@ -293,3 +302,73 @@ def make_writer(logger: Any) -> TensorBoardWriter | MetricsWriter:
     if callable(get_logdir) and hasattr(experiment, "add_histogram_raw"):
         return TensorBoardWriter(os.path.join(get_logdir(), DIAGNOSTICS_SUBDIR))
     return MetricsWriter(logger)
+
+
+class LoggerWriters:
+    """One writer per Lightning logger, made at its first write; the layout written once each.
+
+    A logger whose writer fails gets a :class:`DiagnosticsWarning` and nothing more: a logging
+    failure never stops training.
+
+    Example:
+        >>> class Logger:
+        ...     def log_metrics(self, metrics, step):
+        ...         print(step, metrics)
+        >>> LoggerWriters().write([Logger()], 4, {"grad_norm/w": 0.5}, [], layout={})
+        4 {'grad_norm/w': 0.5}
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[int, TensorBoardWriter | MetricsWriter] = {}
+        self._layout_written: set[int] = set()
+        self._broken: set[int] = set()
+
+    def write(
+        self,
+        loggers: Iterable[Any],
+        step: int,
+        scalars: Mapping[str, float],
+        histograms: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
+        layout: Mapping[str, Any],
+    ) -> None:
+        """The step's scalars and histograms to every logger (and the layout, the first time)."""
+        for logger in loggers:
+            key = id(logger)
+            if key in self._broken:
+                continue
+            try:
+                self._write_one(logger, step, scalars, histograms, layout)
+            except Exception as error:  # a logging failure never stops training
+                self._broken.add(key)
+                warnings.warn(
+                    f"lightning_init diagnostics could not write to {type(logger).__name__} at "
+                    f"step {step} ({error!r}); this logger gets no more diagnostics.",
+                    DiagnosticsWarning,
+                    stacklevel=3,
+                )
+
+    def _write_one(
+        self,
+        logger: Any,
+        step: int,
+        scalars: Mapping[str, float],
+        histograms: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
+        layout: Mapping[str, Any],
+    ) -> None:
+        key = id(logger)
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = make_writer(logger)
+        if key not in self._layout_written:
+            self._layout_written.add(key)
+            writer.layout(layout)
+        writer.add_scalars(scalars)
+        for tag, head, edges, counts in histograms:
+            writer.add_histogram(tag, head, edges, counts)
+        writer.write(step)
+
+    def close(self) -> None:
+        """Close every writer's file (a later write opens a new one); never raises."""
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):  # a broken file must not stop the teardown
+                writer.close()

@@ -1,0 +1,271 @@
+"""``TrainingDiagnostics``: the Lightning ``Callback`` that decides when the diagnostics measure,
+reduce and write.
+
+At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optimizer_step`` runs):
+
+1. ``on_train_batch_start``: forward hooks on the watched leaf modules (``activations``) for the
+   micro-batches of the step; they are removed when the step has been written.
+2. ``on_before_optimizer_step`` (after backward, AMP unscaling and accumulation, before clipping
+   and the step): weight and gradient statistics of the optimizer's watched parameters, their
+   histograms, and a copy of the weights for the update ratio, all on device.
+3. ``on_train_batch_end`` (after the step): ``||w_(t+1) - w_t||``, the cross-rank reduction of
+   the activation statistics, then ONE host transfer, the alerts, and the writes at step ``t``.
+
+Under DDP the gradients and weights are equal on every rank, so only rank zero reads them; the
+activations are all-reduced on every rank, also on a rank whose diagnostics failed (a rank that
+skipped the collectives would leave the others waiting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from typing_extensions import override
+
+from lightning_init.diagnostics._activations import ActivationWatch
+from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._measure import Measured, Measurer
+from lightning_init.diagnostics._options import DiagnosticsOptions
+from lightning_init.diagnostics._readout import Readout, chart_layout
+from lightning_init.diagnostics._selection import Watched, select
+from lightning_init.diagnostics._writers import LoggerWriters
+
+__all__ = ["TrainingDiagnostics"]
+
+
+class TrainingDiagnostics(Callback):
+    """Layer-wise statistics of early training, written to the trainer's loggers.
+
+    Logs per watched parameter (qualified name in the tag, ``<statistic>/<name>``):
+    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax|nonfinite``, ``update_ratio``
+    (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms ``weight_hist``/``grad_hist``; per watched
+    leaf module ``act_mean|std|dead_fraction``. The step of every value is the optimizer step
+    index (``trainer.global_step`` before the step). A TensorBoard logger gets everything plus a
+    custom-scalars layout with one chart per statistic comparing all layers; other loggers get
+    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts are
+    :class:`DiagnosticsWarning` s on rank zero, each once; the checkpoint keeps which were
+    raised, so a resumed run does not repeat them.
+
+    Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
+    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
+    (``nn.Embedding(sparse=True)``) are measured as their dense equivalents from their values.
+
+    A failure inside the diagnostics never stops training: they warn and stop.
+
+    Args:
+        options: :class:`DiagnosticsOptions`, or what :meth:`DiagnosticsOptions.from_arg`
+            takes (``True`` for the defaults, a mapping of options).
+
+    Example:
+        >>> from lightning.pytorch import Trainer
+        >>> diagnostics = TrainingDiagnostics({"every_n_steps": 2, "until_step": 4})
+        >>> trainer = Trainer(callbacks=[diagnostics], logger=False)
+        >>> diagnostics.options.logged_steps(), diagnostics.hook_count
+        ([0, 1, 2, 4], 0)
+        >>> diagnostics.state_key
+        "TrainingDiagnostics{'every_n_steps': 2, 'until_step': 4}"
+    """
+
+    def __init__(self, options: bool | Mapping[str, Any] | DiagnosticsOptions = True) -> None:
+        if not isinstance(options, DiagnosticsOptions):
+            parsed = DiagnosticsOptions.from_arg(options)
+            if parsed is None:
+                raise ValueError("TrainingDiagnostics needs options; diagnostics=False is off")
+            options = parsed
+        self.options = options
+        self.logged_steps: list[int] = []
+        self._alerts = Alerts()
+        self._watched: Watched | None = None  # collected at the start of each fit
+        self._activations = ActivationWatch()
+        self._reduce_step: int | None = None  # a logged step whose activations await reduction
+        self._measurer = Measurer(options)
+        self._pending: list[Measured] = []
+        self._readout = Readout(options)
+        self._writers = LoggerWriters()
+        self._layout = chart_layout(options)
+        self._failed = False
+        self._finished = False
+
+    @property
+    def hook_count(self) -> int:
+        """How many forward hooks are registered right now (0 outside logged steps)."""
+        return self._activations.hook_count
+
+    # ------------------------------------------------------------------ state
+    @property
+    @override
+    def state_key(self) -> str:
+        defaults = DiagnosticsOptions()
+        changed = {
+            option.name: getattr(self.options, option.name)
+            for option in dataclasses.fields(self.options)
+            if getattr(self.options, option.name) != getattr(defaults, option.name)
+        }
+        return self._generate_state_key(**changed)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The alerts already raised, so that a resumed run does not repeat them."""
+        return {"alerts_raised": sorted(self._alerts.raised)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self._alerts = Alerts(state_dict.get("alerts_raised", ()))
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Start of a ``fit``: forget the previous run's parameters and pending work."""
+        if stage != "fit":
+            return
+        self._release()
+        self._watched = None
+        self._finished = False
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Collect the watched parameters and leaf modules (on their final device)."""
+        if self._finished_at(trainer.global_step):
+            return
+        self._collect(pl_module)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Register the activation hooks for the micro-batches of a logged step."""
+        if self._failed or self._finished_at(trainer.global_step):
+            return
+        if self._watched is None:
+            self._collect(pl_module)
+        if not self.options.activations:
+            return
+        if self.options.is_logged_step(trainer.global_step):
+            self._activations.start(trainer.global_step)
+        else:
+            self._activations.stop()
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
+        step = trainer.global_step
+        if self._finished_at(step) or not self.options.is_logged_step(step):
+            return
+        if self.options.activations:
+            # Every rank reduces the activations at the end of this step, even after a local
+            # failure: a rank that skipped the collective would leave the others waiting.
+            self._reduce_step = step
+        if self._failed or not trainer.is_global_zero:
+            return
+        if self._watched is None:
+            self._collect(pl_module)
+        try:
+            self._pending.append(self._measure(step, optimizer))
+        except Exception as error:  # never stop training
+            self._fail(f"could not measure step {step}: {error!r}")
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """After a logged optimizer step: one host transfer, the alerts and the writes."""
+        activation_rows = None
+        if self._reduce_step is not None:
+            self._reduce_step = None
+            activation_rows = self._activations.reduce()
+            self._activations.stop()
+        if self._activations.error is not None and not self._failed:
+            self._fail(f"an activation hook failed: {self._activations.error!r}")
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if not self._failed:
+                try:
+                    self._flush(trainer, pending, activation_rows)
+                except Exception as error:  # never stop training
+                    self._fail(f"could not write step {pending[0].step}: {error!r}")
+            self._activations.stop()
+        if self._finished_at(trainer.global_step):
+            self._release()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Remove every hook and drop the pending copies."""
+        self._release()
+
+    @override
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Remove every hook and drop the pending copies."""
+        self._release()
+
+    # ------------------------------------------------------------------ steps
+    def _collect(self, pl_module: nn.Module) -> None:
+        self._watched = select(pl_module, self.options)
+        self._activations.watch(self._watched.leaf_modules, self._watched.device)
+
+    def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
+        """The watched parameters of ``optimizer`` not measured yet at this step."""
+        watched = self._watched or Watched([], [], frozenset(), torch.device("cpu"))
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        measured = {name for entry in self._pending for name in entry.names}
+        params = [
+            (name, p)
+            for name, p in watched.parameters
+            if id(p) in in_optimizer and name not in measured
+        ]
+        return self._measurer.measure(step, params, watched.row_sparse)
+
+    @torch.no_grad()
+    def _flush(
+        self, trainer: Trainer, pending: list[Measured], activation_rows: torch.Tensor | None
+    ) -> None:
+        """Rank zero: the step's statistics to the host in one transfer, alerts, writes."""
+        blocks = self._readout.transfer(pending, activation_rows)
+        if blocks is None:
+            return
+        step = pending[0].step
+        self.logged_steps.append(step)
+        names = None
+        if activation_rows is not None:
+            names = [name for name, _ in self._activations.modules]
+        values = self._readout.values(pending, blocks, names, self._alerts)
+        self._writers.write(
+            getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
+            self._layout,
+        )
+
+    # ------------------------------------------------------------------ life cycle
+    def _finished_at(self, step: int) -> bool:
+        if step > self.options.until_step and not self._pending:
+            if not self._finished:
+                self._release()
+                self._finished = True
+            return True
+        return self._finished
+
+    def _release(self) -> None:
+        self._activations.stop()
+        self._pending = []
+        self._measurer.clear()
+        self._writers.close()
+
+    def _fail(self, message: str) -> None:
+        self._failed = True
+        self._release()
+        warnings.warn(
+            f"lightning_init diagnostics stopped ({message}); training goes on.",
+            DiagnosticsWarning,
+            stacklevel=3,
+        )
