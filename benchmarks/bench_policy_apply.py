@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,39 +33,35 @@ def build() -> nn.Module:
     return model.to_empty(device="cpu")
 
 
-def main() -> None:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    model = build()
-    n_params = sum(p.numel() for p in model.parameters())
+def _floors(model: nn.Module) -> list[tuple[str, Callable[[], None]]]:
+    """The same ``torch.nn.init`` calls on same-shape tensors, unseeded and seeded."""
     shapes = [(p.shape, name.endswith("weight")) for name, p in model.named_parameters()]
     tensors = [(torch.empty(shape), is_weight) for shape, is_weight in shapes]
 
-    def floor() -> None:
-        with torch.no_grad():
-            for tensor, is_weight in tensors:
-                if is_weight:
-                    nn.init.normal_(tensor, 0.0, STD)
-                else:
-                    nn.init.zeros_(tensor)
-
-    def floor_seeded() -> None:
+    def floor(seeded: bool) -> None:
         with torch.no_grad():
             for i, (tensor, is_weight) in enumerate(tensors):
-                if is_weight:
-                    nn.init.normal_(tensor, 0.0, STD,
-                                    generator=torch.Generator().manual_seed(i))
-                else:
+                if not is_weight:
                     nn.init.zeros_(tensor)
+                    continue
+                generator = torch.Generator().manual_seed(i) if seeded else None
+                nn.init.normal_(tensor, 0.0, STD, generator=generator)
 
-    def hand_written() -> None:
-        def init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, STD)
-                nn.init.zeros_(module.bias)
+    return [("floor: torch.nn.init calls", lambda: floor(False)),
+            ("floor, seeded generators", lambda: floor(True))]
 
-        with torch.no_grad():
-            model.apply(init)
 
+def _hand_written(model: nn.Module) -> None:
+    def init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, STD)
+            nn.init.zeros_(module.bias)
+
+    with torch.no_grad():
+        model.apply(init)
+
+
+def _variants(model: nn.Module) -> list[tuple[str, Callable[[], None]]]:
     rules = [{"match": {"type": "Linear"}, "weight": {"init": "normal", "std": STD},
               "bias": "zeros"}]
     unseeded = InitPolicy.from_dict({"rules": rules})
@@ -76,34 +73,45 @@ def main() -> None:
         seeded.apply(fresh, device="cpu")
 
     def build_then_apply() -> None:
-        fresh = nn.Sequential(*(nn.Linear(WIDTH, WIDTH) for _ in range(DEPTH)))
-        seeded.apply(fresh)
+        seeded.apply(nn.Sequential(*(nn.Linear(WIDTH, WIDTH) for _ in range(DEPTH))))
 
-    variants = [
-        ("floor: torch.nn.init calls", floor),
-        ("floor, seeded generators", floor_seeded),
-        ("hand-written model.apply(fn)", hand_written),
+    return [
+        *_floors(model),
+        ("hand-written model.apply(fn)", lambda: _hand_written(model)),
         ("policy.apply (global RNG)", lambda: unseeded.apply(model)),
         ("policy.apply (seed)", lambda: seeded.apply(model)),
         ("policy.explain (dry run)", lambda: seeded.explain(model)),
         ("meta model + policy.apply", meta_apply),
         ("build eagerly + policy.apply", build_then_apply),
     ]
+
+
+def _best_times(variants: list[tuple[str, Callable[[], None]]]) -> dict[str, float]:
+    """Best of REPEATS interleaved rounds: load spikes hit every variant alike."""
     timings: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(REPEATS):  # interleaved rounds: load spikes hit every variant alike
+        for _ in range(REPEATS):
             for label, fn in variants:
                 start = time.perf_counter()
                 fn()
                 elapsed = time.perf_counter() - start
                 timings[label] = min(timings.get(label, elapsed), elapsed)
-    rows = [(label, timings[label]) for label, _ in variants]
-    base = rows[0][1]
+    return timings
+
+
+def main() -> None:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = build()
+    n_params = sum(p.numel() for p in model.parameters())
+    variants = _variants(model)
+    timings = _best_times(variants)
+    base = timings[variants[0][0]]
     print(f"model: {DEPTH} x Linear({WIDTH}, {WIDTH}) = {n_params / 1e6:.1f}M parameters, "
           f"{torch.get_num_threads()} threads, best of {REPEATS}")
     print(f"{'what':<32} {'ms':>9} {'x floor':>8}")
-    for label, seconds in rows:
+    for label, _ in variants:
+        seconds = timings[label]
         print(f"{label:<32} {seconds * 1e3:>9.1f} {seconds / base:>8.2f}")
 
 

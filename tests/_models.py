@@ -170,16 +170,6 @@ class StandInPolicy:
         return StandInReport(self.name, weights_fingerprint(model), names)
 
 
-def policy_engine_available() -> bool:
-    """Whether the policy engine and the initializer catalogue it needs have landed."""
-    try:
-        from lightning_init.policy import InitPolicy
-        from lightning_init.policy.initializers import resolve_initializer
-    except ImportError:
-        return False
-    return callable(getattr(InitPolicy, "load", None)) and callable(resolve_initializer)
-
-
 def make_policy(**kwargs: Any) -> Any:
     """The stand-in policy (the tests read the callback, not the engine)."""
     return StandInPolicy(**kwargs)

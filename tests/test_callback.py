@@ -25,7 +25,6 @@ from _models import (
     Net,
     make_loader,
     make_policy,
-    policy_engine_available,
 )
 from _models import quiet_trainer as _trainer
 
@@ -281,7 +280,6 @@ _REAL_POLICY = {
 }
 
 
-@pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
 @pytest.mark.parametrize("spec_kind", ["path", "mapping", "instance"])
 @pytest.mark.parametrize("model_class", [Net, ConfiguredNet])
 def test_real_policy_from_every_spec_form(
@@ -307,7 +305,6 @@ def test_real_policy_from_every_spec_form(
     assert callback.state_dict()["policy_name"] == "relu_zero_bias"
 
 
-@pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
 def test_real_policy_is_the_one_init_of_a_meta_model(tmp_path: Path) -> None:
     from lightning_init import InitPolicy
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _models import policy_engine_available
 
 _ROOT = Path(__file__).resolve().parent.parent
 _TRAINER_ARGS = [
@@ -128,7 +127,6 @@ def test_nested_option_keys_from_the_command_line(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not policy_engine_available(), reason="the policy engine has not landed")
 def test_yaml_policy_path_is_applied(tmp_path: Path) -> None:
     policy = tmp_path / "zero_bias.yaml"
     policy.write_text("name: zero_bias\nrules:\n  - match: {type: Linear}\n    bias: zeros\n")

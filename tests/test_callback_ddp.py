@@ -21,14 +21,10 @@ from lightning_init import weights_fingerprint
 from lightning_init.policy import InitPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _models import RELU_POLICY, ConfiguredNet, Net, policy_engine_available
+from _models import RELU_POLICY, ConfiguredNet, Net
 
 _ROOT = Path(__file__).resolve().parent.parent
 
-
-pytestmark = pytest.mark.skipif(
-    not policy_engine_available(), reason="the policy engine has not landed"
-)
 
 
 @pytest.fixture(scope="module")

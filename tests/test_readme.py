@@ -11,10 +11,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# docs/architecture.md sketches signatures in its python blocks: they are not meant to run.
 DOCUMENTS = [
     README,
-    *sorted(path for path in (ROOT / "docs").glob("*.md") if path.name != "architecture.md"),
+    *sorted((ROOT / "docs").glob("*.md")),
     ROOT / "CONTRIBUTING.md",
 ]
 _FENCE = re.compile(r"```(\w+)\n(.*?)```", flags=re.DOTALL)
