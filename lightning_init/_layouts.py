@@ -101,18 +101,18 @@ class Layout:
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
-            raise PolicyError(f"fan_in and fan_out of a tensor of shape {_fmt(shape)} are "
+            raise PolicyError(f"fan_in and fan_out of a tensor of shape {_format_shape(shape)} are "
                               f"undefined: it needs 2 or more dimensions (a weight, not a "
                               f"bias)")
         dims = []
         for dim in (self.in_dim, self.out_dim):
             if not -len(shape) <= dim < len(shape):
                 raise PolicyError(f"fan_layout {self} names dimension {dim}, but the shape "
-                                  f"{_fmt(shape)} has {len(shape)} dimensions")
+                                  f"{_format_shape(shape)} has {len(shape)} dimensions")
             dims.append(dim % len(shape))
         if dims[0] == dims[1]:
             raise PolicyError(f"fan_layout {self} names dimension {dims[0]} of shape "
-                              f"{_fmt(shape)} as both the input and the output")
+                              f"{_format_shape(shape)} as both the input and the output")
         receptive = math.prod(s for i, s in enumerate(shape) if i not in dims)
         fan_in, fan_out = shape[dims[0]] * receptive, shape[dims[1]] * receptive
         if self.grouped == "in":
@@ -137,7 +137,7 @@ _REGISTRY: dict[tuple[type | str, str], tuple[int, Layout]] = {}
 _ORDER = itertools.count()
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
+def _format_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
