@@ -664,9 +664,10 @@ class InitPolicy:
                     module_path, _, attr = type_name.replace(":", ".").rpartition(".")
                     try:
                         cls = getattr(importlib.import_module(module_path), attr)
-                    except (ImportError, AttributeError, ValueError):
+                    except (ImportError, AttributeError, ValueError, TypeError):  # '..X': TypeError
                         raise self._error(
-                            f"type {type_name!r} cannot be imported", rule, ".match.type"
+                            f"type {type_name!r} cannot be imported: give a class name (Linear) "
+                            "or an absolute dotted path (mypkg.layers.MyBlock)", rule, ".match.type"
                         ) from None
                     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
                         raise self._error(

@@ -346,3 +346,11 @@ def test_a_skip_glob_that_matches_no_module_warns_with_the_full_name():
         warnings.simplefilter("error")
         _policy(rule, skip=["net.backbone"]).apply(net)
     assert torch.equal(net["net"]["backbone"][0].weight, before)
+
+
+@pytest.mark.parametrize("type_name", ["..Linear", ".Linear", "torch..nn.Linear"])
+def test_relative_or_malformed_type_path_is_a_policy_error(type_name):
+    policy = InitPolicy.from_dict({"rules": [{"match": {"type": type_name}, "weight": "zeros"}]})
+    with pytest.raises(PolicyError, match=r"cannot be imported: .*absolute dotted path") as info:
+        policy.explain(_net())
+    assert info.value.where == "rules[0].match.type" and repr(type_name) in str(info.value)
