@@ -197,8 +197,15 @@ def _lecun_normal_(
     return _variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator=generator)
 
 
+def _prior_logit(prob: float) -> float:
+    """``-log((1 - prob) / prob)``, finite for every prob in (0, 1): below ~1e-308 the ratio
+    overflows, and ``log(prob) - log1p(-prob)`` (the same logit) is used instead."""
+    ratio = (1.0 - prob) / prob
+    return -math.log(ratio) if math.isfinite(ratio) else math.log(prob) - math.log1p(-prob)
+
+
 def _prior_bias_(tensor: torch.Tensor, prob: float = 0.01) -> torch.Tensor:
-    return tensor.fill_(-math.log((1.0 - prob) / prob))
+    return tensor.fill_(_prior_logit(prob))
 
 
 def _orthogonal_(
@@ -549,7 +556,7 @@ class Initializer:
             if name == "constant":
                 value = float(args["val"])
             elif name == "prior_bias":
-                value = -math.log((1.0 - args["prob"]) / args["prob"])
+                value = _prior_logit(args["prob"])
             return value, 0.0  # type: ignore[return-value]
         if name in ("eye", "dirac"):
             if name == "eye":
