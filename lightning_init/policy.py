@@ -205,6 +205,16 @@ def _parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> _
                  line, optional)
 
 
+def _key_typos(rule: _Rule, names: set[str]) -> str:
+    """``" (key 'wieght' names no parameter of its modules. Did you mean 'weight'?...)"`` for the
+    keys of ``rule`` that match none of ``names``, its modules' own parameters; else ``""``."""
+    typos = [f"key {key!r} names no parameter of its modules.{did_you_mean(key, names)}"
+             for key, _ in rule.params if names and not fnmatch.filter(names, key)]
+    if not typos:
+        return ""
+    return f" ({' '.join(typos)} Their parameters: {format_choices(names)})"
+
+
 def _derive_seed(seed: int, qualified_name: str, shape: Sequence[int]) -> int:
     """A 63-bit seed from ``(seed, qualified_name, shape)`` only."""
     text = f"{seed}|{qualified_name}|{tuple(int(s) for s in shape)}".encode()
@@ -816,8 +826,10 @@ class InitPolicy:
                   if rule.index not in used and not rule.optional]
         if not recurse:  # one module of many: other rules are for other modules
             unused = []
-        if unused:
-            message = "rule matches no parameter: " + "; ".join(unused)
+        if unused:  # a rule whose only key is misspelled ('wieght') matches modules, no parameter
+            message = "rule matches no parameter: " + "; ".join(
+                rule.label + _key_typos(rule, own_names[rule.index]) for rule in self.rules
+                if rule.index not in used and not rule.optional)
             if self.strict:
                 first = next(r for r in self.rules if r.label == unused[0])
                 raise self._error(message + " (strict: true)", first)
