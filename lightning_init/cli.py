@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -15,6 +16,16 @@ from lightning_init.errors import PolicyError
 from lightning_init.policy.presets import preset_paths
 
 __all__ = ["main"]
+
+
+def _raised(err: BaseException) -> str:
+    """``"RuntimeError: message (file.py:3)"`` on one line: where the user's code raised."""
+    message = " ".join(str(err).split())
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"SyntaxError: {err.msg} ({err.filename}:{err.lineno})"
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(err).__name__}{': ' + message if message else ''}{where}"
 
 
 def _load_model(spec: str):  # -> nn.Module
@@ -27,11 +38,17 @@ def _load_model(spec: str):  # -> nn.Module
         module = importlib.import_module(module_path)
     except ImportError as err:
         raise PolicyError(f"--model {spec!r}: cannot import {module_path!r}: {err}") from None
+    except Exception as err:  # the user's module failed while importing
+        raise PolicyError(
+            f"--model {spec!r}: importing {module_path!r} raised {_raised(err)}") from None
     try:
         factory = getattr(module, attr)
     except AttributeError:
         raise PolicyError(f"--model {spec!r}: {module_path!r} has no attribute {attr!r}") from None
-    model = factory if isinstance(factory, nn.Module) else factory()
+    try:
+        model = factory if isinstance(factory, nn.Module) else factory()
+    except Exception as err:  # the user's factory failed
+        raise PolicyError(f"--model {spec!r}: the factory raised {_raised(err)}") from None
     if not isinstance(model, nn.Module):
         raise PolicyError(
             f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module"

@@ -7,6 +7,8 @@ import hashlib
 import torch
 from torch import nn
 
+from lightning_init._sparse import coalesced
+
 __all__ = ["weights_fingerprint"]
 
 
@@ -15,7 +17,9 @@ def weights_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> s
 
     Bit-exact: two modules share it only when their named tensors are identical. Tied
     parameters count once. Meta tensors contribute their name, dtype and shape only.
-    DTensor parameters contribute their local shard.
+    DTensor parameters contribute their local shard. A sparse tensor (a graph's adjacency
+    buffer, any sparse layout) contributes the indices and values of its coalesced COO form,
+    so it equals its coalesced self and differs from the dense tensor of the same values.
 
     Example:
         >>> torch.manual_seed(0); a = torch.nn.Linear(3, 2)  # doctest: +ELLIPSIS
@@ -39,6 +43,19 @@ def weights_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> s
         digest.update(f"{qualified_name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         if tensor.is_meta or tensor.numel() == 0:
             continue
-        flat = tensor.contiguous().view(-1).cpu()
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
+        if tensor.layout is torch.strided:
+            digest.update(_bytes(tensor))
+            continue
+        sparse = coalesced(tensor)  # any sparse layout: its one canonical COO form
+        digest.update(f"sparse|{sparse.sparse_dim()}|{sparse.indices().shape[1]}|".encode())
+        digest.update(_bytes(sparse.indices()))
+        digest.update(_bytes(sparse.values()))
     return digest.hexdigest()[:16]
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of a dense tensor's elements, in row-major order."""
+    if tensor.numel() == 0:
+        return b""
+    flat = tensor.contiguous().view(-1).cpu()
+    return flat.view(torch.uint8).numpy().tobytes()

@@ -72,3 +72,59 @@ def _tiny():
     import torch
 
     return torch.nn.Sequential(torch.nn.Linear(3, 3))
+
+
+_HOSTILE = {
+    "laughs.yaml": ("a0: &a0 [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9))).encode(),
+    "recursive.yaml": b"rules: &r [*r]\n",
+    "deep.yaml": b"rules: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "latin1.yaml": "name: café\nrules: []\n".encode("latin-1"),
+    "utf16.yaml": "name: x\nrules: []\n".encode("utf-16"),
+    "nul.yaml": b"name: x\x00\nrules: []\n",
+    "dots.yaml": b"rules:\n  - match: {type: '..Linear'}\n    weight: zeros\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HOSTILE))
+def test_hostile_policy_file_is_one_line_and_exit_2(capsys, tmp_path, name):
+    from lightning_init.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(_HOSTILE[name])
+    assert main(["explain", str(path), "--model", "test_cli:_tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lightning-init: error: {path}")
+
+
+def test_hostile_file_in_a_real_process_prints_no_traceback(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(_HOSTILE["latin1.yaml"])
+    result = _run("explain", str(path), "--model", "cli_models:mlp", tmp_path=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "not UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "words"),
+    [("def make():\n    raise RuntimeError('no GPU here')\n", "user_models:make",
+      ["the factory raised RuntimeError: no GPU here", "user_models.py:2"]),
+     ("import torch\nraise ValueError('bad config')\n", "user_models:make",
+      ["importing 'user_models' raised ValueError: bad config", "user_models.py:2"]),
+     ("def make(:\n", "user_models:make",
+      ["importing 'user_models' raised SyntaxError", "user_models.py:1"]),
+     ("import no_such_dependency_q\n", "user_models:make",
+      ["cannot import 'user_models'", "no_such_dependency_q"])],
+)
+def test_model_factory_or_import_failure_is_one_line_and_exit_2(
+        capsys, tmp_path, monkeypatch, source, spec, words):
+    from lightning_init.cli import main
+
+    (tmp_path / "user_models.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    assert main(["explain", "xavier", "--model", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lightning-init: error: --model 'user_models")
+    for word in words:
+        assert word in err

@@ -598,3 +598,14 @@ def test_is_random_tells_deterministic_fills_apart():
     assert all(resolve_initializer(spec).is_random for spec in
                [*RANDOM_SPECS, {"chunks": ["zeros", "normal"]},
                 "tests._custom_inits:returns_new"])
+
+
+@pytest.mark.parametrize("prob", [1e-310, 5e-324, 1e-300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_prior_bias_of_a_tiny_prob_is_its_finite_logit(prob, dtype):
+    logit = math.log(prob) - math.log1p(-prob)  # -713.8 for 1e-310, not -inf
+    bias = _filled({"init": "prior_bias", "prob": prob}, (4,), dtype=dtype)
+    assert torch.isfinite(bias).all()
+    assert bias.double().tolist() == pytest.approx([logit] * 4, rel=1e-3)
+    mean = resolve_initializer({"init": "prior_bias", "prob": prob}).expected_mean((4,))
+    assert mean == pytest.approx(logit, rel=1e-12)

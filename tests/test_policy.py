@@ -354,3 +354,29 @@ def test_warnings_point_at_the_line_that_called_the_policy():
         with pytest.warns(UnusedRuleWarning, match="matches no parameter") as record:
             call(nn.Linear(2, 2))
         assert [warning.filename for warning in record] == [__file__]
+
+
+@pytest.mark.parametrize("type_name", ["..Linear", ".Linear", "torch..nn.Linear"])
+def test_relative_or_malformed_type_path_is_a_policy_error(type_name):
+    policy = InitPolicy.from_dict({"rules": [{"match": {"type": type_name}, "weight": "zeros"}]})
+    with pytest.raises(PolicyError, match=r"cannot be imported: .*absolute dotted path") as info:
+        policy.explain(_net())
+    assert info.value.where == "rules[0].match.type" and repr(type_name) in str(info.value)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_misspelled_key_alone_in_its_rule_gets_a_did_you_mean(strict):
+    policy = InitPolicy.from_dict(
+        {"strict": strict, "rules": [{"match": {"type": "Linear"}, "wieght": "zeros"}]})
+    words = ["rule matches no parameter", "rules[0]", "'wieght'", "Did you mean 'weight'?",
+             "Their parameters: bias, weight"]
+    if strict:
+        with pytest.raises(PolicyError) as info:
+            policy.apply(_net())
+        message = str(info.value)
+    else:
+        with pytest.warns(UnusedRuleWarning) as caught:
+            policy.apply(_net())
+        message = str(caught[0].message)
+    for word in words:
+        assert word in message

@@ -15,6 +15,7 @@ __all__ = [
     "lecun_normal_",
     "orthogonal_",
     "prior_bias_",
+    "prior_logit",
     "sparse_",
     "truncnorm_moments",
     "variance_scaling_",
@@ -111,6 +112,18 @@ def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None
     return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator=generator)
 
 
+def prior_logit(prob: float) -> float:
+    """``-log((1 - prob) / prob)``, finite for every prob in (0, 1): where the ratio overflows
+    (prob below about 1e-308), the same logit as ``log(prob) - log1p(-prob)``.
+
+    Example:
+        >>> round(prior_logit(0.01), 3), round(prior_logit(1e-310), 1)
+        (-4.595, -713.8)
+    """
+    ratio = (1.0 - prob) / prob
+    return -math.log(ratio) if math.isfinite(ratio) else math.log(prob) - math.log1p(-prob)
+
+
 def prior_bias_(tensor: torch.Tensor, prob: float = 0.01) -> torch.Tensor:
     """``-log((1 - prob) / prob)``: the classification-head prior of Lin et al. 2017.
 
@@ -118,7 +131,7 @@ def prior_bias_(tensor: torch.Tensor, prob: float = 0.01) -> torch.Tensor:
         >>> round(prior_bias_(torch.empty(2)).tolist()[0], 3)
         -4.595
     """
-    return tensor.fill_(-math.log((1.0 - prob) / prob))
+    return tensor.fill_(prior_logit(prob))
 
 
 def orthogonal_(

@@ -106,11 +106,11 @@ class InitPolicy:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()  # decoded by load_yaml: UTF-8 or a clear PolicyError
         except OSError as err:
             raise PolicyError(f"cannot read policy file: {err.strerror or err}",
                               source=str(path)) from None
-        document = load_yaml(text, source=str(path))
+        document = load_yaml(data, source=str(path))
         if document is None:
             document = LinedDict()
         return cls.from_dict(document, source=str(path))

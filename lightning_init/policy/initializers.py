@@ -286,7 +286,7 @@ _REGISTRY: dict[str, _Entry] = {entry.name: entry for entry in (
            _fan_shape),
     _Entry("prior_bias", _fills.prior_bias_,
            {"prob": Param("number", number(positive=True, maximum=1.0, open_max=True))},
-           lambda args, shape: (-math.log((1.0 - args["prob"]) / args["prob"]), 0.0),
+           lambda args, shape: (_fills.prior_logit(args["prob"]), 0.0),
            random=False),
 )}
 _SPECIAL = {"default": "reset", "keep": "keep"}

@@ -290,7 +290,9 @@ class _Planner:
         unused = [rule for rule in self.schema.rules
                   if rule.index not in self.used and not rule.optional]
         if unused:
-            message = "rule matches no parameter: " + "; ".join(rule.label for rule in unused)
+            # a rule whose only key is misspelled ('wieght') matches modules, no parameter
+            message = "rule matches no parameter: " + "; ".join(
+                rule.label + _key_typos(rule, self.own_names[rule.index]) for rule in unused)
             if self.schema.strict:
                 raise self._error(message + " (strict: true)", unused[0])
             _warn(message, UnusedRuleWarning)
@@ -325,6 +327,16 @@ class _Planner:
                 raise PolicyError(message + " (strict: true)", where="skip",
                                   source=self.schema.source)
             _warn(message, UnusedRuleWarning)
+
+
+def _key_typos(rule: Rule, names: set[str]) -> str:
+    """``" (key 'wieght' names no parameter of its modules. Did you mean 'weight'?...)"`` for the
+    keys of ``rule`` that match none of ``names``, its modules' own parameters; else ``""``."""
+    typos = [f"key {key!r} names no parameter of its modules.{did_you_mean(key, names)}"
+             for key, _ in rule.params if names and not fnmatch.filter(names, key)]
+    if not typos:
+        return ""
+    return f" ({' '.join(typos)} Their parameters: {format_choices(names)})"
 
 
 def _skip_hint(pattern: str, module_names: list[str]) -> str:
@@ -386,8 +398,9 @@ def _resolve_type(type_name: str, known: dict[str, Any], rule: Rule, source: str
         module_path, _, attr = type_name.replace(":", ".").rpartition(".")
         try:
             cls = getattr(importlib.import_module(module_path), attr)
-        except (ImportError, AttributeError, ValueError):
-            raise error(f"type {type_name!r} cannot be imported") from None
+        except (ImportError, AttributeError, ValueError, TypeError):  # '..X': TypeError
+            raise error(f"type {type_name!r} cannot be imported: give a class name (Linear) "
+                        "or an absolute dotted path (mypkg.layers.MyBlock)") from None
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise error(f"type {type_name!r} is not a torch.nn.Module class")
         return cls
