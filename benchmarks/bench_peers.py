@@ -25,7 +25,7 @@ out. The result is the median step time with the approach over the median withou
 rounds are interleaved (every approach once per round) and the table gives the median over
 rounds and the range. Needs ``wandb`` (the ``bench`` extra: ``pip install -e ".[bench]"``).
 
-    python benchmarks/bench_peers.py [--steps 200] [--rounds 3] [--quick] [--out FILE]
+    python benchmarks/bench_peers.py [--steps 200] [--rounds 3] [--quick] [--threads 2] [--out FILE]
 """
 
 from __future__ import annotations
@@ -278,10 +278,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 steps, 1 round")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 40, 1
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(min(args.threads, torch.get_num_threads()))
     _quiet()
     approaches = {
         "grad_norm": LightningGradNorm,
