@@ -267,7 +267,7 @@ def _versions() -> str:
 
     return (
         f"torch {torch.__version__}, lightning {L.__version__}, wandb {wandb.__version__}, "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+        f"torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}, "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
 
