@@ -29,6 +29,8 @@ lint: venv
 bench: venv
 	$(PY) benchmarks/bench_policy_apply.py
 	$(PY) benchmarks/bench_diagnostics.py
+	$(PY) -c "import wandb" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
+	$(PY) benchmarks/bench_peers.py
 
 clean:
 	rm -rf $(VENV) lightning_logs build *.egg-info
