@@ -50,6 +50,8 @@ def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[floa
     Example:
         >>> [round(m, 4) for m in truncnorm_moments(0.0, 1.0, -2.0, 2.0)]
         [0.0, 0.8796]
+        >>> [round(m, 5) for m in truncnorm_moments(0.0, 0.02, -2.0, 2.0)]
+        [0.0, 0.02]
     """
     alpha, beta = (a - mean) / std, (b - mean) / std
     mass = _norm_cdf(beta) - _norm_cdf(alpha)
@@ -59,8 +61,8 @@ def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[floa
     ratio = (pdf_a - pdf_b) / mass
     a_term = 0.0 if math.isinf(alpha) else alpha * pdf_a
     b_term = 0.0 if math.isinf(beta) else beta * pdf_b
-    variance = std * std * (1.0 + (a_term - b_term) / mass - ratio * ratio)
-    return mean + std * ratio, std * math.sqrt(max(variance, 0.0))
+    factor = 1.0 + (a_term - b_term) / mass - ratio * ratio  # the variance over std^2
+    return mean + std * ratio, std * math.sqrt(max(factor, 0.0))
 
 
 def variance_scaling_std(shape: tuple[int, ...], scale: float, mode: str) -> float:
