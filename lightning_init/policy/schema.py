@@ -200,10 +200,24 @@ def _variables(mapping: Mapping, source: str | None) -> dict[str, Any]:
     try:
         return parse_variables(raw)
     except PolicyError as err:
-        name = (err.where or "").partition(".")[2]
-        line = line_of(raw, name) if name and isinstance(raw, Mapping) else None
+        line = _failing_line(raw, err.where) if isinstance(raw, Mapping) else None
         raise PolicyError(err.bare_message, where=err.where, source=source,
                           line=line or line_of(mapping, "variables")) from None
+
+
+def _failing_line(raw: Mapping, where: str | None) -> int | None:
+    """The line of the variable an error is about: named in ``where``, else the first whose
+    declaration fails."""
+    name = (where or "").partition(".")[2]
+    if name in raw:
+        return line_of(raw, name)
+    keys = list(raw)
+    for count in range(1, len(keys) + 1):
+        try:
+            parse_variables({key: raw[key] for key in keys[:count]})
+        except PolicyError:
+            return line_of(raw, keys[count - 1])
+    return None
 
 
 def _rules(mapping: Mapping, source: str | None, variables: tuple[str, ...] = ()
