@@ -101,10 +101,11 @@ def lsuv_init(
     registered weight layout, such as Hugging Face's ``Conv1D``) orthogonally
     (``orthogonal=True``), then, layer by layer in forward order, runs the batch and divides
     the layer's weight by the standard deviation of its output until the output variance is
-    within ``tol`` of 1, at most ``max_iters`` passes per layer. Changes those weights in place under ``no_grad`` (by design)
-    and nothing else: biases, buffers, train/eval modes stay as they were; passes run like the
-    check's (dropout off, BatchNorm on batch statistics). The orthogonal pre-init draws from
-    the global RNG (seed it for reproducibility).
+    within ``tol`` of 1, at most ``max_iters`` passes per layer. Changes those weights in
+    place under ``no_grad`` (by design) and nothing else: biases, buffers, train/eval modes
+    stay as they were; passes run like the check's (dropout off, BatchNorm on batch
+    statistics). The orthogonal pre-init draws from the global RNG (seed it for
+    reproducibility).
 
     Args:
         model: the model to initialize.

@@ -217,34 +217,9 @@ class Initializer:
             ...     print(err)
             fc.bias: orthogonal needs a tensor with at least 2 dimensions, got shape (10,)
         """
-        problem = self._shape_problem(tuple(int(s) for s in shape))
+        problem = _shape_problem(self, tuple(int(s) for s in shape))
         if problem is not None:
             raise PolicyError(problem, where=where, source=self.source, line=self.line)
-
-    def _shape_problem(self, shape: tuple[int, ...]) -> str | None:
-        if self.kind != "tensor":
-            return None
-        if self.chunks is None:
-            entry = REGISTRY.get(self.name)
-            if entry is None:
-                return None
-            problem = entry.shapes(self.name, entry.args(self.kwargs), shape)
-            if problem is None and entry.fan_based and self.layout is not None:
-                try:
-                    self._fans(shape)
-                except PolicyError as err:
-                    return f"{self.describe()}: {err.bare_message}"
-            return problem
-        count = self.chunks
-        if len(shape) == 0 or shape[0] % count:
-            return (f"{self.describe()} splits dim 0 into {count} equal blocks, but shape "
-                    f"{fmt_shape(shape)} has dim 0 not divisible by {count}")
-        block_shape = (shape[0] // count, *shape[1:])
-        for index, block in enumerate(self._block_initializers()):
-            problem = block._shape_problem(block_shape)
-            if problem is not None:
-                return f"{problem} (block {index} of {count} of shape {fmt_shape(shape)})"
-        return None
 
     def _block_initializers(self) -> tuple[Initializer, ...]:
         if self.blocks is not None:
@@ -286,7 +261,7 @@ class Initializer:
 
     def _moments(self, shape: tuple[int, ...]) -> tuple[float, float] | None:
         if (self.kind != "tensor" or math.prod(shape) == 0 or self.names
-                or self._shape_problem(shape)):
+                or _shape_problem(self, shape)):
             return None
         if self.chunks is None:
             entry = REGISTRY.get(self.name)
@@ -330,47 +305,18 @@ class Initializer:
                 f"{self.describe()} uses {format_choices(self.names)}: a policy evaluates its "
                 f"expressions for each parameter (Initializer.bind) before filling")
         shape = tuple(tensor.shape)
-        problem = self._shape_problem(shape)
+        problem = _shape_problem(self, shape)
         if problem is not None:
             raise self._error(problem)
         if tensor.numel() == 0 or tensor.is_meta:
             return
         with torch.no_grad():
             if self.chunks is None:
-                self._fill_leaf(tensor, generator)
+                _fill_leaf(self, tensor, generator)
                 return
             size = shape[0] // self.chunks
             for index, block in enumerate(self._block_initializers()):
                 block.fill_(tensor.narrow(0, index * size, size), generator)
-
-    def _fill_leaf(self, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
-        entry = REGISTRY.get(self.name)
-        if entry is not None:
-            function, accepts_generator = entry.fill, entry.accepts_generator
-            accepts_fans = entry.fan_based
-        else:
-            function = _custom.load(self.name, where="", source=self.source, line=self.line)
-            accepts_generator = _custom.accepts_generator(function)
-            accepts_fans = _custom.accepts_fans(function)
-        extra: dict[str, Any] = {"generator": generator} if accepts_generator else {}
-        if accepts_fans:
-            extra["fans"] = self._fans(tuple(tensor.shape))
-        try:
-            result = function(tensor, **self.kwargs, **extra)
-        except PolicyError:
-            raise
-        except Exception as err:
-            raise self._error(
-                f"{self.describe()} failed on a tensor of shape {fmt_shape(tuple(tensor.shape))}"
-                f" and dtype {tensor.dtype}: {err}") from err
-        if isinstance(result, torch.Tensor) and result is not tensor:
-            if result.shape != tensor.shape:
-                raise self._error(
-                    f"custom initializer {self.name} returned shape "
-                    f"{fmt_shape(tuple(result.shape))} for a tensor of shape "
-                    f"{fmt_shape(tuple(tensor.shape))}; fill the tensor in place")
-            if result.data_ptr() != tensor.data_ptr():
-                tensor.copy_(result)
 
     def _error(self, message: str) -> PolicyError:
         return PolicyError(message, source=self.source, line=self.line)
@@ -397,6 +343,66 @@ class Initializer:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def _shape_problem(initializer: Initializer, shape: tuple[int, ...]) -> str | None:
+    """What keeps ``initializer`` from filling a tensor of ``shape``, or ``None``."""
+    if initializer.kind != "tensor":
+        return None
+    if initializer.chunks is None:
+        entry = REGISTRY.get(initializer.name)
+        if entry is None:
+            return None
+        problem = entry.shapes(initializer.name, entry.args(initializer.kwargs), shape)
+        if problem is None and entry.fan_based and initializer.layout is not None:
+            try:
+                initializer._fans(shape)
+            except PolicyError as err:
+                return f"{initializer.describe()}: {err.bare_message}"
+        return problem
+    count = initializer.chunks
+    if len(shape) == 0 or shape[0] % count:
+        return (f"{initializer.describe()} splits dim 0 into {count} equal blocks, but shape "
+                f"{fmt_shape(shape)} has dim 0 not divisible by {count}")
+    block_shape = (shape[0] // count, *shape[1:])
+    for index, block in enumerate(initializer._block_initializers()):
+        problem = _shape_problem(block, block_shape)
+        if problem is not None:
+            return f"{problem} (block {index} of {count} of shape {fmt_shape(shape)})"
+    return None
+
+
+def _fill_leaf(initializer: Initializer, tensor: torch.Tensor, generator: torch.Generator | None
+               ) -> None:
+    """Call the fill function of a leaf (no blocks) on ``tensor``."""
+    entry = REGISTRY.get(initializer.name)
+    if entry is not None:
+        function, accepts_generator = entry.fill, entry.accepts_generator
+        accepts_fans = entry.fan_based
+    else:
+        function = _custom.load(initializer.name, where="", source=initializer.source,
+                                line=initializer.line)
+        accepts_generator = _custom.accepts_generator(function)
+        accepts_fans = _custom.accepts_fans(function)
+    extra: dict[str, Any] = {"generator": generator} if accepts_generator else {}
+    if accepts_fans:
+        extra["fans"] = initializer._fans(tuple(tensor.shape))
+    try:
+        result = function(tensor, **initializer.kwargs, **extra)
+    except PolicyError:
+        raise
+    except Exception as err:
+        raise initializer._error(
+            f"{initializer.describe()} failed on a tensor of shape {fmt_shape(tuple(tensor.shape))}"
+            f" and dtype {tensor.dtype}: {err}") from err
+    if isinstance(result, torch.Tensor) and result is not tensor:
+        if result.shape != tensor.shape:
+            raise initializer._error(
+                f"custom initializer {initializer.name} returned shape "
+                f"{fmt_shape(tuple(result.shape))} for a tensor of shape "
+                f"{fmt_shape(tuple(tensor.shape))}; fill the tensor in place")
+        if result.data_ptr() != tensor.data_ptr():
+            tensor.copy_(result)
 
 
 def _fmt_value(value: Any, formula: str | None = None) -> str:
