@@ -272,11 +272,22 @@ def test_bad_variables_name_the_file_and_line(tmp_path, variables, line, words):
 
 def test_a_count_that_matches_nothing_suggests_the_models_names():
     model = _gpt2(n_layer=2)
-    policy = InitPolicy.from_dict({"variables": {"n_layer": {"count": "h.*"}}, "rules": []})
+    policy = InitPolicy.from_dict({"variables": {"n_layer": {"count": "h.*"}}, "rules": [
+        {"match": {"name": "*c_proj"}, "weight": {"init": "normal", "std": "0.1 / n_layer"}}]})
     with pytest.raises(PolicyError) as info:
         policy.explain(model)
     message = str(info.value)
     assert "variables.n_layer" in message and "Did you mean 'transformer.h.*'" in message
+
+
+def test_a_count_no_matched_parameter_needs_is_no_error():
+    # a policy written for GPT-2 on another family: its depth rule matches nothing there
+    policy = InitPolicy.from_dict({**GPT2_DEPTH, "rules": [
+        {**GPT2_DEPTH["rules"][0], "optional": True},
+        {"match": {"type": "Linear"}, "weight": {"init": "normal", "std": 0.02}}]})
+    planned = policy.explain(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+    assert [entry.qualified_name for entry in planned.entries] == ["0.weight", "2.weight"]
+    assert planned.variables == {}
 
 
 @pytest.mark.parametrize(("spec", "words"), [

@@ -168,12 +168,12 @@ class _Planner:
         self.last: int | None = None  # id of the output layer (match.last)
 
     def build(self) -> Plan:
-        if self.recurse:  # the model-wide values are checked even when no rule uses them
-            self.plan.variables = self._shown_variables()
         self._walk()
         for target in self.order:
             self._decide(target)
         self._meta_buffers()
+        if self.recurse:
+            self.plan.variables = self._shown_variables()
         self.plan.resets = list(self._resets.values())
         self.plan.unused_rules = self._unused_rules()
         if self.recurse:
@@ -293,7 +293,8 @@ class _Planner:
         return initializer.bind(values, layout=layout, groups=groups, where=where)
 
     def _model_values(self) -> dict[str, float]:
-        """The model-wide variables, computed once (a bad ``count`` raises here)."""
+        """The model-wide variables, computed once, when a parameter first needs them (a
+        ``count`` that matches nothing raises here)."""
         if self._values is None:
             needed = {name for rule in self.schema.rules for _, init in rule.params
                       for name in init.names}
@@ -306,7 +307,12 @@ class _Planner:
         return self._values
 
     def _shown_variables(self) -> dict[str, float]:
-        values = self._model_values()
+        """The values for the plan's footer; none when a variable no parameter used cannot be
+        computed for this model (a preset written for another family)."""
+        try:
+            values = self._model_values()
+        except PolicyError:
+            return {}
         used = {name for rule in self.schema.rules for _, init in rule.params
                 for name in init.names}
         return {name: value for name, value in values.items()
