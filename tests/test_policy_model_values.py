@@ -461,3 +461,15 @@ def test_last_must_be_a_boolean(tmp_path):
     path = _write(tmp_path, "rules:\n  - match: {last: yes please}\n    weight: zeros\n")
     with pytest.raises(PolicyError, match=r"line 2: rules\[0\].match.last: 'last' must be true"):
         InitPolicy.from_yaml(path)
+
+
+def test_a_custom_initializer_with_fans_gets_them_by_layout():
+    model = _gpt2(n_embd=64)
+    policy = InitPolicy.from_dict({"seed": 0, "rules": [{"match": {"name": "*c_fc"}, "weight": {
+        "init": "tests._custom_inits:fan_in_normal", "gain": 2.0}}]})
+    policy.apply(model)
+    # c_fc's weight is (64, 256) = (in, out): fan_in is 64
+    assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.25, rel=0.02)
+    with pytest.raises(PolicyError, match="unknown argument 'fans'"):
+        InitPolicy.from_dict({"rules": [{"match": {"name": "*c_fc"}, "weight": {
+            "init": "tests._custom_inits:fan_in_normal", "fans": [1, 2]}}]})
