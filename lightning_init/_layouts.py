@@ -62,7 +62,8 @@ from torch import nn
 from lightning_init._text import did_you_mean
 from lightning_init.errors import PolicyError
 
-__all__ = ["Layout", "fans", "layout_for", "parse_layout", "register_layout"]
+__all__ = ["TORCH_LAYOUT", "Layout", "fans", "layout_for", "layout_of", "parse_layout",
+           "register_layout"]
 
 
 @dataclass(frozen=True)
@@ -275,15 +276,29 @@ def fans(module: nn.Module, param_name: str, tensor: Any, *,
         ...
         lightning_init.PolicyError: Linear.bias: fan_in and fan_out of a tensor of shape (5,) ...
     """
-    if layout is not None:
-        chosen = parse_layout(layout)
-    else:
-        chosen = layout_for(module, param_name) or TORCH_LAYOUT
+    chosen, groups = layout_of(module, param_name, layout)
     try:
-        return chosen.fans(tuple(tensor.shape), groups=_groups(module))
+        return chosen.fans(tuple(tensor.shape), groups=groups)
     except PolicyError as err:
         raise PolicyError(err.bare_message,
                           where=f"{type(module).__name__}.{param_name}") from None
+
+
+def layout_of(module: nn.Module, param_name: str,
+              layout: Layout | Mapping[str, int] | None = None) -> tuple[Layout, int]:
+    """The layout :func:`fans` reads ``module``'s ``param_name`` with, and the module's groups.
+
+    ``layout`` (a rule's ``fan_layout``) wins over the registry; torch's reading is the last
+    resort. The pair fixes the fans of any shape, such as the blocks of a chunked weight.
+
+    Example:
+        >>> layout, groups = layout_of(nn.Conv2d(4, 8, 3, groups=2), "weight")
+        >>> str(layout), groups, layout.fans((8, 2, 3, 3), groups)
+        ('{in: 1, out: 0}', 2, (18, 72))
+    """
+    if layout is not None:
+        return parse_layout(layout), _groups(module)
+    return layout_for(module, param_name) or TORCH_LAYOUT, _groups(module)
 
 
 def _groups(module: nn.Module) -> int:

@@ -36,3 +36,8 @@ def positional_only(tensor: torch.Tensor, scale: float, /) -> None:
 def keyword_only(tensor: torch.Tensor, *, value: float, generator=None) -> None:
     """A required keyword-only argument, and a generator."""
     tensor.fill_(value)
+
+
+def fan_in_normal(tensor: torch.Tensor, gain: float = 1.0, generator=None, fans=None) -> None:
+    """N(0, gain^2 / fan_in), fan_in as the policy reads it (the layer type's layout)."""
+    tensor.normal_(0.0, gain / fans[0] ** 0.5, generator=generator)

@@ -86,3 +86,16 @@ def test_lsuv_leaves_modes_and_buffers_and_passes_the_check() -> None:
     assert not model.training and not model[1].training
     assert torch.equal(model[1].running_mean, running_mean)
     assert check_init(model, inputs).ok
+
+
+def test_lsuv_rescales_hugging_faces_conv1d_layers() -> None:
+    pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv1D(64, 32), nn.Tanh(), Conv1D(64, 64), nn.Tanh(), Conv1D(8, 64),
+                          nn.Embedding(10, 8))  # the lookup is never rescaled
+    model.forward = lambda x: model[4](model[3](model[2](model[1](model[0](x)))))
+    report = lsuv_init(model, torch.randn(512, 32), tol=0.02)
+    assert [layer.name for layer in report.layers] == ["0", "2", "4"]
+    assert report.converged

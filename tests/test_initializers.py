@@ -609,3 +609,27 @@ def test_prior_bias_of_a_tiny_prob_is_its_finite_logit(prob, dtype):
     assert bias.double().tolist() == pytest.approx([logit] * 4, rel=1e-3)
     mean = resolve_initializer({"init": "prior_bias", "prob": prob}).expected_mean((4,))
     assert mean == pytest.approx(logit, rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# trunc_normal's promised std at other scales than 1
+# --------------------------------------------------------------------------------------------
+
+TRUNC_CASES = [
+    ("std 0.02, torch's default bounds", {"std": 0.02}, 0.0, 0.02, -2.0, 2.0),
+    ("std 0.02, cut at 2 std", {"std": 0.02, "a": -0.04, "b": 0.04}, 0.0, 0.02, -0.04, 0.04),
+    ("std 0.5, mean 0.1, asymmetric", {"mean": 0.1, "std": 0.5, "a": -0.3, "b": 1.2},
+     0.1, 0.5, -0.3, 1.2),
+    ("std 3, one-sided", {"std": 3.0, "a": 0.0, "b": math.inf}, 0.0, 3.0, 0.0, math.inf),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "mean", "std", "low", "high"),
+                         [c[1:] for c in TRUNC_CASES], ids=[c[0] for c in TRUNC_CASES])
+def test_trunc_normal_promises_scipys_moments(kwargs, mean, std, low, high):
+    law = stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std)
+    init = resolve_initializer({"init": "trunc_normal", **kwargs})
+    assert init.expected_std((300, 200)) == pytest.approx(law.std(), rel=1e-9)
+    assert init.expected_mean((300, 200)) == pytest.approx(law.mean(), rel=1e-9, abs=1e-12)
+    filled = _filled({"init": "trunc_normal", **kwargs}, (300, 200))
+    assert filled.std().item() == pytest.approx(law.std(), rel=0.02)

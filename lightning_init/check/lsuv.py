@@ -10,12 +10,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_init._layouts import layout_for
 from lightning_init._lightning import call_model
 from lightning_init.check.measure import first_float_tensor, no_side_effects
 
 __all__ = ["LSUVLayer", "LSUVReport", "lsuv_init"]
 
 _LSUV_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+_LOOKUPS = (nn.Embedding, nn.EmbeddingBag)  # a lookup has a layout but no output variance
+
+
+def _is_weight_layer(module: nn.Module) -> bool:
+    """A ``Linear``/``Conv`` or any layer type with a registered weight layout (Hugging
+    Face's ``Conv1D``, the user's own via ``register_layout``), lookups aside.
+
+    Example:
+        >>> _is_weight_layer(nn.Linear(2, 2)), _is_weight_layer(nn.Embedding(4, 2))
+        (True, False)
+    """
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or isinstance(module, _LOOKUPS):
+        return False
+    return isinstance(module, _LSUV_TYPES) or layout_for(module, "weight") is not None
 
 _Forward = Callable[[nn.Module, Any], Any]
 
@@ -81,13 +97,15 @@ def lsuv_init(
 ) -> LSUVReport:
     """Layer-sequential unit-variance init (Mishkin & Matas 2015, "All you need is a good init").
 
-    Pre-initializes every ``Linear``/``Conv`` weight orthogonally (``orthogonal=True``), then,
-    layer by layer in forward order, runs the batch and divides the layer's weight by the
-    standard deviation of its output until the output variance is within ``tol`` of 1, at most
-    ``max_iters`` passes per layer. Changes those weights in place under ``no_grad`` (by design)
-    and nothing else: biases, buffers, train/eval modes stay as they were; passes run like the
-    check's (dropout off, BatchNorm on batch statistics). The orthogonal pre-init draws from
-    the global RNG (seed it for reproducibility).
+    Pre-initializes every weight layer (``Linear``, ``Conv``, and the layer types with a
+    registered weight layout, such as Hugging Face's ``Conv1D``) orthogonally
+    (``orthogonal=True``), then, layer by layer in forward order, runs the batch and divides
+    the layer's weight by the standard deviation of its output until the output variance is
+    within ``tol`` of 1, at most ``max_iters`` passes per layer. Changes those weights in
+    place under ``no_grad`` (by design) and nothing else: biases, buffers, train/eval modes
+    stay as they were; passes run like the check's (dropout off, BatchNorm on batch
+    statistics). The orthogonal pre-init draws from the global RNG (seed it for
+    reproducibility).
 
     Args:
         model: the model to initialize.
@@ -115,7 +133,7 @@ def lsuv_init(
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"lsuv_init: max_iters must be an integer >= 1, got {max_iters!r}")
     candidates = [(name, module) for name, module in model.named_modules()
-                  if isinstance(module, _LSUV_TYPES) and module.weight is not None]
+                  if _is_weight_layer(module)]
     if orthogonal:
         with torch.no_grad():
             for _, module in candidates:

@@ -10,17 +10,21 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lightning_init._expr import Expression, parse_expression
 from lightning_init._text import did_you_mean, format_choices
 
 __all__ = [
+    "PASSED_BY_POLICY",
     "REQUIRED",
     "RESERVED_KEYS",
     "ArgumentError",
+    "Formula",
     "Kwargs",
     "Param",
+    "is_number_text",
     "number",
     "signature_defaults",
     "validate",
@@ -32,9 +36,69 @@ RESERVED_KEYS = ("init", "chunks")
 #: The default of an argument that has none.
 REQUIRED = object()
 
+#: Arguments of a fill function that the policy passes, never the user.
+PASSED_BY_POLICY = ("generator", "fans")
+
 
 class ArgumentError(ValueError):
     """An argument problem, in the user's words, without its place in the policy."""
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A numeric argument written as an expression (``std: "0.02 / sqrt(2 * n_layer)"``),
+    evaluated for each parameter when the policy meets a model.
+
+    Two formulas of the same text are equal; the parsed expression travels along.
+
+    Example:
+        >>> formula = Formula.parse("2 / fan_in", ["fan_in"])
+        >>> formula, formula.evaluate({"fan_in": 4.0})
+        (Formula('2 / fan_in'), 0.5)
+        >>> sorted(formula.names)
+        ['fan_in']
+    """
+
+    text: str
+    expression: Expression = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str, variables: Any) -> Formula:
+        """Parse ``text`` over the names ``variables``.
+
+        Raises:
+            PolicyError: a syntax error or an unknown name, with its column and a
+                did-you-mean.
+        """
+        return cls(text, parse_expression(text, variables=variables))
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The variables the formula uses."""
+        return self.expression.names
+
+    def evaluate(self, values: Mapping[str, float]) -> float:
+        """The formula's value for ``values``."""
+        return self.expression.evaluate(values)
+
+    def __repr__(self) -> str:
+        return f"Formula({self.text!r})"
+
+
+def is_number_text(value: Any) -> bool:
+    """Whether ``value`` is a string that reads as a float (YAML 1.1 leaves ``1e-2`` a string).
+
+    Example:
+        >>> is_number_text("1e-2"), is_number_text("2 * n_layer"), is_number_text(3)
+        (True, False, False)
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 Check = Callable[[Any], "str | None"]
@@ -83,6 +147,8 @@ class Param:
             >>> Param("number", number(minimum=0.0)).convert("normal", "std", "1e-2")
             0.01
         """
+        if isinstance(value, Formula):
+            return value  # checked once evaluated
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
                 raise ArgumentError(
@@ -150,8 +216,8 @@ def _freeze(value: Any) -> Any:
 
 
 def signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
-    """``function``'s keyword arguments (not the tensor, not ``generator``) -> default or
-    :data:`REQUIRED`, in signature order.
+    """``function``'s keyword arguments (not the tensor, nor those in
+    :data:`PASSED_BY_POLICY`) -> default or :data:`REQUIRED`, in signature order.
 
     Example:
         >>> import torch
@@ -162,7 +228,7 @@ def signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
     return {
         p.name: (p.default if p.default is not inspect.Parameter.empty else REQUIRED)
         for p in parameters
-        if p.name != "generator"
+        if p.name not in PASSED_BY_POLICY
         and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
 

@@ -2,7 +2,9 @@
 
 The function is imported when the policy is resolved, and the policy's arguments are bound to
 its signature then (``inspect.signature(function).bind``), so a typo fails before any weight
-is written.
+is written. A parameter named ``generator`` receives the policy's generator, one named
+``fans`` the weight's ``(fan_in, fan_out)`` under its layer type's layout (``None`` for a
+tensor of fewer than 2 dimensions).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init.errors import PolicyError
-from lightning_init.policy._arguments import RESERVED_KEYS
+from lightning_init.policy._arguments import PASSED_BY_POLICY, RESERVED_KEYS
 
-__all__ = ["accepts_generator", "argument_problem", "load"]
+__all__ = ["accepts_fans", "accepts_generator", "argument_problem", "load"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -57,6 +59,13 @@ def load(path: str, *, where: str, source: str | None, line: int | None) -> Call
     return target
 
 
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def accepts_generator(function: Callable[..., Any]) -> bool:
     """Whether ``function`` has a parameter named ``generator`` (it then gets the generator).
 
@@ -65,10 +74,18 @@ def accepts_generator(function: Callable[..., Any]) -> bool:
         >>> accepts_generator(torch.nn.init.normal_), accepts_generator(torch.nn.init.zeros_)
         (True, False)
     """
-    try:
-        return "generator" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
+    return _accepts(function, "generator")
+
+
+def accepts_fans(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` has a parameter named ``fans`` (it then gets ``(fan_in, fan_out)``).
+
+    Example:
+        >>> def scaled(tensor, fans=None): ...
+        >>> accepts_fans(scaled), accepts_fans(lambda tensor: None)
+        (True, False)
+    """
+    return _accepts(function, "fans")
 
 
 def argument_problem(function: Callable[..., Any], path: str,
@@ -95,11 +112,13 @@ def argument_problem(function: Callable[..., Any], path: str,
         return f"custom initializer {path} must take the tensor as its first positional argument"
     rest = parameters if parameters[0].kind == inspect.Parameter.VAR_POSITIONAL else parameters[1:]
     arguments = dict(kwargs)
-    if "generator" in signature.parameters:
-        if "generator" in kwargs:
+    for name in PASSED_BY_POLICY:
+        if name not in signature.parameters:
+            continue
+        if name in kwargs:
             return _unknown(rest, path, kwargs) or (
-                f"custom initializer {path}: 'generator' is passed by the policy, not set in it")
-        arguments["generator"] = None
+                f"custom initializer {path}: {name!r} is passed by the policy, not set in it")
+        arguments[name] = None
     try:
         signature.bind(_TENSOR, **arguments)
     except TypeError as err:
@@ -111,7 +130,7 @@ def argument_problem(function: Callable[..., Any], path: str,
 def _unknown(rest: list[inspect.Parameter], path: str, kwargs: Mapping[str, Any]) -> str | None:
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in rest):
         return None
-    names = [p.name for p in rest if p.name != "generator" and p.kind in _BY_KEYWORD]
+    names = [p.name for p in rest if p.name not in PASSED_BY_POLICY and p.kind in _BY_KEYWORD]
     for key in kwargs:
         if key not in names:
             valid = [*names, *RESERVED_KEYS]
@@ -122,7 +141,7 @@ def _unknown(rest: list[inspect.Parameter], path: str, kwargs: Mapping[str, Any]
 
 def _missing(rest: list[inspect.Parameter], path: str, kwargs: Mapping[str, Any]) -> str | None:
     missing = [p.name for p in rest
-               if p.default is inspect.Parameter.empty and p.name != "generator"
+               if p.default is inspect.Parameter.empty and p.name not in PASSED_BY_POLICY
                and p.kind not in _VARIADIC and p.name not in kwargs]
     if not missing:
         return None

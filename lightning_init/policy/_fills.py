@@ -1,6 +1,9 @@
 """The fill functions that ``torch.nn.init`` lacks or that ignore a generator, and their math.
 
-Every function fills ``tensor`` in place and returns it, like ``torch.nn.init``.
+Every function fills ``tensor`` in place and returns it, like ``torch.nn.init``. The fan-based
+ones take ``fans=(fan_in, fan_out)`` from the policy, which reads them by the layer type's
+weight layout (:mod:`lightning_init._layouts`); without it they read the shape as
+``torch.nn.init`` does. Given torch's fans they draw exactly what ``torch.nn.init`` draws.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import torch
 __all__ = [
     "TRUNC_STD_2",
     "fans",
+    "kaiming_normal_",
+    "kaiming_std",
+    "kaiming_uniform_",
     "lecun_normal_",
     "orthogonal_",
     "prior_bias_",
@@ -20,7 +26,12 @@ __all__ = [
     "truncnorm_moments",
     "variance_scaling_",
     "variance_scaling_std",
+    "xavier_normal_",
+    "xavier_std",
+    "xavier_uniform_",
 ]
+
+Fans = tuple[int, int]
 
 #: Std of a standard normal truncated to [-2, 2] (Flax/JAX ``variance_scaling``; timm).
 TRUNC_STD_2 = 0.87962566103423978
@@ -37,6 +48,85 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+def _fans_of(tensor: torch.Tensor, given: Fans | None) -> Fans:
+    return fans(tuple(tensor.shape)) if given is None else given
+
+
+def kaiming_std(fan_pair: Fans, a: float, mode: str, nonlinearity: str) -> float:
+    """``gain / sqrt(fan)`` (He et al. 2015), ``fan`` the fan_in or fan_out of ``fan_pair``.
+
+    Example:
+        >>> round(kaiming_std((128, 10), 0, "fan_in", "relu"), 4)
+        0.125
+    """
+    fan = fan_pair[0] if mode == "fan_in" else fan_pair[1]
+    return torch.nn.init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
+
+
+def xavier_std(fan_pair: Fans, gain: float) -> float:
+    """``gain * sqrt(2 / (fan_in + fan_out))`` (Glorot & Bengio 2010).
+
+    Example:
+        >>> xavier_std((300, 100), 1.0)
+        0.07071067811865475
+    """
+    return gain * math.sqrt(2.0 / float(fan_pair[0] + fan_pair[1]))
+
+
+def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu", generator: torch.Generator | None = None,
+                    fans: Fans | None = None) -> torch.Tensor:
+    """N(0, kaiming_std^2), as ``torch.nn.init.kaiming_normal_`` but with given fans.
+
+    Example:
+        >>> w = torch.empty(768, 3072)  # a (in, out) weight: fan_in is 768
+        >>> round(kaiming_normal_(w, nonlinearity="relu", fans=(768, 3072)).std().item(), 3)
+        0.051
+    """
+    std = kaiming_std(_fans_of(tensor, fans), a, mode, nonlinearity)
+    return tensor.normal_(0, std, generator=generator)
+
+
+def kaiming_uniform_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu", generator: torch.Generator | None = None,
+                     fans: Fans | None = None) -> torch.Tensor:
+    """U(-sqrt(3) std, sqrt(3) std) with std = kaiming_std, as ``torch.nn.init``'s.
+
+    Example:
+        >>> w = kaiming_uniform_(torch.empty(8, 12), nonlinearity="linear", fans=(3, 32))
+        >>> bool(w.abs().max() <= 1.0)
+        True
+    """
+    bound = math.sqrt(3.0) * kaiming_std(_fans_of(tensor, fans), a, mode, nonlinearity)
+    return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def xavier_uniform_(tensor: torch.Tensor, gain: float = 1.0,
+                    generator: torch.Generator | None = None,
+                    fans: Fans | None = None) -> torch.Tensor:
+    """U(-a, a), a = sqrt(3) xavier_std, as ``torch.nn.init.xavier_uniform_``.
+
+    Example:
+        >>> w = xavier_uniform_(torch.empty(300, 200))
+        >>> bool(w.abs().max() <= math.sqrt(6 / 500))
+        True
+    """
+    bound = math.sqrt(3.0) * xavier_std(_fans_of(tensor, fans), gain)
+    return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def xavier_normal_(tensor: torch.Tensor, gain: float = 1.0,
+                   generator: torch.Generator | None = None,
+                   fans: Fans | None = None) -> torch.Tensor:
+    """N(0, xavier_std^2), as ``torch.nn.init.xavier_normal_``.
+
+    Example:
+        >>> round(xavier_normal_(torch.empty(400, 600)).std().item(), 3)
+        0.045
+    """
+    return tensor.normal_(0.0, xavier_std(_fans_of(tensor, fans), gain), generator=generator)
+
+
 def _norm_pdf(x: float) -> float:
     return 0.0 if math.isinf(x) else math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
@@ -51,6 +141,8 @@ def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[floa
     Example:
         >>> [round(m, 4) for m in truncnorm_moments(0.0, 1.0, -2.0, 2.0)]
         [0.0, 0.8796]
+        >>> [round(m, 5) for m in truncnorm_moments(0.0, 0.02, -2.0, 2.0)]
+        [0.0, 0.02]
     """
     alpha, beta = (a - mean) / std, (b - mean) / std
     mass = _norm_cdf(beta) - _norm_cdf(alpha)
@@ -60,18 +152,18 @@ def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[floa
     ratio = (pdf_a - pdf_b) / mass
     a_term = 0.0 if math.isinf(alpha) else alpha * pdf_a
     b_term = 0.0 if math.isinf(beta) else beta * pdf_b
-    variance = std * std * (1.0 + (a_term - b_term) / mass - ratio * ratio)
-    return mean + std * ratio, std * math.sqrt(max(variance, 0.0))
+    factor = 1.0 + (a_term - b_term) / mass - ratio * ratio  # the variance over std^2
+    return mean + std * ratio, std * math.sqrt(max(factor, 0.0))
 
 
-def variance_scaling_std(shape: tuple[int, ...], scale: float, mode: str) -> float:
+def variance_scaling_std(fan_pair: Fans, scale: float, mode: str) -> float:
     """``sqrt(scale / fan)``, the std of ``variance_scaling`` (fan_avg: the mean of both fans).
 
     Example:
-        >>> variance_scaling_std((10, 16), 4.0, "fan_in")
+        >>> variance_scaling_std((16, 10), 4.0, "fan_in")
         0.5
     """
-    fan_in, fan_out = fans(shape)
+    fan_in, fan_out = fan_pair
     denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
     return math.sqrt(scale / denominator)
 
@@ -82,6 +174,7 @@ def variance_scaling_(
     mode: str = "fan_in",
     distribution: str = "normal",
     generator: torch.Generator | None = None,
+    fans: Fans | None = None,
 ) -> torch.Tensor:
     """Variance ``scale / fan`` from a truncated normal (cut at 2 std), a normal or a uniform.
 
@@ -90,7 +183,7 @@ def variance_scaling_(
         >>> round(w.std().item(), 2)
         0.07
     """
-    std = variance_scaling_std(tuple(tensor.shape), scale, mode)
+    std = variance_scaling_std(_fans_of(tensor, fans), scale, mode)
     if distribution == "truncated_normal":
         raw = std / TRUNC_STD_2
         return torch.nn.init.trunc_normal_(
@@ -102,14 +195,16 @@ def variance_scaling_(
     return tensor.uniform_(-bound, bound, generator=generator)
 
 
-def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def lecun_normal_(tensor: torch.Tensor, generator: torch.Generator | None = None,
+                  fans: Fans | None = None) -> torch.Tensor:
     """``variance_scaling(1, fan_in, truncated_normal)`` (LeCun et al. 1998).
 
     Example:
         >>> round(lecun_normal_(torch.empty(400, 100)).std().item(), 2)
         0.1
     """
-    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator=generator)
+    return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", generator=generator,
+                             fans=fans)
 
 
 def prior_logit(prob: float) -> float:

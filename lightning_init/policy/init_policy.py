@@ -46,6 +46,7 @@ class InitPolicy:
         default: ``"keep"`` leaves unmatched parameters alone, ``"reset"`` calls their module's
             ``reset_parameters()``.
         skip: globs over module qualified names that are never touched.
+        variables: the declared variables (``variables:``), parsed, in order.
 
     Example:
         >>> policy = InitPolicy.from_dict({
@@ -61,7 +62,7 @@ class InitPolicy:
     def __init__(self, *, name: str | None = None, seed: int | None = None,
                  rules: Sequence[Rule] = (), default: Literal["keep", "reset"] = "keep",
                  skip: Sequence[str] = (), strict: bool = False, source: str | None = None,
-                 raw: Any = None) -> None:
+                 raw: Any = None, variables: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.seed = seed
         self.rules = tuple(rules)
@@ -69,6 +70,7 @@ class InitPolicy:
         self.skip = tuple(skip)
         self.strict = strict
         self.source = source
+        self.variables = dict(variables or {})
         self._raw = raw
 
     # ---- construction
@@ -91,7 +93,7 @@ class InitPolicy:
         schema = parse_policy(mapping, source=source)
         return cls(name=schema.name, seed=schema.seed, rules=schema.rules,
                    default=schema.default, skip=schema.skip, strict=schema.strict,
-                   source=source, raw=plain(mapping))
+                   source=source, raw=plain(mapping), variables=schema.variables)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> InitPolicy:
@@ -178,11 +180,15 @@ class InitPolicy:
 
     def _plan(self, model: nn.Module, *, recurse: bool, prefix: str) -> Plan:
         schema = Schema(rules=self.rules, default=self.default, skip=self.skip,
-                        strict=self.strict, source=self.source, name=self.name, seed=self.seed)
+                        strict=self.strict, source=self.source, name=self.name, seed=self.seed,
+                        variables=self.variables)
         return build_plan(schema, model, recurse=recurse, prefix=prefix)
 
     def explain(self, model: nn.Module, *, recurse: bool = True, prefix: str = "") -> PolicyPlan:
         """Dry run: what :meth:`apply` would do to ``model``; changes nothing.
+
+        Each row shows the initializer with its arguments evaluated for that parameter; a
+        line under the table gives the model-wide variables' values.
 
         Example:
             >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
@@ -190,10 +196,18 @@ class InitPolicy:
             >>> plan = policy.explain(torch.nn.Linear(2, 2))
             >>> [e.qualified_name for e in plan.entries], plan.left_alone
             (['bias'], [('weight', 'no rule')])
+            >>> deep = InitPolicy.from_dict({
+            ...     "variables": {"n_layer": {"count": "*"}},
+            ...     "rules": [{"match": {"type": "Linear"},
+            ...                "weight": {"init": "normal", "std": "0.02 / sqrt(n_layer)"}}]})
+            >>> plan = deep.explain(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh(),
+            ...                                         torch.nn.Linear(2, 2), torch.nn.Tanh()))
+            >>> plan.entries[0].initializer, plan.variables
+            ('normal(std=0.02 / sqrt(n_layer) -> 0.01)', {'n_layer': 4.0})
         """
         plan = self._plan(model, recurse=recurse, prefix=prefix)
         return PolicyPlan(self.name, [PlanEntry.of(item) for item in plan.items],
-                          plan.left_alone, plan.unused_rules)
+                          plan.left_alone, plan.unused_rules, plan.variables)
 
     def apply(self, model: nn.Module, *, seed: int | None = None, recurse: bool = True,
               prefix: str = "", device: torch.device | str | None = None) -> InitReport:
@@ -223,7 +237,7 @@ class InitPolicy:
         written = apply_plan(plan, model, seed=self.seed if seed is None else seed,
                              prefix=prefix, source=self.source)
         return InitReport(self.name, measure(written), plan.left_alone, plan.unused_rules,
-                          model)
+                          model, variables=plan.variables)
 
     def init_module(self, module: nn.Module, prefix: str = "", *, seed: int | None = None,
                     device: torch.device | str | None = None) -> InitReport:

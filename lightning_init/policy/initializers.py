@@ -63,248 +63,27 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
+from lightning_init._layouts import Layout
+from lightning_init._model_vars import DERIVED_VARIABLES, PARAMETER_VARIABLES
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init.errors import PolicyError
 from lightning_init.policy import _custom, _fills
 from lightning_init.policy._arguments import (
     ArgumentError,
+    Formula,
     Kwargs,
-    Param,
-    number,
-    signature_defaults,
+    is_number_text,
     validate,
 )
+from lightning_init.policy._catalogue import REGISTRY, SPECIAL, Fans, fmt_shape, known_initializers
 
 __all__ = ["Initializer", "known_initializers", "resolve_initializer"]
-
-_NONLINEARITIES = (
-    "linear",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "selu",
-)
-
-Args = Mapping[str, Any]  # an entry's arguments: its defaults updated by the user's values
-
-
-# ---------------------------------------------------------------------------------------------
-# Shape rules: the problem with a shape, or None
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _any_shape(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
-    return None
-
-
-def _fan_shape(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
-    if len(shape) < 2:
-        return (f"{name} needs a tensor with at least 2 dimensions (fan_in/fan_out are defined "
-                f"for weights, not biases), got shape {_fmt_shape(shape)}")
-    return None
-
-
-def _matrix_like(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
-    if len(shape) < 2:
-        return f"{name} needs a tensor with at least 2 dimensions, got shape {_fmt_shape(shape)}"
-    return None
-
-
-def _matrix(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
-    if len(shape) != 2:
-        return f"{name} needs a tensor with exactly 2 dimensions, got shape {_fmt_shape(shape)}"
-    return None
-
-
-def _conv_weight(name: str, args: Args, shape: tuple[int, ...]) -> str | None:
-    got = f"got shape {_fmt_shape(shape)}"
-    if not 3 <= len(shape) <= 5:
-        return f"{name} needs a tensor with 3, 4 or 5 dimensions (conv weight), {got}"
-    groups = args["groups"]
-    if shape[0] % groups:
-        return f"dirac with groups={groups} needs dim 0 divisible by {groups}, {got}"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Moments: the (mean, std) over a tensor's elements that each formula promises
-# ---------------------------------------------------------------------------------------------
-
-
-def _constant(value: float) -> Callable[[Args, tuple[int, ...]], tuple[float, float]]:
-    return lambda args, shape: (value, 0.0)
-
-
-def _pattern_moments(ones: int, numel: int) -> tuple[float, float]:
-    """A 0/1 pattern with ``ones`` ones among ``numel`` elements."""
-    fraction = ones / numel
-    return fraction, math.sqrt(fraction * (1.0 - fraction))
-
-
-def _sparse_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
-    kept = (shape[0] - math.ceil(args["sparsity"] * shape[0])) / shape[0]
-    return 0.0, args["std"] * math.sqrt(kept)
-
-
-def _orthogonal_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
-    # The squared entries of a semi-orthogonal matrix sum to min(rows, cols) (Saxe et al. 2014).
-    cols = math.prod(shape) // shape[0]
-    return 0.0, abs(args["gain"]) / math.sqrt(max(shape[0], cols))
-
-
-def _xavier_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
-    fan_in, fan_out = _fills.fans(shape)  # Glorot & Bengio 2010
-    return 0.0, abs(args["gain"]) * math.sqrt(2.0 / (fan_in + fan_out))
-
-
-def _kaiming_moments(args: Args, shape: tuple[int, ...]) -> tuple[float, float]:
-    fan_in, fan_out = _fills.fans(shape)  # He et al. 2015
-    fan = fan_in if args["mode"] == "fan_in" else fan_out
-    gain = float(torch.nn.init.calculate_gain(args["nonlinearity"], args["a"]))
-    return 0.0, gain / math.sqrt(fan)
-
-
-# ---------------------------------------------------------------------------------------------
-# Cross-argument checks: the problem with a combination of values, or None
-# ---------------------------------------------------------------------------------------------
-
-
-def _uniform_check(args: Args) -> str | None:
-    if args["a"] > args["b"]:
-        return f"uniform needs a <= b, got a={args['a']}, b={args['b']}"
-    if math.isinf(args["b"] - args["a"]):
-        return f"uniform: b - a overflows, got a={args['a']}, b={args['b']}"
-    return None
-
-
-def _trunc_normal_check(args: Args) -> str | None:
-    mean, std, low, high = args["mean"], args["std"], args["a"], args["b"]
-    if low >= high:
-        return f"trunc_normal needs a < b, got a={low}, b={high}"
-    if mean < low - 2 * std or mean > high + 2 * std:
-        return (f"trunc_normal: mean={mean} is more than 2 std from [a, b] = [{low}, {high}]; "
-                "the truncated distribution would be degenerate")
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The registry: one entry per initializer
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One built-in initializer: how it fills, its arguments, the shapes it accepts and the
-    (mean, std) it promises. Its defaults come from ``fill``'s signature."""
-
-    name: str
-    fill: Callable[..., Any]
-    params: Mapping[str, Param]
-    moments: Callable[[Args, tuple[int, ...]], tuple[float, float]]
-    shapes: Callable[[str, Args, tuple[int, ...]], str | None] = _any_shape
-    random: bool = True
-    check: Callable[[Args], str | None] | None = None
-    defaults: dict[str, Any] = field(init=False, repr=False)
-    accepts_generator: bool = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "defaults", signature_defaults(self.fill))
-        object.__setattr__(self, "accepts_generator", _custom.accepts_generator(self.fill))
-
-    def args(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.defaults, **kwargs}
-
-
-_ANY_NUMBER = Param("number", number())
-_NONNEG = Param("number", number(minimum=0.0))
-_POSITIVE = Param("number", number(positive=True))
-_BOUND = Param("number", number(finite=False))
-_MODE = Param("choice", choices=("fan_in", "fan_out"))
-_NONLIN = Param("choice", choices=_NONLINEARITIES)
-_KAIMING = {"a": _ANY_NUMBER, "mode": _MODE, "nonlinearity": _NONLIN}
-_init = torch.nn.init
-
-_REGISTRY: dict[str, _Entry] = {entry.name: entry for entry in (
-    _Entry("uniform", _init.uniform_, {"a": _ANY_NUMBER, "b": _ANY_NUMBER},
-           lambda args, shape: ((args["a"] + args["b"]) / 2,
-                                (args["b"] - args["a"]) / math.sqrt(12.0)),
-           check=_uniform_check),
-    _Entry("normal", _init.normal_, {"mean": _ANY_NUMBER, "std": _NONNEG},
-           lambda args, shape: (float(args["mean"]), float(args["std"]))),
-    _Entry("trunc_normal", _init.trunc_normal_,
-           {"mean": _ANY_NUMBER, "std": _POSITIVE, "a": _BOUND, "b": _BOUND},
-           lambda args, shape: _fills.truncnorm_moments(args["mean"], args["std"], args["a"],
-                                                        args["b"]),
-           check=_trunc_normal_check),
-    _Entry("constant", _init.constant_, {"val": _ANY_NUMBER},
-           lambda args, shape: (float(args["val"]), 0.0), random=False),
-    _Entry("ones", _init.ones_, {}, _constant(1.0), random=False),
-    _Entry("zeros", _init.zeros_, {}, _constant(0.0), random=False),
-    _Entry("eye", _init.eye_, {},
-           lambda args, shape: _pattern_moments(min(shape), math.prod(shape)),
-           _matrix, random=False),
-    _Entry("dirac", _init.dirac_, {"groups": Param("int", number(minimum=1))},
-           lambda args, shape: _pattern_moments(
-               args["groups"] * min(shape[0] // args["groups"], shape[1]), math.prod(shape)),
-           _conv_weight, random=False),
-    _Entry("xavier_uniform", _init.xavier_uniform_, {"gain": _ANY_NUMBER}, _xavier_moments,
-           _fan_shape),
-    _Entry("xavier_normal", _init.xavier_normal_, {"gain": _ANY_NUMBER}, _xavier_moments,
-           _fan_shape),
-    _Entry("kaiming_uniform", _init.kaiming_uniform_, _KAIMING, _kaiming_moments, _fan_shape),
-    _Entry("kaiming_normal", _init.kaiming_normal_, _KAIMING, _kaiming_moments, _fan_shape),
-    _Entry("orthogonal", _fills.orthogonal_, {"gain": _ANY_NUMBER}, _orthogonal_moments,
-           _matrix_like),
-    _Entry("sparse", _fills.sparse_,
-           {"sparsity": Param("number", number(minimum=0.0, maximum=1.0)), "std": _NONNEG},
-           _sparse_moments, _matrix),
-    _Entry("lecun_normal", _fills.lecun_normal_, {},  # LeCun et al. 1998
-           lambda args, shape: (0.0, 1.0 / math.sqrt(_fills.fans(shape)[0])), _fan_shape),
-    _Entry("variance_scaling", _fills.variance_scaling_,
-           {"scale": _POSITIVE,
-            "mode": Param("choice", choices=("fan_in", "fan_out", "fan_avg")),
-            "distribution": Param("choice", choices=("truncated_normal", "normal", "uniform"))},
-           lambda args, shape: (0.0, _fills.variance_scaling_std(shape, args["scale"],
-                                                                 args["mode"])),
-           _fan_shape),
-    _Entry("prior_bias", _fills.prior_bias_,
-           {"prob": Param("number", number(positive=True, maximum=1.0, open_max=True))},
-           lambda args, shape: (_fills.prior_logit(args["prob"]), 0.0),
-           random=False),
-)}
-_SPECIAL = {"default": "reset", "keep": "keep"}
-
-
-def known_initializers() -> list[str]:
-    """The canonical initializer names, sorted (custom ones go by ``"module:function"``).
-
-    Example:
-        >>> "kaiming_normal" in known_initializers(), "keep" in known_initializers()
-        (True, True)
-    """
-    return sorted([*_REGISTRY, *_SPECIAL])
-
-
-# ---------------------------------------------------------------------------------------------
-# Initializer
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -323,8 +102,13 @@ class Initializer:
         chunks: number of equal blocks along dim 0 (``chunks: N``, or the length of
             ``blocks``), else ``None``.
         blocks: one initializer per block (``chunks: [spec, ...]``), else ``None``.
+        layout: the weight layout fans are read with (:mod:`lightning_init._layouts`), set
+            by :meth:`bind`; ``None`` reads the shape as ``torch.nn.init`` does.
+        groups: the module's ``groups``, for a layout that divides a fan by them.
         source: the policy file the spec came from (for error messages; not compared).
         line: the spec's line in ``source`` (for error messages; not compared).
+        formulas: ``(argument, expression)`` of the arguments :meth:`bind` evaluated (for
+            :meth:`describe`; not compared).
 
     Example:
         >>> import torch
@@ -342,6 +126,9 @@ class Initializer:
     blocks: tuple[Initializer, ...] | None = None
     source: str | None = field(default=None, compare=False, repr=False)
     line: int | None = field(default=None, compare=False, repr=False)
+    layout: Layout | None = None
+    groups: int = 1
+    formulas: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kwargs, Kwargs):
@@ -359,8 +146,55 @@ class Initializer:
             return False
         if self.blocks is not None:
             return any(block.is_random for block in self.blocks)
-        entry = _REGISTRY.get(self.name)
+        entry = REGISTRY.get(self.name)
         return entry is None or entry.random
+
+    # -- values that depend on the model --------------------------------------------------------
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The variables its arguments' expressions use (empty once bound).
+
+        Example:
+            >>> sorted(resolve_initializer({"init": "normal", "std": "1 / sqrt(fan_in)"}).names)
+            ['fan_in']
+        """
+        names = frozenset().union(*(value.names for value in self.kwargs.values()
+                                    if isinstance(value, Formula)))
+        return names.union(*(block.names for block in self.blocks or ()))
+
+    def bind(self, values: Mapping[str, float], *, layout: Layout | None = None,
+             groups: int = 1, where: str = "") -> Initializer:
+        """This initializer for one parameter: expressions evaluated, fans read by ``layout``.
+
+        Args:
+            values: the variables' values (model-wide and the parameter's own).
+            layout: the parameter's weight layout; ``None`` keeps torch's reading.
+            groups: the module's ``groups``.
+            where: the rule key and parameter, for messages (``"rules[0].weight -> fc.weight"``).
+
+        Raises:
+            PolicyError: an expression that cannot be evaluated (a variable without a value,
+                a division by zero) or whose value is out of the argument's range.
+
+        Example:
+            >>> init = resolve_initializer({"init": "normal", "std": "0.02 / sqrt(2 * n)"},
+            ...                            variables=["n"])
+            >>> init.bind({"n": 8}).describe()
+            'normal(std=0.02 / sqrt(2 * n) -> 0.005)'
+        """
+        if self.kind != "tensor":
+            return self
+        blocks = None if self.blocks is None else tuple(
+            block.bind(values, layout=layout, groups=groups, where=where) for block in self.blocks)
+        kwargs, formulas = _evaluate(self, values, where)
+        return replace(self, kwargs=Kwargs(kwargs), blocks=blocks, layout=layout,
+                       groups=groups, formulas=formulas)
+
+    def _fans(self, shape: tuple[int, ...]) -> Fans | None:
+        if len(shape) < 2:
+            return None
+        return self.layout.fans(shape, self.groups) if self.layout else _fills.fans(shape)
 
     # -- shapes --------------------------------------------------------------------------------
 
@@ -383,32 +217,14 @@ class Initializer:
             ...     print(err)
             fc.bias: orthogonal needs a tensor with at least 2 dimensions, got shape (10,)
         """
-        problem = self._shape_problem(tuple(int(s) for s in shape))
+        problem = _shape_problem(self, tuple(int(s) for s in shape))
         if problem is not None:
             raise PolicyError(problem, where=where, source=self.source, line=self.line)
-
-    def _shape_problem(self, shape: tuple[int, ...]) -> str | None:
-        if self.kind != "tensor":
-            return None
-        if self.chunks is None:
-            entry = _REGISTRY.get(self.name)
-            return None if entry is None else entry.shapes(self.name, entry.args(self.kwargs),
-                                                           shape)
-        count = self.chunks
-        if len(shape) == 0 or shape[0] % count:
-            return (f"{self.describe()} splits dim 0 into {count} equal blocks, but shape "
-                    f"{_fmt_shape(shape)} has dim 0 not divisible by {count}")
-        block_shape = (shape[0] // count, *shape[1:])
-        for index, block in enumerate(self._block_initializers()):
-            problem = block._shape_problem(block_shape)
-            if problem is not None:
-                return f"{problem} (block {index} of {count} of shape {_fmt_shape(shape)})"
-        return None
 
     def _block_initializers(self) -> tuple[Initializer, ...]:
         if self.blocks is not None:
             return self.blocks
-        leaf = Initializer(self.name, self.kwargs, self.kind, None, None, self.source, self.line)
+        leaf = replace(self, chunks=None, blocks=None)
         return (leaf,) * (self.chunks or 1)
 
     # -- promised statistics ----------------------------------------------------------------
@@ -422,8 +238,9 @@ class Initializer:
         cols))`` since the squared entries of a semi-orthogonal matrix sum to ``min(rows, cols)``
         (Saxe et al. 2014); lecun_normal: ``1 / sqrt(fan_in)`` (LeCun et al. 1998);
         variance_scaling: ``sqrt(scale / fan)``; constants: 0; eye/dirac: the std of their 0/1
-        pattern; sparse: ``std * sqrt(nonzero fraction)``. Per block when chunked. ``None`` for
-        keep/default, custom initializers and zero-element tensors.
+        pattern; sparse: ``std * sqrt(nonzero fraction)``. Per block when chunked. Fans are
+        read by :attr:`layout`. ``None`` for keep/default, custom initializers, zero-element
+        tensors and arguments that are expressions not yet bound.
 
         Example:
             >>> round(resolve_initializer("xavier_uniform").expected_std((300, 100)), 5)
@@ -443,11 +260,13 @@ class Initializer:
         return None if moments is None else moments[0]
 
     def _moments(self, shape: tuple[int, ...]) -> tuple[float, float] | None:
-        if self.kind != "tensor" or math.prod(shape) == 0 or self._shape_problem(shape):
+        if (self.kind != "tensor" or math.prod(shape) == 0 or self.names
+                or _shape_problem(self, shape)):
             return None
         if self.chunks is None:
-            entry = _REGISTRY.get(self.name)
-            return None if entry is None else entry.moments(entry.args(self.kwargs), shape)
+            entry = REGISTRY.get(self.name)
+            return None if entry is None else entry.moments(entry.args(self.kwargs), shape,
+                                                            self._fans(shape))
         block_shape = (shape[0] // self.chunks, *shape[1:])
         parts = [block._moments(block_shape) for block in self._block_initializers()]
         if any(part is None for part in parts):
@@ -481,44 +300,23 @@ class Initializer:
         if self.kind == "reset":
             raise self._error(
                 "'default' calls the module's reset_parameters(); it cannot fill a tensor alone")
+        if self.names:
+            raise self._error(
+                f"{self.describe()} uses {format_choices(self.names)}: a policy evaluates its "
+                f"expressions for each parameter (Initializer.bind) before filling")
         shape = tuple(tensor.shape)
-        problem = self._shape_problem(shape)
+        problem = _shape_problem(self, shape)
         if problem is not None:
             raise self._error(problem)
         if tensor.numel() == 0 or tensor.is_meta:
             return
         with torch.no_grad():
             if self.chunks is None:
-                self._fill_leaf(tensor, generator)
+                _fill_leaf(self, tensor, generator)
                 return
             size = shape[0] // self.chunks
             for index, block in enumerate(self._block_initializers()):
                 block.fill_(tensor.narrow(0, index * size, size), generator)
-
-    def _fill_leaf(self, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
-        entry = _REGISTRY.get(self.name)
-        if entry is not None:
-            function, accepts_generator = entry.fill, entry.accepts_generator
-        else:
-            function = _custom.load(self.name, where="", source=self.source, line=self.line)
-            accepts_generator = _custom.accepts_generator(function)
-        extra = {"generator": generator} if accepts_generator else {}
-        try:
-            result = function(tensor, **self.kwargs, **extra)
-        except PolicyError:
-            raise
-        except Exception as err:
-            raise self._error(
-                f"{self.describe()} failed on a tensor of shape {_fmt_shape(tuple(tensor.shape))}"
-                f" and dtype {tensor.dtype}: {err}") from err
-        if isinstance(result, torch.Tensor) and result is not tensor:
-            if result.shape != tensor.shape:
-                raise self._error(
-                    f"custom initializer {self.name} returned shape "
-                    f"{_fmt_shape(tuple(result.shape))} for a tensor of shape "
-                    f"{_fmt_shape(tuple(tensor.shape))}; fill the tensor in place")
-            if result.data_ptr() != tensor.data_ptr():
-                tensor.copy_(result)
 
     def _error(self, message: str) -> PolicyError:
         return PolicyError(message, source=self.source, line=self.line)
@@ -535,8 +333,10 @@ class Initializer:
         if self.blocks is not None:
             return "chunks[" + ", ".join(block.describe() for block in self.blocks) + "]"
         text = self.name
+        formulas = dict(self.formulas)
         if self.kwargs:
-            text += "(" + ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.kwargs.items()) + ")"
+            text += "(" + ", ".join(f"{k}={_fmt_value(v, formulas.get(k))}"
+                                    for k, v in self.kwargs.items()) + ")"
         if self.chunks is not None:
             text += f"×{self.chunks} chunks"
         return text
@@ -545,8 +345,100 @@ class Initializer:
         return self.describe()
 
 
-def _fmt_value(value: Any) -> str:
+def _shape_problem(initializer: Initializer, shape: tuple[int, ...]) -> str | None:
+    """What keeps ``initializer`` from filling a tensor of ``shape``, or ``None``."""
+    if initializer.kind != "tensor":
+        return None
+    if initializer.chunks is None:
+        entry = REGISTRY.get(initializer.name)
+        if entry is None:
+            return None
+        problem = entry.shapes(initializer.name, entry.args(initializer.kwargs), shape)
+        if problem is None and entry.fan_based and initializer.layout is not None:
+            try:
+                initializer._fans(shape)
+            except PolicyError as err:
+                return f"{initializer.describe()}: {err.bare_message}"
+        return problem
+    count = initializer.chunks
+    if len(shape) == 0 or shape[0] % count:
+        return (f"{initializer.describe()} splits dim 0 into {count} equal blocks, but shape "
+                f"{fmt_shape(shape)} has dim 0 not divisible by {count}")
+    block_shape = (shape[0] // count, *shape[1:])
+    for index, block in enumerate(initializer._block_initializers()):
+        problem = _shape_problem(block, block_shape)
+        if problem is not None:
+            return f"{problem} (block {index} of {count} of shape {fmt_shape(shape)})"
+    return None
+
+
+def _fill_leaf(initializer: Initializer, tensor: torch.Tensor, generator: torch.Generator | None
+               ) -> None:
+    """Call the fill function of a leaf (no blocks) on ``tensor``."""
+    entry = REGISTRY.get(initializer.name)
+    if entry is not None:
+        function, accepts_generator = entry.fill, entry.accepts_generator
+        accepts_fans = entry.fan_based
+    else:
+        function = _custom.load(initializer.name, where="", source=initializer.source,
+                                line=initializer.line)
+        accepts_generator = _custom.accepts_generator(function)
+        accepts_fans = _custom.accepts_fans(function)
+    extra: dict[str, Any] = {"generator": generator} if accepts_generator else {}
+    if accepts_fans:
+        extra["fans"] = initializer._fans(tuple(tensor.shape))
+    try:
+        result = function(tensor, **initializer.kwargs, **extra)
+    except PolicyError:
+        raise
+    except Exception as err:
+        raise initializer._error(
+            f"{initializer.describe()} failed on a tensor of shape {fmt_shape(tuple(tensor.shape))}"
+            f" and dtype {tensor.dtype}: {err}") from err
+    if isinstance(result, torch.Tensor) and result is not tensor:
+        if result.shape != tensor.shape:
+            raise initializer._error(
+                f"custom initializer {initializer.name} returned shape "
+                f"{fmt_shape(tuple(result.shape))} for a tensor of shape "
+                f"{fmt_shape(tuple(tensor.shape))}; fill the tensor in place")
+        if result.data_ptr() != tensor.data_ptr():
+            tensor.copy_(result)
+
+
+def _fmt_value(value: Any, formula: str | None = None) -> str:
+    if isinstance(value, Formula):
+        return f'"{value.text}"'
+    if formula is not None:
+        return f"{formula} -> {value:.6g}"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _evaluate(initializer: Initializer, values: Mapping[str, float], where: str
+              ) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+    """The initializer's arguments with each expression evaluated and checked."""
+    formulas = {key: value for key, value in initializer.kwargs.items()
+                if isinstance(value, Formula)}
+    if not formulas:
+        return dict(initializer.kwargs), initializer.formulas
+    entry = REGISTRY[initializer.name]  # expressions are only accepted by built-in ones
+
+    def error(message: str) -> PolicyError:
+        return PolicyError(message, where=where or None, source=initializer.source,
+                           line=initializer.line)
+
+    kwargs = dict(initializer.kwargs)
+    for key, formula in formulas.items():
+        try:
+            kwargs[key] = entry.params[key].convert(initializer.name, key,
+                                                    formula.evaluate(values))
+        except PolicyError as err:
+            raise error(f"{key}: {err.bare_message}") from None
+        except ArgumentError as err:
+            raise error(f"{err} (from {formula.text!r})") from None
+    problem = entry.check(entry.args(kwargs)) if entry.check else None
+    if problem:
+        raise error(f"{problem} (from {', '.join(repr(f.text) for f in formulas.values())})")
+    return kwargs, tuple((key, formula.text) for key, formula in formulas.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,6 +452,7 @@ def resolve_initializer(
     where: str = "",
     source: str | None = None,
     line: int | None = None,
+    variables: Iterable[str] | None = None,
 ) -> Initializer:
     """Turn a policy's initializer spec into a validated :class:`Initializer`.
 
@@ -570,14 +463,18 @@ def resolve_initializer(
         where: the location in the policy for error messages (``"rules[0].weight"``).
         source: the policy file, if any, for error messages.
         line: the 1-based line in ``source``, if known.
+        variables: the names a numeric argument's expression may use besides the
+            per-parameter ones (``layer_id``, ``fan_in``, ``fan_out``) and ``d_model``: the
+            policy's declared variables.
 
     Returns:
         The initializer.
 
     Raises:
         PolicyError: unknown name or argument (with the valid choices and a did-you-mean), a
-            missing required argument, a value of the wrong type or range, a bad ``chunks``;
-            for a custom initializer, arguments that do not bind to its signature.
+            missing required argument, a value of the wrong type or range, a bad ``chunks``,
+            an expression that does not parse or names an unknown variable; for a custom
+            initializer, arguments that do not bind to its signature.
 
     Example:
         >>> try:
@@ -587,14 +484,17 @@ def resolve_initializer(
         rules[0].weight: unknown argument 'sdt' for normal; valid: chunks, init, mean, std. \
 Did you mean 'std'?
     """
-    return _Resolver(where, source, line).resolve(spec)
+    known = {*DERIVED_VARIABLES, *PARAMETER_VARIABLES, *(variables or ())}
+    return _Resolver(where, source, line, frozenset(known)).resolve(spec)
 
 
 class _Resolver:
     """Reads one spec; every error names ``where`` (a block adds ``.chunks[i]``)."""
 
-    def __init__(self, where: str, source: str | None, line: int | None) -> None:
+    def __init__(self, where: str, source: str | None, line: int | None,
+                 variables: frozenset[str]) -> None:
         self.where, self.source, self.line = where, source, line
+        self.variables = variables
 
     def error(self, message: str, where: str | None = None) -> PolicyError:
         return PolicyError(
@@ -659,24 +559,46 @@ class _Resolver:
         if ":" in name:
             return self._custom(name, kwargs, chunks, where)
         canonical = name.lower().rstrip("_")
-        if canonical in _SPECIAL:
+        if canonical in SPECIAL:
             if kwargs:
                 raise self.error(
                     f"'{canonical}' takes no arguments, got {format_choices(kwargs)}", where)
             if chunks is not None:
                 raise self.error(f"'chunks' cannot be combined with '{canonical}'", where)
-            return self.make(canonical, {}, _SPECIAL[canonical])
-        entry = _REGISTRY.get(canonical)
+            return self.make(canonical, {}, SPECIAL[canonical])
+        entry = REGISTRY.get(canonical)
         if entry is None:
             raise self.error(_unknown_name(raw_name, canonical), where)
+        kwargs = self._formulas(kwargs, entry.params, where)
         try:
             validated = validate(canonical, entry.defaults, entry.params, kwargs)
-            problem = entry.check(entry.args(validated)) if entry.check else None
+            deferred = any(isinstance(v, Formula) for v in validated.values())
+            problem = entry.check(entry.args(validated)) if entry.check and not deferred \
+                else None
         except ArgumentError as err:
             raise self.error(str(err), where) from None
         if problem:
             raise self.error(problem, where)
         return self.make(canonical, validated, "tensor", self._chunks(chunks, where))
+
+    def _formulas(self, kwargs: dict[str, Any], params: Mapping[str, Any], where: str
+                  ) -> dict[str, Any]:
+        """Numeric arguments written as expressions -> :class:`Formula` (a constant one is
+        evaluated now)."""
+        parsed = dict(kwargs)
+        for key, value in kwargs.items():
+            param = params.get(key)
+            if (param is None or param.kind != "number" or not isinstance(value, str)
+                    or is_number_text(value)):
+                continue
+            try:
+                formula = Formula.parse(value, self.variables)
+                parsed[key] = formula.evaluate({}) if not formula.names else formula
+            except PolicyError as err:
+                raise self.error(f"{key} must be a number or an expression over the policy's "
+                                 f"variables, got {value!r}: {err.bare_message}",
+                                 f"{where}.{key}" if where else key) from None
+        return parsed
 
     def _chunks(self, chunks: Any, where: str) -> int | None:
         if chunks is None:

@@ -1,9 +1,11 @@
 """The plan: which rule and initializer each parameter of a model gets, checked before writing.
 
 Building a plan walks the model once: it folds tied parameters into one target, lets the first
-matching rule claim each, applies ``skip`` and ``default``, checks every shape, and warns about
-what looks like a typo (a rule, a parameter key or a ``skip`` glob that matches nothing; a tied
-parameter claimed by two rules). Nothing is written.
+matching rule claim each, applies ``skip`` and ``default``, binds each initializer to its
+parameter (the policy's variables and expressions evaluated, fans read by the layer type's
+weight layout), checks every shape, and warns about what looks like a typo (a rule, a
+parameter key or a ``skip`` glob that matches nothing; a tied parameter claimed by two rules).
+Nothing is written.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from torch import nn
 
+from lightning_init._layouts import layout_of
+from lightning_init._model_vars import DERIVED_VARIABLES, model_variables, parameter_variables
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init.errors import PolicyError
 from lightning_init.policy.initializers import Initializer
@@ -59,7 +63,8 @@ class PlanItem:
         target: the parameter.
         rule_index: the rule's index in ``rules`` (``None``: no rule, a reset).
         rule: the rule's label, or ``"default: reset"`` / ``"meta: reset_parameters"``.
-        initializer: the initializer, or ``None`` for the module's ``reset_parameters()``.
+        initializer: the initializer bound to this parameter (expressions evaluated, its
+            layout set), or ``None`` for the module's ``reset_parameters()``.
     """
 
     target: Target
@@ -91,12 +96,15 @@ class Plan:
         left_alone: ``(qualified_name, reason)`` for the parameters not touched.
         unused_rules: labels of the non-optional rules that matched nothing.
         resets: the modules whose ``reset_parameters()`` runs.
+        variables: the model-wide variables' values: the declared ones and the derived
+            ones (``d_model``) that an expression uses.
     """
 
     items: list[PlanItem] = field(default_factory=list)
     left_alone: list[tuple[str, str]] = field(default_factory=list)
     unused_rules: list[str] = field(default_factory=list)
     resets: list[nn.Module] = field(default_factory=list)
+    variables: dict[str, float] = field(default_factory=dict)
 
 
 def build_plan(schema: Schema, model: nn.Module, *, recurse: bool = True, prefix: str = ""
@@ -131,6 +139,13 @@ def build_plan(schema: Schema, model: nn.Module, *, recurse: bool = True, prefix
 _Claim = tuple[str, Rule, Initializer]  # (qualified name, the rule, its initializer)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """Stands for a tensor where only its shape is read (fans of a parametrized weight)."""
+
+    shape: tuple[int, ...]
+
+
 class _Planner:
     """One plan: the walk over the model collects claims, then each target is decided."""
 
@@ -144,15 +159,21 @@ class _Planner:
         self.claims: dict[int, list[_Claim]] = {}  # by id of the target's first tensor
         self.skipped: set[int] = set()  # ids of first tensors under a skipped module
         self.own_names: dict[int, set[str]] = {rule.index: set() for rule in schema.rules}
+        self.absent_names: dict[int, set[str]] = {rule.index: set() for rule in schema.rules}
         self.plan = Plan()
         self.used: set[int] = set()
         self._resets: dict[int, nn.Module] = {}
+        self._model = model
+        self._values: dict[str, float] | None = None
+        self.last: int | None = None  # id of the output layer (match.last)
 
     def build(self) -> Plan:
         self._walk()
         for target in self.order:
             self._decide(target)
         self._meta_buffers()
+        if self.recurse:
+            self.plan.variables = self._shown_variables()
         self.plan.resets = list(self._resets.values())
         self.plan.unused_rules = self._unused_rules()
         if self.recurse:
@@ -171,6 +192,8 @@ class _Planner:
                    for pattern in self.schema.skip)
 
     def _matches(self, rule: Rule, module_name: str, module: nn.Module) -> bool:
+        if rule.last and id(module) != self.last:
+            return False
         types = self.types[rule.index]
         if rule.types and not (types and isinstance(module, types)):
             return False
@@ -188,16 +211,21 @@ class _Planner:
 
     def _walk(self) -> None:
         modules = dict(self.named)
+        walked = [(module_name, module, list(module_targets(module_name, module)))
+                  for module_name, module in self.named
+                  if not (self.recurse and is_parametrization_container(module_name, modules))]
+        if self.recurse:  # one module alone has no output layer
+            self.last = next((id(module) for _, module, targets in reversed(walked)
+                              if any(len(t.shape) >= 2 for t in targets)), None)
         by_tensor: dict[int, Target] = {}
-        for module_name, module in self.named:
-            if self.recurse and is_parametrization_container(module_name, modules):
-                continue
-            targets = list(module_targets(module_name, module))
+        for module_name, module, targets in walked:
             skipped = self._skipped(module_name)
             if targets and not skipped:
+                absent = {name for name, p in module._parameters.items() if p is None}
                 for rule in self.schema.rules:
                     if self._matches(rule, module_name, module):
                         self.own_names[rule.index].update(t.local_name for t in targets)
+                        self.absent_names[rule.index].update(absent)
             for target in targets:
                 key = id(target.tensors[0])
                 if key in by_tensor:  # tied: one target, written once
@@ -238,8 +266,9 @@ class _Planner:
         if initializer.kind == "tensor":
             key = next((k for k, _ in rule.params if fnmatch.fnmatchcase(target.local_name, k)),
                        target.local_name)
-            initializer.check_shape(
-                target.shape, where=f"{rule.where}.{key} -> {target.qualified_name}")
+            where = f"{rule.where}.{key} -> {target.qualified_name}"
+            initializer = self._bind(initializer, rule, target, where)
+            initializer.check_shape(target.shape, where=where)
         elif not _can_reset(target.module):
             raise self._error(
                 f"'default' (reset_parameters) asked for {target.qualified_name!r}, but "
@@ -247,6 +276,47 @@ class _Planner:
         else:
             self._resets[id(target.module)] = target.module
         self.plan.items.append(PlanItem(target, rule.index, rule.label, initializer))
+
+    def _bind(self, initializer: Initializer, rule: Rule, target: Target, where: str
+              ) -> Initializer:
+        """The initializer for this parameter: its layout, and its expressions evaluated."""
+        layout, groups = layout_of(target.module, target.local_name, rule.fan_layout)
+        values: dict[str, float] = {}
+        if initializer.names:
+            try:
+                values = {**self._model_values(), **parameter_variables(
+                    target.module, target.module_name, target.local_name,
+                    _Shape(tuple(target.shape)), layout=layout)}
+            except PolicyError as err:
+                raise PolicyError(err.bare_message, where=err.where or where,
+                                  source=self.schema.source, line=rule.line) from None
+        return initializer.bind(values, layout=layout, groups=groups, where=where)
+
+    def _model_values(self) -> dict[str, float]:
+        """The model-wide variables, computed once, when a parameter first needs them (a
+        ``count`` that matches nothing raises here)."""
+        if self._values is None:
+            needed = {name for rule in self.schema.rules for _, init in rule.params
+                      for name in init.names}
+            try:
+                self._values = model_variables(self._model, self.schema.variables,
+                                               needed=sorted(needed))
+            except PolicyError as err:
+                raise PolicyError(err.bare_message, where=err.where,
+                                  source=self.schema.source) from None
+        return self._values
+
+    def _shown_variables(self) -> dict[str, float]:
+        """The values for the plan's footer; none when a variable no parameter used cannot be
+        computed for this model (a preset written for another family)."""
+        try:
+            values = self._model_values()
+        except PolicyError:
+            return {}
+        used = {name for rule in self.schema.rules for _, init in rule.params
+                for name in init.names}
+        return {name: value for name, value in values.items()
+                if name in self.schema.variables or (name in DERIVED_VARIABLES and name in used)}
 
     def _unruled(self, target: Target) -> None:
         can_reset = _can_reset(target.module)
@@ -299,7 +369,11 @@ class _Planner:
         return [rule.label for rule in unused]
 
     def _unknown_keys(self) -> None:
-        """A parameter key that no matched module has: a typo?"""
+        """A parameter key that no matched module has: a typo?
+
+        A key that only names parameters the modules were built without (``bias=False``) is
+        no typo: silent for an optional rule, a plainer warning for another.
+        """
         for rule in self.schema.rules:
             names = self.own_names[rule.index]
             if rule.index not in self.used or not names:
@@ -307,9 +381,16 @@ class _Planner:
             for key, _ in rule.params:
                 if fnmatch.filter(names, key):
                     continue
-                message = (f"{rule.label}: key {key!r} names no parameter of the modules the "
-                           f"rule matches.{did_you_mean(key, names)} Their parameters: "
-                           f"{format_choices(names)}")
+                if fnmatch.filter(self.absent_names[rule.index], key):
+                    if rule.optional:
+                        continue
+                    message = (f"{rule.label}: key {key!r} names a parameter that every module "
+                               f"the rule matches was built without (such as bias=False); "
+                               f"'optional: true' on the rule silences this")
+                else:
+                    message = (f"{rule.label}: key {key!r} names no parameter of the modules "
+                               f"the rule matches.{did_you_mean(key, names)} Their "
+                               f"parameters: {format_choices(names)}")
                 if self.schema.strict:
                     raise self._error(message + " (strict: true)", rule, f".{key}")
                 _warn(message, UnusedRuleWarning)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -86,12 +86,16 @@ class _PlanTable:
     policy_name: str | None
     left_alone: list[tuple[str, str]]
     unused_rules: list[str]
+    variables: dict[str, float]
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         raise NotImplementedError
 
     def _footer(self) -> list[str]:
         lines = []
+        if self.variables:
+            lines.append("variables: " + ", ".join(f"{name} = {format_number(value)}"
+                                                   for name, value in self.variables.items()))
         if self.left_alone:
             lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
         if self.unused_rules:
@@ -116,6 +120,7 @@ class PolicyPlan(_PlanTable):
         entries: one :class:`PlanEntry` per parameter a rule (or ``default: reset``) covers.
         left_alone: ``(qualified_name, reason)`` for every parameter the policy does not touch.
         unused_rules: labels of rules that match no parameter.
+        variables: the model-wide variables' values (declared, and derived ones in use).
 
     Example:
         >>> plan = PolicyPlan("demo", [PlanEntry("fc.bias", (2,), 0, "rules[0]", "zeros", 0.0)],
@@ -132,6 +137,7 @@ class PolicyPlan(_PlanTable):
     entries: list[PlanEntry]
     left_alone: list[tuple[str, str]]
     unused_rules: list[str]
+    variables: dict[str, float] = field(default_factory=dict)
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std"]
@@ -148,6 +154,7 @@ class InitReport(_PlanTable):
         left_alone: ``(qualified_name, reason)`` for parameters left as they were.
         unused_rules: labels of rules that matched nothing.
         policy_name: the policy's ``name``.
+        variables: the model-wide variables' values (declared, and derived ones in use).
 
     Example:
         >>> report = InitReport("demo", [InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0, 1.0,
@@ -160,11 +167,13 @@ class InitReport(_PlanTable):
 
     def __init__(self, policy_name: str | None, records: list[InitRecord],
                  left_alone: list[tuple[str, str]], unused_rules: list[str],
-                 model: nn.Module | None = None) -> None:
+                 model: nn.Module | None = None, *,
+                 variables: dict[str, float] | None = None) -> None:
         self.policy_name = policy_name
         self.records = records
         self.left_alone = left_alone
         self.unused_rules = unused_rules
+        self.variables = dict(variables or {})
         self._model = model
         self._fingerprint: str | None = None
 

@@ -4,29 +4,42 @@ A policy is a list of rules, read top to bottom; the first rule that matches a p
 
     name: kaiming-relu
     seed: 0
+    variables:
+      n_layer: {count: "encoder.*"}   # modules matched by the glob, at its depth
     rules:
+      - match: {type: [Linear, Conv2d], last: true}
+        weight: {init: kaiming_normal, nonlinearity: linear}
       - match: {type: [Linear, Conv2d], name: "encoder.*"}
         optional: true     # no warning when this rule matches nothing (presets use it)
         weight: {init: kaiming_normal, mode: fan_in, nonlinearity: relu}
         bias: zeros
+      - match: {type: MyTransposedLinear}
+        fan_layout: {in: 0, out: 1}   # its weight is stored (in, out)
+        weight: {init: normal, std: "1 / sqrt(fan_in * n_layer)"}
     default: keep          # or reset: module.reset_parameters() for unmatched parameters
     skip: ["backbone.*"]   # modules never touched
     strict: false          # true: a rule that matches nothing is an error
 
-Rule keys other than ``match`` and ``optional`` are globs over the module's *own* parameter
-names (``recurse=False``; ``"weight_hh_*"``); their values are initializer specs of
-:mod:`lightning_init.policy.initializers`. ``match.type`` is a class name (of ``torch.nn`` or of
-the model's own classes; subclasses match) or a dotted import path, or a list; ``match.name`` is
-a glob (or list) over the module's qualified name. ``skip`` globs cover a module and everything
-under it.
+Rule keys other than ``match``, ``optional`` and ``fan_layout`` are globs over the module's
+*own* parameter names (``recurse=False``; ``"weight_hh_*"``); their values are initializer
+specs of :mod:`lightning_init.policy.initializers`, whose numeric arguments may be expressions
+(:mod:`lightning_init._expr`) over the ``variables`` and the per-parameter ``layer_id``,
+``fan_in``, ``fan_out`` (:mod:`lightning_init._model_vars`). ``match.type`` is a class name
+(of ``torch.nn`` or of the model's own classes; subclasses match) or a dotted import path, or
+a list; ``match.name`` is a glob (or list) over the module's qualified name; ``match.last:
+true`` matches only the model's output layer, the last module in registration order that has
+a weight of 2 or more dimensions. ``fan_layout`` overrides the layer type's weight layout
+(:mod:`lightning_init._layouts`). ``skip`` globs cover a module and everything under it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lightning_init._layouts import Layout, parse_layout
+from lightning_init._model_vars import parse_variables
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import line_of
 from lightning_init.errors import PolicyError
@@ -34,10 +47,10 @@ from lightning_init.policy.initializers import Initializer, resolve_initializer
 
 __all__ = ["DEFAULTS", "TOP_KEYS", "Rule", "Schema", "parse_policy", "parse_rule", "plain"]
 
-TOP_KEYS = ("name", "seed", "rules", "default", "skip", "strict")
+TOP_KEYS = ("name", "seed", "variables", "rules", "default", "skip", "strict")
 DEFAULTS = ("keep", "reset")
-_MATCH_KEYS = ("type", "name")
-_RULE_KEYS = ("match", "optional")  # every other rule key is a parameter glob
+_MATCH_KEYS = ("type", "name", "last")
+_RULE_KEYS = ("match", "optional", "fan_layout")  # every other rule key is a parameter glob
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,11 @@ class Rule:
         params: ``(glob over the module's own parameter names, Initializer)`` pairs, in order.
         where: its place in the policy (``"rules[0]"``).
         line: its line in the policy file, if known.
-        optional: no warning when it matches nothing.
+        optional: no warning when it matches nothing, nor for a parameter key that every
+            matched module was built without (``bias=False``).
+        fan_layout: the weight layout its fan-based initializers read, overriding the layer
+            type's (``None``: the registered one).
+        last: it matches only the output layer (``match.last``).
     """
 
     index: int
@@ -63,6 +80,8 @@ class Rule:
     where: str
     line: int | None
     optional: bool = False
+    fan_layout: Layout | None = None
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class Schema:
         source: the file the policy came from, if any.
         name: the policy's label.
         seed: the policy's seed.
+        variables: the declared variables, parsed (:func:`~lightning_init._model_vars.
+            parse_variables`), in order.
     """
 
     rules: tuple[Rule, ...] = ()
@@ -86,6 +107,7 @@ class Schema:
     source: str | None = None
     name: str | None = None
     seed: int | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
 
 
 def plain(value: Any) -> Any:
@@ -124,8 +146,9 @@ def parse_policy(mapping: Any, *, source: str | None = None) -> Schema:
     name, seed = _name(mapping, source), _seed(mapping, source)  # checked in this order
     default, strict = _default(mapping, source), _flag(mapping, "strict", source)
     skip = _skip(mapping, source)
-    return Schema(rules=_rules(mapping, source), default=default, skip=skip, strict=strict,
-                  source=source, name=name, seed=seed)
+    variables = _variables(mapping, source)
+    return Schema(rules=_rules(mapping, source, tuple(variables)), default=default, skip=skip,
+                  strict=strict, source=source, name=name, seed=seed, variables=variables)
 
 
 def _where(mapping: Mapping, key: str, source: str | None) -> dict[str, Any]:
@@ -172,14 +195,41 @@ def _skip(mapping: Mapping, source: str | None) -> tuple[str, ...]:
     return _str_list(raw, what="'skip'", **_where(mapping, "skip", source))
 
 
-def _rules(mapping: Mapping, source: str | None) -> tuple[Rule, ...]:
+def _variables(mapping: Mapping, source: str | None) -> dict[str, Any]:
+    raw = mapping.get("variables")
+    try:
+        return parse_variables(raw)
+    except PolicyError as err:
+        line = _failing_line(raw, err.where) if isinstance(raw, Mapping) else None
+        raise PolicyError(err.bare_message, where=err.where, source=source,
+                          line=line or line_of(mapping, "variables")) from None
+
+
+def _failing_line(raw: Mapping, where: str | None) -> int | None:
+    """The line of the variable an error is about: named in ``where``, else the first whose
+    declaration fails."""
+    name = (where or "").partition(".")[2]
+    if name in raw:
+        return line_of(raw, name)
+    keys = list(raw)
+    for count in range(1, len(keys) + 1):
+        try:
+            parse_variables({key: raw[key] for key in keys[:count]})
+        except PolicyError:
+            return line_of(raw, keys[count - 1])
+    return None
+
+
+def _rules(mapping: Mapping, source: str | None, variables: tuple[str, ...] = ()
+           ) -> tuple[Rule, ...]:
     raw = mapping.get("rules", [])
     if raw is None:
         raw = []
     if not isinstance(raw, list | tuple):
         raise PolicyError(f"'rules' must be a list of rules, got {raw!r}",
                           **_where(mapping, "rules", source))
-    return tuple(parse_rule(index, rule, line_of(raw, index) or line_of(mapping, "rules"), source)
+    return tuple(parse_rule(index, rule, line_of(raw, index) or line_of(mapping, "rules"), source,
+                            variables=variables)
                  for index, rule in enumerate(raw))
 
 
@@ -207,22 +257,38 @@ def _check_keys(mapping: Mapping, valid: Sequence[str], *, where: str, source: s
             )
 
 
-def _rule_label(index: int, types: tuple[str, ...], names: tuple[str, ...]) -> str:
+def _rule_label(index: int, types: tuple[str, ...], names: tuple[str, ...],
+                last: bool = False) -> str:
     parts = []
     if types:
         parts.append("type=" + ",".join(types))
     if names:
         parts.append("name=" + ",".join(names))
+    if last:
+        parts.append("last")
     return f"rules[{index}]" + (f" ({' '.join(parts)})" if parts else "")
 
 
-def parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> Rule:
+def parse_rule(index: int, raw: Any, line: int | None, source: str | None, *,
+               variables: tuple[str, ...] = ()) -> Rule:
     """Validate ``rules[index]`` into a :class:`Rule` (its initializers resolved).
+
+    Args:
+        index: its position in ``rules``.
+        raw: the rule's mapping.
+        line: its line in ``source``, if known.
+        source: the policy file, if any.
+        variables: the policy's declared variables, which its expressions may use.
 
     Example:
         >>> rule = parse_rule(0, {"match": {"name": "head.*"}, "weight": "zeros"}, 3, "p.yaml")
         >>> rule.label, rule.line, rule.params[0][1].describe()
         ('rules[0] (name=head.*)', 3, 'zeros')
+        >>> parse_rule(1, {"match": {"type": "Conv1D"}, "fan_layout": {"in": 0, "oot": 1},
+        ...                "weight": "zeros"}, 7, "p.yaml")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lightning_init.PolicyError: p.yaml, line 7: rules[1].fan_layout: unknown key 'oot'. ...
     """
     where = f"rules[{index}]"
     if not isinstance(raw, Mapping):
@@ -230,18 +296,30 @@ def parse_rule(index: int, raw: Any, line: int | None, source: str | None) -> Ru
             f"a rule must be a mapping with 'match' and parameter keys, got {raw!r}",
             where=where, source=source, line=line,
         )
-    types, names = _match(raw, where, line, source)
+    types, names, last = _match(raw, where, line, source)
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise PolicyError(f"'optional' must be true or false, got {optional!r}",
                           where=f"{where}.optional", source=source, line=line_of(raw, "optional"))
-    params = _params(raw, where, line, source)
-    return Rule(index, _rule_label(index, types, names), types, names, params, where, line,
-                optional)
+    fan_layout = _fan_layout(raw, where, line, source)
+    params = _params(raw, where, line, source, variables)
+    return Rule(index, _rule_label(index, types, names, last), types, names, params, where,
+                line, optional, fan_layout, last)
+
+
+def _fan_layout(raw: Mapping, where: str, line: int | None, source: str | None
+                ) -> Layout | None:
+    if "fan_layout" not in raw:
+        return None
+    try:
+        return parse_layout(raw["fan_layout"], where=f"{where}.fan_layout")
+    except PolicyError as err:
+        raise PolicyError(err.bare_message, where=err.where, source=source,
+                          line=line_of(raw, "fan_layout") or line) from None
 
 
 def _match(raw: Mapping, where: str, line: int | None, source: str | None
-           ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+           ) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     if "match" not in raw:
         close = [k for k in raw if did_you_mean(str(k), ["match"])]
         hint = f" (found {close[0]!r}: did you mean 'match'?)" if close else ""
@@ -249,18 +327,23 @@ def _match(raw: Mapping, where: str, line: int | None, source: str | None
     match = raw["match"]
     if not isinstance(match, Mapping) or not match:
         raise PolicyError(
-            f"'match' must be a mapping with 'type' and/or 'name', got {match!r}",
+            f"'match' must be a mapping with 'type', 'name' and/or 'last', got {match!r}",
             where=f"{where}.match", source=source, line=line_of(raw, "match"),
         )
     _check_keys(match, _MATCH_KEYS, where=f"{where}.match", source=source, what="match")
+    last = match.get("last", False)
+    if not isinstance(last, bool):
+        raise PolicyError(f"'last' must be true or false, got {last!r}",
+                          where=f"{where}.match.last", source=source,
+                          line=line_of(match, "last"))
     found = {key: _str_list(match[key], what=f"'{key}'", where=f"{where}.match.{key}",
                             source=source, line=line_of(match, key))
-             for key in _MATCH_KEYS if key in match}
-    return found.get("type", ()), found.get("name", ())
+             for key in ("type", "name") if key in match}
+    return found.get("type", ()), found.get("name", ()), last
 
 
-def _params(raw: Mapping, where: str, line: int | None, source: str | None
-            ) -> tuple[tuple[str, Initializer], ...]:
+def _params(raw: Mapping, where: str, line: int | None, source: str | None,
+            variables: tuple[str, ...]) -> tuple[tuple[str, Initializer], ...]:
     params = []
     for key, spec in raw.items():
         if key in _RULE_KEYS:
@@ -271,7 +354,7 @@ def _params(raw: Mapping, where: str, line: int | None, source: str | None
                 where=where, source=source, line=line_of(raw, key),
             )
         params.append((key, resolve_initializer(spec, where=f"{where}.{key}", source=source,
-                                                line=line_of(raw, key))))
+                                                line=line_of(raw, key), variables=variables)))
     if not params:
         raise PolicyError(
             "rule names no parameter: add keys such as 'weight: ...' or 'bias: zeros'",
