@@ -8,8 +8,9 @@ keep the evidence:
   ``Model.load_from_checkpoint``, Lightning's restore from ``ckpt_path``);
 - an optimizer's first ``step()`` marks the parameters it holds as trained.
 
-Only weak references are kept. Modules built before ``lightning_init.callback`` is imported
-are not watched for loads.
+The marks are attributes of the module and of the parameters, so they travel with a deepcopy
+and to the processes of ``ddp_spawn``. Modules built before ``lightning_init.callback`` is
+imported are not watched for loads.
 """
 
 from __future__ import annotations
@@ -28,20 +29,21 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ["weights_origin"]
 
-_watched: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-_loaded: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+# Marks kept on the objects themselves, so that they travel with them (deepcopy, pickling to
+# the processes of ``ddp_spawn``).
+_LOADED = "_lightning_init_loaded"  # on a module: a load_state_dict has filled it
+_STEPPED = "_lightning_init_stepped"  # on a parameter: an optimizer has stepped it
 _stepped_optimizers: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
-# By id, the tensor held weakly: tensors compare elementwise, so they cannot be set members.
-_trained: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
 
 
 def _mark_loaded(module: nn.Module, _incompatible_keys: Any) -> None:
-    _loaded.add(module)
+    module.__dict__[_LOADED] = True
 
 
 def _watch(module: nn.Module, _name: str, _value: Any) -> None:
-    if isinstance(module, LightningModule) and module not in _watched:
-        _watched.add(module)
+    if isinstance(module, LightningModule) and not any(
+        hook is _mark_loaded for hook in module._load_state_dict_post_hooks.values()
+    ):
         module.register_load_state_dict_post_hook(_mark_loaded)
 
 
@@ -51,7 +53,7 @@ def _mark_trained(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) ->
     _stepped_optimizers.add(optimizer)
     for group in optimizer.param_groups:
         for parameter in group["params"]:
-            _trained[id(parameter)] = parameter
+            setattr(parameter, _STEPPED, True)
 
 
 register_module_module_registration_hook(_watch)
@@ -79,8 +81,8 @@ def weights_origin(module: nn.Module) -> str | None:
         >>> weights_origin(net)
         'loaded (load_state_dict or load_from_checkpoint)'
     """
-    if module in _loaded:
+    if module.__dict__.get(_LOADED, False):
         return "loaded (load_state_dict or load_from_checkpoint)"
-    if any(_trained.get(id(parameter)) is parameter for parameter in module.parameters()):
+    if any(getattr(parameter, _STEPPED, False) for parameter in module.parameters()):
         return "trained (an optimizer has stepped them)"
     return None

@@ -80,6 +80,18 @@ def test_an_unwritable_init_check_json_is_one_warning(tmp_path: Path) -> None:
     assert "init_check.json" in message and "IsADirectoryError" in message
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_real_full_device_is_one_warning(tmp_path: Path) -> None:
+    """init_check.json links to /dev/full: the kernel answers ENOSPC to the write."""
+    log_dir = tmp_path / "run" / "version_0"
+    log_dir.mkdir(parents=True)
+    (log_dir / "init_check.json").symlink_to("/dev/full")
+    steps, messages = _fit_with_tensorboard(tmp_path)
+    assert steps == 3
+    [message] = messages
+    assert "init_check.json (OSError: [Errno 28] No space left on device)" in message
+
+
 def test_the_policy_table_and_hyperparameters_that_fail_are_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
