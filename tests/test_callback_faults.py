@@ -369,3 +369,8 @@ def test_a_map_style_loader_still_gives_the_check_its_batch(tmp_path: Path) -> N
         *make_loader("tuple").dataset.tensors), batch_size=8))
     assert callback.check_report is not None
     assert callback.check_report.loss_source == "training_step"
+
+
+def test_overwrite_loaded_takes_a_bool_only() -> None:
+    with pytest.raises(TypeError, match=r"\(overwrite_loaded=...\) takes True or False, got"):
+        InitCallback(overwrite_loaded="yes")  # type: ignore[arg-type]
