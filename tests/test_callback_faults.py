@@ -270,6 +270,7 @@ class _SkipsFirstBatch(Net):
         return super().training_step(batch, batch_idx)
 
 
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
 @pytest.mark.parametrize("model_class", [_Gan, _DataclassOutput, _SkipsFirstBatch])
 def test_a_check_that_cannot_run_steps_aside_in_one_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, model_class: type[L.LightningModule]

@@ -53,7 +53,7 @@ class _Gan(L.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         weight = getattr(self, name).weight
-        self.norm_before_step[name][self.global_step] = float(weight.norm())
+        self.norm_before_step[name][self.global_step] = float(weight.detach().norm())
         optimizer.step()
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -73,7 +73,7 @@ class _Gan(L.LightningModule):
 def test_both_optimizers_are_measured_in_the_same_batches_at_their_true_steps() -> None:
     torch.manual_seed(0)
     model, logger = _Gan(), _Recorder()
-    diagnostics = TrainingDiagnostics({"every_n_steps": 10, "until_step": 100})
+    diagnostics = TrainingDiagnostics({"every_n_steps": 10, "until_step": 100, "alerts": False})
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.randn(32, _FEATURES)), batch_size=8
     )
