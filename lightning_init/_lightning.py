@@ -2,7 +2,8 @@
 
 - :func:`find_sample_batch`: ``example_input_array``, else the first batch of the training
   dataloader (a datamodule's ``train_dataloader()``, the module's, or loaders passed straight
-  to ``trainer.fit``), moved to a device.
+  to ``trainer.fit``), moved to a device; :class:`SampleUnavailable` says why there is none.
+- :func:`convert_input`: the trainer's precision plugin's conversion of a batch.
 - :func:`run_sample_forward`: one no-grad forward of that batch (materializes lazy modules).
 - :func:`call_model`: inputs fed the way Lightning's model summary feeds
   ``example_input_array``.
@@ -27,7 +28,9 @@ import torch
 
 __all__ = [
     "SampleBatch",
+    "SampleUnavailable",
     "call_model",
+    "convert_input",
     "find_sample_batch",
     "forward_input",
     "is_manual_optimization",
@@ -51,6 +54,15 @@ class SampleBatch:
 
     batch: Any
     source: str
+
+
+class SampleUnavailable(Exception):
+    """No training batch can be read for the library without harm; the message says why.
+
+    Example:
+        >>> str(SampleUnavailable("the training data is a stream"))
+        'the training data is a stream'
+    """
 
 
 # ------------------------------------------------------------------------------ sample batch
@@ -78,6 +90,30 @@ def _train_loader(trainer: Any) -> Any:
     return source.dataloader()
 
 
+def _refuse_one_shot(loader: Any) -> None:
+    """Raise :class:`SampleUnavailable` unless reading a batch leaves the data for training.
+
+    A ``DataLoader`` over a map-style dataset and a list or tuple of batches are read again from
+    the start by the fit loop. A stream (an ``IterableDataset``, an iterator, any other
+    iterable) may be one-shot: its first batch, once taken, would be lost to training.
+    """
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if isinstance(loader, (list, tuple)):
+        return
+    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+        return
+    kind = (
+        f"a DataLoader over {type(loader.dataset).__name__} (an IterableDataset)"
+        if isinstance(loader, DataLoader)
+        else f"a {type(loader).__name__}"
+    )
+    raise SampleUnavailable(
+        f"the training data is {kind}, a stream that may not be read twice: its first batch is"
+        " left to training; set `example_input_array` to give the library a sample input"
+    )
+
+
 def find_sample_batch(
     trainer: Any, pl_module: Any, device: torch.device, *, example_first: bool = True
 ) -> SampleBatch | None:
@@ -88,7 +124,13 @@ def find_sample_batch(
     through the module's ``transfer_batch_to_device`` hook when it has one.
 
     Drawing the batch does not move the global RNG state (a shuffling sampler draws its seed
-    from it), so training sees the same batches with and without the callback.
+    from it), so training sees the same batches with and without the callback. A stream is not
+    read at all (see :class:`SampleUnavailable`).
+
+    Raises:
+        SampleUnavailable: the training data is a stream that reading could consume.
+        Exception: whatever building the training dataloader raises (e.g. an
+            ``AttributeError`` for data made in ``LightningModule.setup``, not run yet).
 
     Example:
         >>> import lightning as L
@@ -106,6 +148,7 @@ def find_sample_batch(
         loader = _first_loader(_train_loader(trainer))
         if loader is None:
             return None
+        _refuse_one_shot(loader)
         iterator = iter(loader)
         try:
             batch = next(iterator)
@@ -302,6 +345,22 @@ def precision_context(pl_module: Any) -> contextlib.AbstractContextManager[Any]:
     if plugin is not None and hasattr(plugin, "train_step_context"):
         return plugin.train_step_context()
     return contextlib.nullcontext()
+
+
+def convert_input(pl_module: Any, data: Any) -> Any:
+    """``data`` converted the way Lightning converts a training batch before the step: by the
+    attached trainer's ``precision_plugin.convert_input`` (floating-point tensors to bfloat16
+    under ``"bf16-true"``, to float64 under ``"64-true"``); unchanged without a trainer.
+
+    Example:
+        >>> convert_input(torch.nn.Linear(1, 1), torch.zeros(1)).dtype
+        torch.float32
+    """
+    trainer = getattr(pl_module, "_trainer", None)
+    plugin = getattr(trainer, "precision_plugin", None)
+    if plugin is None or not hasattr(plugin, "convert_input"):
+        return data
+    return plugin.convert_input(data)
 
 
 def to_device(batch: Any, device: torch.device | None) -> Any:

@@ -7,7 +7,9 @@ live in their own modules and are reached through their public names.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
@@ -16,13 +18,14 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
-from lightning_init._lightning import find_sample_batch, run_sample_forward
+from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
+from lightning_init._provenance import weights_origin
+from lightning_init._publishing import guarded_writes
 from lightning_init.check import (
     CheckOptions,
     InitCheckReport,
@@ -38,6 +41,7 @@ from lightning_init.policy import InitPolicy
 __all__ = ["InitCallback"]
 
 _SEED_BOUND = 2**31 - 1
+_log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _O = TypeVar("_O")
 
@@ -72,6 +76,9 @@ class _Fit:
 
     # The modules initialized in setup, when this fit initializes (held: their ids stay unique).
     known_modules: list[nn.Module] | None = None
+    # Why setup could not materialize the lazy modules (on_fit_start does, then initializes all).
+    lazy_deferred: str | None = None
+    keep_loaded: bool = False  # the weights were loaded or trained before: the policy is skipped
     state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
     reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
 
@@ -144,8 +151,15 @@ class InitCallback(Callback):
         policy: str | dict[str, Any] | InitPolicy | None = None,
         check: bool | dict[str, Any] | CheckOptions = True,
         diagnostics: bool | dict[str, Any] | DiagnosticsOptions = True,
+        overwrite_loaded: bool = False,
     ) -> None:
         self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
+        if not isinstance(overwrite_loaded, bool):
+            raise TypeError(
+                f"InitCallback(overwrite_loaded=...) takes True or False, got {overwrite_loaded!r}"
+            )
+        self._overwrite_loaded = overwrite_loaded
+        self._check_asked = isinstance(check, (Mapping, CheckOptions))
         self._policy = _load_policy(policy)
         self._check_options = CheckOptions.from_arg(_options_arg("check", check, CheckOptions))
         diagnostics_options = DiagnosticsOptions.from_arg(
@@ -172,6 +186,8 @@ class InitCallback(Callback):
         shown = {key: _shown(value) for key, value in self._arguments.items()}
         if not isinstance(self._arguments["policy"], (str, os.PathLike, Mapping, type(None))):
             shown["policy"] = repr(_policy_label(self._policy))
+        if self._overwrite_loaded:
+            shown["overwrite_loaded"] = "True"
         listing = ", ".join(f"{key}={value}" for key, value in shown.items())
         return f"{type(self).__name__}({listing})"
 
@@ -210,8 +226,12 @@ class InitCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._fit = _Fit()
         if stage == "fit" and not self._record.applied:
+            self._fit.keep_loaded = _keeps_loaded_weights(
+                trainer, pl_module, self._policy, overwrite=self._overwrite_loaded
+            )
             self._initialize(trainer, pl_module)
-            self._fit.known_modules = list(pl_module.modules())
+            deferred = self._fit.lazy_deferred is not None
+            self._fit.known_modules = [] if deferred else list(pl_module.modules())
         if self._diagnostics is not None:
             self._diagnostics.setup(trainer, pl_module, stage)
 
@@ -224,10 +244,14 @@ class InitCallback(Callback):
         if resuming:
             self._resume()
         else:
+            if self._fit.lazy_deferred is not None:
+                _materialize_lazy(trainer, pl_module, self._policy, deferred=True)
             self._initialize_added(trainer, pl_module, known_modules)
         self._log(trainer, pl_module)
-        if not resuming:
-            self._run_check(trainer, pl_module)
+        if not resuming and self._check_options is not None:
+            self._check_report = _run_check(
+                trainer, pl_module, self._check_options, asked=self._check_asked
+            )
 
     on_train_start = _to_diagnostics(TrainingDiagnostics.on_train_start)
     on_train_batch_start = _to_diagnostics(TrainingDiagnostics.on_train_batch_start)
@@ -245,11 +269,11 @@ class InitCallback(Callback):
 
     def _initialize(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Materialize lazy modules, then apply the policy to what exists in ``setup``."""
-        self._materialize_lazy(trainer, pl_module)
-        if self._policy is None:
+        self._fit.lazy_deferred = _materialize_lazy(trainer, pl_module, self._policy)
+        if self._policy is None or self._fit.keep_loaded:
             return
         self._record.seed = self._shared_seed(trainer)
-        if _has_tensors(pl_module):
+        if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
             self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed))
             _raise_if_meta_left(pl_module)
 
@@ -257,7 +281,7 @@ class InitCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, known_modules: list[nn.Module]
     ) -> None:
         """Apply the policy to the modules built since ``setup``; record the weights."""
-        if self._policy is not None:
+        if self._policy is not None and not self._fit.keep_loaded:
             known = {id(module) for module in known_modules}
             for name, module in _modules_added_since(pl_module, known):
                 self._fit.reports.append(
@@ -266,7 +290,7 @@ class InitCallback(Callback):
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._record.applied = True
-        self._record.policy_name = _policy_label(self._policy)
+        self._record.policy_name = None if self._fit.keep_loaded else _policy_label(self._policy)
         self._record.fingerprint = fingerprint
 
     def _resume(self) -> None:
@@ -284,44 +308,6 @@ class InitCallback(Callback):
         seed = int(torch.randint(_SEED_BOUND, (1,)))  # every rank draws: RNG streams stay aligned
         return int(trainer.strategy.broadcast(seed, src=0))
 
-    def _materialize_lazy(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        lazy = [name for name, tensor in _named_tensors(pl_module) if is_lazy(tensor)]
-        if not lazy:
-            return
-        device = _tensor_device(pl_module)
-        sample = find_sample_batch(trainer, pl_module, device)
-        if sample is None:
-            if self._policy is None:
-                return  # nothing to initialize: leave them to the first training step
-            raise ValueError(
-                f"InitCallback: {type(pl_module).__name__} has lazy parameters ({', '.join(lazy)})"
-                " and no sample batch to materialize them: set `example_input_array` or give"
-                " `fit` a training dataloader."
-            )
-        run_sample_forward(pl_module, sample)
-
-    def _run_check(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The check on every rank; ``on_fail="raise"`` raises on all ranks if one fails."""
-        options = self._check_options
-        if options is None:
-            return
-        sample = find_sample_batch(trainer, pl_module, pl_module.device, example_first=False)
-        if sample is None and getattr(pl_module, "example_input_array", None) is None:
-            rank_zero_info("InitCallback: no sample batch for the init check; skipped.")
-            return
-        with isolate_rng():
-            report = check_lightning_module(
-                pl_module, None if sample is None else sample.batch, options
-            )
-        self._check_report = report
-        if trainer.is_global_zero:
-            publish_check_report(report, trainer)
-        failed = not report.ok and options.on_fail == "raise"
-        if trainer.strategy.reduce_boolean_decision(failed, all=False) and not failed:
-            raise InitCheckError("the init check failed on another rank; see rank 0's report")
-        if failed or (not report.ok and trainer.is_global_zero):
-            raise_or_warn(report, options)  # raises when it failed here, else warns
-
     def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Hyperparameters to every logger; the applied table as TensorBoard text, once."""
         if not trainer.loggers:
@@ -336,12 +322,132 @@ class InitCallback(Callback):
         # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
         # the module's hyperparameters after on_fit_start: write them here, ours added.
         merged = {**_module_hparams(trainer, pl_module), **hparams}
-        for logger in trainer.loggers:
-            logger.log_hyperparams(merged)
-            if text and trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text(
-                    "lightning_init/policy", text, global_step=trainer.global_step
-                )
+        with guarded_writes("the initialization's record") as attempt:
+            for logger in trainer.loggers:
+                with attempt(f"the hyperparameters to {type(logger).__name__}"):
+                    logger.log_hyperparams(merged)
+                if text and trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
+                    with attempt("TensorBoard text 'lightning_init/policy'"):
+                        logger.experiment.add_text(
+                            "lightning_init/policy", text, global_step=trainer.global_step
+                        )
+
+
+# ------------------------------------------------------------------ loaded weights, the check
+
+
+def _keeps_loaded_weights(
+    trainer: Trainer, pl_module: LightningModule, policy: _Policy | None, *, overwrite: bool
+) -> bool:
+    """Whether the policy is skipped because the weights were loaded or trained before this
+    fit (rank 0 decides); says so on rank 0 either way."""
+    if policy is None:
+        return False
+    origin = weights_origin(pl_module) if trainer.is_global_zero else None
+    origin = trainer.strategy.broadcast(origin, src=0)
+    if origin is None:
+        return False
+    name, label = type(pl_module).__name__, _policy_label(policy)
+    if overwrite:
+        _log.warning(
+            "InitCallback: %s's weights were %s; policy %r overwrites them as asked"
+            " (overwrite_loaded=True).", name, origin, label,
+        )
+        return False
+    if trainer.is_global_zero:
+        warnings.warn(
+            f"InitCallback: {name}'s weights were {origin} before this fit: policy {label!r}"
+            " is NOT applied and they are kept. To initialize them anyway, pass"
+            " InitCallback(..., overwrite_loaded=True).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return True
+
+
+def _materialize_lazy(
+    trainer: Trainer, pl_module: LightningModule, policy: _Policy | None, *, deferred: bool = False
+) -> str | None:
+    """One forward of a sample batch materializes the lazy modules. In ``setup`` a training
+    dataloader that cannot be built yet (its data made in ``LightningModule.setup``) defers this
+    to ``on_fit_start``: the return says why; ``None`` when done or not needed."""
+    lazy = [name for name, tensor in _named_tensors(pl_module) if is_lazy(tensor)]
+    if not lazy:
+        return None
+    try:
+        sample = find_sample_batch(trainer, pl_module, _tensor_device(pl_module))
+        why = "no sample batch"
+    except SampleUnavailable as error:
+        sample, why = None, str(error)
+    except Exception as error:
+        if deferred:
+            raise
+        reason = f"{type(error).__name__}: {error}"
+        _log.info(
+            "InitCallback: no sample batch in setup (%s); the lazy modules are materialized and"
+            " initialized in on_fit_start.", reason,
+        )
+        return reason
+    if sample is None:
+        if policy is None:
+            return None  # nothing to initialize: leave them to the first training step
+        raise ValueError(
+            f"InitCallback: {type(pl_module).__name__} has lazy parameters ({', '.join(lazy)})"
+            f" and no sample batch to materialize them ({why}): set `example_input_array` or"
+            " give `fit` a training dataloader."
+        )
+    run_sample_forward(pl_module, sample)
+    return None
+
+
+def _run_check(
+    trainer: Trainer, pl_module: LightningModule, options: CheckOptions, *, asked: bool
+) -> InitCheckReport | None:
+    """The check on every rank; ``on_fail="raise"`` raises on all ranks if one fails. ``None``
+    when it could not run (one line said why)."""
+    report = _checked(trainer, pl_module, options, asked)
+    if report is not None and trainer.is_global_zero:
+        publish_check_report(report, trainer)
+    failed = report is not None and not report.ok and options.on_fail == "raise"
+    if trainer.strategy.reduce_boolean_decision(failed, all=False) and not failed:
+        raise InitCheckError("the init check failed on another rank; see rank 0's report")
+    if report is not None and (failed or (not report.ok and trainer.is_global_zero)):
+        raise_or_warn(report, options)  # raises when it failed here, else warns
+    return report
+
+
+def _checked(
+    trainer: Trainer, pl_module: LightningModule, options: CheckOptions, asked: bool
+) -> InitCheckReport | None:
+    """The check's report, or ``None`` when it cannot run: then one line says why."""
+    try:
+        sample = find_sample_batch(trainer, pl_module, pl_module.device, example_first=False)
+        why = "no sample batch: no training dataloader and no `example_input_array`"
+    except SampleUnavailable as error:
+        sample, why = None, str(error)
+    if sample is None and getattr(pl_module, "example_input_array", None) is None:
+        _step_aside(trainer, why, asked)
+        return None
+    try:
+        with isolate_rng():
+            return check_lightning_module(
+                pl_module, None if sample is None else sample.batch, options
+            )
+    except Exception as error:  # the check never stops a valid fit
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        _step_aside(trainer, f"{type(error).__name__}: {first_line}", asked)
+        return None
+
+
+def _step_aside(trainer: Trainer, why: str, asked: bool) -> None:
+    """One line on rank 0: a warning when the user configured the check, else a log line."""
+    if not trainer.is_global_zero:
+        return
+    message = f"InitCallback: the init check did not run ({why}); training goes on."
+    if asked:
+        warnings.warn(message, UserWarning, stacklevel=4)
+    else:
+        _log.warning(message)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -440,6 +546,8 @@ def _raise_if_meta_left(module: nn.Module) -> None:
 
 def _modules_added_since(root: nn.Module, known_ids: set[int]) -> list[tuple[str, nn.Module]]:
     """The outermost submodules that did not exist in ``setup`` (built in configure_model)."""
+    if id(root) not in known_ids:
+        return [("", root)] if _has_tensors(root) else []
     added: list[tuple[str, nn.Module]] = []
     for name, module in root.named_modules():
         if id(module) in known_ids or any(name.startswith(f"{outer}.") for outer, _ in added):

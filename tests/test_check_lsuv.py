@@ -99,3 +99,19 @@ def test_lsuv_rescales_hugging_faces_conv1d_layers() -> None:
     report = lsuv_init(model, torch.randn(512, 32), tol=0.02)
     assert [layer.name for layer in report.layers] == ["0", "2", "4"]
     assert report.converged
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lsuv_on_half_precision_weights(dtype: torch.dtype) -> None:
+    """The orthogonal pre-init is computed in float32 and cast (no half-precision QR)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32)).to(dtype)
+    report = lsuv_init(model, torch.randn(256, 32, dtype=dtype), tol=0.1, max_iters=10)
+    assert report.converged and len(report.layers) == 2
+    for module in (model[0], model[2]):
+        assert module.weight.dtype == dtype
+        weight = module.weight.float()
+        gram = weight @ weight.T
+        scale = gram.diagonal().mean()
+        # orthogonal rows, up to LSUV's scalar rescaling and half-precision rounding
+        assert torch.allclose(gram / scale, torch.eye(32), atol=3e-2)

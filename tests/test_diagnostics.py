@@ -429,6 +429,32 @@ def test_options_from_arg() -> None:
     assert options.logged_steps()[:3] == [0, 25, 50]
 
 
+_BINS = r"'histogram_bins' must be an integer from 1 to 1024, "
+
+
+@pytest.mark.parametrize(
+    ("arg", "match"),
+    [
+        ({"dead_fraction": 5}, r"'dead_fraction' must be a fraction in \(0, 1\], got 5"),
+        ({"dead_fraction": 0}, r"'dead_fraction' must be a fraction in \(0, 1\], got 0"),
+        ({"vanishing_grad_norm": float("nan")}, r"'vanishing_grad_norm' must be a finite number"),
+        ({"exploding_grad_norm": float("inf")}, r"'exploding_grad_norm' must be a finite number"),
+        ({"update_ratio_band": [0.0, float("inf")]}, r"'update_ratio_band' must be \[low, high\]"),
+        ({"histogram_bins": 10**9}, _BINS + r"got 10+$"),
+        ({"histogram_bins": 1e9}, _BINS + r"got 1000000000\.0$"),
+    ],
+)
+def test_senseless_option_values_are_refused_with_the_valid_range(arg, match) -> None:
+    with pytest.raises(DiagnosticsOptionError, match=match) as raised:
+        DiagnosticsOptions.from_arg(arg)
+    assert raised.value.option == next(iter(arg))
+
+
+def test_option_bounds_are_inclusive() -> None:
+    options = DiagnosticsOptions.from_arg({"dead_fraction": 1, "histogram_bins": 1024})
+    assert (options.dead_fraction, options.histogram_bins) == (1.0, 1024)
+
+
 @pytest.mark.parametrize(
     ("arg", "match"),
     [

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 
 from lightning_init._lightning import (
+    convert_input,
     forward_input,
     is_manual_optimization,
     muted_logging,
     precision_context,
     to_device,
 )
+from lightning_init._publishing import guarded_writes
 from lightning_init.check.measure import first_float_tensor, loss_from_step_output, tensors_in
 from lightning_init.check.options import CheckOptions
 from lightning_init.check.report import InitCheckReport
@@ -36,7 +38,9 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
     trainer's precision context when attached; its return (a tensor, or a dict's ``"loss"``)
     is the initial loss. With ``batch=None``, calls ``pl_module(example_input_array)`` (tuple
     unpacked, dict as keywords, like Lightning's model summary) and gradients assume the
-    surrogate loss. Manual optimization (``automatic_optimization=False``) would step the
+    surrogate loss. Either input is converted by the attached trainer's precision plugin, as
+    Lightning converts a training batch (``"bf16-true"``, ``"64-true"``).
+    Manual optimization (``automatic_optimization=False``) would step the
     optimizers inside ``training_step``: then the forward uses ``example_input_array`` if set,
     else the batch's input (a tensor batch, the first element of a tuple, a dict whose keys
     ``forward`` takes).
@@ -78,13 +82,14 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
     manual = is_manual_optimization(pl_module)
     if batch is None or manual:
         inputs = to_device(forward_input(pl_module, batch, "check"), device)
+        inputs = convert_input(pl_module, inputs)
         report = check_init(pl_module, inputs, num_classes=None, **options.thresholds)
         if manual:
             report.notes.append("manual optimization: training_step not run (it would step the "
                                 "optimizers); the forward was measured")
         return report
 
-    batch = to_device(batch, device)
+    batch = convert_input(pl_module, to_device(batch, device))
 
     def run() -> PassResult:
         with muted_logging(pl_module), precision_context(pl_module):
@@ -131,6 +136,9 @@ def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
     a JSON copy ``init_check.json`` in the first logger's ``log_dir``. Without a logger: console
     only. Never calls ``trainer.log_dir`` (it broadcasts, and only rank zero gets here).
 
+    A write that fails (a full disk, an unwritable directory) does not raise: the others still
+    run, and one warning names what could not be written and why.
+
     Args:
         report: the check's report.
         trainer: the ``lightning.Trainer``.
@@ -148,25 +156,36 @@ def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
     """
     if not getattr(trainer, "is_global_zero", True):
         return
+    with guarded_writes("the init check's report") as attempt:
+        with attempt("the console table"):
+            _print(report)
+        json_written = False
+        for logger in getattr(trainer, "loggers", []) or []:
+            if _is_tensorboard(logger):
+                with attempt(f"{type(logger).__name__} text and figure 'lightning_init/check*'"):
+                    experiment = logger.experiment
+                    experiment.add_text("lightning_init/check", report.to_markdown(), global_step=0)
+                    experiment.add_figure(
+                        "lightning_init/check_depth", report.figure(), global_step=0
+                    )
+                    experiment.flush()
+            log_dir = getattr(logger, "log_dir", None)
+            if not json_written and log_dir:
+                path = os.path.join(log_dir, "init_check.json")
+                with attempt(path):
+                    os.makedirs(log_dir, exist_ok=True)
+                    with open(path, "w", encoding="utf-8") as file:
+                        file.write(report.to_json())
+                json_written = True
+
+
+def _print(report: InitCheckReport) -> None:
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:  # logs and notebooks: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(report)
-    json_written = False
-    for logger in getattr(trainer, "loggers", []) or []:
-        if _is_tensorboard(logger):
-            experiment = logger.experiment
-            experiment.add_text("lightning_init/check", report.to_markdown(), global_step=0)
-            experiment.add_figure("lightning_init/check_depth", report.figure(), global_step=0)
-            experiment.flush()
-        log_dir = getattr(logger, "log_dir", None)
-        if not json_written and log_dir:
-            os.makedirs(log_dir, exist_ok=True)
-            with open(os.path.join(log_dir, "init_check.json"), "w", encoding="utf-8") as file:
-                file.write(report.to_json())
-            json_written = True
 
 
 def _is_tensorboard(logger: Any) -> bool:

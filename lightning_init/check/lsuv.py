@@ -135,9 +135,8 @@ def lsuv_init(
     candidates = [(name, module) for name, module in model.named_modules()
                   if _is_weight_layer(module)]
     if orthogonal:
-        with torch.no_grad():
-            for _, module in candidates:
-                nn.init.orthogonal_(module.weight)
+        for _, module in candidates:
+            _orthogonal_(module.weight)
     call = forward or call_model
 
     def run() -> Any:
@@ -173,6 +172,18 @@ def _rescale(
         if variance is None:  # pragma: no cover - a forward that skips it on a re-run
             return None
     return LSUVLayer(name, iterations, variance, abs(variance - 1) <= tol)
+
+
+@torch.no_grad()
+def _orthogonal_(weight: torch.Tensor) -> None:
+    """``nn.init.orthogonal_`` in float32 for low-precision weights (the QR it needs has no
+    float16/bfloat16 kernel on every device), cast back into ``weight``."""
+    if weight.dtype in (torch.float32, torch.float64):
+        nn.init.orthogonal_(weight)
+        return
+    full = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+    nn.init.orthogonal_(full)
+    weight.copy_(full)
 
 
 class _StopForward(Exception):

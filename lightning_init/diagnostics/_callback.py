@@ -1,7 +1,9 @@
 """``TrainingDiagnostics``: the Lightning ``Callback`` that decides when the diagnostics measure,
 reduce and write.
 
-At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optimizer_step`` runs):
+At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optimizer_step`` runs;
+under manual optimization, every optimizer step of a batch that starts at a logged step, each
+labelled with its own ``t``):
 
 1. ``on_train_batch_start``: forward hooks on the watched leaf modules (``activations``) for the
    micro-batches of the step; they are removed when the step has been written.
@@ -53,8 +55,11 @@ class TrainingDiagnostics(Callback):
     :class:`DiagnosticsWarning` s on rank zero, each once; the checkpoint keeps which were
     raised, so a resumed run does not repeat them.
 
-    Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
-    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
+    Manual optimization works: a batch is logged when ``global_step`` is a logged step at its
+    start; then each ``optimizer.step()`` inside it reads the parameters of that optimizer, and
+    its values are written at its own step (a GAN's discriminator at ``t``, its generator at
+    ``t + 1``): every optimizer is measured in the same batches.
+    FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
     (``nn.Embedding(sparse=True)``) are measured as their dense equivalents from their values.
 
     A failure inside the diagnostics never stops training: they warn and stop.
@@ -85,6 +90,8 @@ class TrainingDiagnostics(Callback):
         self._watched: Watched | None = None  # collected at the start of each fit
         self._activations = ActivationWatch()
         self._reduce_step: int | None = None  # a logged step whose activations await reduction
+        # Manual optimization: the batch's first step when the batch is logged, else None.
+        self._batch_step: int | None = None
         self._measurer = Measurer(options)
         self._pending: list[Measured] = []
         self._readout = Readout(options)
@@ -142,13 +149,17 @@ class TrainingDiagnostics(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Register the activation hooks for the micro-batches of a logged step."""
-        if self._failed or self._finished_at(trainer.global_step):
+        step = trainer.global_step
+        logged = self.options.is_logged_step(step)
+        manual = not getattr(pl_module, "automatic_optimization", True)
+        self._batch_step = step if manual and logged else None
+        if self._failed or self._finished_at(step):
             return
         if self._watched is None:
             self._collect(pl_module)
         if not self.options.activations:
             return
-        if self.options.is_logged_step(trainer.global_step):
+        if logged:
             self._activations.start(trainer.global_step)
         else:
             self._activations.stop()
@@ -159,12 +170,17 @@ class TrainingDiagnostics(Callback):
     ) -> None:
         """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
         step = trainer.global_step
-        if self._finished_at(step) or not self.options.is_logged_step(step):
+        manual = not getattr(pl_module, "automatic_optimization", True)
+        if manual:  # the batch decides; each optimizer's values keep their own step
+            logged, batch_step = self._batch_step is not None, self._batch_step or 0
+        else:
+            logged, batch_step = self.options.is_logged_step(step), step
+        if self._finished_at(batch_step) or not logged:
             return
         if self.options.activations:
             # Every rank reduces the activations at the end of this step, even after a local
             # failure: a rank that skipped the collective would leave the others waiting.
-            self._reduce_step = step
+            self._reduce_step = batch_step
         if self._failed or not trainer.is_global_zero:
             return
         if self._watched is None:
@@ -235,16 +251,16 @@ class TrainingDiagnostics(Callback):
         blocks = self._readout.transfer(pending, activation_rows)
         if blocks is None:
             return
-        step = pending[0].step
-        self.logged_steps.append(step)
         names = None
         if activation_rows is not None:
             names = [name for name, _ in self._activations.modules]
-        values = self._readout.values(pending, blocks, names, self._alerts)
-        self._writers.write(
-            getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
-            self._layout,
-        )
+        by_step = self._readout.values(pending, blocks, names, self._alerts)
+        for step, values in by_step.items():
+            self.logged_steps.append(step)
+            self._writers.write(
+                getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
+                self._layout,
+            )
 
     # ------------------------------------------------------------------ life cycle
     def _finished_at(self, step: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,9 @@ class DiagnosticsOptionError(OptionError):
 DiagnosticsOptionError.__module__ = "lightning_init.diagnostics"  # its public path
 
 
+_MAX_HISTOGRAM_BINS = 1024  # TensorBoard shows a few dozen; more only costs memory
+
+
 def _invalid(name: str, expected: str, value: Any) -> DiagnosticsOptionError:
     return DiagnosticsOptionError(
         f"diagnostics option {name!r} must be {expected}, got {value!r}", option=name
@@ -44,12 +48,19 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (NaN and infinities are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
     if not _is_int(value) or value < 1:
         raise _invalid(name, "a positive integer", value)
+    return value
+
+
+def _bin_count(name: str, value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= _MAX_HISTOGRAM_BINS:
+        raise _invalid(name, f"an integer from 1 to {_MAX_HISTOGRAM_BINS}", value)
     return value
 
 
@@ -75,7 +86,13 @@ def _globs(name: str, value: Any) -> tuple[str, ...]:
 
 def _threshold(name: str, value: Any) -> float:
     if not _is_number(value) or value < 0:
-        raise _invalid(name, "a number >= 0", value)
+        raise _invalid(name, "a finite number >= 0", value)
+    return float(value)
+
+
+def _fraction(name: str, value: Any) -> float:
+    if not _is_number(value) or not 0 < value <= 1:
+        raise _invalid(name, "a fraction in (0, 1]", value)
     return float(value)
 
 
@@ -86,7 +103,7 @@ def _band(name: str, value: Any) -> tuple[float, float]:
         or not all(_is_number(v) for v in value)
         or not 0 <= value[0] < value[1]
     ):
-        raise _invalid(name, "[low, high] with 0 <= low < high", value)
+        raise _invalid(name, "[low, high], finite, with 0 <= low < high", value)
     return float(value[0]), float(value[1])
 
 
@@ -122,16 +139,17 @@ class DiagnosticsOptions:
         modules: globs on module qualified names; a parameter is watched when its module's name
             matches, an activation is recorded for leaf modules that match.
         exclude: globs on parameter or module names never watched.
-        histogram_bins: number of bins of each histogram.
+        histogram_bins: number of bins of each histogram, at most 1024.
         histogram_max_samples: tensors larger than this are histogrammed on a fixed random
             subsample of this many elements.
         alerts: warn on the console (rank zero, each once) when something is clearly wrong.
-        vanishing_grad_norm: alert when a gradient's norm is below this (exactly zero included).
+        vanishing_grad_norm: alert when a gradient's norm is below this (exactly zero included);
+            this and the other thresholds are finite numbers >= 0.
         exploding_grad_norm: alert when a gradient's norm is above this.
         update_ratio_band: alert when an update ratio leaves ``(low, high)``; the rule of thumb
             is about 1e-3.
-        dead_fraction: alert when at least this fraction of a layer's units is dead (output
-            exactly zero on every sample of the logged batch); needs ``activations``.
+        dead_fraction: alert when at least this fraction (in (0, 1]) of a layer's units is dead
+            (output exactly zero on every sample of the logged batch); needs ``activations``.
 
     Example:
         >>> options = DiagnosticsOptions.from_arg({"every_n_steps": 5, "until_step": 50})
@@ -153,13 +171,13 @@ class DiagnosticsOptions:
     parameters: tuple[str, ...] = _option(("*",), _globs)
     modules: tuple[str, ...] = _option(("*",), _globs)
     exclude: tuple[str, ...] = _option((), _globs)
-    histogram_bins: int = _option(64, _positive_int)
+    histogram_bins: int = _option(64, _bin_count)
     histogram_max_samples: int = _option(16384, _positive_int)
     alerts: bool = _option(True, _switch)
     vanishing_grad_norm: float = _option(1e-8, _threshold)
     exploding_grad_norm: float = _option(1e3, _threshold)
     update_ratio_band: tuple[float, float] = _option((1e-6, 1e-1), _band)
-    dead_fraction: float = _option(0.9, _threshold)
+    dead_fraction: float = _option(0.9, _fraction)
 
     def __post_init__(self) -> None:
         for option in dataclasses.fields(self):

@@ -152,20 +152,23 @@ class Readout:
         blocks: list[list[Any]],
         activation_names: list[str] | None,
         alerts: Alerts,
-    ) -> StepValues:
-        """Unpack :meth:`transfer`'s blocks (same order) into tags; alert along the way.
+    ) -> dict[int, StepValues]:
+        """Unpack :meth:`transfer`'s blocks (same order) into tags by step; alert along the way.
 
-        Everything is of the step of the first entry (with manual optimization, the later
-        optimizers of the same batch have advanced ``global_step``)."""
-        step = measured[0].step
-        values = StepValues()
+        Each entry's values are of its own step (with manual optimization, the later optimizers
+        of a batch have advanced ``global_step``); the activations are of the first entry's.
+        The steps come in increasing order."""
+        by_step: dict[int, StepValues] = {}
         remaining = iter(blocks)
         for entry in measured:
             if entry.names:
-                self._entry_values(step, entry, remaining, values, alerts)
+                values = by_step.setdefault(entry.step, StepValues())
+                self._entry_values(entry.step, entry, remaining, values, alerts)
         if activation_names is not None:
+            step = measured[0].step
+            values = by_step.setdefault(step, StepValues())
             self._activation_values(step, activation_names, next(remaining), values, alerts)
-        return values
+        return dict(sorted(by_step.items()))
 
     def _tags(self, name: str) -> _Tags:
         tags = self._tag_cache.get(name)
