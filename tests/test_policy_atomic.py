@@ -299,3 +299,43 @@ def test_the_measured_std_of_a_large_mean_normal_keeps_its_digits():
     measured = report.records[0].measured_std
     assert abs(measured - true_std) < 1e-4 * true_std
     assert abs(measured - 0.01) < 3e-4
+
+
+def test_an_orthogonal_parametrization_is_restored_with_its_base_buffer():
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    model = nn.Sequential(parametrizations.orthogonal(nn.Linear(3, 3)))
+    with torch.no_grad():
+        model[0].parametrizations.weight[0].base.add_(0.25)
+    base = model[0].parametrizations.weight[0].base
+    before, fingerprint = bits(model), weights_fingerprint(model)
+    with pytest.raises(PolicyError, match="every parameter was restored"):
+        policy({"rules": [{"match": {"type": "Linear"}, "weight": "zeros",
+                           "bias": "tests.test_policy_atomic:boom"}]}).apply(model)
+    assert weights_fingerprint(model) == fingerprint
+    assert_unchanged(before, model)
+    assert model[0].parametrizations.weight[0].base is base
+
+
+class Reassigns(nn.Module):
+    """A parent whose ``reset_parameters()`` gives a child new Parameter objects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(3))
+        self.child = nn.Linear(3, 3)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.gain)
+        self.child.weight = nn.Parameter(torch.zeros(3, 3))
+
+
+def test_a_skipped_child_keeps_its_parameter_objects_when_a_parent_reset_replaces_them():
+    model = nn.Sequential(Reassigns())
+    weight = model[0].child.weight
+    value = weight.detach().clone()
+    report = policy({"default": "reset", "skip": ["0.child"]}).apply(model)
+    assert model[0].child.weight is weight and torch.equal(weight, value)
+    assert model[0].gain.tolist() == [0.0] * 3
+    assert ("0.child.weight", "skip") in report.left_alone

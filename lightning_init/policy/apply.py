@@ -23,7 +23,7 @@ from lightning_init.errors import PolicyError
 from lightning_init.policy._snapshot import Snapshot
 from lightning_init.policy.plan import Plan, PlanItem
 from lightning_init.policy.reports import InitRecord
-from lightning_init.policy.targets import effective, local, scratch, write
+from lightning_init.policy.targets import effective, local, reach, scratch, write
 
 __all__ = ["apply_plan", "derive_seed", "materialize", "measure"]
 
@@ -61,13 +61,13 @@ def materialize(model: nn.Module, items: list[PlanItem], *, recurse: bool,
             for key, old in list(owner.items()):
                 if old is None or not old.is_meta:
                     continue
-                if undo is not None:
-                    undo.replaced(owner, key, old)
                 if id(old) not in remap:  # tied: every owner gets the one new tensor
                     new = torch.empty_like(old, device=target_device)
                     if isinstance(old, nn.Parameter):
                         new = nn.Parameter(new, requires_grad=old.requires_grad)
                     remap[id(old)] = new
+                if undo is not None:
+                    undo.replaced(owner, key, old, remap[id(old)])
                 owner[key] = remap[id(old)]
     if remap:
         for item in items:
@@ -101,12 +101,13 @@ def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = 
         >>> torch.equal(layer.weight, before)
         True
     """
-    snapshot = Snapshot(_reach(plan, model))
+    snapshot = Snapshot()
     written: list[tuple[PlanItem, torch.Tensor]] = []
     step = "materializing meta tensors"
     try:
         with torch.no_grad():
             materialize(model, plan.items, recurse=recurse, device=device, undo=snapshot)
+            _take(snapshot, plan, model)
             step = "reset_parameters()"
             _reset(model, plan, seed, prefix, snapshot)
             for item in plan.items:
@@ -118,14 +119,22 @@ def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = 
     return written
 
 
-def _reach(plan: Plan, model: nn.Module) -> list[torch.Tensor]:
-    """Every tensor applying ``plan`` can change: the targets, and every parameter and buffer
-    of the model when a ``reset_parameters()`` runs (a module's reset may reach anything it
-    holds)."""
-    tensors = [t for item in plan.items for t in item.target.tensors]
+def _take(snapshot: Snapshot, plan: Plan, model: nn.Module) -> None:
+    """Copy every tensor applying ``plan`` can change: what writing each target reaches, and
+    every parameter and buffer of the model when a ``reset_parameters()`` runs (a module's
+    reset may reach anything it holds); remember which tensor objects those modules hold, and
+    the weights the old ``weight_norm`` hook computes."""
+    tensors = [t for item in plan.items for t in reach(item.target)]
+    modules = [item.target.module for item in plan.items]
+    modules += [m for item in plan.items if item.target.kind == "parametrized"
+                for m in item.target.module.parametrizations[item.target.local_name].modules()]
     if plan.resets:
         tensors += [*model.parameters(), *model.buffers()]
-    return tensors
+        modules += list(model.modules())
+    snapshot.take(tensors, modules)
+    for item in plan.items:
+        if item.target.kind == "old_weight_norm":
+            snapshot.attribute(item.target.module, item.target.local_name)
 
 
 def _rolled_back(err: BaseException, snapshot: Snapshot, model: nn.Module, prefix: str,
