@@ -339,3 +339,23 @@ def test_a_skipped_child_keeps_its_parameter_objects_when_a_parent_reset_replace
     assert model[0].child.weight is weight and torch.equal(weight, value)
     assert model[0].gain.tolist() == [0.0] * 3
     assert ("0.child.weight", "skip") in report.left_alone
+
+
+class AssignsThroughParametrization(nn.Linear):
+    """A reset that assigns its weight, so that the parametrization's ``right_inverse`` runs."""
+
+    def reset_parameters(self) -> None:
+        if hasattr(self, "parametrizations"):
+            with torch.no_grad():
+                self.weight = torch.eye(3).flip(0)
+        else:
+            super().reset_parameters()
+
+
+def test_a_reset_through_a_parametrization_keeps_what_it_wrote():
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    model = nn.Sequential(parametrizations.orthogonal(AssignsThroughParametrization(3, 3)))
+    policy({"default": "reset", "rules": [{"match": {"name": "0"}, "bias": "zeros"}]}).apply(model)
+    assert torch.allclose(model[0].weight, torch.eye(3).flip(0), atol=1e-6)

@@ -180,6 +180,9 @@ def _reset(model: nn.Module, plan: Plan, seed: int | None, prefix: str,
     rules, what is left alone)."""
     if not plan.resets:
         return
+    # What the resets may change, taken before they run (a reset may replace tensor objects)
+    reset = {id(t) for item in plan.items if item.resets for t in reach(item.target)}
+    reset |= {id(b) for module in plan.resets for b in module.buffers(recurse=False)}
     names = {id(module): name for name, module in model.named_modules(prefix=prefix)}
     for module in plan.resets:
         if seed is None:
@@ -190,8 +193,6 @@ def _reset(model: nn.Module, plan: Plan, seed: int | None, prefix: str,
         with torch.random.fork_rng(devices=sorted(set(devices))):
             torch.manual_seed(derive_seed(seed, names.get(id(module), prefix), ()))
             module.reset_parameters()
-    reset = {id(t) for item in plan.items if item.resets for t in item.target.tensors}
-    reset |= {id(b) for module in plan.resets for b in module.buffers(recurse=False)}
     lost = snapshot.restore(keep=reset)
     if lost:
         names = _names(model, prefix)
