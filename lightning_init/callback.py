@@ -6,11 +6,12 @@ live in their own modules and are reached through their public names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 
@@ -274,7 +275,8 @@ class InitCallback(Callback):
             return
         self._record.seed = self._shared_seed(trainer)
         if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
-            self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed))
+            with _visible_through_teardown(pl_module):
+                self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed))
             _raise_if_meta_left(pl_module)
 
     def _initialize_added(
@@ -284,9 +286,10 @@ class InitCallback(Callback):
         if self._policy is not None and not self._fit.keep_loaded:
             known = {id(module) for module in known_modules}
             for name, module in _modules_added_since(pl_module, known):
-                self._fit.reports.append(
-                    self._policy.apply(module, seed=self._record.seed, prefix=name)
-                )
+                with _visible_through_teardown(pl_module):
+                    self._fit.reports.append(
+                        self._policy.apply(module, seed=self._record.seed, prefix=name)
+                    )
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._record.applied = True
@@ -528,15 +531,28 @@ def _tensor_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _visible_through_teardown(module: nn.Module) -> Iterator[None]:
+    """On an error, allocate the meta tensors the failed policy left (uninitialized), so that
+    Lightning's teardown, which moves the model to the CPU, does not fail on them and replace
+    the error with its own ``NotImplementedError``."""
+    try:
+        yield
+    except BaseException:
+        _allocate_meta(module)
+        raise
+
+
+def _allocate_meta(module: nn.Module) -> None:
+    from lightning_init.policy.apply import materialize  # only meta tensors are replaced
+
+    materialize(module, [], recurse=True, device=_tensor_device(module))
+
+
 def _raise_if_meta_left(module: nn.Module) -> None:
     left = [name for name, tensor in _named_tensors(module) if tensor.is_meta]
     if left:
-        # Allocate them (uninitialized) so that Lightning's teardown, which moves the model to
-        # the CPU, does not fail on them and hide this error.
-        device = _tensor_device(module)
-        for owner in module.modules():
-            if any(t.is_meta for t in (*owner.parameters(False), *owner.buffers(False))):
-                owner.to_empty(device=device, recurse=False)
+        _allocate_meta(module)  # so that Lightning's teardown does not hide this error
         shown = ", ".join(left[:10]) + (f", ... ({len(left) - 10} more)" if len(left) > 10 else "")
         raise ValueError(
             f"InitCallback: after the policy, {len(left)} tensor(s) are still on the meta device:"

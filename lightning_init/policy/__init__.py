@@ -7,6 +7,7 @@ initializers a policy can name. Inside, one module per step:
 - ``plan``: the rules matched against a model (tied parameters, ``skip``, ``default``,
   shapes checked, typo warnings) -> a plan, before anything is written;
 - ``apply``: meta parameters materialized, every value written atomically, then measured;
+- ``_snapshot``: what an apply may change, copied first and put back on any failure;
 - ``targets``: where a value lands (parametrizations, ``weight_norm``, DTensor shards);
 - ``reports``: the plan and report tables;
 - ``presets``: the shipped YAML presets.

@@ -1,10 +1,13 @@
 """Applying a plan: materialize meta parameters, write every value atomically, measure them.
 
-Built-in initializers cannot fail once validated; custom initializers, ``reset_parameters()``,
-parametrizations and DTensors are snapshotted and run first, so a failure restores every tensor
-it touched. With a seed, each parameter's generator is seeded from
-``blake2b(seed, qualified_name, shape)`` only: its values do not depend on the order of
-initialization, on the other parameters or on the global RNG.
+Atomic by construction: before anything runs, every tensor the plan can touch is copied (each
+target, and every parameter and buffer of the model when a ``reset_parameters()`` runs, since
+a module's reset may reach its children); meta tensors need no copy, materialization is undone
+instead. Any exception, ``KeyboardInterrupt`` included, restores all of it, and the error says
+which tensors, if any, could not be restored. A ``skip``ped or ``keep`` tensor that a parent's
+``reset_parameters()`` reaches is restored right after the resets. With a seed, each
+parameter's generator is seeded from ``blake2b(seed, qualified_name, shape)`` only: its values
+do not depend on the order of initialization, on the other parameters or on the global RNG.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import torch
 from torch import nn
 
 from lightning_init.errors import PolicyError
-from lightning_init.policy.initializers import known_initializers
+from lightning_init.policy._snapshot import Snapshot
 from lightning_init.policy.plan import Plan, PlanItem
 from lightning_init.policy.reports import InitRecord
-from lightning_init.policy.targets import effective, local, scratch, write
+from lightning_init.policy.targets import effective, local, reach, scratch, write
 
 __all__ = ["apply_plan", "derive_seed", "materialize", "measure"]
 
@@ -37,9 +40,11 @@ def derive_seed(seed: int, qualified_name: str, shape: Sequence[int]) -> int:
 
 
 def materialize(model: nn.Module, items: list[PlanItem], *, recurse: bool,
-                device: torch.device | str | None) -> None:
-    """Move meta parameters and buffers to ``device`` (default: the default device), uninitialized;
-    tied parameters stay tied, and the plan's targets follow the new tensors.
+                device: torch.device | str | None, undo: Snapshot | None = None) -> None:
+    """Replace meta parameters and buffers by uninitialized ones on ``device`` (default: the
+    default device); other tensors, even in the same module, are left as they are. Tied
+    parameters stay tied, the plan's targets follow the new tensors, and ``undo`` (if given)
+    remembers each meta tensor so that a failed apply can put it back.
 
     Example:
         >>> with torch.device("meta"):
@@ -51,35 +56,36 @@ def materialize(model: nn.Module, items: list[PlanItem], *, recurse: bool,
     modules = model.modules() if recurse else [model]
     target_device = torch.device(device) if device is not None else torch.empty(0).device
     remap: dict[int, torch.Tensor] = {}
-    alive: list[torch.Tensor] = []  # keeps ids of the meta Parameters unique meanwhile
     for module in modules:
-        tensors = [*module._parameters.values(), *module._buffers.values()]
-        if not any(t is not None and t.is_meta for t in tensors):
-            continue
-        old = dict(module._parameters)
-        module.to_empty(device=target_device, recurse=False)
-        for local_name, param in old.items():
-            if param is None:
-                continue
-            alive.append(param)
-            if id(param) in remap:  # tied: every owner gets the one new Parameter
-                module._parameters[local_name] = remap[id(param)]
-            else:
-                remap[id(param)] = module._parameters[local_name]
+        for owner in (module._parameters, module._buffers):
+            for key, old in list(owner.items()):
+                if old is None or not old.is_meta:
+                    continue
+                if id(old) not in remap:  # tied: every owner gets the one new tensor
+                    new = torch.empty_like(old, device=target_device)
+                    if isinstance(old, nn.Parameter):
+                        new = nn.Parameter(new, requires_grad=old.requires_grad)
+                    remap[id(old)] = new
+                if undo is not None:
+                    undo.replaced(owner, key, old, remap[id(old)])
+                owner[key] = remap[id(old)]
     if remap:
         for item in items:
             item.target.tensors = tuple(remap.get(id(t), t) for t in item.target.tensors)
 
 
 def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = "",
-               source: str | None = None) -> list[tuple[PlanItem, torch.Tensor]]:
-    """Write every item of ``plan`` (meta parameters already materialized), atomically.
+               source: str | None = None, recurse: bool = True,
+               device: torch.device | str | None = None) -> list[tuple[PlanItem, torch.Tensor]]:
+    """Materialize ``model``'s meta tensors and write every item of ``plan``, atomically.
 
     Returns:
         ``(item, tensor written)`` pairs in plan order (the effective weight for resets).
 
     Raises:
-        PolicyError: something failed; every parameter was restored first.
+        PolicyError: something failed; every tensor was restored first (or the message names
+            the ones that could not be). A ``BaseException`` that is no ``Exception``
+            (``KeyboardInterrupt``...) is raised as it is, after the same restore.
 
     Example:
         >>> from lightning_init.policy.plan import build_plan
@@ -95,42 +101,88 @@ def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = 
         >>> torch.equal(layer.weight, before)
         True
     """
-    items = plan.items
-    risky = [item for item in items if not _cannot_fail(item)]
-    safe = [item for item in items if _cannot_fail(item)]
-    snapshot = _Snapshot(risky, plan.resets)
-    written: dict[int, tuple[PlanItem, torch.Tensor]] = {}
-    positions = {id(item): index for index, item in enumerate(items)}
-    current = "reset_parameters()"
+    snapshot = Snapshot()
+    written: list[tuple[PlanItem, torch.Tensor]] = []
+    step = "materializing meta tensors"
     try:
         with torch.no_grad():
-            _reset(model, plan, seed, prefix)
-            for item in [*risky, *safe]:
-                current = f"{item.target.qualified_name!r} by {item.rule}"
+            materialize(model, plan.items, recurse=recurse, device=device, undo=snapshot)
+            _take(snapshot, plan, model)
+            step = "reset_parameters()"
+            _reset(model, plan, seed, prefix, snapshot)
+            for item in plan.items:
+                step = f"{item.target.qualified_name!r} by {item.rule}"
                 tensor = effective(item.target) if item.resets else _fill(item, seed)
-                written[positions[id(item)]] = (item, tensor)
-    except PolicyError as err:
-        snapshot.restore()
-        raise PolicyError(
-            f"initializing {current} failed: {err.bare_message}; every parameter was restored",
-            where=err.where, source=err.source or source, line=err.line,
-        ) from err
-    except Exception as err:
-        snapshot.restore()
-        raise PolicyError(
-            f"initializing {current} failed: {type(err).__name__}: {err}; every parameter was "
-            "restored", source=source) from err
-    return [written[index] for index in sorted(written)]
+                written.append((item, tensor))
+    except BaseException as err:
+        raise _rolled_back(err, snapshot, model, prefix, step, source) from err
+    return written
 
 
-def _reset(model: nn.Module, plan: Plan, seed: int | None, prefix: str) -> None:
-    """Call ``reset_parameters()`` of the plan's reset modules (seeded per module name)."""
+def _take(snapshot: Snapshot, plan: Plan, model: nn.Module) -> None:
+    """Copy every tensor applying ``plan`` can change: what writing each target reaches, and
+    every parameter and buffer of the model when a ``reset_parameters()`` runs (a module's
+    reset may reach anything it holds); remember which tensor objects those modules hold, and
+    the weights the old ``weight_norm`` hook computes."""
+    tensors = [t for item in plan.items for t in reach(item.target)]
+    modules = [item.target.module for item in plan.items]
+    modules += [m for item in plan.items if item.target.kind == "parametrized"
+                for m in item.target.module.parametrizations[item.target.local_name].modules()]
+    if plan.resets:
+        tensors += [*model.parameters(), *model.buffers()]
+        modules += list(model.modules())
+    snapshot.take(tensors, modules)
+    for item in plan.items:
+        if item.target.kind == "old_weight_norm":
+            snapshot.attribute(item.target.module, item.target.local_name)
+
+
+def _rolled_back(err: BaseException, snapshot: Snapshot, model: nn.Module, prefix: str,
+                 step: str, source: str | None) -> BaseException:
+    """Restore everything; the error to raise, saying truthfully what was restored."""
+    lost = snapshot.roll_back()
+    if lost:
+        names = _names(model, prefix)
+        shown = [names.get(id(tensor), f"a tensor of shape {tuple(tensor.shape)}")
+                 for tensor in lost]
+        outcome = (f"{len(lost)} tensor(s) could not be restored and may hold partial values: "
+                   f"{', '.join(shown[:10])}")
+    else:
+        outcome = "every parameter was restored"
+    if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: raised as they are
+        if hasattr(err, "add_note"):
+            err.add_note(f"lightning_init: the init policy was interrupted at {step}; {outcome}")
+        return err
+    if isinstance(err, PolicyError):
+        return PolicyError(f"initializing {step} failed: {_first_line(err.bare_message)}; "
+                           f"{outcome}", where=err.where, source=err.source or source,
+                           line=err.line)
+    return PolicyError(f"initializing {step} failed: {type(err).__name__}: "
+                       f"{_first_line(str(err))}; {outcome}", source=source)
+
+
+def _first_line(text: str) -> str:
+    """The first line of an error text (torch's dispatcher errors list every backend)."""
+    first, _, rest = text.strip().partition("\n")
+    return first + (" [...]" if rest.strip() else "")
+
+
+def _names(model: nn.Module, prefix: str) -> dict[int, str]:
+    named = [*model.named_parameters(prefix=prefix, remove_duplicate=False),
+             *model.named_buffers(prefix=prefix, remove_duplicate=False)]
+    return {id(tensor): name for name, tensor in reversed(named)}
+
+
+def _reset(model: nn.Module, plan: Plan, seed: int | None, prefix: str,
+           snapshot: Snapshot) -> None:
+    """Call ``reset_parameters()`` of the plan's reset modules (seeded per module name), then
+    restore every tensor they reached that the plan does not reset (``skip``, ``keep``, other
+    rules, what is left alone)."""
     if not plan.resets:
         return
-    # Parameters of reset modules that the plan does not reset keep their values.
-    reset_tensors = {id(t) for item in plan.items if item.resets for t in item.target.tensors}
-    keep = [(p, p.detach().clone()) for m in plan.resets for p in m.parameters(recurse=False)
-            if id(p) not in reset_tensors and not p.is_meta]
+    # What the resets may change, taken before they run (a reset may replace tensor objects)
+    reset = {id(t) for item in plan.items if item.resets for t in reach(item.target)}
+    reset |= {id(b) for module in plan.resets for b in module.buffers(recurse=False)}
     names = {id(module): name for name, module in model.named_modules(prefix=prefix)}
     for module in plan.resets:
         if seed is None:
@@ -141,45 +193,12 @@ def _reset(model: nn.Module, plan: Plan, seed: int | None, prefix: str) -> None:
         with torch.random.fork_rng(devices=sorted(set(devices))):
             torch.manual_seed(derive_seed(seed, names.get(id(module), prefix), ()))
             module.reset_parameters()
-    for param, value in keep:
-        param.copy_(value)
-
-
-def _cannot_fail(item: PlanItem) -> bool:
-    """A built-in tensor initializer on a plain parameter: validated, it cannot fail."""
-    target = item.target
-    if item.initializer is None or item.initializer.kind != "tensor" or target.kind != "param":
-        return False
-    if hasattr(target.tensors[0], "placements"):
-        return False
-    known = set(known_initializers())
-    pending = [item.initializer]
-    while pending:
-        initializer = pending.pop()
-        if initializer.blocks:
-            pending.extend(initializer.blocks)
-        elif initializer.name not in known or ":" in initializer.name:
-            return False
-    return True
-
-
-class _Snapshot:
-    """Copies of every tensor apply may touch; ``restore`` puts them back."""
-
-    def __init__(self, items: list[PlanItem], resets: list[nn.Module]) -> None:
-        seen: dict[int, torch.Tensor] = {}
-        for item in items:
-            for tensor in item.target.tensors:
-                seen[id(tensor)] = tensor
-        for module in resets:
-            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-                seen[id(tensor)] = tensor
-        self._saved = [(t, local(t).detach().clone()) for t in seen.values() if not t.is_meta]
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for tensor, value in self._saved:
-                local(tensor).copy_(value)
+    lost = snapshot.restore(keep=reset)
+    if lost:
+        names = _names(model, prefix)
+        raise PolicyError(
+            "reset_parameters() changed tensors the policy leaves alone and they could not be "
+            f"put back: {', '.join(names.get(id(t), '?') for t in lost[:10])}")
 
 
 def _fill(item: PlanItem, seed: int | None) -> torch.Tensor:
@@ -190,9 +209,25 @@ def _fill(item: PlanItem, seed: int | None) -> torch.Tensor:
         generator = torch.Generator(device=local(target.tensors[0]).device)
         generator.manual_seed(derive_seed(seed, target.qualified_name, target.shape))
     value = scratch(target)
+    before = _layout(value)
     item.initializer.fill_(value, generator)  # type: ignore[union-attr]
+    if _layout(value) != before:
+        raise PolicyError(
+            f"{item.describe()} replaced the data of {target.qualified_name!r}: "
+            f"{_describe_layout(before)} became {_describe_layout(_layout(value))}; an "
+            "initializer fills its tensor in place and keeps its shape and dtype")
     write(target, value)
     return value
+
+
+def _layout(tensor: torch.Tensor) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
+    value = local(tensor)
+    return tuple(value.shape), value.dtype, value.device
+
+
+def _describe_layout(layout: tuple[tuple[int, ...], torch.dtype, torch.device]) -> str:
+    shape, dtype, device = layout
+    return f"shape {tuple(shape)} {str(dtype).removeprefix('torch.')} on {device}"
 
 
 _EXACT_BELOW = 1 << 16  # elements: smaller tensors get torch.std_mean
@@ -233,7 +268,8 @@ def _is_fast(item: PlanItem, tensor: torch.Tensor) -> bool:
 
 def _device_stats(written: list[tuple[PlanItem, torch.Tensor]], device: torch.device
                   ) -> list[tuple[float, float]]:
-    """(mean, std) of tensors on one device; one ``tolist`` for all of them."""
+    """(mean, std) of tensors on one device; one ``tolist`` for all of them (a second one
+    only for the rare large tensor whose one-pass variance would lose its digits)."""
     rows: list[torch.Tensor] = []
     fast: list[tuple[int, torch.Tensor]] = []
     for item, tensor in written:
@@ -244,9 +280,7 @@ def _device_stats(written: list[tuple[PlanItem, torch.Tensor]], device: torch.de
             rows.append(torch.zeros(3, device=device))
             fast.append((len(rows) - 1, values))
         else:
-            std, mean = torch.std_mean(values.to(torch.float64), correction=0)
-            rows.append(torch.stack([mean, std, torch.zeros((), dtype=torch.float64,
-                                                            device=device)]).float())
+            rows.append(_exact_row(values, device))
     if fast:
         norms = torch._foreach_norm([values for _, values in fast])
         for (row, values), norm in zip(fast, norms, strict=True):
@@ -256,5 +290,28 @@ def _device_stats(written: list[tuple[PlanItem, torch.Tensor]], device: torch.de
             rows[row] = torch.stack([total / n, norm.pow(2) / n,
                                      torch.ones((), device=device)]).float()
     table = torch.stack(rows).double().tolist()  # the one host transfer
-    return [(first, math.sqrt(max(second - first * first, 0.0))) if is_fast else (first, second)
-            for first, second, is_fast in table]
+    stats = [(first, second) for first, second, _ in table]
+    for row, values in fast:
+        mean, square = stats[row]
+        # E[x^2] - E[x]^2 cancels when the mean dominates (normal(mean=100, std=0.01)): below
+        # 1% of E[x^2] the float32 sums keep too few digits, so take two exact passes instead.
+        if square - mean * mean > _CANCELLATION * square:
+            stats[row] = (mean, math.sqrt(square - mean * mean))
+        else:
+            stats[row] = tuple(_exact_row(values, device)[:2].tolist())  # type: ignore[assignment]
+    return stats
+
+
+_CANCELLATION = 1e-2
+
+
+def _exact_row(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``[mean, std, 0]`` in float64 by ``torch.std_mean`` (two-pass accuracy); a sparse
+    tensor counts its zeros, a complex one gives the real part of its mean and the std of
+    its modulus around it."""
+    if values.layout != torch.strided:
+        values = values.to_dense()
+    wide = torch.complex128 if values.is_complex() else torch.float64
+    std, mean = torch.std_mean(values.to(wide), correction=0)
+    return torch.stack([mean.real if mean.is_complex() else mean, std,
+                        torch.zeros((), dtype=torch.float64, device=device)]).float()

@@ -24,7 +24,7 @@ from torch import nn
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import LinedDict, load_yaml
 from lightning_init.errors import PolicyError
-from lightning_init.policy.apply import apply_plan, materialize, measure
+from lightning_init.policy.apply import apply_plan, measure
 from lightning_init.policy.plan import Plan, build_plan
 from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.reports import InitReport, PlanEntry, PolicyPlan
@@ -233,9 +233,8 @@ class InitPolicy:
             True
         """
         plan = self._plan(model, recurse=recurse, prefix=prefix)
-        materialize(model, plan.items, recurse=recurse, device=device)
         written = apply_plan(plan, model, seed=self.seed if seed is None else seed,
-                             prefix=prefix, source=self.source)
+                             prefix=prefix, source=self.source, recurse=recurse, device=device)
         return InitReport(self.name, measure(written), plan.left_alone, plan.unused_rules,
                           model, variables=plan.variables)
 

@@ -23,6 +23,7 @@ __all__ = [
     "is_parametrization_container",
     "local",
     "module_targets",
+    "reach",
     "scratch",
     "write",
 ]
@@ -162,6 +163,27 @@ def effective(target: Target) -> torch.Tensor:
     if target.kind == "param":
         return target.tensors[0]
     return getattr(target.module, target.local_name)
+
+
+def reach(target: Target) -> list[torch.Tensor]:
+    """Every tensor that writing ``target`` may change: its parameters, and under a
+    parametrization the parametrization modules' own parameters and buffers too (``orthogonal``
+    keeps a ``base`` buffer that ``right_inverse`` rewrites); under the old ``spectral_norm``,
+    its ``u`` and ``v`` buffers.
+
+    Example:
+        >>> from torch.nn.utils import parametrizations
+        >>> layer = parametrizations.orthogonal(nn.Linear(2, 2))
+        >>> len({id(tensor) for tensor in reach(next(module_targets("", layer)))})
+        2
+    """
+    tensors = list(target.tensors)
+    if target.kind == "parametrized":
+        plist = target.module.parametrizations[target.local_name]
+        tensors += [*plist.parameters(), *plist.buffers()]
+    elif target.kind == "old_spectral_norm":
+        tensors += [target.module._buffers[target.local_name + suffix] for suffix in ("_u", "_v")]
+    return tensors
 
 
 def scratch(target: Target) -> torch.Tensor:
