@@ -39,6 +39,11 @@ class LayerRecord:
         nonfinite: how many output elements are NaN or Inf.
         grad_norm: L2 norm of the gradient of all the module's own parameters, if any.
         weight_norm: L2 norm of the module's own parameters, if any.
+        inflow_dependence: the input dependence of the module's own input (integer indices
+            read as numbers: all-zero ``token_type_ids`` give 0); ``None`` when not measured.
+        source: the index of the module whose output this module received as is (same
+            storage: a view, an in-place op); ``None`` when its input was computed in between
+            (a residual sum, a functional op) or is the model's input.
     """
 
     index: int
@@ -53,6 +58,8 @@ class LayerRecord:
     nonfinite: int
     grad_norm: float | None = None
     weight_norm: float | None = None
+    inflow_dependence: float | None = None
+    source: int | None = None
 
     grad_to_weight = property(_grad_to_weight)
 

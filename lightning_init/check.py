@@ -24,10 +24,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_init._check_gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init._check_measure import (
     STAT_FIELDS,
     call_model,
     first_float_tensor,
+    label_free_loss,
     loss_from_step_output,
     no_side_effects,
     recording,
@@ -179,9 +181,11 @@ def _measure(
     thresholds: Mapping[str, float],
     num_classes: int | None,
     num_classes_from: Callable[[Any, list[tuple[int, ...]]], int | None] | None = None,
+    look_ahead: bool = True,
 ) -> InitCheckReport:
     """The shared core: hooks, one pass (``run`` returns loss, its source and the output),
-    gradients with ``autograd.grad``, one host transfer, verdicts."""
+    gradients with ``autograd.grad``, one host transfer, verdicts; a second pass with the
+    zero gates stepped when there are findings (see ``_check_gates``)."""
     notes: list[str] = []
     with no_side_effects(model), recording(model) as record:
         loss, loss_source, output = run()
@@ -204,6 +208,7 @@ def _measure(
                          "autograd?): no gradient measured")
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
+        free = label_free_loss(output)
         # One host transfer for everything measured.
         device = loss.device
         layer_stats = (torch.stack([s.to(device) for s in record.stats]) if record.stats
@@ -219,6 +224,7 @@ def _measure(
             torch.stack(input_nonfinite).sum().reshape(1) if input_nonfinite
             else layer_stats.new_zeros(1),
             loss.detach().float().reshape(1).to(device),
+            (free[0] if free else loss.new_zeros(())).detach().float().reshape(1).to(device),
         ]).tolist()
     width = len(STAT_FIELDS)
     count = len(record.names)
@@ -228,7 +234,7 @@ def _measure(
     position += len(named)
     grad_iter = iter(flat[position:position + len(grad_norms)])
     position += len(grad_norms)
-    input_bad, loss_value = int(flat[position]), flat[position + 1]
+    input_bad, loss_value, free_value = int(flat[position]), flat[position + 1], flat[position + 2]
 
     owner = {id(param): module_name for module_name, module in model.named_modules()
              for param in module.parameters(recurse=False)}
@@ -253,23 +259,29 @@ def _measure(
             index=index, name=name, type=type(module).__name__, shape=shape,
             output_mean=row[0], output_std=row[1], input_dependence=_nan_none(row[2]),
             dead_fraction=_nan_none(row[3]), saturated_fraction=_nan_none(row[4]),
-            nonfinite=int(row[5]),
+            nonfinite=int(row[5]), inflow_dependence=_nan_none(row[6]),
+            source=record.sources[index],
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
             weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,
         ))
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     use_loss_check = loss_source != "surrogate" and num_classes is not None
+    check_loss, check_classes = (loss_value, num_classes) if use_loss_check else \
+        (free_value, free[1]) if free else (None, None)
     problems = verdicts(
         layers, record.modules, parameters, dict(thresholds),
         input_nonfinite=input_bad, batch_size=batch_size,
-        loss=loss_value if use_loss_check else None,
-        num_classes=num_classes if use_loss_check else None,
-        loss_is_surrogate=loss_source == "surrogate",
+        loss=check_loss, num_classes=check_classes,
+        loss_is_surrogate=loss_source == "surrogate", labels=use_loss_check,
     )
+    if free and not use_loss_check:
+        notes.append(f"no labels: the initial-loss test used the cross-entropy of the logits "
+                     f"against uniformly drawn labels, {free_value:.4g} (ln({free[1]}) = "
+                     f"{math.log(free[1]):.4g} for uniform predictions)")
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
-    return InitCheckReport(
+    report = InitCheckReport(
         problems=problems, layers=layers, parameters=parameters,
         loss=loss_value if loss_source != "surrogate" else None,
         loss_source=loss_source if loss_source != "surrogate" else None,
@@ -277,6 +289,15 @@ def _measure(
         num_classes=num_classes if use_loss_check else None,
         notes=notes,
     )
+    gates = [(record_.name, param, grad) for (_, param), record_, grad
+             in zip(named, parameters, grads, strict=True) if is_gate(record_)]
+    if look_ahead and gates and any(p.kind in GATED_KINDS for p in problems):
+        with stepped([(param, grad) for _, param, grad in gates]):
+            ahead = _measure(model, run, inputs, thresholds, num_classes, num_classes_from,
+                             look_ahead=False)
+        report = settle(report, ahead, [name for name, _, _ in gates],
+                        thresholds["min_input_dependence"])
+    return report
 
 
 def check_init(
