@@ -147,9 +147,36 @@ def fan_in(module: nn.Module) -> int | None:
 
 
 def fan_out(module: nn.Module) -> int | None:
-    """Output units times receptive field, the divisor that turns a weight's norm into
-    ``std * sqrt(fan_in)`` (``None`` where :func:`fan_in` is)."""
+    """Outputs per input unit, as He et al. (2015) count them for the backward pass: output
+    units times receptive field (``None`` where :func:`fan_in` is)."""
     fan = fan_in(module)
     if fan is None:
         return None
-    return int(module.weight.numel() // fan)
+    weight = module.weight
+    if type(module).__name__ == "Conv1D":
+        return int(weight.shape[1])
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return int(weight.shape[1] * module.groups * receptive)
+    return int(weight.shape[0] * receptive)
+
+
+def gains(module: nn.Module, weight_norm: float) -> tuple[float, float] | None:
+    """``(std * sqrt(fan_in), std * sqrt(fan_out))`` of a weight layer from its weight's norm:
+    the factors by which it scales a random input forwards and a random gradient backwards
+    (both 1 for LeCun, sqrt(2) for He et al. 2015 in its mode); ``None`` for other modules.
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(64, 16)
+        >>> _ = torch.nn.init.normal_(layer.weight, std=1.0)
+        >>> forward, backward = gains(layer, float(layer.weight.detach().norm()))
+        >>> round(forward), round(backward)
+        (8, 4)
+    """
+    fan = fan_in(module)
+    out = fan_out(module)
+    if fan is None or out is None:
+        return None
+    std = weight_norm / math.sqrt(module.weight.numel())
+    return std * math.sqrt(fan), std * math.sqrt(out)

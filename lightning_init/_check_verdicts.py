@@ -21,11 +21,15 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
   sqrt(2) (He et al. 2015) or 5/3 (tanh); the largest textbook gain, xavier with gain 5/3 on a
   layer much wider in than out, is 5/3 * sqrt(2) ~ 2.4. A layer whose output goes straight
   into a normalization is exempt (the norm removes its scale).
+- ``min_layer_gain``: the other way: a weight layer that shrinks both a random input
+  (fan_in) and a random gradient (fan_out) below this factor leaves its branch inert (an
+  all-zero weight is a gate, judged by the look-ahead step instead).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -35,10 +39,11 @@ from lightning_init._check_report import CheckProblem, LayerRecord, ParameterRec
 from lightning_init._check_roles import (
     LECUN,
     advice,
-    fan_out,
     follower,
+    gains,
     is_norm,
     tied_embedding,
+    zero_weight,
 )
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -49,6 +54,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_grad_drift": 1000.0,
     "max_loss_ratio": 1.5,
     "max_layer_gain": 4.0,
+    "min_layer_gain": 0.01,
 }
 
 _RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
@@ -148,13 +154,22 @@ def _fix(layer: LayerRecord, layers: Sequence[LayerRecord], modules: Sequence[nn
     return advice(layer.index, layers, modules, parameters)
 
 
+def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
+                ) -> bool:
+    """Whether the layer's output goes straight into a normalization (which removes its
+    scale: the layer's output std says nothing about the activations that follow)."""
+    following = follower(index, layers, modules)
+    return following is not None and is_norm(modules[following])
+
+
 def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                     parameters: Sequence[ParameterRecord],
                     thresholds: dict[str, float]) -> list[CheckProblem]:
     """Activation scale across depth: a log-linear fit over the weight layers' output std."""
     weight_layers = [(layer, module) for layer, module in zip(layers, modules, strict=True)
                      if is_weight_layer(module) and layer.output_std > 0
-                     and math.isfinite(layer.output_std)]
+                     and math.isfinite(layer.output_std)
+                     and not _normalized(layer.index, layers, modules)]
     if len(weight_layers) < 3:
         return []
     stds = [layer.output_std for layer, _ in weight_layers]
@@ -245,7 +260,17 @@ def _dependence_problems(
     flagged_dead = {layer.name for layer in dead}
     flat = [layer for layer in layers if layer.input_dependence is not None
             and layer.input_dependence < dep_limit and layer.name not in flagged_dead]
-    lost = [layer for layer in flat if not _lacked_input(layer, dep_limit)]
+    output_flat = bool(flat) and flat[-1].index == layers[-1].index
+    # Lost for good: the model's output ignores the input, or the module cannot learn its
+    # way out (its own parameters get exactly zero gradient). A constant that is summed into
+    # a varying stream (token types, positions) and learns is no failure.
+    lost = [layer for layer in flat if not _lacked_input(layer, dep_limit)
+            and (output_flat or layer.grad_norm == 0)]
+    if not lost and output_flat:  # lost in functional code between two modules
+        varying = [layer for layer in layers if layer.input_dependence is not None
+                   and layer.input_dependence >= dep_limit]
+        lost = [next((layer for layer in flat if layer.index > varying[-1].index), flat[-1])
+                if varying else flat[0]]
     if not lost:
         return []
     first = lost[0]
@@ -259,9 +284,13 @@ def _dependence_problems(
         also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
             f" (down to {_name(flat[-1])})"
     cause = "the weights shrink the signal and the biases set a floor"
-    module = modules[first.index]
-    if is_norm(module) and first.output_std == 0:
-        cause = "its weight is zero, so it outputs its bias"
+    if zero_weight(first.index, modules, parameters, layers):
+        cause = "its weight is all zeros, so it outputs its bias"
+        if first.grad_norm == 0:
+            cause += ", and it gets no gradient: nothing will move it"
+    elif _lacked_input(first, dep_limit):
+        cause = "the input dependence is lost between modules, in the functional code that " \
+            f"feeds {_name(first)}"
     if dead and dead[0].index < first.index:
         cause = f"the dead units upstream ({_name(dead[0])}) pass no signal on"
     samples = f"the {batch_size} samples" if batch_size else "the batch"
@@ -319,35 +348,42 @@ EMBEDDING_FIX = "draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / di
 def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                    parameters: Sequence[ParameterRecord],
                    thresholds: dict[str, float]) -> list[CheckProblem]:
-    """Weight layers that multiply a random input's scale by more than ``max_layer_gain``
-    and whose output is not normalized right away."""
-    limit = thresholds["max_layer_gain"]
+    """Weight layers that scale both a random input (forwards, fan_in) and a random gradient
+    (backwards, fan_out) by more than ``max_layer_gain`` or less than ``min_layer_gain``, and
+    whose output is not normalized right away. He et al. (2015) preserve one of the two; a
+    layer that preserves neither was drawn at the wrong scale."""
+    high, low = thresholds["max_layer_gain"], thresholds["min_layer_gain"]
     norms = {param.name: param.weight_norm for param in parameters}
-    loud = []
+    loud, quiet = [], []
     for layer, module in zip(layers, modules, strict=True):
-        units = fan_out(module)
         weight = norms.get(f"{layer.name}.weight" if layer.name else "weight")
-        if units is None or weight is None:
+        both = gains(module, weight) if weight else None
+        if both is None or (low <= max(both) and min(both) <= high):
             continue
-        gain = weight / math.sqrt(units)
-        following = follower(layer.index, layers, modules)
-        if gain > limit and not (following is not None and is_norm(modules[following])):
-            loud.append((layer, gain))
-    if not loud:
-        return []
-    first, gain = loud[0]
-    worst = max(gain for _, gain in loud)
-    names = _listing([_name(layer) for layer, _ in loud[1:]])
-    others = f"; {len(loud) - 1} more weight layers too ({names}, up to {_fmt(worst)}x)" \
-        if len(loud) > 1 else ""
-    return [CheckProblem(
-        "gain",
-        tuple(layer.name for layer, _ in loud),
-        f"{_name(first)} ({first.type}) multiplies the scale of its input by about "
-        f"{_fmt(gain)}x (std(W) * sqrt(fan_in); expected: at most {_fmt(limit)}x, the fan-in "
-        f"inits give 1 to 5/3){others}: activations and gradients blow up through it and "
-        f"what follows saturates -> use {_fix(first, layers, modules, parameters)}",
-    )]
+        if _normalized(layer.index, layers, modules):
+            continue
+        (loud if min(both) > high else quiet).append((layer, both))
+    problems = []
+    for found, verb, effect in (
+            (loud, "multiplies", "activations and gradients blow up through it and what "
+                                 "follows saturates"),
+            (quiet, "shrinks", "its branch is inert and what it feeds learns slowly")):
+        if not found:
+            continue
+        first, (forward, backward) = found[0]
+        names = _listing([_name(layer) for layer, _ in found[1:]])
+        others = f"; {len(found) - 1} more weight layers too ({names})" if len(found) > 1 else ""
+        problems.append(CheckProblem(
+            "gain",
+            tuple(layer.name for layer, _ in found),
+            f"{_name(first)} ({first.type}) {verb} the scale of a random input by about "
+            f"{_fmt(forward)}x (std(W) * sqrt(fan_in)) and of a gradient backwards by about "
+            f"{_fmt(backward)}x (std(W) * sqrt(fan_out)) (expected: one of the two between "
+            f"{_fmt(low)}x and "
+            f"{_fmt(high)}x; fan-in and fan-out inits give 1 to 5/3){others}: {effect} "
+            f"-> use {_fix(first, layers, modules, parameters)}",
+        ))
+    return problems
 
 
 def _nonfinite_problem(
@@ -406,23 +442,54 @@ def _gradient_problems(
             f"all ({_listing([p.name for p in zero])}) (expected: nonzero) -> nothing flows "
             f"back through them: look for dead units or an output that ignores them",
         ))
-    weighted = [(layer, module) for layer, module in zip(layers, modules, strict=True)
-                if is_weight_layer(module) and layer.grad_to_weight]
-    if len(weighted) >= 3:
-        ratios = [layer.grad_to_weight or 0.0 for layer, _ in weighted]
-        factor = _fit_factor(ratios)
-        total = factor ** (len(ratios) - 1)
-        limit = thresholds["max_grad_drift"]
-        if total > limit or total < 1 / limit:
-            first, last = weighted[0][0], weighted[-1][0]
-            kind = "vanish" if total > 1 else "explode"
-            problems.append(CheckProblem(
-                "gradient",
-                (first.name, last.name),
-                f"gradients {kind} towards the input: grad/weight norm ratio goes from "
-                f"{_fmt(last.grad_to_weight or 0)} at {_name(last)} to "
-                f"{_fmt(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
-                f"per layer backwards{assumed}; expected: within {_fmt(limit)}x over the net "
-                f"-> use {_fix(first, layers, modules, parameters)}",
-            ))
+    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
+
+
+def _role(name: str) -> str:
+    """A layer's name with its block indices blanked: ``model.layers.#.self_attn.q_proj``."""
+    return re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)", "#", name)
+
+
+def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
+    """The series whose trend over depth is judged: one per role that repeats across blocks
+    (so that a pattern repeating inside each block, such as attention's query/key against its
+    value, does not read as a trend), or all weight layers when no role repeats."""
+    by_role: dict[str, list[LayerRecord]] = {}
+    for layer in weighted:
+        by_role.setdefault(_role(layer.name), []).append(layer)
+    repeated = [series for series in by_role.values() if len(series) >= 2]
+    if not repeated or (len(repeated) == 1 and len(weighted) >= 3):
+        return [list(weighted)] if len(weighted) >= 3 else []
+    return repeated
+
+
+def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                    parameters: Sequence[ParameterRecord], thresholds: dict[str, float],
+                    assumed: str) -> list[CheckProblem]:
+    weighted = [layer for layer, module in zip(layers, modules, strict=True)
+                if is_weight_layer(module) and layer.grad_to_weight]
+    limit = thresholds["max_grad_drift"]
+    worst: tuple[float, float, list[LayerRecord]] | None = None
+    for series in _drift_series(weighted):
+        factor = _fit_factor([layer.grad_to_weight or 0.0 for layer in series])
+        total = factor ** (len(series) - 1)
+        if (total > limit or total < 1 / limit) and \
+                (worst is None or abs(math.log(total)) > abs(math.log(worst[1]))):
+            worst = (factor, total, series)
+    if worst is None:
+        return []
+    factor, total, series = worst
+    first, last = series[0], series[-1]
+    kind, verb = ("vanish", "falls") if total > 1 else ("explode", "grows")
+    return [CheckProblem(
+        "gradient",
+        (first.name, last.name),
+        f"gradients {kind} towards the input: by a log-linear fit over {len(series)} weight "
+        f"layers, the grad/weight norm ratio {verb} by about "
+        f"{_fmt(total if total > 1 else 1 / total)}x from {_name(last)} back to {_name(first)}, "
+        f"{_fmt(1 / factor)}x per layer (measured: {_fmt(last.grad_to_weight or 0)} at "
+        f"{_name(last)}, {_fmt(first.grad_to_weight or 0)} at {_name(first)}){assumed}; "
+        f"expected: within {_fmt(limit)}x over the net -> use "
+        f"{_fix(first, layers, modules, parameters)}",
+    )]

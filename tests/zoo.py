@@ -177,6 +177,36 @@ def _qwen2() -> tuple[nn.Module, Any]:
     return Qwen2ForCausalLM(config), _text(padded=False)
 
 
+def _mistral() -> tuple[nn.Module, Any]:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=128, vocab_size=VOCAB,
+                           max_position_embeddings=64, use_cache=False)
+    return MistralForCausalLM(config), _text(padded=False)
+
+
+def _opt() -> tuple[nn.Module, Any]:
+    """OPT: post-ReLU feed-forward layers, learned positions."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128,
+                       vocab_size=VOCAB, max_position_embeddings=64, word_embed_proj_dim=64,
+                       use_cache=False)
+    return OPTForCausalLM(config), _text()
+
+
+def _bart() -> tuple[nn.Module, Any]:
+    """BART: encoder-decoder, learned positions computed from the input's shape."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=4, decoder_attention_heads=4,
+                        encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
+                        use_cache=False)
+    return BartForConditionalGeneration(config), _text()
+
+
 def _t5() -> tuple[nn.Module, Any]:
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -234,6 +264,25 @@ def _vit_zero_head() -> tuple[nn.Module, Any]:
     return model, inputs
 
 
+def _regnet() -> tuple[nn.Module, Any]:
+    """RegNet: kaiming fan_out convolutions, squeeze-and-excitation (a 1x1 conv squeezing 16
+    channels into 2 has a forward gain of sqrt(2 * 16 / 2), by design)."""
+    from transformers import RegNetConfig, RegNetForImageClassification
+
+    config = RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                          groups_width=8, num_labels=10)
+    return RegNetForImageClassification(config), _images()
+
+
+def _dinov2() -> tuple[nn.Module, Any]:
+    """DINOv2: LayerScale at 1 (a learnable per-channel gate on each branch)."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    config = Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          mlp_ratio=2, image_size=IMAGE, patch_size=8, num_labels=10)
+    return Dinov2ForImageClassification(config), _images()
+
+
 def _convnext() -> tuple[nn.Module, Any]:
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
@@ -266,12 +315,17 @@ HEALTHY: list[ZooCase] = [
     ZooCase("gpt2", _gpt2),
     ZooCase("llama", _llama),
     ZooCase("qwen2", _qwen2),
+    ZooCase("mistral", _mistral),
+    ZooCase("opt", _opt),
+    ZooCase("bart", _bart),
     ZooCase("t5", _t5),
     ZooCase("vit", _vit),
     ZooCase("resnet", _resnet),
     ZooCase("resnet-bottleneck", _resnet_bottleneck),
     ZooCase("resnet-zero-init-last", _resnet_zero_init_last),
     ZooCase("vit-zero-head", _vit_zero_head),
+    ZooCase("regnet", _regnet),
+    ZooCase("dinov2", _dinov2),
     ZooCase("convnext", _convnext),
     ZooCase("mobilenet-v2", _mobilenet_v2),
     ZooCase("swin", _swin),
@@ -408,6 +462,27 @@ BREAKAGES: list[ZooCase] = [
         _spoil(_bert, lambda m: m.bert.pooler.dense.weight.normal_(0.0, 1.0)),
         group=("bert.pooler.*",),
         advice=(("tanh", "xavier", "saturat"),),
+    ),
+    ZooCase(
+        "opt-fc1-bias-minus-10",
+        _spoil(_opt, lambda m: [layer.fc1.bias.fill_(-10.0)
+                                for layer in m.model.decoder.layers]),
+        group=("model.decoder.layers.*",),
+        advice=(("bias",),),
+    ),
+    ZooCase(
+        "mistral-attention-normal",
+        _spoil(_mistral, lambda m: _weights(m, (nn.Linear,), _normal(1.0), "model.layers.0.")),
+        group=("model.layers.0.*",),
+        advice=(("std", "init", "scale"),),
+    ),
+    ZooCase(
+        "bart-embedding-std-100",
+        _spoil(_bart, lambda m: m.model.shared.weight.normal_(0.0, 100.0)),
+        group=("model.shared", "model.encoder.embed_tokens", "model.decoder.embed_tokens",
+               "lm_head"),
+        advice=(("embedding",),),
+        not_advice=("scale the last layer's weights down",),
     ),
     ZooCase(
         "t5-normal-everywhere",
