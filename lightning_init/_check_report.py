@@ -112,11 +112,13 @@ class InitCheckReport:
         layers: one :class:`LayerRecord` per module output, in forward order.
         parameters: one :class:`ParameterRecord` per trainable parameter.
         loss: the initial loss (``None`` when no loss was computed).
-        loss_source: where the loss came from: ``"training_step"``, ``"loss_fn"`` or
-            ``"surrogate"`` (a fixed random projection of the output, see ``check_init``).
+        loss_source: where the loss came from: ``"training_step"``, ``"loss_fn"``,
+            ``"model_output"`` (the ``loss`` of a mapping output) or ``"surrogate"`` (a fixed
+            random projection of the output, see ``check_init``).
         expected_loss: ``ln(num_classes)`` when the cross-entropy check applied.
         num_classes: the number of classes used for that check.
         notes: remarks that are not problems (what was skipped and why).
+        ignored: problems accepted by the ``ignore`` option; listed, not counted.
 
     Example:
         >>> import torch
@@ -134,6 +136,7 @@ class InitCheckReport:
     expected_loss: float | None = None
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
+    ignored: list[CheckProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,6 +186,8 @@ class InitCheckReport:
                 text += f" (ln({self.num_classes}) = {self.expected_loss:.3f})"
             lines.append(text)
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"ignored ({problem.kind}, by the ignore option): {problem.message}"
+                     for problem in self.ignored)
         if self.ok:
             lines.append("init check: OK, no problem found")
         else:
@@ -240,6 +245,7 @@ class InitCheckReport:
                     for param in self.parameters
                 ],
                 "notes": list(self.notes),
+                "ignored": [asdict(problem) for problem in self.ignored],
             }
         )
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init._check_gates import GATED_KINDS, is_gate, settle, stepped
+from lightning_init._check_ignore import apply_ignore, parse_ignore
 from lightning_init._check_measure import (
     STAT_FIELDS,
     call_model,
@@ -113,6 +114,8 @@ class CheckOptions:
         thresholds: every threshold, defaults filled in (see :data:`DEFAULT_THRESHOLDS`).
         num_classes: the number of classes for the initial-loss check, when the heuristic
             (output with C columns, integer targets below C in the batch) cannot tell.
+        ignore: globs over module names (or ``"kind:glob"``) of accepted findings, moved to
+            ``report.ignored``.
 
     Example:
         >>> options = CheckOptions.from_arg({"on_fail": "raise", "max_dead_fraction": 0.3})
@@ -125,6 +128,7 @@ class CheckOptions:
     on_fail: str = "warn"
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     num_classes: int | None = None
+    ignore: tuple[str, ...] = ()
 
     @classmethod
     def from_arg(cls, arg: bool | Mapping[str, Any] | CheckOptions | None) -> CheckOptions | None:
@@ -144,7 +148,7 @@ class CheckOptions:
             raise CheckOptionError(
                 f"check: expected True, False or a mapping of options, got {arg!r}"
             )
-        own_keys = ("on_fail", "num_classes", "thresholds")
+        own_keys = ("on_fail", "num_classes", "thresholds", "ignore")
         valid = (*own_keys, *DEFAULT_THRESHOLDS)
         for key in arg:
             if key not in valid:
@@ -166,6 +170,7 @@ class CheckOptions:
             on_fail=on_fail,
             thresholds=_thresholds(overrides, "check"),
             num_classes=_num_classes(arg.get("num_classes"), "check"),
+            ignore=parse_ignore(arg.get("ignore", ()), "check", CheckOptionError),
         )
 
 
@@ -308,6 +313,7 @@ def check_init(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     target: Any = None,
     num_classes: int | None = None,
+    ignore: str | list[str] | tuple[str, ...] = (),
     **thresholds: float,
 ) -> InitCheckReport:
     """Run ``model`` once on ``inputs``, measure every module and judge the initialization.
@@ -323,12 +329,15 @@ def check_init(
             (``model(**inputs)``); the leading dimension of module outputs is taken as the batch.
         forward: ``forward(model, inputs) -> output`` to call the model another way.
         loss_fn: ``loss_fn(output, target)`` (``loss_fn(output)`` without target) gives the
-            initial loss. Without it gradients come from a surrogate loss (a fixed random
-            projection of the output: a unit-variance backward signal) and gradient verdicts
-            assume it.
+            initial loss. Without it, the model's own scalar ``loss`` when its output is a
+            mapping that holds one (transformers' models given ``labels``), else a surrogate
+            loss (a fixed random projection of the output: a unit-variance backward signal)
+            that gradient verdicts assume.
         target: the targets for ``loss_fn``.
         num_classes: turns on the initial-loss check against ln(C) (on by itself for
             ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
+        ignore: globs over module names, or ``"kind:glob"``, of known findings to accept: a
+            problem whose modules all match moves to ``report.ignored``.
         **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
             ``max_scale_drift=100``, ``max_dead_fraction=0.5``, ``max_saturated_fraction=0.3``,
             ``max_grad_drift=1000``, ``max_loss_ratio=1.5``).
@@ -359,6 +368,7 @@ def check_init(
     """
     resolved = _thresholds(thresholds, "check_init")
     num_classes = _num_classes(num_classes, "check_init")
+    patterns = parse_ignore(ignore, "check_init", CheckOptionError)
     if target is not None and loss_fn is None:
         raise CheckOptionError("check_init: target= was given without loss_fn=")
     if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
@@ -367,6 +377,9 @@ def check_init(
     def run() -> tuple[torch.Tensor | None, str, Any]:
         output = forward(model, inputs) if forward is not None else call_model(model, inputs)
         if loss_fn is None:
+            own = loss_from_step_output(output) if isinstance(output, Mapping) else None
+            if own is not None and own.numel() == 1:  # transformers' output when given labels
+                return own, "model_output", output
             return None, "surrogate", output
         loss = loss_fn(output) if target is None else loss_fn(output, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -384,7 +397,8 @@ def check_init(
             tensor = first_float_tensor(output)
             return int(tensor.shape[1]) if tensor is not None and tensor.dim() >= 2 else None
 
-    return _measure(model, run, inputs, resolved, num_classes, classes_from_output)
+    return apply_ignore(_measure(model, run, inputs, resolved, num_classes, classes_from_output),
+                        patterns)
 
 
 # ---------------------------------------------------------------------------------------- LSUV
@@ -595,7 +609,8 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
                 f"batch was given; set `self.example_input_array` or pass a batch"
             )
         inputs = _to_device(inputs, pl_module)
-        report = check_init(pl_module, inputs, num_classes=None, **options.thresholds)
+        report = check_init(pl_module, inputs, num_classes=None, ignore=options.ignore,
+                            **options.thresholds)
         if manual:
             report.notes.append("manual optimization: training_step not run (it would step the "
                                 "optimizers); the forward was measured")
@@ -621,8 +636,10 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
         return _guess_num_classes(batch, shapes)
 
     if options.num_classes is not None:
-        return _measure(pl_module, run, batch, options.thresholds, options.num_classes)
-    return _measure(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+        report = _measure(pl_module, run, batch, options.thresholds, options.num_classes)
+    else:
+        report = _measure(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+    return apply_ignore(report, options.ignore)
 
 
 def _guess_num_classes(batch: Any, shapes: list[tuple[int, ...]]) -> int | None:

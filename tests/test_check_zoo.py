@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from zoo import BREAKAGES, HEALTHY, ZooCase, build, in_group
 
 from lightning_init import check_init
+from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix
 # shows as a flip (none today).
@@ -56,3 +57,43 @@ def test_zoo_sizes() -> None:
     assert len(HEALTHY) >= 10
     assert len(BREAKAGES) >= 12
     assert len({case.name for case in HEALTHY + BREAKAGES}) == len(HEALTHY) + len(BREAKAGES)
+
+
+_LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+
+
+def _with_labels(model: object, inputs: dict) -> dict | None:
+    """The inputs with ``labels`` for a language model (its own cross-entropy), else None."""
+    if not type(model).__name__.endswith(_LANGUAGE_MODELS):
+        return None
+    return {**inputs, "labels": inputs.get("decoder_input_ids", inputs["input_ids"])}
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in HEALTHY + BREAKAGES])
+def test_language_models_judged_with_their_own_loss(case: ZooCase) -> None:
+    model, inputs = build(case)
+    labelled = _with_labels(model, inputs)
+    if labelled is None:
+        pytest.skip("not a language model")
+    report = check_init(model, labelled, forward=case.forward)
+    assert report.loss_source == "model_output" and report.loss is not None
+    messages = [problem.message for problem in report.problems]
+    if not case.group:
+        assert report.ok, messages
+    else:
+        assert any(any(in_group(name, case.group) for name in problem.layers)
+                   for problem in report.problems), messages
+
+
+def test_ignore_accepts_known_findings_and_lists_them() -> None:
+    case = next(case for case in BREAKAGES if case.name == "bert-pooler-saturated")
+    model, inputs = build(case)
+    report = check_init(model, inputs, ignore=["bert.pooler.*"])
+    assert report.ok and {problem.kind for problem in report.ignored} == {"saturation", "gain"}
+    assert "ignored (saturation, by the ignore option)" in str(report)
+    only_gain = check_init(model, inputs, ignore="gain:bert.pooler.*")
+    assert [problem.kind for problem in only_gain.problems] == ["saturation"]
+    with pytest.raises(CheckOptionError, match=r"unknown kind 'gain_'\. Did you mean 'gain'\?"):
+        check_init(model, inputs, ignore=["gain_:bert.pooler.*"])
+    options = CheckOptions.from_arg({"ignore": ["bert.pooler.*"], "on_fail": "raise"})
+    assert options is not None and options.ignore == ("bert.pooler.*",)
