@@ -320,8 +320,8 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     logits = f"; the model's output ({_name(last)}) has std {_fmt(last.output_std)}" \
         if last is not None else ""
     what = "initial loss" if labels else \
-        "initial cross-entropy against uniformly drawn labels (no labels given; the output " \
-        "is logits over its last dimension)"
+        "initial cross-entropy of the logits (over their last dimension) against uniformly " \
+        "drawn labels"
     fix = ("scale the last layer's weights down (std 0.01, or zeros) and set its bias to zeros "
            "(or to the log class priors)")
     names: tuple[str, ...] = (last.name,) if last is not None else ()

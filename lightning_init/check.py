@@ -281,9 +281,9 @@ def _measure(
         loss_is_surrogate=loss_source == "surrogate", labels=use_loss_check,
     )
     if free and not use_loss_check:
-        notes.append(f"no labels: the initial-loss test used the cross-entropy of the logits "
-                     f"against uniformly drawn labels, {free_value:.4g} (ln({free[1]}) = "
-                     f"{math.log(free[1]):.4g} for uniform predictions)")
+        notes.append(f"initial-loss test on the logits: their cross-entropy against uniformly "
+                     f"drawn labels is {free_value:.4g} (ln({free[1]}) = {math.log(free[1]):.4g} "
+                     f"for uniform predictions)")
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
     report = InitCheckReport(
