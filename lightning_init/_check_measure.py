@@ -17,7 +17,7 @@ from lightning_init._sparse import stored_values
 
 # Per-layer statistics, one row per recorded module (see _output_stats).
 STAT_FIELDS = ("mean", "std", "input_dependence", "dead_fraction", "saturated_fraction",
-               "nonfinite", "inflow_dependence")
+               "nonfinite", "inflow_dependence", "inflow_rms")
 
 RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # exact zeros
 TANH_FAMILY: tuple[type[nn.Module], ...] = (nn.Tanh,)
@@ -74,6 +74,14 @@ def _spread(values: torch.Tensor) -> torch.Tensor:
     return torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
 
 
+def _rms(tensor: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square in float32 without overflow (scaled by the peak first)."""
+    values = tensor.detach().float()
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return (values / scale).pow(2).mean().sqrt() * scale
+
+
 def inflow_dependence(inflow: torch.Tensor | None) -> torch.Tensor | None:
     """The input dependence of what flows into a module (float, or integer indices as numbers);
     ``None`` when it cannot be measured (no tensor, one sample, complex)."""
@@ -92,7 +100,8 @@ def _output_stats(output: torch.Tensor, module: nn.Module,
 
     mean and std over all elements; input dependence (see ``LayerRecord``); dead fraction for
     the ReLU family; saturated fraction for tanh / sigmoid; count of NaN/Inf; the input
-    dependence of the module's own input (``inflow``). NaN marks "not applicable".
+    dependence and root-mean-square of the module's own input (``inflow``). NaN marks "not
+    applicable".
     """
     values = output.detach()
     if values.is_complex():
@@ -101,9 +110,11 @@ def _output_stats(output: torch.Tensor, module: nn.Module,
     nan = torch.full((), float("nan"), device=values.device)
     inflow_dep = inflow_dependence(inflow)
     inflow_dep = nan if inflow_dep is None else inflow_dep.to(values.device)
+    inflow_rms = _rms(inflow).to(values.device) \
+        if inflow is not None and inflow.is_floating_point() and inflow.numel() else nan
     if values.numel() == 0:
         return torch.stack([nan, nan, nan, nan, nan, torch.zeros((), device=values.device),
-                            inflow_dep])
+                            inflow_dep, inflow_rms])
     # Moments of the output divided by its largest magnitude: float32 squares of 1e22 overflow.
     peak = values.abs().amax()
     scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
@@ -123,7 +134,8 @@ def _output_stats(output: torch.Tensor, module: nn.Module,
     elif isinstance(module, SIGMOID_FAMILY):
         saturated = ((values < 1 - SATURATION_LEVEL) | (values > SATURATION_LEVEL)).float().mean()
     nonfinite = (~torch.isfinite(values)).sum().float()
-    return torch.stack([mean, std, dependence, dead, saturated, nonfinite, inflow_dep])
+    return torch.stack([mean, std, dependence, dead, saturated, nonfinite, inflow_dep,
+                        inflow_rms])
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:

@@ -41,6 +41,7 @@ class LayerRecord:
         weight_norm: L2 norm of the module's own parameters, if any.
         inflow_dependence: the input dependence of the module's own input (integer indices
             read as numbers: all-zero ``token_type_ids`` give 0); ``None`` when not measured.
+        inflow_rms: the root-mean-square of the module's own (floating-point) input.
         source: the index of the module whose output this module received as is (same
             storage: a view, an in-place op); ``None`` when its input was computed in between
             (a residual sum, a functional op) or is the model's input.
@@ -59,6 +60,7 @@ class LayerRecord:
     grad_norm: float | None = None
     weight_norm: float | None = None
     inflow_dependence: float | None = None
+    inflow_rms: float | None = None
     source: int | None = None
 
     grad_to_weight = property(_grad_to_weight)

@@ -345,6 +345,15 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
 EMBEDDING_FIX = "draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / dim)"
 
 
+def _confirmed(layer: LayerRecord, limit: float, high: bool) -> bool:
+    """Whether the measured gain, output rms over input rms, agrees with the weight's (an input
+    unlike a random one, such as one-hot rows, can make a large weight harmless)."""
+    if not layer.inflow_rms or not math.isfinite(layer.inflow_rms):
+        return True
+    measured = math.hypot(layer.output_mean, layer.output_std) / layer.inflow_rms
+    return measured > limit if high else measured < limit
+
+
 def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                    parameters: Sequence[ParameterRecord],
                    thresholds: dict[str, float]) -> list[CheckProblem]:
@@ -358,7 +367,8 @@ def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     for layer, module in zip(layers, modules, strict=True):
         weight = norms.get(f"{layer.name}.weight" if layer.name else "weight")
         both = gains(module, weight) if weight else None
-        if both is None or (low <= max(both) and min(both) <= high):
+        if both is None or (low <= max(both) and min(both) <= high) \
+                or not _confirmed(layer, high if min(both) > high else low, min(both) > high):
             continue
         if _normalized(layer.index, layers, modules):
             continue
@@ -433,14 +443,20 @@ def _gradient_problems(
             f"({_layer_fix(nonfinite[0].layer, layers, modules, parameters)})",
         ))
         return problems
-    zero = [p for p in parameters if p.grad_norm == 0.0 and p.weight_norm > 0]
+    zero = [p for p in parameters if p.grad_norm == 0.0
+            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
     if zero:
+        stuck = [p.name for p in zero if p.weight_norm == 0]
+        also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
+            f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
+            if stuck else ""
         problems.append(CheckProblem(
             "gradient",
             tuple(p.layer for p in zero),
             f"{zero[0].name} gets exactly zero gradient{assumed}; {len(zero)} parameter(s) in "
-            f"all ({_listing([p.name for p in zero])}) (expected: nonzero) -> nothing flows "
-            f"back through them: look for dead units or an output that ignores them",
+            f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
+            f"flows back through them: look for dead units, weights that are all zeros, or an "
+            f"output that ignores them",
         ))
     problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
@@ -459,9 +475,9 @@ def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
     for layer in weighted:
         by_role.setdefault(_role(layer.name), []).append(layer)
     repeated = [series for series in by_role.values() if len(series) >= 2]
-    if not repeated or (len(repeated) == 1 and len(weighted) >= 3):
+    if len(repeated) <= 1:
         return [list(weighted)] if len(weighted) >= 3 else []
-    return repeated
+    return [series for series in repeated if len(series) >= 3]
 
 
 def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],

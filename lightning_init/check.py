@@ -265,6 +265,7 @@ def _measure(
             output_mean=row[0], output_std=row[1], input_dependence=_nan_none(row[2]),
             dead_fraction=_nan_none(row[3]), saturated_fraction=_nan_none(row[4]),
             nonfinite=int(row[5]), inflow_dependence=_nan_none(row[6]),
+            inflow_rms=_nan_none(row[7]),
             source=record.sources[index],
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
