@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from zoo import BREAKAGES, HEALTHY, ZooCase, build, in_group
 
 from lightning_init import check_init
+from lightning_init._fingerprint import weights_fingerprint
 from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix
@@ -97,3 +98,22 @@ def test_ignore_accepts_known_findings_and_lists_them() -> None:
         check_init(model, inputs, ignore=["gain_:bert.pooler.*"])
     options = CheckOptions.from_arg({"ignore": ["bert.pooler.*"], "on_fail": "raise"})
     assert options is not None and options.ignore == ("bert.pooler.*",)
+
+
+def test_deliberate_zero_init_is_a_note_and_the_look_ahead_leaves_no_trace() -> None:
+    case = next(case for case in HEALTHY if case.name == "resnet-zero-init-last")
+    model, inputs = build(case)
+    before = weights_fingerprint(model)
+    report = check_init(model, inputs)
+    assert report.ok, [problem.message for problem in report.problems]
+    note = next(note for note in report.notes if note.startswith("deliberate zero-init"))
+    assert "layer.1.normalization.weight" in note and "skip paths" in note
+    assert weights_fingerprint(model) == before
+
+
+def test_every_norm_weight_zero_is_no_deliberate_zero_init() -> None:
+    case = next(case for case in BREAKAGES if case.name == "gpt2-norm-weights-zero")
+    model, inputs = build(case)
+    report = check_init(model, inputs)
+    assert not any(note.startswith("deliberate zero-init") for note in report.notes)
+    assert report.problems[0].layers[0] == "transformer.h.0.ln_1"
