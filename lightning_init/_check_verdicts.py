@@ -146,12 +146,15 @@ def verdicts(
 def _layer_fix(name: str, layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                parameters: Sequence[ParameterRecord]) -> str:
     layer = next((layer for layer in layers if layer.name == name), None)
-    return _fix(layer, layers, modules, parameters) if layer is not None else LECUN
+    return _fix(layer, layers, modules, parameters) if layer is not None else f"use {LECUN}"
 
 
 def _fix(layer: LayerRecord, layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
          parameters: Sequence[ParameterRecord]) -> str:
-    return advice(layer.index, layers, modules, parameters)
+    """The advice for ``layer`` as an imperative: ``"use kaiming_normal(...)"``, ``"set its
+    weight to 1 ..."``."""
+    text = advice(layer.index, layers, modules, parameters)
+    return text if text.startswith(("set ", "draw ")) else f"use {text}"
 
 
 def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
@@ -186,7 +189,7 @@ def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"activations {verb} by about {factor:.2f}x per layer from {_name(first)} "
         f"(std {_fmt(first.output_std)}) to {_name(last)} (std {_fmt(last.output_std)}), "
         f"{_fmt(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
-        f"(expected: within {_fmt(limit)}x, about 1.0x per layer) -> use "
+        f"(expected: within {_fmt(limit)}x, about 1.0x per layer) -> "
         f"{_fix(first, layers, modules, parameters)}",
     )]
 
@@ -225,7 +228,7 @@ def _dead_problems(dead: Sequence[LayerRecord], layers: Sequence[LayerRecord],
         f"{_name(first)} ({first.type}): {100 * (first.dead_fraction or 0):.0f}% of its units "
         f"are zero for every sample of the batch (expected: at most {100 * dead_limit:.0f}%)"
         f"{others} -> check for large negative biases (set biases to zeros)"
-        + (f" and use {fix}" if fix else ""),
+        + (f" and {fix}" if fix else ""),
     )]
 
 
@@ -266,7 +269,7 @@ def _dependence_problems(
     # a varying stream (token types, positions) and learns is no failure.
     lost = [layer for layer in flat if not _lacked_input(layer, dep_limit)
             and (output_flat or layer.grad_norm == 0)]
-    if not lost and output_flat:  # lost in functional code between two modules
+    if not lost and output_flat and not dead:  # lost in functional code between modules
         varying = [layer for layer in layers if layer.input_dependence is not None
                    and layer.input_dependence >= dep_limit]
         lost = [next((layer for layer in flat if layer.index > varying[-1].index), flat[-1])
@@ -301,7 +304,6 @@ def _dependence_problems(
         f"spread across {samples} is {100 * (first.input_dependence or 0):.2g}% of its scale "
         f"(std {_fmt(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
         f"Every sample gets the same activations: {cause} -> "
-        f"{'' if _fix(first, layers, modules, parameters).startswith('set') else 'use '}"
         f"{_fix(first, layers, modules, parameters)}",
     )]
 
@@ -391,7 +393,7 @@ def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
             f"{_fmt(backward)}x (std(W) * sqrt(fan_out)) (expected: one of the two between "
             f"{_fmt(low)}x and "
             f"{_fmt(high)}x; fan-in and fan-out inits give 1 to 5/3){others}: {effect} "
-            f"-> use {_fix(first, layers, modules, parameters)}",
+            f"-> {_fix(first, layers, modules, parameters)}",
         ))
     return problems
 
@@ -439,8 +441,8 @@ def _gradient_problems(
             tuple(p.layer for p in nonfinite),
             f"{nonfinite[0].name}: gradient norm is {nonfinite[0].grad_norm}{assumed}; "
             f"{len(nonfinite)} parameter(s) in all (expected: finite) -> the backward pass "
-            f"overflows; use a fan-scaled init "
-            f"({_layer_fix(nonfinite[0].layer, layers, modules, parameters)})",
+            f"overflows; draw it at a fan-scaled std: "
+            f"{_layer_fix(nonfinite[0].layer, layers, modules, parameters)}",
         ))
         return problems
     zero = [p for p in parameters if p.grad_norm == 0.0
@@ -506,6 +508,6 @@ def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"{_fmt(total if total > 1 else 1 / total)}x from {_name(last)} back to {_name(first)}, "
         f"{_fmt(1 / factor)}x per layer (measured: {_fmt(last.grad_to_weight or 0)} at "
         f"{_name(last)}, {_fmt(first.grad_to_weight or 0)} at {_name(first)}){assumed}; "
-        f"expected: within {_fmt(limit)}x over the net -> use "
+        f"expected: within {_fmt(limit)}x over the net -> "
         f"{_fix(first, layers, modules, parameters)}",
     )]
