@@ -65,9 +65,12 @@ class HookHandles:
 
 def forward_hooks(
     modules: Iterable[tuple[str, torch.nn.Module]],
-    make_hook: Callable[[str, torch.nn.Module], Callable[[torch.nn.Module, Any, Any], Any]],
+    make_hook: Callable[[str, torch.nn.Module], Callable[..., Any]],
+    *,
+    with_kwargs: bool = False,
 ) -> HookHandles:
-    """Register ``make_hook(qualified_name, module)`` as a forward hook on each module.
+    """Register ``make_hook(qualified_name, module)`` as a forward hook on each module
+    (``hook(module, args, kwargs, output)`` with ``with_kwargs=True``).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
@@ -82,7 +85,8 @@ def forward_hooks(
     hooks = HookHandles()
     try:
         for qualified_name, module in modules:
-            hooks.add(module.register_forward_hook(make_hook(qualified_name, module)))
+            hooks.add(module.register_forward_hook(make_hook(qualified_name, module),
+                                                   with_kwargs=with_kwargs))
     except BaseException:
         hooks.remove()
         raise

@@ -13,7 +13,7 @@ from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
 
 def test_one_typed_field_per_threshold_with_its_default() -> None:
     fields = {field.name: field for field in dataclasses.fields(CheckOptions)}
-    assert list(fields) == ["on_fail", "num_classes", *DEFAULT_THRESHOLDS]
+    assert list(fields) == ["on_fail", "num_classes", *DEFAULT_THRESHOLDS, "ignore"]
     for name, default in DEFAULT_THRESHOLDS.items():
         assert fields[name].type == "float" and fields[name].default == default
     assert CheckOptions().thresholds == DEFAULT_THRESHOLDS

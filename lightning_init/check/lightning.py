@@ -21,6 +21,7 @@ from lightning_init._lightning import (
     to_device,
 )
 from lightning_init._publishing import guarded_writes
+from lightning_init.check.ignore import apply_ignore
 from lightning_init.check.measure import first_float_tensor, loss_from_step_output, tensors_in
 from lightning_init.check.options import CheckOptions
 from lightning_init.check.report import InitCheckReport
@@ -83,7 +84,8 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
     if batch is None or manual:
         inputs = to_device(forward_input(pl_module, batch, "check"), device)
         inputs = convert_input(pl_module, inputs)
-        report = check_init(pl_module, inputs, num_classes=None, **options.thresholds)
+        report = check_init(pl_module, inputs, num_classes=None, ignore=options.ignore,
+                            **options.thresholds)
         if manual:
             report.notes.append("manual optimization: training_step not run (it would step the "
                                 "optimizers); the forward was measured")
@@ -109,8 +111,10 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
         return _guess_num_classes(batch, shapes)
 
     if options.num_classes is not None:
-        return check_pass(pl_module, run, batch, options.thresholds, options.num_classes)
-    return check_pass(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+        report = check_pass(pl_module, run, batch, options.thresholds, options.num_classes)
+    else:
+        report = check_pass(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+    return apply_ignore(report, options.ignore)
 
 
 def _guess_num_classes(batch: Any, shapes: list[tuple[int, ...]]) -> int | None:

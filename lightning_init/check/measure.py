@@ -33,7 +33,7 @@ __all__ = [
 
 # Per-layer statistics, one row per recorded module (see _output_stats).
 STAT_FIELDS = ("mean", "std", "input_dependence", "dead_fraction", "saturated_fraction",
-               "nonfinite")
+               "nonfinite", "inflow_dependence", "inflow_rms")
 
 RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # exact zeros
 TANH_FAMILY: tuple[type[nn.Module], ...] = (nn.Tanh,)
@@ -81,11 +81,42 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors_in(item)
 
 
-def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """Six statistics of one output as a float32 tensor on the output's device (no sync).
+def _spread(values: torch.Tensor) -> torch.Tensor:
+    """Spread across the leading (batch) dimension over root-mean-square, of values already
+    divided by their peak (see ``LayerRecord.input_dependence``)."""
+    rows = values.reshape(values.shape[0], -1)
+    spread = rows.var(dim=0, correction=0).mean().sqrt()
+    rms = rows.pow(2).mean().sqrt()
+    return torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
+
+
+def _rms(tensor: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square in float32 without overflow (scaled by the peak first)."""
+    values = tensor.detach().float()
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return (values / scale).pow(2).mean().sqrt() * scale
+
+
+def inflow_dependence(inflow: torch.Tensor | None) -> torch.Tensor | None:
+    """The input dependence of what flows into a module (float, or integer indices as numbers);
+    ``None`` when it cannot be measured (no tensor, one sample, complex)."""
+    if inflow is None or inflow.dim() < 1 or inflow.shape[0] < 2 or inflow.numel() == 0 \
+            or inflow.is_complex():
+        return None
+    values = inflow.detach().float()
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return _spread(values / scale)
+
+
+def _output_stats(output: torch.Tensor, module: nn.Module,
+                  inflow: torch.Tensor | None = None) -> torch.Tensor:
+    """Seven statistics of one output as a float32 tensor on the output's device (no sync).
 
     mean and std over all elements; input dependence (see ``LayerRecord``); dead fraction for
-    the ReLU family; saturated fraction for tanh / sigmoid; count of NaN/Inf. NaN marks "not
+    the ReLU family; saturated fraction for tanh / sigmoid; count of NaN/Inf; the input
+    dependence and root-mean-square of the module's own input (``inflow``). NaN marks "not
     applicable".
     """
     values = output.detach()
@@ -93,8 +124,13 @@ def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
         values = values.abs()
     values = values.float()
     nan = torch.full((), float("nan"), device=values.device)
+    inflow_dep = inflow_dependence(inflow)
+    inflow_dep = nan if inflow_dep is None else inflow_dep.to(values.device)
+    inflow_rms = _rms(inflow).to(values.device) \
+        if inflow is not None and inflow.is_floating_point() and inflow.numel() else nan
     if values.numel() == 0:
-        return torch.stack([nan, nan, nan, nan, nan, torch.zeros((), device=values.device)])
+        return torch.stack([nan, nan, nan, nan, nan, torch.zeros((), device=values.device),
+                            inflow_dep, inflow_rms])
     # Moments of the output divided by its largest magnitude: float32 squares of 1e22 overflow.
     peak = values.abs().amax()
     scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
@@ -102,13 +138,7 @@ def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
     flat = scaled.reshape(-1)
     mean = flat.mean() * scale
     std = flat.std(correction=0) * scale
-    if values.dim() >= 1 and values.shape[0] >= 2:
-        rows = scaled.reshape(values.shape[0], -1)
-        spread = rows.var(dim=0, correction=0).mean().sqrt()
-        rms = rows.pow(2).mean().sqrt()
-        dependence = torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
-    else:
-        dependence = nan
+    dependence = _spread(scaled) if values.dim() >= 1 and values.shape[0] >= 2 else nan
     dead = nan
     if isinstance(module, RELU_FAMILY) and values.dim() >= 2:
         # A unit is a column of (N, F), a channel of (N, C, ...): zero for every sample/position.
@@ -120,44 +150,84 @@ def _output_stats(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
     elif isinstance(module, SIGMOID_FAMILY):
         saturated = ((values < 1 - SATURATION_LEVEL) | (values > SATURATION_LEVEL)).float().mean()
     nonfinite = (~torch.isfinite(values)).sum().float()
-    return torch.stack([mean, std, dependence, dead, saturated, nonfinite])
+    return torch.stack([mean, std, dependence, dead, saturated, nonfinite, inflow_dep,
+                        inflow_rms])
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor of any dtype but bool in a nested value (what flows into a module)."""
+    for tensor in tensors_in(value):
+        if tensor.dtype != torch.bool:
+            return tensor
+    return None
+
+
+def _storage(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
+        return None
 
 
 @dataclass
 class Recording:
-    """What the forward hooks saw: in forward order, first call of each module only."""
+    """What the forward hooks saw: in forward order, first call of each module only.
+
+    ``sources[i]`` is the index of the recorded module whose output module ``i`` received as
+    its input, as is (the same storage: a view, an in-place activation), or ``None`` when the
+    input was computed in between (a residual sum, a functional op) or is the model's input.
+    """
 
     names: list[str] = field(default_factory=list)
     modules: list[nn.Module] = field(default_factory=list)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     stats: list[torch.Tensor] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
+    sources: list[int | None] = field(default_factory=list)
+    _producers: dict[int, int] = field(default_factory=dict)
+    _alive: list[torch.Tensor] = field(default_factory=list)
 
     def hook_for(self, qualified_name: str, module: nn.Module) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        def hook(_module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
             self.calls[qualified_name] = self.calls.get(qualified_name, 0) + 1
             if self.calls[qualified_name] > 1:
                 return
             tensor = first_float_tensor(output)
             if tensor is None:
                 return
+            inflow = first_tensor(args) if args else None
+            if inflow is None:
+                inflow = first_tensor(kwargs)
+            source = _storage(inflow) if inflow is not None else None
+            self.sources.append(self._producers.get(source) if source is not None else None)
+            produced = _storage(tensor)
+            if produced is not None:
+                self._producers[produced] = len(self.names)
+                self._alive.append(tensor)  # no storage reuse while the pass runs
             self.names.append(qualified_name)
             self.modules.append(module)
             self.shapes.append(tuple(tensor.shape))
-            self.stats.append(_output_stats(tensor, module))
+            self.stats.append(_output_stats(tensor, module, inflow))
 
         return hook
+
+    def release(self) -> None:
+        """Drop the references that kept outputs alive during the pass."""
+        self._alive.clear()
+        self._producers.clear()
 
 
 @contextlib.contextmanager
 def recording(model: nn.Module) -> Iterator[Recording]:
     """Forward hooks on every measured module, removed on exit (also when the forward raises)."""
     record = Recording()
-    hooks: HookHandles = forward_hooks(measured_modules(model), record.hook_for)
+    hooks: HookHandles = forward_hooks(measured_modules(model), record.hook_for,
+                                       with_kwargs=True)
     try:
         yield record
     finally:
         hooks.remove()
+        record.release()
 
 
 @contextlib.contextmanager
@@ -213,6 +283,26 @@ def surrogate_loss(output: torch.Tensor) -> torch.Tensor:
                              dtype=torch.float32)
     numel = max(output.numel(), 1)
     return (output.float() * projection).sum() / numel**0.5
+
+
+def label_free_loss(output: Any) -> tuple[torch.Tensor, int] | None:
+    """For a model output holding ``logits`` (transformers' ``ModelOutput``, a dict) with C >= 2
+    classes on the last dimension: the cross-entropy against uniformly drawn labels,
+    ``-mean(log_softmax(logits, -1))`` (ln C for uniform predictions), and C; else ``None``.
+
+    Example:
+        >>> import math
+        >>> value, classes = label_free_loss({"logits": torch.zeros(4, 10)})
+        >>> round(float(value), 4), classes, round(math.log(10), 4)
+        (2.3026, 10, 2.3026)
+    """
+    logits = output.get("logits") if isinstance(output, Mapping) else None
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() \
+            or logits.dim() < 2 or logits.shape[-1] < 2 or logits.numel() == 0:
+        return None
+    with torch.no_grad():
+        value = -torch.log_softmax(logits.detach().float(), dim=-1).mean()
+    return value, int(logits.shape[-1])
 
 
 def loss_from_step_output(step_output: Any) -> torch.Tensor | None:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lightning_init._text import did_you_mean, format_choices
+from lightning_init.check.ignore import parse_ignore
 from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
 from lightning_init.errors import OptionError
 
 __all__ = ["CheckOptionError", "CheckOptions", "resolve_thresholds", "validate_num_classes"]
 
 _ON_FAIL = ("warn", "raise")
-_OWN_KEYS = ("on_fail", "num_classes", "thresholds")
+_OWN_KEYS = ("on_fail", "num_classes", "thresholds", "ignore")
 
 
 class CheckOptionError(OptionError):
@@ -107,6 +108,10 @@ class CheckOptions:
         max_saturated_fraction: idem.
         max_grad_drift: idem.
         max_loss_ratio: idem.
+        max_layer_gain: idem.
+        min_layer_gain: idem.
+        ignore: globs over module names (or ``"kind:glob"``) of accepted findings, moved to
+            ``report.ignored``.
 
     Raises:
         CheckOptionError: an invalid value (also when built directly).
@@ -127,10 +132,14 @@ class CheckOptions:
     max_saturated_fraction: float = DEFAULT_THRESHOLDS["max_saturated_fraction"]
     max_grad_drift: float = DEFAULT_THRESHOLDS["max_grad_drift"]
     max_loss_ratio: float = DEFAULT_THRESHOLDS["max_loss_ratio"]
+    max_layer_gain: float = DEFAULT_THRESHOLDS["max_layer_gain"]
+    min_layer_gain: float = DEFAULT_THRESHOLDS["min_layer_gain"]
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate_on_fail(self.on_fail)
         validate_num_classes(self.num_classes, "check")
+        object.__setattr__(self, "ignore", parse_ignore(self.ignore, "check", CheckOptionError))
         given = {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
         for name, value in resolve_thresholds(given, "check").items():
             object.__setattr__(self, name, value)  # ints become floats
@@ -185,6 +194,7 @@ class CheckOptions:
         return cls(
             on_fail=on_fail,
             num_classes=arg.get("num_classes"),
+            ignore=arg.get("ignore", ()),
             **resolve_thresholds(overrides, "check"),
         )
 

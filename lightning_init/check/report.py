@@ -40,6 +40,12 @@ class LayerRecord:
         nonfinite: how many output elements are NaN or Inf.
         grad_norm: L2 norm of the gradient of all the module's own parameters, if any.
         weight_norm: L2 norm of the module's own parameters, if any.
+        inflow_dependence: the input dependence of the module's own input (integer indices
+            read as numbers: all-zero ``token_type_ids`` give 0); ``None`` when not measured.
+        inflow_rms: the root-mean-square of the module's own (floating-point) input.
+        source: the index of the module whose output this module received as is (same
+            storage: a view, an in-place op); ``None`` when its input was computed in between
+            (a residual sum, a functional op) or is the model's input.
     """
 
     index: int
@@ -54,6 +60,9 @@ class LayerRecord:
     nonfinite: int
     grad_norm: float | None = None
     weight_norm: float | None = None
+    inflow_dependence: float | None = None
+    inflow_rms: float | None = None
+    source: int | None = None
 
     grad_to_weight = property(_grad_to_weight)
 
@@ -106,11 +115,13 @@ class InitCheckReport:
         layers: one :class:`LayerRecord` per module output, in forward order.
         parameters: one :class:`ParameterRecord` per trainable parameter.
         loss: the initial loss (``None`` when no loss was computed).
-        loss_source: where the loss came from: ``"training_step"``, ``"loss_fn"`` or
-            ``"surrogate"`` (a fixed random projection of the output, see ``check_init``).
+        loss_source: where the loss came from: ``"training_step"``, ``"loss_fn"``,
+            ``"model_output"`` (the ``loss`` of a mapping output) or ``"surrogate"`` (a fixed
+            random projection of the output, see ``check_init``).
         expected_loss: ``ln(num_classes)`` when the cross-entropy check applied.
         num_classes: the number of classes used for that check.
         notes: remarks that are not problems (what was skipped and why).
+        ignored: problems accepted by the ``ignore`` option; listed, not counted.
 
     Example:
         >>> import torch
@@ -128,6 +139,7 @@ class InitCheckReport:
     expected_loss: float | None = None
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
+    ignored: list[CheckProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +189,8 @@ class InitCheckReport:
                 text += f" (ln({self.num_classes}) = {self.expected_loss:.3f})"
             lines.append(text)
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"ignored ({problem.kind}, by the ignore option): {problem.message}"
+                     for problem in self.ignored)
         if self.ok:
             lines.append("init check: OK, no problem found")
         else:
@@ -260,6 +274,7 @@ class InitCheckReport:
                     for param in self.parameters
                 ],
                 "notes": list(self.notes),
+                "ignored": [asdict(problem) for problem in self.ignored],
             }
         )
 

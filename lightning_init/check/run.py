@@ -18,10 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
+from lightning_init.check.ignore import apply_ignore, parse_ignore
 from lightning_init.check.measure import (
     STAT_FIELDS,
     Recording,
     first_float_tensor,
+    label_free_loss,
+    loss_from_step_output,
     no_side_effects,
     recording,
     safe_norm,
@@ -48,6 +52,7 @@ def check_init(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     target: Any = None,
     num_classes: int | None = None,
+    ignore: str | list[str] | tuple[str, ...] = (),
     **thresholds: float,
 ) -> InitCheckReport:
     """Run ``model`` once on ``inputs``, measure every module and judge the initialization.
@@ -63,12 +68,15 @@ def check_init(
             (``model(**inputs)``); the leading dimension of module outputs is taken as the batch.
         forward: ``forward(model, inputs) -> output`` to call the model another way.
         loss_fn: ``loss_fn(output, target)`` (``loss_fn(output)`` without target) gives the
-            initial loss. Without it gradients come from a surrogate loss (a fixed random
-            projection of the output: a unit-variance backward signal) and gradient verdicts
-            assume it.
+            initial loss. Without it, the model's own scalar ``loss`` when its output is a
+            mapping that holds one (transformers' models given ``labels``), else a surrogate
+            loss (a fixed random projection of the output: a unit-variance backward signal)
+            that gradient verdicts assume.
         target: the targets for ``loss_fn``.
         num_classes: turns on the initial-loss check against ln(C) (on by itself for
             ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
+        ignore: globs over module names, or ``"kind:glob"``, of known findings to accept: a
+            problem whose modules all match moves to ``report.ignored``.
         **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
             ``max_scale_drift=100``, ``max_dead_fraction=0.9``, ``max_saturated_fraction=0.3``,
             ``max_grad_drift=1000``, ``max_loss_ratio=1.5``; see
@@ -100,12 +108,16 @@ def check_init(
     """
     resolved = resolve_thresholds(thresholds, "check_init")
     num_classes = validate_num_classes(num_classes, "check_init")
+    patterns = parse_ignore(ignore, "check_init", CheckOptionError)
     if target is not None and loss_fn is None:
         raise CheckOptionError("check_init: target= was given without loss_fn=")
 
     def run() -> PassResult:
         output = forward(model, inputs) if forward is not None else call_model(model, inputs)
         if loss_fn is None:
+            own = loss_from_step_output(output) if isinstance(output, Mapping) else None
+            if own is not None and own.numel() == 1:  # transformers' output when given labels
+                return own, "model_output", output
             return None, "surrogate", output
         loss = loss_fn(output) if target is None else loss_fn(output, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -118,7 +130,8 @@ def check_init(
     classes_from_output = None
     if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
         classes_from_output = _classes_from_output
-    return check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    return apply_ignore(report, patterns)
 
 
 def _is_cross_entropy(loss_fn: Any) -> bool:
@@ -139,8 +152,11 @@ def check_pass(
     thresholds: Mapping[str, float],
     num_classes: int | None,
     num_classes_from: _NumClassesFrom | None = None,
+    look_ahead: bool = True,
 ) -> InitCheckReport:
-    """Measure the pass ``run`` makes through ``model`` and judge it.
+    """Measure the pass ``run`` makes through ``model`` and judge it; when deliberate zero
+    gates exist and findings they could explain were made, a second pass with the gates
+    stepped (see :mod:`lightning_init.check.gates`).
 
     Args:
         model: the model whose modules are hooked and whose parameters get gradients.
@@ -151,6 +167,7 @@ def check_pass(
         num_classes: C for the initial-loss check, or ``None``.
         num_classes_from: ``(output, output shapes) -> C or None`` when ``num_classes`` is
             ``None``.
+        look_ahead: whether the second pass may run.
 
     Returns:
         The :class:`InitCheckReport`.
@@ -182,22 +199,23 @@ def check_pass(
         grads = _gradients(loss, [param for _, param in named], notes)
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
-        numbers = _to_host(record, named, grads, inputs, loss)
+        free = label_free_loss(output)
+        numbers = _to_host(record, named, grads, inputs, loss, free)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None
+    check_loss, check_classes = _loss_to_check(numbers, num_classes, free, use_loss_check, notes)
     problems = verdicts(
         layers, record.modules, parameters, dict(thresholds),
         input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
-        loss=numbers.loss if use_loss_check else None,
-        num_classes=num_classes if use_loss_check else None,
-        loss_is_surrogate=surrogate,
+        loss=check_loss, num_classes=check_classes,
+        loss_is_surrogate=surrogate, labels=use_loss_check,
     )
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
-    return InitCheckReport(
+    report = InitCheckReport(
         problems=problems, layers=layers, parameters=parameters,
         loss=None if surrogate else numbers.loss,
         loss_source=None if surrogate else loss_source,
@@ -205,6 +223,31 @@ def check_pass(
         num_classes=num_classes if use_loss_check else None,
         notes=notes,
     )
+    gates = [(record_.name, param, grad) for (_, param), record_, grad
+             in zip(named, parameters, grads, strict=True) if is_gate(record_)]
+    if look_ahead and gates and any(p.kind in GATED_KINDS for p in problems):
+        with stepped([(param, grad) for _, param, grad in gates]):
+            ahead = check_pass(model, run, inputs, thresholds, num_classes, num_classes_from,
+                               look_ahead=False)
+        report = settle(report, ahead, [name for name, _, _ in gates],
+                        thresholds["min_input_dependence"])
+    return report
+
+
+def _loss_to_check(
+    numbers: _HostNumbers, num_classes: int | None, free: tuple[torch.Tensor, int] | None,
+    use_loss_check: bool, notes: list[str],
+) -> tuple[float | None, int | None]:
+    """The initial loss the verdicts judge and its C: the real loss against its labels, else
+    the logits' cross-entropy against uniformly drawn labels (C from their last dimension)."""
+    if use_loss_check:
+        return numbers.loss, num_classes
+    if free is None:
+        return None, None
+    notes.append(f"initial-loss test on the logits: their cross-entropy against uniformly "
+                 f"drawn labels is {numbers.free_loss:.4g} (ln({free[1]}) = "
+                 f"{math.log(free[1]):.4g} for uniform predictions)")
+    return numbers.free_loss, free[1]
 
 
 def _gradients(
@@ -230,6 +273,7 @@ class _HostNumbers:
     grad_norms: list[float]  # one per parameter that got a gradient, in order
     input_nonfinite: int
     loss: float
+    free_loss: float  # the logits' cross-entropy against uniform labels (0 when not measured)
 
 
 def _to_host(
@@ -238,6 +282,7 @@ def _to_host(
     grads: Sequence[torch.Tensor | None],
     inputs: Any,
     loss: torch.Tensor,
+    free: tuple[torch.Tensor, int] | None,
 ) -> _HostNumbers:
     """One host transfer for everything measured."""
     device = loss.device
@@ -254,6 +299,7 @@ def _to_host(
         torch.stack(input_nonfinite).sum().reshape(1) if input_nonfinite
         else layer_stats.new_zeros(1),
         loss.detach().float().reshape(1).to(device),
+        (free[0] if free else loss.new_zeros(())).detach().float().reshape(1).to(device),
     ]).tolist()
     width, count = len(STAT_FIELDS), len(record.names)
     position = count * width
@@ -265,6 +311,7 @@ def _to_host(
         grad_norms=flat[weights_end:grads_end],
         input_nonfinite=int(flat[grads_end]),
         loss=flat[grads_end + 1],
+        free_loss=flat[grads_end + 2],
     )
 
 
@@ -299,7 +346,8 @@ def _layer_records(
             index=index, name=name, type=type(module).__name__, shape=shape,
             output_mean=row[0], output_std=row[1], input_dependence=_nan_none(row[2]),
             dead_fraction=_nan_none(row[3]), saturated_fraction=_nan_none(row[4]),
-            nonfinite=int(row[5]),
+            nonfinite=int(row[5]), inflow_dependence=_nan_none(row[6]),
+            inflow_rms=_nan_none(row[7]), source=record.sources[index],
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
             weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,

@@ -13,18 +13,38 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
 - ``max_grad_drift``: gradient-to-weight norm ratio may change by at most this factor from the
   first to the last weight layer (log-linear fit; 3+ layers).
 - ``max_loss_ratio``: cross-entropy at init should be about ln(C) (uniform predictions);
-  flagged above this multiple of ln(C).
+  flagged above this multiple of ln(C). Without labels, when the output is logits over its
+  last dimension, the cross-entropy against uniformly drawn labels is used (its expectation,
+  ``-mean(log_softmax(logits))``, is ln(C) for uniform predictions).
+- ``max_layer_gain``: a weight layer's forward gain ``std(W) * sqrt(fan_in)`` (the factor by
+  which it multiplies the root-mean-square of a random input). Fan-in inits give 1 (LeCun),
+  sqrt(2) (He et al. 2015) or 5/3 (tanh); the largest textbook gain, xavier with gain 5/3 on a
+  layer much wider in than out, is 5/3 * sqrt(2) ~ 2.4. A layer whose output goes straight
+  into a normalization is exempt (the norm removes its scale).
+- ``min_layer_gain``: the other way: a weight layer that shrinks both a random input
+  (fan_in) and a random gradient (fan_out) below this factor leaves its branch inert (an
+  all-zero weight is a gate, judged by the look-ahead step instead).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from torch import nn
 
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
 from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.roles import (
+    LECUN,
+    advice,
+    follower,
+    gains,
+    is_norm,
+    tied_embedding,
+    zero_weight,
+)
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_input_dependence": 0.01,
@@ -33,6 +53,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_saturated_fraction": 0.3,
     "max_grad_drift": 1000.0,
     "max_loss_ratio": 1.5,
+    "max_layer_gain": 4.0,
+    "min_layer_gain": 0.01,
 }
 
 _RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
@@ -55,7 +77,6 @@ def _name(layer: LayerRecord) -> str:
 
 
 def _number(value: float) -> str:
-    """A number in a verdict's sentence: 3 significant digits (4 from 100), 2 when tiny or huge."""
     if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
         return f"{value:.2g}"
     return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3g}"
@@ -100,123 +121,280 @@ def verdicts(
     loss: float | None,
     num_classes: int | None,
     loss_is_surrogate: bool,
+    labels: bool = True,
 ) -> list[CheckProblem]:
-    """Every problem found, most fundamental first."""
-    problems: list[CheckProblem] = []
-    fix = suggested_init(modules)
+    """Every problem found, most fundamental first.
 
+    ``labels=False``: ``loss`` is the label-free cross-entropy of logits (see
+    ``max_loss_ratio``).
+    """
     # 1. NaN / Inf: everything measured after the first such module is meaningless.
     bad = [layer for layer in layers if layer.nonfinite]
     if bad or input_nonfinite:
-        problems.append(_nonfinite_problem(bad, layers, input_nonfinite))
-        return problems
+        return [_nonfinite_problem(bad, layers, input_nonfinite)]
+    problems = _scale_problems(layers, modules, parameters, thresholds)
+    dead = _dead_layers(layers, thresholds)
+    problems += _dead_problems(dead, layers, modules, parameters, thresholds)
+    problems += _saturation_problems(layers, modules, thresholds)
+    problems += _dependence_problems(layers, modules, parameters, thresholds, dead, batch_size)
+    problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate)
+    problems += _loss_problems(layers, modules, thresholds, loss, num_classes, labels)
+    problems += _gain_problems(layers, modules, parameters, thresholds)
+    return problems
 
-    # 2. Activation scale across depth.
+
+def _layer_fix(name: str, layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+               parameters: Sequence[ParameterRecord]) -> str:
+    layer = next((layer for layer in layers if layer.name == name), None)
+    return _fix(layer, layers, modules, parameters) if layer is not None else f"use {LECUN}"
+
+
+def _fix(layer: LayerRecord, layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+         parameters: Sequence[ParameterRecord]) -> str:
+    """The advice for ``layer`` as an imperative: ``"use kaiming_normal(...)"``, ``"set its
+    weight to 1 ..."``."""
+    text = advice(layer.index, layers, modules, parameters)
+    return text if text.startswith(("set ", "draw ")) else f"use {text}"
+
+
+def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
+                ) -> bool:
+    """Whether the layer's output goes straight into a normalization (which removes its
+    scale: the layer's output std says nothing about the activations that follow)."""
+    following = follower(index, layers, modules)
+    return following is not None and is_norm(modules[following])
+
+
+def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                    parameters: Sequence[ParameterRecord],
+                    thresholds: dict[str, float]) -> list[CheckProblem]:
+    """Activation scale across depth: a log-linear fit over the weight layers' output std."""
     weight_layers = [(layer, module) for layer, module in zip(layers, modules, strict=True)
                      if is_weight_layer(module) and layer.output_std > 0
-                     and math.isfinite(layer.output_std)]
-    if len(weight_layers) >= 3:
-        stds = [layer.output_std for layer, _ in weight_layers]
-        factor = _fit_factor(stds)
-        total = factor ** (len(stds) - 1)
-        limit = thresholds["max_scale_drift"]
-        if total > limit or total < 1 / limit:
-            first, last = weight_layers[0][0], weight_layers[-1][0]
-            verb = "grow" if total > 1 else "shrink"
-            problems.append(CheckProblem(
-                "scale",
-                (first.name, last.name),
-                f"activations {verb} by about {factor:.2f}x per layer from {_name(first)} "
-                f"(std {_number(first.output_std)}) to {_name(last)} "
-                f"(std {_number(last.output_std)}), "
-                f"{_number(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
-                f"(expected: within {_number(limit)}x, about 1.0x per layer) -> use {fix}",
-            ))
+                     and math.isfinite(layer.output_std)
+                     and not _normalized(layer.index, layers, modules)]
+    if len(weight_layers) < 3:
+        return []
+    stds = [layer.output_std for layer, _ in weight_layers]
+    factor = _fit_factor(stds)
+    total = factor ** (len(stds) - 1)
+    limit = thresholds["max_scale_drift"]
+    if limit >= total >= 1 / limit:
+        return []
+    first, last = weight_layers[0][0], weight_layers[-1][0]
+    verb = "grow" if total > 1 else "shrink"
+    return [CheckProblem(
+        "scale",
+        (first.name, last.name),
+        f"activations {verb} by about {factor:.2f}x per layer from {_name(first)} "
+        f"(std {_number(first.output_std)}) to {_name(last)} (std {_number(last.output_std)}), "
+        f"{_number(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
+        f"(expected: within {_number(limit)}x, about 1.0x per layer) -> "
+        f"{_fix(first, layers, modules, parameters)}",
+    )]
 
-    # 3. Dead ReLU units.
+
+def _lacked_input(layer: LayerRecord, limit: float) -> bool:
+    """The module's own input already did not vary across the batch: whatever its output
+    lacks, the module did not lose it."""
+    return layer.inflow_dependence is not None and layer.inflow_dependence < limit
+
+
+def _dead_layers(layers: Sequence[LayerRecord], thresholds: dict[str, float]
+                 ) -> list[LayerRecord]:
     dead_limit = thresholds["max_dead_fraction"]
-    dead = [layer for layer in layers
-            if layer.dead_fraction is not None and layer.dead_fraction > dead_limit]
-    if dead:
-        worst = max(layer.dead_fraction or 0.0 for layer in dead)
-        first = dead[0]
-        more = _listing([_name(d) for d in dead[1:]])
-        others = f"; {len(dead) - 1} more ReLU layers too ({more}, up to {100 * worst:.0f}%)" \
-            if len(dead) > 1 else ""
-        problems.append(CheckProblem(
-            "dead_units",
-            tuple(layer.name for layer in dead),
-            f"{_name(first)} ({first.type}): {100 * (first.dead_fraction or 0):.0f}% of its units "
-            f"are zero for every sample of the batch (expected: at most {100 * dead_limit:.0f}%)"
-            f"{others} -> check for large negative biases (set biases to zeros) and use {fix}",
-        ))
+    dep_limit = thresholds["min_input_dependence"]
+    return [layer for layer in layers
+            if layer.dead_fraction is not None and layer.dead_fraction > dead_limit
+            and not _lacked_input(layer, dep_limit)]
 
-    # 4. Saturation.
+
+def _dead_problems(dead: Sequence[LayerRecord], layers: Sequence[LayerRecord],
+                   modules: Sequence[nn.Module], parameters: Sequence[ParameterRecord],
+                   thresholds: dict[str, float]) -> list[CheckProblem]:
+    if not dead:
+        return []
+    dead_limit = thresholds["max_dead_fraction"]
+    worst = max(layer.dead_fraction or 0.0 for layer in dead)
+    first = dead[0]
+    more = _listing([_name(d) for d in dead[1:]])
+    others = f"; {len(dead) - 1} more ReLU layers too ({more}, up to {100 * worst:.0f}%)" \
+        if len(dead) > 1 else ""
+    feeding = first.source if first.source is not None else first.index - 1
+    fix = _fix(layers[feeding], layers, modules, parameters) if feeding >= 0 else ""
+    return [CheckProblem(
+        "dead_units",
+        tuple(layer.name for layer in dead),
+        f"{_name(first)} ({first.type}): {100 * (first.dead_fraction or 0):.0f}% of its units "
+        f"are zero for every sample of the batch (expected: at most {100 * dead_limit:.0f}%)"
+        f"{others} -> check for large negative biases (set biases to zeros)"
+        + (f" and {fix}" if fix else ""),
+    )]
+
+
+def _saturation_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                         thresholds: dict[str, float]) -> list[CheckProblem]:
     sat_limit = thresholds["max_saturated_fraction"]
     saturated = [layer for layer in layers if layer.saturated_fraction is not None
                  and layer.saturated_fraction > sat_limit]
-    if saturated:
-        first = saturated[0]
-        others = f"; {len(saturated) - 1} more layers too " \
-            f"({_listing([_name(s) for s in saturated[1:]])})" if len(saturated) > 1 else ""
-        problems.append(CheckProblem(
-            "saturation",
-            tuple(layer.name for layer in saturated),
-            f"{_name(first)} ({first.type}): {100 * (first.saturated_fraction or 0):.0f}% of its "
-            f"outputs are saturated (|y| in the flat tails, gradient < 2% of its peak; expected: "
-            f"at most {100 * sat_limit:.0f}%){others} -> the weights feeding it are too large; "
-            f"use {suggested_init([m for m in modules if isinstance(m, TANH_FAMILY)] or modules)}",
-        ))
+    if not saturated:
+        return []
+    first = saturated[0]
+    others = f"; {len(saturated) - 1} more layers too " \
+        f"({_listing([_name(s) for s in saturated[1:]])})" if len(saturated) > 1 else ""
+    return [CheckProblem(
+        "saturation",
+        tuple(layer.name for layer in saturated),
+        f"{_name(first)} ({first.type}): {100 * (first.saturated_fraction or 0):.0f}% of its "
+        f"outputs are saturated (|y| in the flat tails, gradient < 2% of its peak; expected: "
+        f"at most {100 * sat_limit:.0f}%){others} -> the weights feeding it are too large; "
+        f"use {suggested_init([modules[first.index]])}",
+    )]
 
-    # 5. Output no longer depends on the input.
+
+def _dependence_problems(
+    layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+    parameters: Sequence[ParameterRecord], thresholds: dict[str, float],
+    dead: Sequence[LayerRecord], batch_size: int | None,
+) -> list[CheckProblem]:
+    """Outputs that no longer depend on the input, blamed on the module that lost it: one
+    whose own input still varied across the batch."""
     dep_limit = thresholds["min_input_dependence"]
     flagged_dead = {layer.name for layer in dead}
     flat = [layer for layer in layers if layer.input_dependence is not None
             and layer.input_dependence < dep_limit and layer.name not in flagged_dead]
-    if flat:
-        first = flat[0]
-        later = [layer for layer in layers if layer.index > first.index]
-        if len(flat) == 1:
-            also = ""
-        elif len(flat) - 1 == len(later):
-            also = f"; so do all {len(later)} modules after it (down to {_name(flat[-1])})"
-        else:
-            also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
-                f" (down to {_name(flat[-1])})"
-        cause = "the weights shrink the signal and the biases set a floor"
-        if dead and dead[0].index < first.index:
-            cause = f"the dead units upstream ({_name(dead[0])}) pass no signal on"
-        samples = f"the {batch_size} samples" if batch_size else "the batch"
+    output_flat = bool(flat) and flat[-1].index == layers[-1].index
+    # Lost for good: the model's output ignores the input, or the module cannot learn its
+    # way out (its own parameters get exactly zero gradient). A constant that is summed into
+    # a varying stream (token types, positions) and learns is no failure.
+    lost = [layer for layer in flat if not _lacked_input(layer, dep_limit)
+            and (output_flat or layer.grad_norm == 0)]
+    if not lost and output_flat and not dead:  # lost in functional code between modules
+        varying = [layer for layer in layers if layer.input_dependence is not None
+                   and layer.input_dependence >= dep_limit]
+        lost = [next((layer for layer in flat if layer.index > varying[-1].index), flat[-1])
+                if varying else flat[0]]
+    if not lost:
+        return []
+    first = lost[0]
+    flat = [layer for layer in flat if layer.index >= first.index]
+    later = [layer for layer in layers if layer.index > first.index]
+    if len(flat) == 1:
+        also = ""
+    elif len(flat) - 1 == len(later):
+        also = f"; so do all {len(later)} modules after it (down to {_name(flat[-1])})"
+    else:
+        also = f"; so do {len(flat) - 1} of the {len(later)} modules after it" \
+            f" (down to {_name(flat[-1])})"
+    cause = "the weights shrink the signal and the biases set a floor"
+    if zero_weight(first.index, modules, parameters, layers):
+        cause = "its weight is all zeros, so it outputs its bias"
+        if first.grad_norm == 0:
+            cause += ", and it gets no gradient: nothing will move it"
+    elif _lacked_input(first, dep_limit):
+        cause = "the input dependence is lost between modules, in the functional code that " \
+            f"feeds {_name(first)}"
+    if dead and dead[0].index < first.index:
+        cause = f"the dead units upstream ({_name(dead[0])}) pass no signal on"
+    samples = f"the {batch_size} samples" if batch_size else "the batch"
+    return [CheckProblem(
+        "input_dependence",
+        tuple(layer.name for layer in flat),
+        f"{_name(first)} ({first.type}): the output no longer depends on the input: its "
+        f"spread across {samples} is {100 * (first.input_dependence or 0):.2g}% of its scale "
+        f"(std {_number(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
+        f"Every sample gets the same activations: {cause} -> "
+        f"{_fix(first, layers, modules, parameters)}",
+    )]
+
+
+def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                   thresholds: dict[str, float], loss: float | None, num_classes: int | None,
+                   labels: bool) -> list[CheckProblem]:
+    """Initial loss against ln(C); for a head tied to an embedding, advice on the embedding."""
+    if loss is None or num_classes is None or num_classes < 2:
+        return []
+    expected = math.log(num_classes)
+    ratio_limit = thresholds["max_loss_ratio"]
+    if math.isfinite(loss) and loss <= ratio_limit * expected:
+        return []
+    last = layers[-1] if layers else None
+    logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}" \
+        if last is not None else ""
+    what = "initial loss" if labels else \
+        "initial cross-entropy of the logits (over their last dimension) against uniformly " \
+        "drawn labels"
+    fix = ("scale the last layer's weights down (std 0.01, or zeros) and set its bias to zeros "
+           "(or to the log class priors)")
+    names: tuple[str, ...] = (last.name,) if last is not None else ()
+    head = next((layer for layer in reversed(layers)
+                 if is_weight_layer(modules[layer.index])), None)
+    tied = tied_embedding(modules[head.index], layers, modules) if head is not None else None
+    if tied is not None and head is not None:
+        names = (head.name, tied.name)
+        fix = (f"{_name(head)} is tied to the embedding {_name(tied)} (one parameter), whose "
+               f"scale sets the logits': {EMBEDDING_FIX}; do not rescale the head alone, that "
+               f"rescales the embedding too (or scale the logits in forward)")
+    return [CheckProblem(
+        "loss",
+        names,
+        f"{what} {_number(loss)} is {loss / expected:.2g}x ln({num_classes}) = {expected:.3f}, "
+        f"the cross-entropy of uniform predictions over {num_classes} classes (expected: at "
+        f"most {ratio_limit:g}x){logits}: the model is confidently wrong at step 0 -> {fix}",
+    )]
+
+
+EMBEDDING_FIX = "draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / dim)"
+
+
+def _confirmed(layer: LayerRecord, limit: float, high: bool) -> bool:
+    """Whether the measured gain, output rms over input rms, agrees with the weight's (an input
+    unlike a random one, such as one-hot rows, can make a large weight harmless)."""
+    if not layer.inflow_rms or not math.isfinite(layer.inflow_rms):
+        return True
+    measured = math.hypot(layer.output_mean, layer.output_std) / layer.inflow_rms
+    return measured > limit if high else measured < limit
+
+
+def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                   parameters: Sequence[ParameterRecord],
+                   thresholds: dict[str, float]) -> list[CheckProblem]:
+    """Weight layers that scale both a random input (forwards, fan_in) and a random gradient
+    (backwards, fan_out) by more than ``max_layer_gain`` or less than ``min_layer_gain``, and
+    whose output is not normalized right away. He et al. (2015) preserve one of the two; a
+    layer that preserves neither was drawn at the wrong scale."""
+    high, low = thresholds["max_layer_gain"], thresholds["min_layer_gain"]
+    norms = {param.name: param.weight_norm for param in parameters}
+    loud, quiet = [], []
+    for layer, module in zip(layers, modules, strict=True):
+        weight = norms.get(f"{layer.name}.weight" if layer.name else "weight")
+        both = gains(module, weight) if weight else None
+        if both is None or (low <= max(both) and min(both) <= high) \
+                or not _confirmed(layer, high if min(both) > high else low, min(both) > high):
+            continue
+        if _normalized(layer.index, layers, modules):
+            continue
+        (loud if min(both) > high else quiet).append((layer, both))
+    problems = []
+    for found, verb, effect in (
+            (loud, "multiplies", "activations and gradients blow up through it and what "
+                                 "follows saturates"),
+            (quiet, "shrinks", "its branch is inert and what it feeds learns slowly")):
+        if not found:
+            continue
+        first, (forward, backward) = found[0]
+        names = _listing([_name(layer) for layer, _ in found[1:]])
+        others = f"; {len(found) - 1} more weight layers too ({names})" if len(found) > 1 else ""
         problems.append(CheckProblem(
-            "input_dependence",
-            tuple(layer.name for layer in flat),
-            f"{_name(first)} ({first.type}): the output no longer depends on the input: its "
-            f"spread across {samples} is {100 * (first.input_dependence or 0):.2g}% of its scale "
-            f"(std {_number(first.output_std)}; expected: at least {100 * dep_limit:.2g}%){also}. "
-            f"Every sample gets the same activations: {cause} -> use {fix}",
+            "gain",
+            tuple(layer.name for layer, _ in found),
+            f"{_name(first)} ({first.type}) {verb} the scale of a random input by about "
+            f"{_number(forward)}x (std(W) * sqrt(fan_in)) and of a gradient backwards by about "
+            f"{_number(backward)}x (std(W) * sqrt(fan_out)) (expected: one of the two between "
+            f"{_number(low)}x and "
+            f"{_number(high)}x; fan-in and fan-out inits give 1 to 5/3){others}: {effect} "
+            f"-> {_fix(first, layers, modules, parameters)}",
         ))
-
-    # 6. Gradients.
-    problems.extend(_gradient_problems(layers, modules, parameters, thresholds,
-                                       loss_is_surrogate))
-
-    # 7. Initial loss against ln(C).
-    if loss is not None and num_classes is not None and num_classes >= 2:
-        expected = math.log(num_classes)
-        ratio_limit = thresholds["max_loss_ratio"]
-        if not math.isfinite(loss) or loss > ratio_limit * expected:
-            last = layers[-1] if layers else None
-            logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}" \
-                if last is not None else ""
-            problems.append(CheckProblem(
-                "loss",
-                (last.name,) if last is not None else (),
-                f"initial loss {_number(loss)} is {loss / expected:.2g}x ln({num_classes}) = "
-                f"{expected:.3f}, the cross-entropy of uniform predictions over {num_classes} "
-                f"classes (expected: at most {ratio_limit:g}x){logits}: the model is confidently "
-                f"wrong at step 0 -> scale the last layer's weights down (std 0.01, or zeros) "
-                f"and set its bias to zeros (or to the log class priors)",
-            ))
     return problems
 
 
@@ -263,35 +441,73 @@ def _gradient_problems(
             tuple(p.layer for p in nonfinite),
             f"{nonfinite[0].name}: gradient norm is {nonfinite[0].grad_norm}{assumed}; "
             f"{len(nonfinite)} parameter(s) in all (expected: finite) -> the backward pass "
-            f"overflows; use a fan-scaled init ({suggested_init(modules)})",
+            f"overflows; draw it at a fan-scaled std: "
+            f"{_layer_fix(nonfinite[0].layer, layers, modules, parameters)}",
         ))
         return problems
-    zero = [p for p in parameters if p.grad_norm == 0.0 and p.weight_norm > 0]
+    zero = [p for p in parameters if p.grad_norm == 0.0
+            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
     if zero:
+        stuck = [p.name for p in zero if p.weight_norm == 0]
+        also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
+            f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
+            if stuck else ""
         problems.append(CheckProblem(
             "gradient",
             tuple(p.layer for p in zero),
             f"{zero[0].name} gets exactly zero gradient{assumed}; {len(zero)} parameter(s) in "
-            f"all ({_listing([p.name for p in zero])}) (expected: nonzero) -> nothing flows "
-            f"back through them: look for dead units or an output that ignores them",
+            f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
+            f"flows back through them: look for dead units, weights that are all zeros, or an "
+            f"output that ignores them",
         ))
-    weighted = [(layer, module) for layer, module in zip(layers, modules, strict=True)
-                if is_weight_layer(module) and layer.grad_to_weight]
-    if len(weighted) >= 3:
-        ratios = [layer.grad_to_weight or 0.0 for layer, _ in weighted]
-        factor = _fit_factor(ratios)
-        total = factor ** (len(ratios) - 1)
-        limit = thresholds["max_grad_drift"]
-        if total > limit or total < 1 / limit:
-            first, last = weighted[0][0], weighted[-1][0]
-            kind = "vanish" if total > 1 else "explode"
-            problems.append(CheckProblem(
-                "gradient",
-                (first.name, last.name),
-                f"gradients {kind} towards the input: grad/weight norm ratio goes from "
-                f"{_number(last.grad_to_weight or 0)} at {_name(last)} to "
-                f"{_number(first.grad_to_weight or 0)} at {_name(first)}, about {1 / factor:.2f}x "
-                f"per layer backwards{assumed}; expected: within {_number(limit)}x over the net "
-                f"-> use {suggested_init(modules)}",
-            ))
+    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
+
+
+def _role(name: str) -> str:
+    """A layer's name with its block indices blanked: ``model.layers.#.self_attn.q_proj``."""
+    return re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)", "#", name)
+
+
+def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
+    """The series whose trend over depth is judged: one per role that repeats across blocks
+    (so that a pattern repeating inside each block, such as attention's query/key against its
+    value, does not read as a trend), or all weight layers when no role repeats."""
+    by_role: dict[str, list[LayerRecord]] = {}
+    for layer in weighted:
+        by_role.setdefault(_role(layer.name), []).append(layer)
+    repeated = [series for series in by_role.values() if len(series) >= 2]
+    if len(repeated) <= 1:
+        return [list(weighted)] if len(weighted) >= 3 else []
+    return [series for series in repeated if len(series) >= 3]
+
+
+def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                    parameters: Sequence[ParameterRecord], thresholds: dict[str, float],
+                    assumed: str) -> list[CheckProblem]:
+    weighted = [layer for layer, module in zip(layers, modules, strict=True)
+                if is_weight_layer(module) and layer.grad_to_weight]
+    limit = thresholds["max_grad_drift"]
+    worst: tuple[float, float, list[LayerRecord]] | None = None
+    for series in _drift_series(weighted):
+        factor = _fit_factor([layer.grad_to_weight or 0.0 for layer in series])
+        total = factor ** (len(series) - 1)
+        if (total > limit or total < 1 / limit) and \
+                (worst is None or abs(math.log(total)) > abs(math.log(worst[1]))):
+            worst = (factor, total, series)
+    if worst is None:
+        return []
+    factor, total, series = worst
+    first, last = series[0], series[-1]
+    kind, verb = ("vanish", "falls") if total > 1 else ("explode", "grows")
+    return [CheckProblem(
+        "gradient",
+        (first.name, last.name),
+        f"gradients {kind} towards the input: by a log-linear fit over {len(series)} weight "
+        f"layers, the grad/weight norm ratio {verb} by about "
+        f"{_number(total if total > 1 else 1 / total)}x from {_name(last)} back to {_name(first)}, "
+        f"{_number(1 / factor)}x per layer (measured: {_number(last.grad_to_weight or 0)} at "
+        f"{_name(last)}, {_number(first.grad_to_weight or 0)} at {_name(first)}){assumed}; "
+        f"expected: within {_number(limit)}x over the net -> "
+        f"{_fix(first, layers, modules, parameters)}",
+    )]

@@ -1,0 +1,182 @@
+"""A layer's role in the measured graph, and the init advice that fits it.
+
+The advice for a layer comes from what the layer is (a normalization, an embedding, a head tied
+to an embedding) and from the activation that follows it in the check's pass (the module that
+received its output as is, through dropout and identities), never from whichever activations
+appear somewhere in the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init.check.report import LayerRecord, ParameterRecord
+
+_RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
+              nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
+# Activations of other libraries, known by class name (transformers' GELUActivation, ...).
+_RELU_LIKE_NAMES = ("relu", "gelu", "silu", "swish", "mish", "elu", "softplus")
+_PASS_THROUGH = (nn.Dropout, nn.Identity, nn.Flatten, nn.modules.dropout._DropoutNd)
+_PASS_THROUGH_NAMES = ("dropout", "droppath", "identity", "flatten")
+_NORM_NAMES = ("norm",)  # BatchNorm2d, LayerNorm, GroupNorm, LlamaRMSNorm, T5LayerNorm, ...
+
+KAIMING_RELU = ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
+                "biases (He et al. 2015: std = sqrt(2 / fan_in))")
+XAVIER_TANH = ("xavier_normal(gain=5/3) or kaiming_normal(nonlinearity=tanh) for the weights, "
+               "zeros for the biases (Glorot & Bengio 2010)")
+XAVIER = "xavier_normal for the weights, zeros for the biases (Glorot & Bengio 2010)"
+LECUN = ("kaiming_normal(nonlinearity=linear) for the weights (LeCun: std = 1 / sqrt(fan_in)), "
+         "zeros for the biases, or a normalization layer between blocks")
+NORM_ONES = ("set its weight to 1 (ones) and its bias to 0: a normalization layer's weight is "
+             "its output's scale (Ioffe & Szegedy 2015; Ba et al. 2016)")
+EMBEDDING = ("draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / dim), so that it "
+             "enters the network at the scale of the other inputs it is summed with")
+
+
+def _named(module: nn.Module, names: Sequence[str]) -> bool:
+    lowered = type(module).__name__.lower()
+    return any(name in lowered for name in names)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Normalization layers, by type or by a class name containing ``Norm``."""
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) \
+        or _named(module, _NORM_NAMES)
+
+
+def is_relu_like(module: nn.Module) -> bool:
+    """ReLU-family and smooth ReLU-like activations (GELU, SiLU, ...), torch's or by name."""
+    return isinstance(module, _RELU_LIKE) or (
+        not any(True for _ in module.parameters(recurse=False))
+        and _named(module, _RELU_LIKE_NAMES))
+
+
+def _passes_through(module: nn.Module) -> bool:
+    return isinstance(module, _PASS_THROUGH) or _named(module, _PASS_THROUGH_NAMES)
+
+
+def follower(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]) -> int | None:
+    """The index of the module that receives layer ``index``'s output as is (through dropout,
+    identities and flattening), or ``None`` when it is summed or transformed in between."""
+    current = index
+    for _ in range(len(layers)):
+        nxt = next((layer.index for layer in layers[current + 1:] if layer.source == current),
+                   None)
+        if nxt is None or not _passes_through(modules[nxt]):
+            return nxt
+        current = nxt
+    return None  # pragma: no cover - a cycle cannot happen in forward order
+
+
+def init_for_activation(module: nn.Module | None) -> str:
+    """The textbook initializer for the layer that feeds ``module`` (an activation or not)."""
+    if module is None:
+        return LECUN
+    if is_relu_like(module):
+        return KAIMING_RELU
+    if isinstance(module, TANH_FAMILY) or _named(module, ("tanh",)):
+        return XAVIER_TANH
+    if isinstance(module, SIGMOID_FAMILY) or _named(module, ("sigmoid",)):
+        return XAVIER
+    return LECUN
+
+
+def zero_weight(index: int, modules: Sequence[nn.Module],
+                parameters: Sequence[ParameterRecord], layers: Sequence[LayerRecord]) -> bool:
+    """Whether the module's ``weight`` is all zeros (its norm is exactly 0)."""
+    name = layers[index].name
+    weight = f"{name}.weight" if name else "weight"
+    return any(param.name == weight and param.weight_norm == 0 for param in parameters)
+
+
+def advice(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+           parameters: Sequence[ParameterRecord]) -> str:
+    """What to do about layer ``index``: by its role, then by the activation that follows it.
+
+    Example:
+        >>> import torch
+        >>> from lightning_init.check import check_init
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(),
+        ...                           torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.ReLU())
+        >>> report = check_init(net, torch.randn(8, 4))
+        >>> advice(0, report.layers, list(net), report.parameters)[:22]
+        'xavier_normal(gain=5/3'
+        >>> advice(3, report.layers, list(net), report.parameters)[:14]
+        'kaiming_normal'
+    """
+    module = modules[index]
+    if is_norm(module) and zero_weight(index, modules, parameters, layers):
+        return NORM_ONES
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return EMBEDDING
+    following = follower(index, layers, modules)
+    return init_for_activation(modules[following] if following is not None else None)
+
+
+def tied_embedding(head: nn.Module, layers: Sequence[LayerRecord],
+                   modules: Sequence[nn.Module]) -> LayerRecord | None:
+    """The embedding whose weight is the head's weight (one Parameter), if any."""
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        return None
+    for layer, module in zip(layers, modules, strict=True):
+        if module is not head and isinstance(module, (nn.Embedding, nn.EmbeddingBag)) \
+                and module.weight is weight:
+            return layer
+    return None
+
+
+def fan_in(module: nn.Module) -> int | None:
+    """Inputs per output unit of a weight layer (``Linear``, convolutions, transformers'
+    ``Conv1D`` whose weight is stored transposed); ``None`` for other modules."""
+    weight = getattr(module, "weight", None)
+    if weight is None or not hasattr(weight, "dim") or weight.dim() < 2 \
+            or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return None
+    if type(module).__name__ == "Conv1D":  # transformers.pytorch_utils.Conv1D: (in, out)
+        return int(weight.shape[0])
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return int(weight.shape[0] // module.groups * math.prod(weight.shape[2:]))
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return int(math.prod(weight.shape[1:]))
+    return None
+
+
+def fan_out(module: nn.Module) -> int | None:
+    """Outputs per input unit, as He et al. (2015) count them for the backward pass: output
+    units times receptive field (``None`` where :func:`fan_in` is)."""
+    fan = fan_in(module)
+    if fan is None:
+        return None
+    weight = module.weight
+    if type(module).__name__ == "Conv1D":
+        return int(weight.shape[1])
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return int(weight.shape[1] * module.groups * receptive)
+    return int(weight.shape[0] * receptive)
+
+
+def gains(module: nn.Module, weight_norm: float) -> tuple[float, float] | None:
+    """``(std * sqrt(fan_in), std * sqrt(fan_out))`` of a weight layer from its weight's norm:
+    the factors by which it scales a random input forwards and a random gradient backwards
+    (both 1 for LeCun, sqrt(2) for He et al. 2015 in its mode); ``None`` for other modules.
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(64, 16)
+        >>> _ = torch.nn.init.normal_(layer.weight, std=1.0)
+        >>> forward, backward = gains(layer, float(layer.weight.detach().norm()))
+        >>> round(forward), round(backward)
+        (8, 4)
+    """
+    fan = fan_in(module)
+    out = fan_out(module)
+    if fan is None or out is None:
+        return None
+    std = weight_norm / math.sqrt(module.weight.numel())
+    return std * math.sqrt(fan), std * math.sqrt(out)
