@@ -92,6 +92,11 @@ class InitCallback(Callback):
             Runs once in ``on_fit_start`` of the first ``fit``, on every rank.
         diagnostics: ``True``, ``False`` or a mapping of diagnostics options
             (e.g. ``{"every_n_steps": 10}``).
+        only_missing: fine-tuning: apply the policy only to the parameters a checkpoint did
+            not provide, and keep every loaded one bit for bit. ``True`` reads Hugging Face's
+            loading marks (``from_pretrained`` marks what it loaded: a new head is
+            unmarked); a state dict or a checkpoint path gives the provided names, relative
+            to the LightningModule. See :func:`lightning_init.policy.missing_parameters`.
 
     Raises:
         TypeError: ``check`` or ``diagnostics`` is neither a bool nor a mapping.
@@ -108,9 +113,13 @@ class InitCallback(Callback):
         policy: str | dict[str, Any] | None = None,
         check: bool | dict[str, Any] = True,
         diagnostics: bool | dict[str, Any] = True,
+        only_missing: bool | str | os.PathLike | Mapping[str, Any] = False,
     ) -> None:
         self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
+        if only_missing is not False:
+            self._arguments["only_missing"] = only_missing
         self._policy = _load_policy(policy)
+        self._only_missing = only_missing
         self._check_options = _options("check", check, _check.CheckOptions)
         diagnostics_options = _options("diagnostics", diagnostics, _diagnostics.DiagnosticsOptions)
         self._diagnostics = (
@@ -193,7 +202,8 @@ class InitCallback(Callback):
             if self._policy is not None:
                 self._seed = self._shared_seed(trainer)
                 if _has_tensors(pl_module):
-                    self._reports.append(self._policy.apply(pl_module, seed=self._seed))
+                    self._reports.append(self._policy.apply(pl_module, seed=self._seed,
+                                                            only=self._missing(pl_module)))
                     _raise_if_meta_left(pl_module)
             self._setup_modules = list(pl_module.modules())
         if self._diagnostics is not None:
@@ -215,8 +225,13 @@ class InitCallback(Callback):
             return
         if self._policy is not None:
             known = {id(module) for module in self._setup_modules}
-            for name, module in _modules_added_since(pl_module, known):
-                self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name))
+            added = _modules_added_since(pl_module, known)
+            missing = self._missing(pl_module) if added else None
+            for name, module in added:
+                only = None if missing is None else [n for n in missing
+                                                     if n.startswith(name + ".")]
+                self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name,
+                                                        only=only))
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._applied = True
@@ -266,6 +281,14 @@ class InitCallback(Callback):
             self._diagnostics.on_exception(trainer, pl_module, exception)
 
     # --------------------------------------------------------------------------- helpers
+
+    def _missing(self, pl_module: LightningModule) -> list[str] | None:
+        """The parameters to initialize under ``only_missing`` (``None``: all of them)."""
+        if self._only_missing is False:
+            return None
+        from lightning_init.policy import missing_parameters
+
+        return missing_parameters(pl_module, self._only_missing)
 
     def _shared_seed(self, trainer: Trainer) -> int | None:
         """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""
