@@ -417,23 +417,20 @@ class TorchEncoder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
 
-def _attention_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, nn.Module]]:
-    """(role, weight, module) for q, k, v, out and the MLP, for both layouts above."""
-    found: list[tuple[str, torch.Tensor, nn.Module]] = []
+def _attention_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(role, weight) for q, k, v, out and the MLP, for both layouts above."""
+    found: list[tuple[str, torch.Tensor]] = []
     for module in model.modules():
         if isinstance(module, _FairseqLayer):
             attn = module.self_attn
-            found += [("q", attn.q_proj.weight, attn.q_proj), ("k", attn.k_proj.weight, attn.k_proj),
-                      ("v", attn.v_proj.weight, attn.v_proj),
-                      ("out", attn.out_proj.weight, attn.out_proj),
-                      ("mlp", module.fc1.weight, module.fc1), ("mlp", module.fc2.weight, module.fc2)]
+            found += [("q", attn.q_proj.weight), ("k", attn.k_proj.weight),
+                      ("v", attn.v_proj.weight), ("out", attn.out_proj.weight),
+                      ("mlp", module.fc1.weight), ("mlp", module.fc2.weight)]
         elif isinstance(module, nn.TransformerEncoderLayer):
             attn = module.self_attn
             q, k, v = attn.in_proj_weight.data.chunk(3)
-            found += [("q", q, attn), ("k", k, attn), ("v", v, attn),
-                      ("out", attn.out_proj.weight, attn.out_proj),
-                      ("mlp", module.linear1.weight, module.linear1),
-                      ("mlp", module.linear2.weight, module.linear2)]
+            found += [("q", q), ("k", k), ("v", v), ("out", attn.out_proj.weight),
+                      ("mlp", module.linear1.weight), ("mlp", module.linear2.weight)]
     return found
 
 
@@ -448,7 +445,7 @@ def deepnet_reference(model: nn.Module, n_layers: int) -> None:
     microsoft/torchscale's encoder builds them."""
     beta = (8 * n_layers) ** -0.25
     with torch.no_grad():
-        for role, weight, _ in _attention_weights(model):
+        for role, weight in _attention_weights(model):
             nn.init.xavier_normal_(weight, gain=1.0 if role in ("q", "k") else beta)
         embed = model.embed_tokens
         nn.init.normal_(embed.weight, mean=0, std=embed.embedding_dim ** -0.5)
@@ -463,7 +460,7 @@ def t_fixup_reference(model: nn.Module, n_layers: int) -> None:
     TransformerEncoder's embedding scaling (layer6ai-labs/T-Fixup)."""
     scale = 0.67 * n_layers ** (-1.0 / 4.0)
     with torch.no_grad():
-        for role, weight, _ in _attention_weights(model):
+        for role, weight in _attention_weights(model):
             if role in ("q", "k", "v"):
                 nn.init.xavier_uniform_(weight, gain=1 / math.sqrt(2))
             else:

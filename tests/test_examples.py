@@ -45,7 +45,9 @@ def test_quickstart_trains_prints_the_check_and_writes_tensorboard(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "script",
-    ["cnn_dcgan.py", "lstm_classifier.py", "gpt_small.py", "finetune.py"],
+    ["cnn_dcgan.py", "lstm_classifier.py", "finetune.py",
+     pytest.param("gpt_small.py", marks=pytest.mark.xfail(
+         strict=True, reason="needs expressions (part 1): the gpt2 preset counts n_layer"))],
 )
 def test_preset_examples_run(script: str, tmp_path: Path) -> None:
     output = run_example(

@@ -83,7 +83,7 @@ def test_hf_loading_marks_name_the_new_head(saved):
 
 
 def test_only_from_a_state_dict_or_a_checkpoint_file(saved, tmp_path):
-    root, _, body_state = saved
+    _, _, body_state = saved
     model = transformers.BertForSequenceClassification(transformers.BertConfig(**CONFIG))
     model.bert.load_state_dict(body_state)
     wrapped = {f"bert.{name}": tensor for name, tensor in body_state.items()}

@@ -20,14 +20,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import _arch
 import pytest
 import torch
+from _parity import apply_quietly, compare, pooled
+from _preset_expand import expanded_policy, uses_expressions
 from torch import nn
 
 from lightning_init.policy import InitPolicy
-import _arch
-from _parity import apply_quietly, compare, pooled
-from _preset_expand import expanded_policy, uses_expressions
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -136,7 +136,8 @@ FAMILIES = {
         "resnet_zero_init_last", lambda d: _arch.TorchvisionResNet(d // 2, width=32),
         lambda m, d: _arch.torchvision_resnet_reference(m, zero_init_residual=True)),
     "resnet_zero_init_last/torchvision-bottleneck": Family(
-        "resnet_zero_init_last", lambda d: _arch.TorchvisionResNet(d // 2, bottleneck=True, width=32),
+        "resnet_zero_init_last",
+        lambda d: _arch.TorchvisionResNet(d // 2, bottleneck=True, width=32),
         lambda m, d: _arch.torchvision_resnet_reference(m, zero_init_residual=True)),
     "olmo_mitchell": Family("olmo_mitchell", _arch.Olmo,
                             lambda m, d: _arch.olmo_reference(m, "mitchell")),
@@ -151,8 +152,9 @@ FAMILIES = {
     "t_fixup/torch": Family("t_fixup", _arch.TorchEncoder, _arch.t_fixup_reference),
     "fixup": Family("fixup", lambda d: _arch.FixupResNet(d // 2, width=32),
                     lambda m, d: _arch.fixup_reference(m)),
-    "fixup/bottleneck": Family("fixup", lambda d: _arch.FixupResNet(d // 2, bottleneck=True, width=32),
-                               lambda m, d: _arch.fixup_reference(m)),
+    "fixup/bottleneck": Family(
+        "fixup", lambda d: _arch.FixupResNet(d // 2, bottleneck=True, width=32),
+        lambda m, d: _arch.fixup_reference(m)),
 }
 
 DEPTHS = (2, 4, 12)
