@@ -203,7 +203,7 @@ class InitCallback(Callback):
                 self._seed = self._shared_seed(trainer)
                 if _has_tensors(pl_module):
                     self._reports.append(self._policy.apply(pl_module, seed=self._seed,
-                                                            only=self._missing(pl_module)))
+                                                            **self._only(pl_module)))
                     _raise_if_meta_left(pl_module)
             self._setup_modules = list(pl_module.modules())
         if self._diagnostics is not None:
@@ -226,12 +226,12 @@ class InitCallback(Callback):
         if self._policy is not None:
             known = {id(module) for module in self._setup_modules}
             added = _modules_added_since(pl_module, known)
-            missing = self._missing(pl_module) if added else None
+            only = self._only(pl_module) if added else {}
             for name, module in added:
-                only = None if missing is None else [n for n in missing
-                                                     if n.startswith(name + ".")]
+                within = {key: [n for n in names if n.startswith(name + ".")]
+                          for key, names in only.items()}
                 self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name,
-                                                        only=only))
+                                                        **within))
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._applied = True
@@ -282,13 +282,13 @@ class InitCallback(Callback):
 
     # --------------------------------------------------------------------------- helpers
 
-    def _missing(self, pl_module: LightningModule) -> list[str] | None:
-        """The parameters to initialize under ``only_missing`` (``None``: all of them)."""
+    def _only(self, pl_module: LightningModule) -> dict[str, list[str]]:
+        """``{"only": names}`` for ``apply`` under ``only_missing``, else ``{}``."""
         if self._only_missing is False:
-            return None
+            return {}
         from lightning_init.policy import missing_parameters
 
-        return missing_parameters(pl_module, self._only_missing)
+        return {"only": missing_parameters(pl_module, self._only_missing)}
 
     def _shared_seed(self, trainer: Trainer) -> int | None:
         """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""
