@@ -130,6 +130,11 @@ class InitCallback(Callback):
         diagnostics: ``True``, ``False``,
             :class:`~lightning_init.diagnostics.DiagnosticsOptions` or a mapping of them
             (e.g. ``{"every_n_steps": 10}``).
+        only_missing: fine-tuning: apply the policy only to the parameters a checkpoint did
+            not provide, and keep every loaded one bit for bit. ``True`` reads Hugging Face's
+            loading marks (``from_pretrained`` marks what it loaded: a new head is
+            unmarked); a state dict or a checkpoint path gives the provided names, relative
+            to the LightningModule. See :func:`lightning_init.policy.missing_parameters`.
 
     Raises:
         TypeError: ``policy``, ``check`` or ``diagnostics`` is of a type it cannot be.
@@ -153,8 +158,12 @@ class InitCallback(Callback):
         check: bool | dict[str, Any] | CheckOptions = True,
         diagnostics: bool | dict[str, Any] | DiagnosticsOptions = True,
         overwrite_loaded: bool = False,
+        only_missing: bool | str | os.PathLike[str] | Mapping[str, Any] = False,
     ) -> None:
         self._arguments = {"policy": policy, "check": check, "diagnostics": diagnostics}
+        if only_missing is not False:
+            self._arguments["only_missing"] = only_missing
+        self._only_missing = only_missing
         if not isinstance(overwrite_loaded, bool):
             raise TypeError(
                 f"InitCallback(overwrite_loaded=...) takes True or False, got {overwrite_loaded!r}"
@@ -228,7 +237,9 @@ class InitCallback(Callback):
         self._fit = _Fit()
         if stage == "fit" and not self._record.applied:
             self._fit.keep_loaded = _keeps_loaded_weights(
-                trainer, pl_module, self._policy, overwrite=self._overwrite_loaded
+                trainer, pl_module, self._policy,
+                # only_missing names what to initialize: the loaded weights are kept anyway
+                overwrite=self._overwrite_loaded or self._only_missing is not False,
             )
             self._initialize(trainer, pl_module)
             deferred = self._fit.lazy_deferred is not None
@@ -276,7 +287,8 @@ class InitCallback(Callback):
         self._record.seed = self._shared_seed(trainer)
         if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
             with _visible_through_teardown(pl_module):
-                self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed))
+                self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed,
+                                                            **self._only(pl_module)))
             _raise_if_meta_left(pl_module)
 
     def _initialize_added(
@@ -285,10 +297,14 @@ class InitCallback(Callback):
         """Apply the policy to the modules built since ``setup``; record the weights."""
         if self._policy is not None and not self._fit.keep_loaded:
             known = {id(module) for module in known_modules}
-            for name, module in _modules_added_since(pl_module, known):
+            added = _modules_added_since(pl_module, known)
+            only = self._only(pl_module) if added else {}
+            for name, module in added:
+                within = {key: [n for n in names if n.startswith(name + ".")]
+                          for key, names in only.items()}
                 with _visible_through_teardown(pl_module):
                     self._fit.reports.append(
-                        self._policy.apply(module, seed=self._record.seed, prefix=name)
+                        self._policy.apply(module, seed=self._record.seed, prefix=name, **within)
                     )
         fingerprint = weights_fingerprint(pl_module)
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
@@ -303,6 +319,14 @@ class InitCallback(Callback):
             self._record.policy_name = _policy_label(self._policy)
             self._record.fingerprint = self._record.seed = None
         self._fit.reports = []
+
+    def _only(self, pl_module: LightningModule) -> dict[str, list[str]]:
+        """``{"only": names}`` for ``apply`` under ``only_missing``, else ``{}``."""
+        if self._only_missing is False:
+            return {}
+        from lightning_init.policy import missing_parameters
+
+        return {"only": missing_parameters(pl_module, self._only_missing)}
 
     def _shared_seed(self, trainer: Trainer) -> int | None:
         """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""

@@ -45,7 +45,7 @@ def test_quickstart_trains_prints_the_check_and_writes_tensorboard(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "script",
-    ["cnn_dcgan.py", "lstm_classifier.py", "gpt_small.py", "finetune.py"],
+    ["cnn_dcgan.py", "lstm_classifier.py", "finetune.py", "gpt_small.py"],
 )
 def test_preset_examples_run(script: str, tmp_path: Path) -> None:
     output = run_example(

@@ -267,8 +267,8 @@ def test_load_forms_pickle_repr_and_presets(tmp_path):
     restored = pickle.loads(pickle.dumps(InitPolicy.load(path)))
     assert restored == InitPolicy.load(path) and restored.source == str(path)
     assert "from-file" in repr(restored)
-    assert set(list_presets()) == {"pytorch_default", "kaiming_relu", "xavier", "lecun_selu",
-                                   "dcgan", "lstm", "gpt2", "bert"}
+    assert set(list_presets()) >= {"pytorch_default", "kaiming_relu", "xavier", "lecun_selu",
+                                   "dcgan", "lstm", "gpt2", "bert"}  # issue 16 adds presets
 
 
 def test_measured_statistics_match_torch_on_large_and_small_tensors():

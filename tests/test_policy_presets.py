@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import _arch
 import pytest
 import torch
 from torch import nn
@@ -60,9 +61,63 @@ class Bert(nn.Module):
                                     for _ in range(2))
 
 
+class LlamaLike(nn.Module):
+    """HF LLaMA's names; projections with biases (as Qwen2's q, k, v have)."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(100, d)
+        self.q_proj, self.o_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.input_layernorm, self.norm = nn.RMSNorm(d), nn.RMSNorm(d)
+        self.lm_head = nn.Linear(d, 100)
+
+
+class ViTEmbeddings(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 17, d))
+        self.projection = nn.Conv2d(3, d, 8, stride=8)
+
+
+class ViTLike(nn.Module):
+    """HF ViT's names (embeddings.cls_token, ...), with a mask token."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.embeddings = ViTEmbeddings(d)
+        self.fc1, self.fc2, self.layernorm = nn.Linear(d, 2 * d), nn.Linear(2 * d, d), \
+            nn.LayerNorm(d)
+        self.classifier = nn.Linear(d, 10)
+
+
+class TimmViTWithRegisters(_arch.TimmViT):
+    def __init__(self):
+        super().__init__(2, d=32)
+        self.reg_token = nn.Parameter(torch.zeros(1, 4, 32))
+
+
+def neox():
+    transformers = pytest.importorskip("transformers")
+    return transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+        vocab_size=100))
+
+
 MODELS = {
     "pytorch_default": mlp, "kaiming_relu": cnn, "xavier": mlp, "lecun_selu": mlp,
     "dcgan": cnn, "lstm": LSTMNet, "gpt2": GPT, "bert": Bert,
+    "bert_tf": Bert, "llama": LlamaLike, "vit": ViTLike, "vit_timm": TimmViTWithRegisters,
+    "vit_jax": TimmViTWithRegisters,
+    "resnet": lambda: _arch.TorchvisionResNet(1, width=16),
+    "resnet_zero_init_last": lambda: _arch.TorchvisionResNet(1, width=16),
+    "olmo_mitchell": lambda: _arch.Olmo(2, d=32, vocab=100),
+    "olmo_full_megatron": lambda: _arch.Olmo(2, d=32, vocab=100),
+    "llama3_depth_init": lambda: _arch.TitanLlama3(2, d=32, vocab=100), "neox": neox,
+    "deepnet": lambda: _arch.FairseqEncoder(2, d=32, vocab=100),
+    "t_fixup": lambda: _arch.FairseqEncoder(2, d=32, vocab=100),
+    "fixup": lambda: _arch.FixupResNet(1, width=16),
 }
 
 
@@ -105,7 +160,7 @@ def test_dcgan_and_bert_statistics():
     InitPolicy.from_preset("dcgan").apply(model, seed=0)
     assert model[1].weight.mean().item() == pytest.approx(1.0, abs=0.02)
     assert model[3].weight.std().item() == pytest.approx(0.02, rel=0.1)
-    bert = Bert()
-    InitPolicy.from_preset("bert").apply(bert, seed=0)
+    bert = Bert()  # the truncated variant is TF BERT's; HF's BERT does not truncate (issue 16)
+    InitPolicy.from_preset("bert_tf").apply(bert, seed=0)
     weight = bert.layers[0][0].weight
     assert weight.abs().max().item() <= 0.04 and bert.word_embeddings.weight[0].eq(0).all()

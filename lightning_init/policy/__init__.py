@@ -10,7 +10,9 @@ initializers a policy can name. Inside, one module per step:
 - ``_snapshot``: what an apply may change, copied first and put back on any failure;
 - ``targets``: where a value lands (parametrizations, ``weight_norm``, DTensor shards);
 - ``reports``: the plan and report tables;
-- ``presets``: the shipped YAML presets.
+- ``presets``: the shipped YAML presets; ``coverage``: the warning when a preset leaves
+  weights alone (a model of another family);
+- ``finetune``: the parameters a checkpoint lacks, for ``apply(model, only=...)``.
 
 Names are imported on first use, so ``lightning_init.policy.presets`` answers without torch.
 
@@ -32,8 +34,10 @@ __all__ = [
     "PlanEntry",
     "PolicyPlan",
     "TiedParameterWarning",
+    "UncoveredWeightWarning",
     "UnusedRuleWarning",
     "list_presets",
+    "missing_parameters",
 ]
 
 _LAZY = {
@@ -43,11 +47,15 @@ _LAZY = {
     "PlanEntry": "lightning_init.policy.reports",
     "PolicyPlan": "lightning_init.policy.reports",
     "TiedParameterWarning": "lightning_init.policy.plan",
+    "UncoveredWeightWarning": "lightning_init.policy.coverage",
     "UnusedRuleWarning": "lightning_init.policy.plan",
     "list_presets": "lightning_init.policy.presets",
+    "missing_parameters": "lightning_init.policy.finetune",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lightning_init.policy.coverage import UncoveredWeightWarning
+    from lightning_init.policy.finetune import missing_parameters
     from lightning_init.policy.init_policy import InitPolicy
     from lightning_init.policy.plan import TiedParameterWarning, UnusedRuleWarning
     from lightning_init.policy.presets import list_presets

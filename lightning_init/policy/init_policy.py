@@ -14,7 +14,7 @@ The schema is described in :mod:`lightning_init.policy.schema`, the initializers
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,9 @@ from torch import nn
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import LinedDict, load_yaml
 from lightning_init.errors import PolicyError
+from lightning_init.policy._only import restrict
 from lightning_init.policy.apply import apply_plan, measure
+from lightning_init.policy.coverage import warn_uncovered
 from lightning_init.policy.plan import Plan, build_plan
 from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.reports import InitReport, PlanEntry, PolicyPlan
@@ -72,6 +74,7 @@ class InitPolicy:
         self.source = source
         self.variables = dict(variables or {})
         self._raw = raw
+        self._preset: str | None = None  # a shipped preset warns about weights it leaves alone
 
     # ---- construction
 
@@ -130,7 +133,9 @@ class InitPolicy:
         if key not in paths:
             raise PolicyError(f"unknown preset {name!r}.{did_you_mean(name, paths)} "
                               f"Presets: {format_choices(paths)}")
-        return cls.from_yaml(paths[key])
+        policy = cls.from_yaml(paths[key])
+        policy._preset = key
+        return policy
 
     @classmethod
     def load(cls, spec: str | os.PathLike[str] | Mapping[str, Any] | InitPolicy) -> InitPolicy:
@@ -159,11 +164,12 @@ class InitPolicy:
     # ---- pickling and repr
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"raw": self._raw, "source": self.source}
+        return {"raw": self._raw, "source": self.source, "preset": self._preset}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         other = InitPolicy.from_dict(state["raw"], source=state["source"])
         self.__dict__.update(other.__dict__)
+        self._preset = state.get("preset")
 
     def __repr__(self) -> str:
         where = f", source={self.source!r}" if self.source else ""
@@ -178,13 +184,20 @@ class InitPolicy:
 
     # ---- use
 
-    def _plan(self, model: nn.Module, *, recurse: bool, prefix: str) -> Plan:
+    def _plan(self, model: nn.Module, *, recurse: bool, prefix: str,
+              only: Iterable[str] | None = None) -> Plan:
         schema = Schema(rules=self.rules, default=self.default, skip=self.skip,
                         strict=self.strict, source=self.source, name=self.name, seed=self.seed,
                         variables=self.variables)
-        return build_plan(schema, model, recurse=recurse, prefix=prefix)
+        plan = build_plan(schema, model, recurse=recurse, prefix=prefix)
+        if only is not None:
+            plan = restrict(plan, only, model, prefix=prefix)
+        if self._preset is not None and recurse:
+            warn_uncovered(self._preset, model, plan.left_alone, prefix=prefix)
+        return plan
 
-    def explain(self, model: nn.Module, *, recurse: bool = True, prefix: str = "") -> PolicyPlan:
+    def explain(self, model: nn.Module, *, recurse: bool = True, prefix: str = "",
+                only: Iterable[str] | None = None) -> PolicyPlan:
         """Dry run: what :meth:`apply` would do to ``model``; changes nothing.
 
         Each row shows the initializer with its arguments evaluated for that parameter; a
@@ -205,12 +218,13 @@ class InitPolicy:
             >>> plan.entries[0].initializer, plan.variables
             ('normal(std=0.02 / sqrt(n_layer) -> 0.01)', {'n_layer': 4.0})
         """
-        plan = self._plan(model, recurse=recurse, prefix=prefix)
+        plan = self._plan(model, recurse=recurse, prefix=prefix, only=only)
         return PolicyPlan(self.name, [PlanEntry.of(item) for item in plan.items],
                           plan.left_alone, plan.unused_rules, plan.variables)
 
     def apply(self, model: nn.Module, *, seed: int | None = None, recurse: bool = True,
-              prefix: str = "", device: torch.device | str | None = None) -> InitReport:
+              prefix: str = "", device: torch.device | str | None = None,
+              only: Iterable[str] | None = None) -> InitReport:
         """Initialize ``model``'s parameters by the policy, atomically; return a report.
 
         Args:
@@ -220,9 +234,14 @@ class InitPolicy:
             prefix: prepended to qualified names (for matching, seeds and the report).
             device: where meta-device parameters are materialized (default: the default
                 device).
+            only: qualified parameter names: initialize these and leave every other
+                parameter as it is (the parameters a checkpoint lacks, e.g. HF's
+                ``loading_info["missing_keys"]``; see
+                :func:`~lightning_init.policy.missing_parameters`).
 
         Raises:
-            PolicyError: the policy does not fit the model; nothing was changed.
+            PolicyError: the policy does not fit the model, or ``only`` names a parameter
+                the model does not have; nothing was changed.
 
         Example:
             >>> policy = InitPolicy.from_dict({"seed": 1, "rules": [
@@ -232,7 +251,7 @@ class InitPolicy:
             >>> torch.equal(a.weight, b.weight)
             True
         """
-        plan = self._plan(model, recurse=recurse, prefix=prefix)
+        plan = self._plan(model, recurse=recurse, prefix=prefix, only=only)
         written = apply_plan(plan, model, seed=self.seed if seed is None else seed,
                              prefix=prefix, source=self.source, recurse=recurse, device=device)
         return InitReport(self.name, measure(written), plan.left_alone, plan.unused_rules,
