@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "closest",
     "did_you_mean",
+    "edit_distance",
     "format_choices",
     "format_number",
     "markdown_table",
@@ -39,6 +40,24 @@ def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | 
         # Short words (std, val, a, b) differ by a transposition: try sorted letters.
         hits = [n for n in normalized if sorted(n) == sorted(key)][:1]
     return normalized[hits[0]] if hits else None
+
+
+def edit_distance(a: str, b: str) -> int:
+    """The Levenshtein distance: insertions, deletions and substitutions turning ``a`` into
+    ``b`` (Levenshtein 1966).
+
+    Example:
+        >>> edit_distance("bais", "bias"), edit_distance("mask_token", "cls_token")
+        (2, 3)
+    """
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

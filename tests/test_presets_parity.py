@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -241,3 +242,15 @@ def test_bert_padding_row_is_zero_and_not_truncated():
     embedding = model.bert.embeddings.word_embeddings
     assert embedding.padding_idx == 0 and embedding.weight[0].eq(0).all()
     assert embedding.weight.abs().max().item() > 0.06  # 3 std: not cut at 2 std
+
+
+@pytest.mark.parametrize("key", sorted(FAMILIES))
+def test_a_preset_on_its_own_family_applies_without_a_warning(key):
+    """The presets' rules are optional and written for several layouts of a family: a key
+    another layout has (ViT's ``mask_token``), a tie that two rules fill alike (BERT-MLM's
+    decoder bias) and a ``bias=False`` layer warn about nothing."""
+    family = FAMILIES[key]
+    model = family.build(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        InitPolicy.from_preset(family.preset).apply(model, seed=0)

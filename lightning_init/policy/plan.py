@@ -22,7 +22,7 @@ from torch import nn
 
 from lightning_init._layouts import layout_of
 from lightning_init._model_vars import DERIVED_VARIABLES, model_variables, parameter_variables
-from lightning_init._text import did_you_mean, format_choices
+from lightning_init._text import did_you_mean, edit_distance, format_choices
 from lightning_init.errors import PolicyError
 from lightning_init.policy.initializers import Initializer
 from lightning_init.policy.schema import Rule, Schema
@@ -250,7 +250,9 @@ class _Planner:
             self._unruled(target)
             return
         name, rule, initializer = claims[0]
-        others = [(other_name, other) for other_name, other, _ in claims if other is not rule]
+        # two rules that give the same initializer do not conflict
+        others = [(other_name, other) for other_name, other, other_init in claims
+                  if other is not rule and _described(other_init) != _described(initializer)]
         if others:
             other_name, other = others[0]
             _warn(f"tied parameter {target.qualified_name!r} (also {', '.join(target.aliases)}) "
@@ -372,7 +374,8 @@ class _Planner:
         """A parameter key that no matched module has: a typo?
 
         A key that only names parameters the modules were built without (``bias=False``) is
-        no typo: silent for an optional rule, a plainer warning for another.
+        no typo: a plainer warning. An optional rule warns only about a near miss (at most two
+        edits from a parameter its modules have).
         """
         for rule in self.schema.rules:
             names = self.own_names[rule.index]
@@ -381,9 +384,11 @@ class _Planner:
             for key, _ in rule.params:
                 if fnmatch.filter(names, key):
                     continue
+                # an optional rule (the presets') is written for several layouts of a family:
+                # a key another layout has ('mask_token') is fine, a misspelling ('bais') is not
+                if rule.optional and not any(edit_distance(key, name) <= 2 for name in names):
+                    continue
                 if fnmatch.filter(self.absent_names[rule.index], key):
-                    if rule.optional:
-                        continue
                     message = (f"{rule.label}: key {key!r} names a parameter that every module "
                                f"the rule matches was built without (such as bias=False); "
                                f"'optional: true' on the rule silences this")
@@ -408,6 +413,10 @@ class _Planner:
                 raise PolicyError(message + " (strict: true)", where="skip",
                                   source=self.schema.source)
             _warn(message, UnusedRuleWarning)
+
+
+def _described(initializer: Initializer | None) -> str | None:
+    return None if initializer is None else initializer.describe()
 
 
 def _key_typos(rule: Rule, names: set[str]) -> str:
