@@ -28,10 +28,11 @@ from lightning_init._check_measure import (
     STAT_FIELDS,
     call_model,
     first_float_tensor,
+    gradients,
     loss_from_step_output,
     no_side_effects,
+    norms,
     recording,
-    safe_norm,
     surrogate_loss,
     tensors_in,
 )
@@ -183,6 +184,9 @@ def _measure(
     """The shared core: hooks, one pass (``run`` returns loss, its source and the output),
     gradients with ``autograd.grad``, one host transfer, verdicts."""
     notes: list[str] = []
+    # Before the forward: FSDP2 swaps a root module's sharded parameters for gathered copies
+    # until its backward.
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     with no_side_effects(model), recording(model) as record:
         loss, loss_source, output = run()
         if loss is None:
@@ -193,10 +197,9 @@ def _measure(
             notes.append("no loss given: gradients are those of a surrogate loss, a fixed random "
                          "projection of the output (unit backward signal); gradient verdicts "
                          "assume it")
-        named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
         grads: list[torch.Tensor | None] = [None] * len(named)
         if named and loss.requires_grad:
-            grads = list(torch.autograd.grad(loss, [p for _, p in named], allow_unused=True))
+            grads = gradients(model, loss, [p for _, p in named])
         elif not named:
             notes.append("no trainable parameters: no gradient measured")
         else:
@@ -208,8 +211,8 @@ def _measure(
         device = loss.device
         layer_stats = (torch.stack([s.to(device) for s in record.stats]) if record.stats
                        else torch.zeros((0, len(STAT_FIELDS)), device=device))
-        weight_norms = [safe_norm(p).to(device) for _, p in named]
-        grad_norms = [safe_norm(g).to(device) for g in grads if g is not None]
+        weight_norms = [n.to(device) for n in norms([p for _, p in named])]
+        grad_norms = [n.to(device) for n in norms([g for g in grads if g is not None])]
         input_nonfinite = [(~torch.isfinite(t.detach())).sum().float().to(device)
                            for t in tensors_in(inputs) if t.is_floating_point()]
         flat = torch.cat([

@@ -61,9 +61,6 @@ def _xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-_CHECK_CRASHES = "the check crashes on DTensor parameters (torch.cat of DTensor and Tensor)"
-
-
 def _finished(run: dict[str, Any], case: str) -> list[dict[str, Any]]:
     results = run[case]
     errors = [r.get("traceback", r.get("error")) for r in results if "error" in r]
@@ -85,19 +82,16 @@ def _scalars(log_dir: str) -> dict[str, dict[int, float]]:
             for tag in events.Tags()["scalars"]}
 
 
-@_xfail(_CHECK_CRASHES)
 def test_the_launch_exits_cleanly(run: dict[str, Any]) -> None:
     assert run["code"] == 0, run["stderr"]
 
 
-@_xfail(_CHECK_CRASHES)
 @pytest.mark.parametrize("case", ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded"])
 def test_fit_finishes(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)
     assert all(r["state"]["applied"] for r in results)
 
 
-@_xfail(_CHECK_CRASHES)
 @pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
 def test_full_weights_equal_an_unsharded_models(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)
