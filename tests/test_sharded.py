@@ -114,7 +114,6 @@ _STATISTICS = {
 }
 
 
-@_xfail("the diagnostics log each rank's shard as if it were the parameter")
 @pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
 def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)

@@ -12,9 +12,12 @@ At a logged optimizer step ``t`` (``trainer.global_step`` when ``on_before_optim
 3. ``on_train_batch_end`` (after the step): ``||w_(t+1) - w_t||``, the cross-rank reduction of
    the activation statistics, then ONE host transfer, the alerts, and the writes at step ``t``.
 
-Under DDP the gradients and weights are equal on every rank, so only rank zero reads them; the
-activations are all-reduced (two small collectives per logged step, on every rank, also on a
-rank whose diagnostics failed: a rank that skipped them would leave the others waiting).
+Under DDP the gradients and weights are equal on every rank, so only rank zero reads them. Under
+FSDP2 and tensor parallelism (DTensor parameters) every rank measures its shards and the full
+tensors' statistics come from the reduced partial sums (``_sharded``: a few collectives per
+logged step, on every rank); rank zero writes. The activations are all-reduced (two small
+collectives per logged step, on every rank, also on a rank whose diagnostics failed: a rank
+that skipped them would leave the others waiting).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lightning_init._distributed import full_histograms, is_dtensor
 from lightning_init._hooks import HookHandles
 from lightning_init._sparse import coalesced, stored_values
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
 from lightning_init.diagnostics._options import DiagnosticsOptions
+from lightning_init.diagnostics._sharded import Precomputed, ShardedSnapshot, sharded_rows
 from lightning_init.diagnostics._stats import (
     ABSMAX,
     EXACT_STD,
@@ -86,6 +91,7 @@ class _Pending:
     grads: list[Tensor]
     weight_batch: TensorBatch | None = None  # holds the snapshot for the update ratio
     histograms: list[tuple[list[str], Tensor]] = field(default_factory=list)
+    grad_nonfinite: Tensor | None = None  # sharded parameters: counted with the statistics
 
 
 class _ActivationRecord:
@@ -155,7 +161,8 @@ class TrainingDiagnostics:
     :class:`DiagnosticsWarning` s on rank zero, each once.
 
     Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
-    that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
+    that optimizer. DTensor parameters (FSDP2, tensor parallel) are measured as their full
+    tensors; other sharded parameters (FSDP1, DeepSpeed) as the local shard. Sparse gradients
     (``nn.Embedding(sparse=True)``) are measured as their dense equivalents from their values.
 
     Args:
@@ -179,6 +186,7 @@ class TrainingDiagnostics:
         self._alerts = Alerts()
         self._hooks = HookHandles()
         self._watched: list[tuple[str, nn.Parameter]] | None = None
+        self._sharded = False  # DTensor parameters: every rank measures, collectively
         self._leaf_modules: list[tuple[str, nn.Module]] = []
         self._activations: dict[str, _ActivationRecord] = {}
         self._activation_step: int | None = None
@@ -239,7 +247,7 @@ class TrainingDiagnostics:
             # Every rank reduces the activations at the end of this step, even after a local
             # failure: a rank that skipped the collective would leave the others waiting.
             self._reduce_step = step
-        if self._failed or not trainer.is_global_zero:
+        if self._failed or not (trainer.is_global_zero or self._sharded):
             return
         if self._watched is None:
             self._collect(pl_module)
@@ -259,6 +267,10 @@ class TrainingDiagnostics:
             self._remove_activation_hooks()
         if self._hook_error is not None and not self._failed:
             self._fail(f"an activation hook failed: {self._hook_error!r}")
+        if self._sharded and self._pending and not self._failed:
+            self._reduce_sharded_updates()
+            if not trainer.is_global_zero:
+                self._pending = []
         if self._pending:
             pending, self._pending = self._pending, []
             if not self._failed:
@@ -348,6 +360,7 @@ class TrainingDiagnostics:
                 if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
                     row_sparse.add(name)
         self._watched = watched
+        self._sharded = any(is_dtensor(param) for _, param in watched)
         self._leaf_modules = leaves
         self._row_sparse = row_sparse
         device = getattr(pl_module, "device", None)
@@ -405,6 +418,8 @@ class TrainingDiagnostics:
         ]
         if not params:
             return self._empty_pending(step)
+        if self._sharded:
+            return self._measure_sharded(step, params)
         names = [name for name, _ in params]
         weights = [p.detach() for _, p in params]
         weight_batch = self._batch("weight", names, weights)
@@ -447,6 +462,45 @@ class TrainingDiagnostics:
                      sparse_histograms([grads[k] for k in sparse], bins, samples))
                 )
         return pending
+
+    @torch.no_grad()
+    def _measure_sharded(self, step: int, params: list[tuple[str, nn.Parameter]]) -> _Pending:
+        """Every rank: the full tensors' statistics from the shards (see ``_sharded``)."""
+        names = [name for name, _ in params]
+        weights = [p.detach() for _, p in params]
+        weight_stats, _ = sharded_rows(weights)
+        grad_rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
+        grads = [params[i][1].grad.detach() for i in grad_rows]  # type: ignore[union-attr]
+        grad_stats, nonfinite = sharded_rows(grads) if grads else (None, None)
+        snapshot = ShardedSnapshot(weights) if self.options.update_ratio else None
+        pending = _Pending(
+            step, names, [w.numel() for w in weights], weights, weight_stats, grad_rows,
+            grad_stats, grads, snapshot, grad_nonfinite=nonfinite,  # type: ignore[arg-type]
+        )
+        if self.options.histograms:
+            bins, samples = self.options.histogram_bins, self.options.histogram_max_samples
+            pending.histograms.append(
+                ([f"weight_hist/{name}" for name in names],
+                 full_histograms(weights, bins, samples))
+            )
+            if grads:
+                pending.histograms.append(
+                    ([f"grad_hist/{names[i]}" for i in grad_rows],
+                     full_histograms(grads, bins, samples))
+                )
+        return pending
+
+    def _reduce_sharded_updates(self) -> None:
+        """Every rank, after the step: the full change norms of the sharded weights."""
+        try:
+            for entry in self._pending:
+                if entry.weight_batch is not None:
+                    changes = entry.weight_batch.change_norms(entry.weights)
+                    if bool(changes.isnan().any()):
+                        raise RuntimeError("a rank could not measure its weights' change")
+                    entry.weight_batch = Precomputed(changes)  # type: ignore[assignment]
+        except Exception as error:  # never stop training
+            self._fail(f"could not measure step {self._pending[0].step}: {error!r}")
 
     @torch.no_grad()
     def _flush(
@@ -590,6 +644,8 @@ class TrainingDiagnostics:
 
     def _nonfinite_counts(self, entry: _Pending, grad: list[list[float]]) -> list[int]:
         """NaN/Inf counts; computed (a second transfer) only for non-finite gradients."""
+        if entry.grad_nonfinite is not None:
+            return [int(count) for count in entry.grad_nonfinite.tolist()]
         bad = [k for k, row in enumerate(grad) if not math.isfinite(row[NORM])]
         counts = [0] * len(grad)
         if bad:

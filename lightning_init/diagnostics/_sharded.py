@@ -1,0 +1,102 @@
+"""The diagnostics' statistics of sharded (``DTensor``) parameters: their full tensors'.
+
+Under FSDP2 and tensor parallelism no rank holds a full parameter, so every rank measures its
+shards and the ranks reduce their partial sums (:mod:`lightning_init._distributed`): a handful
+of collectives per logging step, on every rank, in the same order. Rows come in the layouts of
+:class:`~lightning_init.diagnostics._stats.TensorBatch`, so the writing side is shared.
+
+A rank whose local part fails still joins the collectives and contributes NaN, which reaches
+every rank as a NaN element count: every rank then stops its diagnostics at the same step, and
+none waits for a collective the others skip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_init._distributed import (
+    ABSMAX,
+    NONFINITE,
+    NORM,
+    NUMEL,
+    STD,
+    SUM,
+    full_stats,
+    reduce_squares,
+)
+
+__all__ = ["Precomputed", "ShardedSnapshot", "sharded_rows"]
+
+
+def _local(tensor: Tensor) -> Tensor:
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def sharded_rows(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """``TensorBatch.stats`` rows of the full tensors (the exact-std column holds the std from
+    the reduced sums) and their non-finite counts. Collective: every rank, same list.
+
+    Raises:
+        RuntimeError: another rank's part failed (this rank's own error is raised as is).
+
+    Example:
+        >>> rows, nonfinite = sharded_rows([torch.tensor([3.0, -4.0])])
+        >>> [round(v, 4) for v in rows[0].tolist()], nonfinite.tolist()
+        ([5.0, -1.0, 4.0, 4.9497], [0.0])
+    """
+    stats = full_stats(tensors)
+    if bool(stats[:, NUMEL].isnan().any()):
+        raise RuntimeError("another rank could not measure its shards")
+    columns = [stats[:, NORM], stats[:, SUM], stats[:, ABSMAX], stats[:, STD]]
+    return torch.stack(columns, 1), stats[:, NONFINITE]
+
+
+class ShardedSnapshot:
+    """This rank's shards of the weights at a logged step; :meth:`change_norms` gives the full
+    ``||w_(t+1) - w_t||`` of each after the optimizer step (one collective).
+
+    Example:
+        >>> weight = torch.ones(4)
+        >>> snapshot = ShardedSnapshot([weight])
+        >>> _ = weight.sub_(torch.tensor([0.0, 0.0, 3.0, 4.0]))
+        >>> snapshot.change_norms([weight]).tolist()
+        [5.0]
+    """
+
+    def __init__(self, weights: Sequence[Tensor]) -> None:
+        self._copies = [_local(w).detach().float().clone() for w in weights]
+
+    @torch.no_grad()
+    def change_norms(self, weights: Sequence[Tensor]) -> Tensor:
+        """Collective: every rank calls it, with the weights it was built from."""
+        try:
+            squares = torch.stack([
+                (_local(w).detach().float() - copy).square().sum().double()
+                for w, copy in zip(weights, self._copies, strict=True)
+            ])
+        except Exception:  # join the collective; NaN tells every rank
+            device = _local(weights[0]).device if weights else None
+            squares = torch.full((len(weights),), math.nan, dtype=torch.float64, device=device)
+        self._copies = []
+        return reduce_squares(squares, weights).sqrt()
+
+
+class Precomputed:
+    """Change norms reduced already, standing in for a snapshot where only rank 0 writes."""
+
+    def __init__(self, values: Tensor) -> None:
+        self.values = values
+
+    def change_norms(self, weights: Sequence[Tensor]) -> Tensor:
+        """The stored values.
+
+        Example:
+            >>> Precomputed(torch.tensor([1.0])).change_norms([]).tolist()
+            [1.0]
+        """
+        return self.values
