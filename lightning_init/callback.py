@@ -23,7 +23,7 @@ from typing_extensions import override
 # Modules, not names: attributes are looked up at call time (the wiring tests patch them).
 import lightning_init.check as _check
 import lightning_init.diagnostics as _diagnostics
-from lightning_init._fingerprint import weights_fingerprint
+from lightning_init._distributed import full_fingerprint
 from lightning_init._sample_batch import find_sample_batch, run_sample_forward
 from lightning_init.errors import InitCheckError
 
@@ -40,7 +40,8 @@ class InitCallback(Callback):
     - ``fit`` only; ``validate``, ``test`` and ``predict`` never change a weight.
     - Once: the first ``fit`` initializes; a second ``fit`` with the same callback continues
       training. ``state_dict`` records the policy's name and the fingerprint of the initialized
-      weights (:func:`~lightning_init._fingerprint.weights_fingerprint`), so a resumed run knows.
+      weights (:func:`~lightning_init._fingerprint.weights_fingerprint` of the full tensors, also
+      for sharded DTensor parameters), so a resumed run knows.
     - Never over a checkpoint: when ``fit`` resumes from ``ckpt_path`` the checkpoint's weights
       win. Modules built in ``__init__`` are initialized in ``setup`` (before the restore, which
       overwrites them); modules built in ``configure_model`` in ``on_fit_start``, skipped when
@@ -73,17 +74,14 @@ class InitCallback(Callback):
     on the meta device raises a clear error, and empty-init memory the policy leaves alone
     holds garbage.
 
-    Sharded strategies (FSDP, ModelParallelStrategy) need a GPU in Lightning and are not tested
-    here. The design for them: the shared seed makes the numbers a function of the parameter's
-    full name and shape, so a policy that fills a DTensor from the full tensor's generator gives
-    a sharded model the same weights as an unsharded one; the cross-rank fingerprint comparison
-    is skipped for DTensor parameters and non-DDP strategies (local shards differ by design).
-    Left for a GPU: an FSDP run with ``trainer.init_module(empty_init=True)`` (Lightning's FSDP
-    materializes meta modules with ``reset_parameters()`` only after ``setup``; the callback
-    materializes them in ``setup`` on the host, full size) and a ModelParallelStrategy run
-    whose ``configure_model`` parallelizes, compared to a single-device run with the same seed.
-    DeepSpeed (ZeRO-3 partitions parameters when the strategy sets up, before ``on_fit_start``)
-    is not verified across ranks and its ``configure_model`` modules are not supported yet.
+    Sharded training with Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``, tensor
+    parallel ``parallelize_module``, tested on 2 CPU ranks over gloo): a seeded policy fills each
+    DTensor from the full tensor's generator, so the full weights equal an unsharded model's;
+    the recorded fingerprint, the check's norms and the diagnostics are the full tensors' (from
+    the shards' partial sums, :mod:`lightning_init._distributed`). Not verified here,
+    as they need a GPU in Lightning: the older ``FSDPStrategy`` (the cross-rank fingerprint
+    comparison is skipped for it and for DTensor parameters) and DeepSpeed (ZeRO-3 partitions
+    parameters before ``on_fit_start``; its ``configure_model`` modules are not supported yet).
 
     Args:
         policy: a YAML path, a preset name, a mapping, an ``InitPolicy``, or ``None`` to leave
@@ -217,7 +215,7 @@ class InitCallback(Callback):
             known = {id(module) for module in self._setup_modules}
             for name, module in _modules_added_since(pl_module, known):
                 self._reports.append(self._policy.apply(module, seed=self._seed, prefix=name))
-        fingerprint = weights_fingerprint(pl_module)
+        fingerprint = full_fingerprint(pl_module)  # of the full tensors: equal on every rank
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._applied = True
         self._policy_name = _policy_label(self._policy)

@@ -99,7 +99,6 @@ def test_full_weights_equal_an_unsharded_models(run: dict[str, Any], case: str) 
     assert [r["fingerprint_at_start"] for r in results] == [expected, expected]
 
 
-@_xfail("the callback records the fingerprint of each rank's local shards")
 @pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
 def test_the_recorded_fingerprint_is_the_full_models(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)
@@ -148,7 +147,6 @@ def test_empty_init_gets_the_policy_as_its_one_initialization(
     assert all(r["plain_numel_materialized"] <= unsharded for r in results)
 
 
-@_xfail("the resumed callback re-initializes and records a new fingerprint")
 @pytest.mark.parametrize("case", ["fsdp_resume", "tp_resume"])
 def test_resume_from_the_distributed_checkpoint(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)
