@@ -25,6 +25,7 @@ import lightning_init.check as _check
 import lightning_init.diagnostics as _diagnostics
 from lightning_init._distributed import full_fingerprint
 from lightning_init._sample_batch import find_sample_batch, run_sample_forward
+from lightning_init._sharded_init import defer_to_materialization
 from lightning_init.errors import InitCheckError
 
 __all__ = ["InitCallback"]
@@ -78,7 +79,9 @@ class InitCallback(Callback):
     parallel ``parallelize_module``, tested on 2 CPU ranks over gloo): a seeded policy fills each
     DTensor from the full tensor's generator, so the full weights equal an unsharded model's;
     the recorded fingerprint, the check's norms and the diagnostics are the full tensors' (from
-    the shards' partial sums, :mod:`lightning_init._distributed`). Not verified here,
+    the shards' partial sums, :mod:`lightning_init._distributed`). A meta-device or empty-init
+    model gets the policy when the strategy materializes its shards, after ``configure_model``,
+    instead of ``reset_parameters()`` (:mod:`lightning_init._sharded_init`). Not verified here,
     as they need a GPU in Lightning: the older ``FSDPStrategy`` (the cross-rank fingerprint
     comparison is skipped for it and for DTensor parameters) and DeepSpeed (ZeRO-3 partitions
     parameters before ``on_fit_start``; its ``configure_model`` modules are not supported yet).
@@ -190,7 +193,11 @@ class InitCallback(Callback):
             self._materialize_lazy(trainer, pl_module)
             if self._policy is not None:
                 self._seed = self._shared_seed(trainer)
-                if _has_tensors(pl_module):
+                if defer_to_materialization(
+                    trainer, pl_module, self._policy, self._seed, self._reports
+                ):
+                    pass  # the strategy applies it to the shards, after configure_model
+                elif _has_tensors(pl_module):
                     self._reports.append(self._policy.apply(pl_module, seed=self._seed))
                     _raise_if_meta_left(pl_module)
             self._setup_modules = list(pl_module.modules())

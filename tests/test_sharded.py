@@ -132,7 +132,6 @@ def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) 
     assert compared > 100
 
 
-@_xfail("the policy materializes every meta parameter full size in setup, before sharding")
 @pytest.mark.parametrize("case", ["fsdp_empty", "tp_empty"])
 def test_empty_init_gets_the_policy_as_its_one_initialization(
     run: dict[str, Any], case: str
