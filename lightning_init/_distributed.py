@@ -31,6 +31,7 @@ accumulated in float64).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import zlib
@@ -74,13 +75,25 @@ def is_dtensor(tensor: Any) -> bool:
 def _canonical(tensor: Tensor, replicated_dims: Iterable[int]) -> bool:
     """Whether this rank's copy of a DTensor's local shard is the one that counts: coordinate 0
     on every replicated mesh dimension, in the instance of the mesh that holds global rank 0."""
-    mesh = tensor.device_mesh  # type: ignore[attr-defined]
-    coordinate = mesh.get_coordinate()
+    coordinate, holds_rank_zero = _mesh_facts(tensor.device_mesh)  # type: ignore[attr-defined]
     if coordinate is None:  # this rank is not in the mesh
         return False
-    if any(coordinate[dim] != 0 for dim in replicated_dims):
-        return False
-    return bool((mesh.mesh == 0).any())
+    return holds_rank_zero and all(coordinate[dim] == 0 for dim in replicated_dims)
+
+
+_MESH_FACTS: dict[int, tuple[Any, tuple[int, ...] | None, bool]] = {}
+
+
+def _mesh_facts(mesh: Any) -> tuple[tuple[int, ...] | None, bool]:
+    """``(this rank's coordinate, whether the mesh holds global rank 0)``, cached per mesh
+    (reading ``mesh.mesh`` costs milliseconds)."""
+    cached = _MESH_FACTS.get(id(mesh))
+    if cached is None or cached[0] is not mesh:
+        coordinate = mesh.get_coordinate()
+        cached = (mesh, None if coordinate is None else tuple(coordinate),
+                  bool((mesh.mesh == 0).any()))
+        _MESH_FACTS[id(mesh)] = cached
+    return cached[1], cached[2]
 
 
 def _partial_key(tensor: Tensor) -> tuple[Any, ...] | None:
@@ -137,27 +150,39 @@ def _local_view(tensor: Tensor, reduced: dict[int, Tensor], index: int) -> tuple
 
 
 def _local_rows(values: Sequence[Tensor], counts: Sequence[bool], device: torch.device) -> Tensor:
-    """``[n, 6]`` float64: numel, sum, sum of squares, non-finite and NaN counts, then max |x|
-    (NaN as +inf); all zero for an empty shard or a copy that does not count."""
+    """``[n, 6]`` float64: numel, sum, sum of squares, non-finite count and NaN flag, then max
+    |x| (NaN as +inf); all zero for an empty shard or a copy that does not count.
+
+    Four passes per shard (sum, dot, max, min); the non-finite values are counted only in the
+    shards whose sums are not finite, found with one host transfer for all.
+    """
     rows = []
+    flats: list[Tensor] = []
     for local, counted in zip(values, counts, strict=True):
         flat = local.reshape(-1)
         if not flat.is_floating_point():
             flat = flat.double()
         if flat.numel() == 0 or not counted:
+            flats.append(flat[:0])
             rows.append(torch.zeros(6, dtype=torch.float64, device=device))
             continue
-        nan = torch.isnan(flat)
-        absmax = torch.where(nan.any(), math.inf, flat.abs().amax().double())
+        flats.append(flat)
+        absmax = torch.maximum(flat.amax(), -flat.amin()).double()  # NaN if any NaN
         rows.append(torch.stack([
             torch.tensor(float(flat.numel()), dtype=torch.float64, device=flat.device),
             flat.sum(dtype=torch.float64),
             torch.dot(flat.float(), flat.float()).double(),
-            (~torch.isfinite(flat)).sum().double(),
-            nan.sum().double(),
-            absmax,
+            torch.zeros((), dtype=torch.float64, device=flat.device),
+            absmax.isnan().double(),
+            torch.where(absmax.isnan(), math.inf, absmax),
         ]).to(device))
-    return torch.stack(rows) if rows else torch.zeros(0, 6, dtype=torch.float64, device=device)
+    if not rows:
+        return torch.zeros(0, 6, dtype=torch.float64, device=device)
+    stacked = torch.stack(rows)
+    suspect = (~torch.isfinite(stacked[:, 1:3]).all(1)).nonzero().flatten().tolist()
+    for i in suspect:
+        stacked[i, 3] = (~torch.isfinite(flats[i])).sum().double().to(device)
+    return stacked
 
 
 def _world() -> bool:
@@ -177,7 +202,7 @@ def _reduce_device(tensors: Sequence[Tensor]) -> torch.device:
 
 def _moments(summed: Tensor, absmax: Tensor) -> Tensor:
     """``full_stats`` rows from the reduced sums and maxima."""
-    numel, total, squares, nonfinite, nan = summed.unbind(1)
+    numel, total, squares, nonfinite, nan = summed.unbind(1)  # nan: shards holding a NaN
     absmax = torch.where((nan > 0) | summed.isnan().any(1), math.nan, absmax)
     mean = total / numel.clamp(min=1)
     variance = (squares - total * mean) / (numel - 1).clamp(min=1)
@@ -264,6 +289,7 @@ def reduce_squares(squares: Tensor, tensors: Sequence[Tensor]) -> Tensor:
     return torch.where(plain, squares, payload)
 
 
+@functools.lru_cache(maxsize=64)
 def _sample_positions(numel: int, count: int, device: torch.device) -> Tensor:
     """Fixed, sorted positions of ``count`` of a shard's ``numel`` elements."""
     generator = torch.Generator().manual_seed(zlib.crc32(repr((numel, count)).encode()))
@@ -309,7 +335,7 @@ def _histogram_counts(values: list[Tensor], counts: list[bool], ranges: Tensor,
         index = ((flat - low) / width).int().clamp_(0, bins - 1)
         histogram = torch.bincount(index, minlength=bins).double()
         head = torch.stack([torch.tensor(float(flat.numel()), device=flat.device).double(),
-                            flat.sum(dtype=torch.float64), flat.double().square().sum()])
+                            flat.sum(dtype=torch.float64), torch.dot(flat, flat).double()])
         rows.append(torch.cat([head, histogram]).to(device))
     return (torch.stack(rows) if rows
             else torch.zeros(0, 3 + bins, dtype=torch.float64, device=device))

@@ -75,10 +75,9 @@ class ShardedSnapshot:
     def change_norms(self, weights: Sequence[Tensor]) -> Tensor:
         """Collective: every rank calls it, with the weights it was built from."""
         try:
-            squares = torch.stack([
-                (_local(w).detach().float() - copy).square().sum().double()
-                for w, copy in zip(weights, self._copies, strict=True)
-            ])
+            changes = [(_local(w).detach().float() - copy).reshape(-1)
+                       for w, copy in zip(weights, self._copies, strict=True)]
+            squares = torch.stack([torch.dot(c, c).double() for c in changes])
         except Exception:  # join the collective; NaN tells every rank
             device = _local(weights[0]).device if weights else None
             squares = torch.full((len(weights),), math.nan, dtype=torch.float64, device=device)
