@@ -11,8 +11,9 @@ exception is recorded there, not raised.
 Cases: ``<mode>_<variant>`` with mode ``fsdp`` or ``tp`` and variant ``default``
 (``InitCallback()``), ``seeded`` (a seeded policy, the check and every-step diagnostics),
 ``empty`` (the seeded policy on a model built under ``trainer.init_module(empty_init=True)``),
-``resume`` (``seeded`` for 2 steps with a distributed checkpoint, then a new fit resumed from
-it with a new callback).
+``resume`` (``seeded`` with a distributed checkpoint, then a new fit resumed from it with a new
+callback), ``failure`` (``seeded``, rank 1's local measurement raising at the second logged
+step).
 """
 
 from __future__ import annotations
@@ -190,6 +191,26 @@ class _Materializations:
         nn.Module.to_empty = self._to_empty  # type: ignore[method-assign]
 
 
+class _FailOnRankOne:
+    """Makes rank 1's shard measurement raise from its ``after``-th call on, until ``restore``."""
+
+    def __init__(self, after: int) -> None:
+        import lightning_init._distributed as engine
+
+        self.engine, self.original, self.calls = engine, engine._local_rows, 0
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls >= after and torch.distributed.get_rank() == 1:
+                raise RuntimeError("rank 1 cannot measure")
+            return self.original(*args, **kwargs)
+
+        engine._local_rows = failing
+
+    def restore(self) -> None:
+        self.engine._local_rows = self.original
+
+
 def _trainer(mode: str, out_dir: Path, callbacks: list[Callback], **kwargs: Any) -> L.Trainer:
     sizes = {"fsdp": (2, 1), "tp": (1, 2)}[mode]
     return L.Trainer(
@@ -250,13 +271,19 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
     else:
         model = ResidualMLP(mode)
     result["rss_before_fit_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The check makes 2 calls, each logged step 2 (weights, gradients): the 5th is at step 1.
+    failure = _FailOnRankOne(after=5) if variant == "failure" else None
     finished = _fit(trainer, model, result)
-    if materializations is not None:
-        materializations.restore()
+    for patch in (materializations, failure):
+        if patch is not None:
+            patch.restore()
     if not finished:
         return result
     result["rank"] = trainer.global_rank
     _record(result, probe, callback, trainer)
+    if callback._diagnostics is not None:
+        result["logged_steps"] = callback._diagnostics.logged_steps
+        result["diagnostics_failed"] = callback._diagnostics._failed
     if materializations is not None:
         result["reset_parameters_calls"] = materializations.reset_calls
         result["plain_numel_materialized"] = materializations.plain_numel

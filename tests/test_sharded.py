@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 CASES = ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded", "fsdp_empty", "tp_empty",
-         "fsdp_resume", "tp_resume"]
+         "fsdp_resume", "tp_resume", "fsdp_failure"]
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,14 @@ def test_resume_from_the_distributed_checkpoint(run: dict[str, Any], case: str) 
         assert resumed["state"]["applied"] is True
         assert resumed["state"]["fingerprint"] == result["state"]["fingerprint"]
         assert resumed["state"]["policy_name"] == "seeded_kaiming"
+
+
+def test_a_local_failure_stops_every_ranks_diagnostics_at_the_same_step(
+    run: dict[str, Any],
+) -> None:
+    results = {r["rank"]: r for r in _finished(run, "fsdp_failure")}
+    # Rank 1 raised in its own measurement, rank 0 learnt it from the collective: both stop at
+    # step 1, and the fit goes on to its end (no rank waits for a collective the other skips).
+    assert results[0]["diagnostics_failed"] and results[1]["diagnostics_failed"]
+    assert results[0]["logged_steps"] == [0]
+    assert results[0]["state"]["applied"] and results[1]["state"]["applied"]

@@ -32,12 +32,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_init._distributed import full_histograms, is_dtensor
+from lightning_init._distributed import is_dtensor
 from lightning_init._hooks import HookHandles
 from lightning_init._sparse import coalesced, stored_values
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
 from lightning_init.diagnostics._options import DiagnosticsOptions
-from lightning_init.diagnostics._sharded import Precomputed, ShardedSnapshot, sharded_rows
+from lightning_init.diagnostics._sharded import (
+    Precomputed,
+    ShardedSnapshot,
+    sharded_histograms,
+    sharded_rows,
+)
 from lightning_init.diagnostics._stats import (
     ABSMAX,
     EXACT_STD,
@@ -481,12 +486,12 @@ class TrainingDiagnostics:
             bins, samples = self.options.histogram_bins, self.options.histogram_max_samples
             pending.histograms.append(
                 ([f"weight_hist/{name}" for name in names],
-                 full_histograms(weights, bins, samples))
+                 sharded_histograms(weights, bins, samples))
             )
             if grads:
                 pending.histograms.append(
                     ([f"grad_hist/{names[i]}" for i in grad_rows],
-                     full_histograms(grads, bins, samples))
+                     sharded_histograms(grads, bins, samples))
                 )
         return pending
 

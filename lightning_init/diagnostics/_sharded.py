@@ -25,11 +25,12 @@ from lightning_init._distributed import (
     NUMEL,
     STD,
     SUM,
+    full_histograms,
     full_stats,
     reduce_squares,
 )
 
-__all__ = ["Precomputed", "ShardedSnapshot", "sharded_rows"]
+__all__ = ["Precomputed", "ShardedSnapshot", "sharded_histograms", "sharded_rows"]
 
 
 def _local(tensor: Tensor) -> Tensor:
@@ -54,6 +55,22 @@ def sharded_rows(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         raise RuntimeError("another rank could not measure its shards")
     columns = [stats[:, NORM], stats[:, SUM], stats[:, ABSMAX], stats[:, STD]]
     return torch.stack(columns, 1), stats[:, NONFINITE]
+
+
+def sharded_histograms(tensors: Sequence[Tensor], bins: int, max_samples: int) -> Tensor:
+    """``TensorBatch.histograms`` rows of the full tensors. Collective: every rank, same list.
+
+    Raises:
+        RuntimeError: another rank's part failed (this rank's own error is raised as is).
+
+    Example:
+        >>> sharded_histograms([torch.tensor([0.0, 2.0])], bins=2, max_samples=10).tolist()
+        [[0.0, 2.0, 2.0, 2.0, 4.0, 1.0, 2.0, 1.0, 1.0]]
+    """
+    rows = full_histograms(tensors, bins, max_samples)
+    if bool(rows[:, 2].isnan().any()):
+        raise RuntimeError("another rank could not histogram its shards")
+    return rows
 
 
 class ShardedSnapshot:
