@@ -239,15 +239,13 @@ class TrainingDiagnostics(Callback):
             return measure_sharded(step, params, self.options)
         return self._measurer.measure(step, params, watched.row_sparse)
 
-    def _reduce_sharded_updates(self, is_global_zero: bool) -> None:
-        """Every rank, after the step: the sharded weights' change norms; rank zero keeps the
-        pending measurements to write them."""
+    def _reduce_sharded_updates(self, keep: bool) -> None:
+        """Every rank: the sharded weights' change norms; only rank zero keeps them, to write."""
         try:
             reduce_sharded_updates(self._pending)
         except Exception as error:  # never stop training
             self._fail(f"could not measure step {self._pending[0].step}: {error!r}")
-        if not is_global_zero:
-            self._pending = []
+        self._pending = self._pending if keep else []
 
     @torch.no_grad()
     def _flush(
