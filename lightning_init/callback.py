@@ -24,9 +24,11 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
+from lightning_init._distributed import full_fingerprint
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
 from lightning_init._provenance import weights_origin
 from lightning_init._publishing import guarded_writes
+from lightning_init._sharded_init import defer_to_materialization
 from lightning_init.check import (
     CheckOptions,
     InitCheckReport,
@@ -36,7 +38,6 @@ from lightning_init.check import (
 )
 from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
 from lightning_init.errors import InitCheckError
-from lightning_init.fingerprint import weights_fingerprint
 from lightning_init.policy import InitPolicy
 
 __all__ = ["InitCallback"]
@@ -120,7 +121,10 @@ class InitCallback(Callback):
     - The loggers get the hyperparameters ``lightning_init/policy`` and
       ``lightning_init/fingerprint``, and TensorBoard the table of what was applied.
 
-    Sharded strategies (FSDP, ModelParallelStrategy, DeepSpeed) are not verified.
+    Sharded training under ``ModelParallelStrategy`` (FSDP2, tensor parallel) is supported: the
+    fingerprint, the check and the diagnostics are the full tensors', and an empty-init model
+    gets the policy as the strategy materializes its shards. ``FSDPStrategy`` and DeepSpeed are
+    not verified (docs/callback.md, "Sharded training").
 
     Args:
         policy: a YAML path, a preset name, a mapping, an :class:`~lightning_init.InitPolicy`,
@@ -285,6 +289,10 @@ class InitCallback(Callback):
         if self._policy is None or self._fit.keep_loaded:
             return
         self._record.seed = self._shared_seed(trainer)
+        if defer_to_materialization(
+            trainer, pl_module, self._policy, self._record.seed, self._fit.reports
+        ):
+            return  # the strategy applies it to each module's shards, after configure_model
         if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
             with _visible_through_teardown(pl_module):
                 self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed,
@@ -306,7 +314,7 @@ class InitCallback(Callback):
                     self._fit.reports.append(
                         self._policy.apply(module, seed=self._record.seed, prefix=name, **within)
                     )
-        fingerprint = weights_fingerprint(pl_module)
+        fingerprint = full_fingerprint(pl_module)  # of the full tensors: equal on every rank
         _verify_same_on_all_ranks(trainer, pl_module, fingerprint)
         self._record.applied = True
         self._record.policy_name = None if self._fit.keep_loaded else _policy_label(self._policy)

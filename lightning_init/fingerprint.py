@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,15 +32,25 @@ def weights_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> s
         >>> weights_fingerprint(a) == weights_fingerprint(b)
         False
     """
-    digest = hashlib.sha256()
     named: list[tuple[str, torch.Tensor]] = list(module.named_parameters())
     if include_buffers:
         named += [(n, b) for n, b in module.named_buffers() if b is not None]
-    for qualified_name, tensor in sorted(named, key=lambda item: item[0]):
-        tensor = tensor.detach()
-        local = getattr(tensor, "to_local", None)
-        if callable(local):
-            tensor = local()
+    return _digest(named, lambda tensor: _to_local(tensor.detach()))
+
+
+def _to_local(tensor: torch.Tensor) -> torch.Tensor:
+    local = getattr(tensor, "to_local", None)
+    return local() if callable(local) else tensor
+
+
+def _digest(
+    named: list[tuple[str, torch.Tensor]], read: Callable[[torch.Tensor], torch.Tensor]
+) -> str:
+    """The fingerprint of ``named`` tensors, each hashed as ``read`` returns it (in name order,
+    one at a time: ``read`` may gather a sharded tensor whole)."""
+    digest = hashlib.sha256()
+    for qualified_name, original in sorted(named, key=lambda item: item[0]):
+        tensor = read(original)
         digest.update(f"{qualified_name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         if tensor.is_meta or tensor.numel() == 0:
             continue

@@ -12,10 +12,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from lightning_init._fingerprint import weights_fingerprint
 from zoo import BREAKAGES, HEALTHY, ZooCase, build, in_group
 
-from lightning_init import check_init
+from lightning_init import check_init, weights_fingerprint
 from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_init._distributed import NORM, full_stats, is_dtensor
 from lightning_init._hooks import HookHandles, forward_hooks
 from lightning_init._sparse import stored_values
 
@@ -22,9 +23,11 @@ __all__ = [
     "TANH_FAMILY",
     "Recording",
     "first_float_tensor",
+    "gradients",
     "loss_from_step_output",
     "measured_modules",
     "no_side_effects",
+    "norms",
     "recording",
     "safe_norm",
     "surrogate_loss",
@@ -324,3 +327,59 @@ def safe_norm(tensor: torch.Tensor) -> torch.Tensor:
     peak = values.abs().amax()
     scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
     return (values / scale).norm() * scale
+
+
+def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`safe_norm` of each tensor; a DTensor's is its full tensor's, from the shards'
+    partial sums, all DTensors in one batched reduction (collective: every rank calls this
+    with the same list).
+
+    Example:
+        >>> [round(float(n), 4) for n in norms([torch.tensor([3.0, 4.0]), torch.ones(4)])]
+        [5.0, 2.0]
+    """
+    result = [None if is_dtensor(t) else safe_norm(t) for t in tensors]
+    sharded = [i for i, t in enumerate(tensors) if is_dtensor(t)]
+    if sharded:
+        rows = full_stats([tensors[i] for i in sharded])
+        for k, i in enumerate(sharded):
+            result[i] = rows[k, NORM].float()
+    return result  # type: ignore[return-value]
+
+
+def _fully_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2's ``fully_shard`` manages a module of ``model``."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch < 2.6
+        return False
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def gradients(model: nn.Module, loss: torch.Tensor,
+              params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """``d loss / d params`` (``None`` for an unused parameter), leaving every ``.grad`` as it
+    was.
+
+    With ``torch.autograd.grad``, except under FSDP2 (``fully_shard``): its forward computes
+    with gathered copies of the parameters, and gradients reach the sharded parameters only
+    through its backward hooks (reduce-scatter into ``.grad``). There ``loss.backward()`` runs
+    with every ``.grad`` cleared, the gradients are taken, and the previous ``.grad`` restored.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> grads = gradients(layer, layer(torch.ones(1, 2)).sum(), list(layer.parameters()))
+        >>> [g.tolist() for g in grads], layer.weight.grad
+        ([[[1.0, 1.0]], [1.0]], None)
+    """
+    if not _fully_sharded(model):
+        return list(torch.autograd.grad(loss, params, allow_unused=True))
+    saved = [param.grad for param in params]
+    try:
+        for param in params:
+            param.grad = None
+        loss.backward()
+        return [param.grad for param in params]
+    finally:
+        for param, grad in zip(params, saved, strict=True):
+            param.grad = grad

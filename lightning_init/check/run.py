@@ -2,8 +2,9 @@
 
 :func:`check_pass` is the core shared by :func:`check_init` (a plain model) and
 :func:`~lightning_init.check.lightning.check_lightning_module` (a LightningModule's
-``training_step``): hooks on every module, the pass, gradients with ``torch.autograd.grad``,
-one host transfer for every number, the records and the verdicts.
+``training_step``): hooks on every module, the pass, gradients with ``torch.autograd.grad``
+(by a restored backward under FSDP2), one host transfer for every number, the records and
+the verdicts. The norms of sharded (DTensor) parameters and gradients are the full tensors'.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from lightning_init.check.measure import (
     STAT_FIELDS,
     Recording,
     first_float_tensor,
+    gradients,
     label_free_loss,
     loss_from_step_output,
     no_side_effects,
+    norms,
     recording,
-    safe_norm,
     surrogate_loss,
     tensors_in,
 )
@@ -185,6 +187,9 @@ def check_pass(
         ('loss_fn', 1.099, 2)
     """
     notes: list[str] = []
+    # Before the forward: FSDP2 swaps a root module's sharded parameters for gathered copies
+    # until its backward.
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     with no_side_effects(model), recording(model) as record:
         loss, loss_source, output = run()
         if loss is None:
@@ -195,8 +200,7 @@ def check_pass(
             notes.append("no loss given: gradients are those of a surrogate loss, a fixed random "
                          "projection of the output (unit backward signal); gradient verdicts "
                          "assume it")
-        named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-        grads = _gradients(loss, [param for _, param in named], notes)
+        grads = _gradients(model, loss, [param for _, param in named], notes)
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
         free = label_free_loss(output)
@@ -251,11 +255,11 @@ def _loss_to_check(
 
 
 def _gradients(
-    loss: torch.Tensor, params: list[torch.Tensor], notes: list[str]
+    model: nn.Module, loss: torch.Tensor, params: list[torch.Tensor], notes: list[str]
 ) -> list[torch.Tensor | None]:
     """``d loss / d param`` for each (``None`` where unused); why none, in ``notes``."""
     if params and loss.requires_grad:
-        return list(torch.autograd.grad(loss, params, allow_unused=True))
+        return gradients(model, loss, params)
     if not params:
         notes.append("no trainable parameters: no gradient measured")
     else:
@@ -288,8 +292,9 @@ def _to_host(
     device = loss.device
     layer_stats = (torch.stack([s.to(device) for s in record.stats]) if record.stats
                    else torch.zeros((0, len(STAT_FIELDS)), device=device))
-    weight_norms = [safe_norm(p).to(device) for _, p in named]
-    grad_norms = [safe_norm(g).to(device) for g in grads if g is not None]
+    # Collective for DTensors (full tensors' norms): every rank, same lists.
+    weight_norms = [n.to(device) for n in norms([p for _, p in named])]
+    grad_norms = [n.to(device) for n in norms([g for g in grads if g is not None])]
     input_nonfinite = [(~torch.isfinite(t.detach())).sum().float().to(device)
                        for t in tensors_in(inputs) if t.is_floating_point()]
     flat = torch.cat([

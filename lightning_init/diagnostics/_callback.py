@@ -13,9 +13,12 @@ labelled with its own ``t``):
 3. ``on_train_batch_end`` (after the step): ``||w_(t+1) - w_t||``, the cross-rank reduction of
    the activation statistics, then ONE host transfer, the alerts, and the writes at step ``t``.
 
-Under DDP the gradients and weights are equal on every rank, so only rank zero reads them; the
-activations are all-reduced on every rank, also on a rank whose diagnostics failed (a rank that
-skipped the collectives would leave the others waiting).
+Under DDP the gradients and weights are equal on every rank, so only rank zero reads them. Under
+FSDP2 and tensor parallelism (DTensor parameters) every rank measures its shards and the full
+tensors' statistics come from the reduced partial sums (``_sharded``: a few collectives per
+logged step, on every rank); rank zero writes. The activations are all-reduced on every rank,
+also on a rank whose diagnostics failed (a rank that skipped the collectives would leave the
+others waiting).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
+from lightning_init._distributed import is_dtensor
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
 from lightning_init.diagnostics._measure import Measured, Measurer
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._readout import Readout, chart_layout
 from lightning_init.diagnostics._selection import Watched, select
+from lightning_init.diagnostics._sharded import measure_sharded, reduce_sharded_updates
 from lightning_init.diagnostics._writers import LoggerWriters
 
 __all__ = ["TrainingDiagnostics"]
@@ -59,7 +64,8 @@ class TrainingDiagnostics(Callback):
     start; then each ``optimizer.step()`` inside it reads the parameters of that optimizer, and
     its values are written at its own step (a GAN's discriminator at ``t``, its generator at
     ``t + 1``): every optimizer is measured in the same batches.
-    FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
+    DTensor parameters (FSDP2, tensor parallel) are measured as their full tensors; other
+    sharded parameters (FSDP1, DeepSpeed) as the local shard. Sparse gradients
     (``nn.Embedding(sparse=True)``) are measured as their dense equivalents from their values.
 
     A failure inside the diagnostics never stops training: they warn and stop.
@@ -88,6 +94,7 @@ class TrainingDiagnostics(Callback):
         self.logged_steps: list[int] = []
         self._alerts = Alerts()
         self._watched: Watched | None = None  # collected at the start of each fit
+        self._sharded = False  # DTensor parameters: every rank measures, collectively
         self._activations = ActivationWatch()
         self._reduce_step: int | None = None  # a logged step whose activations await reduction
         # Manual optimization: the batch's first step when the batch is logged, else None.
@@ -181,7 +188,7 @@ class TrainingDiagnostics(Callback):
             # Every rank reduces the activations at the end of this step, even after a local
             # failure: a rank that skipped the collective would leave the others waiting.
             self._reduce_step = batch_step
-        if self._failed or not trainer.is_global_zero:
+        if self._failed or not (trainer.is_global_zero or self._sharded):
             return
         if self._watched is None:
             self._collect(pl_module)
@@ -203,6 +210,8 @@ class TrainingDiagnostics(Callback):
             self._activations.stop()
         if self._activations.error is not None and not self._failed:
             self._fail(f"an activation hook failed: {self._activations.error!r}")
+        if self._sharded and self._pending and not self._failed:
+            self._reduce_sharded_updates(trainer.is_global_zero)
         if self._pending:
             pending, self._pending = self._pending, []
             if not self._failed:
@@ -229,6 +238,7 @@ class TrainingDiagnostics(Callback):
     # ------------------------------------------------------------------ steps
     def _collect(self, pl_module: nn.Module) -> None:
         self._watched = select(pl_module, self.options)
+        self._sharded = any(is_dtensor(param) for _, param in self._watched.parameters)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
 
     def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
@@ -241,7 +251,17 @@ class TrainingDiagnostics(Callback):
             for name, p in watched.parameters
             if id(p) in in_optimizer and name not in measured
         ]
+        if self._sharded:
+            return measure_sharded(step, params, self.options)
         return self._measurer.measure(step, params, watched.row_sparse)
+
+    def _reduce_sharded_updates(self, keep: bool) -> None:
+        """Every rank: the sharded weights' change norms; only rank zero keeps them, to write."""
+        try:
+            reduce_sharded_updates(self._pending)
+        except Exception as error:  # never stop training
+            self._fail(f"could not measure step {self._pending[0].step}: {error!r}")
+        self._pending = self._pending if keep else []
 
     @torch.no_grad()
     def _flush(

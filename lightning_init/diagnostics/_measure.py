@@ -3,8 +3,9 @@ snapshot for the update ratio, all left on device until the step's end."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,13 @@ from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import TensorBatch, sparse_histograms, sparse_stats
 
 __all__ = ["Measured", "Measurer"]
+
+
+class _Snapshot(Protocol):
+    """The weights as they were at a logged step (:class:`TensorBatch`, or the sharded
+    engine's snapshot)."""
+
+    def change_norms(self, weights: Sequence[Tensor]) -> Tensor: ...
 
 
 @dataclass
@@ -31,6 +39,8 @@ class Measured:
         grads: those gradients (sparse ones coalesced).
         weight_batch: holds the weights' snapshot for the update ratio (``None`` without it).
         histograms: ``(tags, [k, 5 + 2 * bins] rows)`` blocks of histograms.
+        grad_nonfinite: ``[m]`` NaN/Inf counts of the gradients when measured with the
+            statistics (sharded parameters), else ``None`` (counted when a norm is not finite).
     """
 
     step: int
@@ -41,8 +51,9 @@ class Measured:
     grad_rows: list[int]
     grad_stats: Tensor | None
     grads: list[Tensor]
-    weight_batch: TensorBatch | None = None
+    weight_batch: _Snapshot | None = None
     histograms: list[tuple[list[str], Tensor]] = field(default_factory=list)
+    grad_nonfinite: Tensor | None = None
 
 
 def _in_order(blocks: list[Tensor], rows: list[int]) -> Tensor:

@@ -115,6 +115,8 @@ def _on_device(entry: Measured) -> list[Tensor]:
 
 def _nonfinite_counts(entry: Measured, grad: list[list[float]]) -> list[int]:
     """NaN/Inf counts; computed (a second transfer) only for non-finite gradients."""
+    if entry.grad_nonfinite is not None:  # sharded: counted with the statistics
+        return [int(count) for count in entry.grad_nonfinite.tolist()]
     bad = [k for k, row in enumerate(grad) if not math.isfinite(row[NORM])]
     counts = [0] * len(grad)
     if bad:

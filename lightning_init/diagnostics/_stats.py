@@ -59,7 +59,8 @@ NORM, SUM, ABSMAX, EXACT_STD = range(4)
 def _local(tensor: Tensor) -> Tensor:
     """The local shard of a DTensor (FSDP2, tensor parallel), the tensor itself otherwise.
 
-    Only rank zero measures: a collective launched by a DTensor op would wait forever.
+    Only rank zero measures here: a collective launched by a DTensor op would wait forever
+    (DTensors' full statistics come from ``_sharded``, on every rank).
     """
     to_local = getattr(tensor, "to_local", None)
     return to_local() if callable(to_local) else tensor

@@ -1,0 +1,160 @@
+"""InitCallback under Lightning's ModelParallelStrategy on 2 CPU ranks (gloo): FSDP2
+(``data_parallel_size=2``) and tensor parallel (``tensor_parallel_size=2``).
+
+Each case runs ``tests/_sharded_script.py`` in its own subprocess (a fit that fails under this
+strategy can end in a segfault during teardown), which writes each rank's results: the full
+fingerprint at ``on_train_start``, the full tensors' statistics where the diagnostics read
+them (``.full_tensor()``), the callback's state and the TensorBoard directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+CASES = ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded", "fsdp_empty", "tp_empty",
+         "fsdp_resume", "tp_resume", "fsdp_failure"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every case, in one launch of 2 processes (each start costs seconds of imports):
+    ``{"code", "stderr", case: per-rank results}``."""
+    out_dir = tmp_path_factory.mktemp("sharded")
+    environment = {**os.environ, "PYTHONPATH": str(_ROOT), "PL_DISABLE_FORK": "1"}
+    for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        environment.pop(name, None)
+    try:
+        completed = subprocess.run(
+            [sys.executable, str(_ROOT / "tests" / "_sharded_script.py"), str(out_dir), *CASES],
+            cwd=out_dir, env=environment, capture_output=True, text=True, timeout=400,
+            check=False,
+        )
+        code, stderr = completed.returncode, completed.stderr[-3000:]
+    except subprocess.TimeoutExpired as timeout:
+        code, stderr = -1, f"timed out: {str(timeout.stderr)[-3000:]}"
+    results: dict[str, Any] = {"code": code, "stderr": stderr}
+    for case in CASES:
+        results[case] = [json.loads(p.read_text()) for p in sorted(out_dir.glob(f"{case}_rank*"))]
+    return results
+
+
+def _finished(run: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    results = run[case]
+    errors = [r.get("traceback", r.get("error")) for r in results if "error" in r]
+    assert not errors, errors[0]
+    assert sorted(r["rank"] for r in results) == [0, 1], (run["code"], run["stderr"])
+    return results
+
+
+def _reference_fingerprint() -> str:
+    from _sharded_script import reference_fingerprint
+
+    return reference_fingerprint()
+
+
+def _scalars(log_dir: str) -> dict[str, dict[int, float]]:
+    events = EventAccumulator(str(Path(log_dir) / "diagnostics"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {e.step: e.value for e in events.Scalars(tag)}
+            for tag in events.Tags()["scalars"]}
+
+
+def test_the_launch_exits_cleanly(run: dict[str, Any]) -> None:
+    assert run["code"] == 0, run["stderr"]
+
+
+@pytest.mark.parametrize("case", ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded"])
+def test_fit_finishes(run: dict[str, Any], case: str) -> None:
+    results = _finished(run, case)
+    assert all(r["state"]["applied"] for r in results)
+
+
+@pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
+def test_full_weights_equal_an_unsharded_models(run: dict[str, Any], case: str) -> None:
+    results = _finished(run, case)
+    expected = _reference_fingerprint()
+    assert [r["fingerprint_at_start"] for r in results] == [expected, expected]
+
+
+@pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
+def test_the_recorded_fingerprint_is_the_full_models(run: dict[str, Any], case: str) -> None:
+    results = _finished(run, case)
+    assert [r["state"]["fingerprint"] for r in results] == [_reference_fingerprint()] * 2
+
+
+_STATISTICS = {
+    "weight_norm": ("weights", "norm"), "weight_std": ("weights", "std"),
+    "weight_mean": ("weights", "mean"), "weight_absmax": ("weights", "absmax"),
+    "grad_norm": ("grads", "norm"), "grad_std": ("grads", "std"),
+    "grad_absmax": ("grads", "absmax"), "update_ratio": ("updates", None),
+}
+
+
+@pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
+def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) -> None:
+    results = _finished(run, case)
+    rank0 = next(r for r in results if r["rank"] == 0)
+    scalars = _scalars(rank0["log_dir"])
+    compared = 0
+    for statistic, (source, key) in _STATISTICS.items():
+        for step, per_name in rank0[source].items():
+            for name, value in per_name.items():
+                expected = value if key is None else value[key]
+                if not math.isfinite(expected) or (statistic == "update_ratio" and expected == 0):
+                    continue
+                logged = scalars[f"{statistic}/{name}"][int(step)]
+                assert logged == pytest.approx(expected, rel=1e-4, abs=1e-7), (
+                    statistic, name, step)
+                compared += 1
+    assert compared > 100
+
+
+@pytest.mark.parametrize("case", ["fsdp_empty", "tp_empty"])
+def test_empty_init_gets_the_policy_as_its_one_initialization(
+    run: dict[str, Any], case: str
+) -> None:
+    results = _finished(run, case)
+    assert all(r["built_on_meta"] for r in results)
+    assert [r["fingerprint_at_start"] for r in results] == [_reference_fingerprint()] * 2
+    assert all(r["reset_parameters_calls"] == 0 for r in results)
+    # No rank materializes a full-size copy of a sharded parameter (tensor parallel leaves the
+    # head unsharded: 16 x 4 + 4 elements).
+    unsharded = {"fsdp_empty": 0, "tp_empty": 68}[case]
+    assert all(r["plain_numel_materialized"] <= unsharded for r in results)
+
+
+@pytest.mark.parametrize("case", ["fsdp_resume", "tp_resume"])
+def test_resume_from_the_distributed_checkpoint(run: dict[str, Any], case: str) -> None:
+    results = _finished(run, case)
+    for result in results:
+        resumed = result["resumed"]
+        assert "error" not in resumed, resumed.get("traceback")
+        # The checkpoint's weights, not a new init; the callback's state on every rank.
+        assert resumed["fingerprint_at_start"] == result["fingerprint_at_end"]
+        assert resumed["fingerprint_at_start"] != result["fingerprint_at_start"]
+        assert resumed["state"]["applied"] is True
+        assert resumed["state"]["fingerprint"] == result["state"]["fingerprint"]
+        assert resumed["state"]["policy_name"] == "seeded_kaiming"
+
+
+def test_a_local_failure_stops_every_ranks_diagnostics_at_the_same_step(
+    run: dict[str, Any],
+) -> None:
+    results = {r["rank"]: r for r in _finished(run, "fsdp_failure")}
+    # Rank 1 raised in its own measurement, rank 0 learnt it from the collective: both stop at
+    # step 1, and the fit goes on to its end (no rank waits for a collective the other skips).
+    assert results[0]["diagnostics_failed"] and results[1]["diagnostics_failed"]
+    assert results[0]["logged_steps"] == [0]
+    assert results[0]["state"]["applied"] and results[1]["state"]["applied"]
