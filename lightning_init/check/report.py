@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lightning_init._text import markdown_table
+
 __all__ = ["CheckProblem", "InitCheckReport", "LayerRecord", "ParameterRecord"]
 
 
@@ -221,25 +223,30 @@ class InitCheckReport:
             yield Text(line, style="red" if line.startswith("  - ") else "")
 
     def to_markdown(self) -> str:
-        """The report as a markdown table plus the verdicts (TensorBoard's text tab renders it).
+        """The report in markdown (TensorBoard's text tab renders it): the verdict first, then
+        the problems, the initial loss and the notes, then the table, without its empty columns.
 
         Example:
             >>> import torch
             >>> from lightning_init.check import check_init
-            >>> print(check_init(torch.nn.Linear(4, 3), torch.randn(8, 4)).to_markdown())
-            ... # doctest: +ELLIPSIS
-            | # | layer | type | mean | std | ...
-        """
-        lines = ["| " + " | ".join(self._HEADER) + " |",
-                 "|" + "---|" * len(self._HEADER)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                  for row in self._rows()]
-        lines.append("")
-        for line in self._summary_lines(bullet="- "):
-            lines.append(line)
-            if not line.startswith("- "):
-                lines.append("")  # markdown paragraphs
-        return "\n".join(lines).rstrip() + "\n"
+            >>> markdown = check_init(torch.nn.Linear(4, 3), torch.randn(8, 4)).to_markdown()
+            >>> lines = markdown.splitlines()
+            >>> lines[0], next(line for line in lines if line.startswith("|"))
+            ('**init check: OK, no problem found**', '| # | layer | type | mean | std | input dep. | grad norm | grad/weight |')
+        """  # noqa: E501
+        if self.ok:
+            lines = ["**init check: OK, no problem found**", ""]
+        else:
+            lines = [f"**init check: {len(self.problems)} problem(s)**", ""]
+            lines += [f"- {problem.message}" for problem in self.problems] + [""]
+        for line in self._summary_lines():
+            if not line.startswith(("init check:", "  - ")):  # the loss and the notes
+                lines += [line, ""]
+        rows = self._rows()
+        kept = [i for i in range(len(self._HEADER)) if i < 3 or any(row[i] for row in rows)]
+        lines.append(markdown_table([self._HEADER[i] for i in kept],
+                                    [[row[i] for i in kept] for row in rows]))
+        return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (NaN/Inf written as strings)."""

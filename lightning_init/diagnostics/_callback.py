@@ -31,9 +31,10 @@ from typing_extensions import override
 
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._charts import Charts
 from lightning_init.diagnostics._measure import Measured, Measurer
 from lightning_init.diagnostics._options import DiagnosticsOptions
-from lightning_init.diagnostics._readout import Readout, chart_layout
+from lightning_init.diagnostics._readout import Readout
 from lightning_init.diagnostics._selection import Watched, select
 from lightning_init.diagnostics._writers import LoggerWriters
 
@@ -43,15 +44,15 @@ __all__ = ["TrainingDiagnostics"]
 class TrainingDiagnostics(Callback):
     """Layer-wise statistics of early training, written to the trainer's loggers.
 
-    Logs per watched parameter (qualified name in the tag, ``<statistic>/<name>``):
-    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax|nonfinite``, ``update_ratio``
-    (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms ``weight_hist``/``grad_hist``; per watched
-    leaf module ``act_mean|std|dead_fraction``. The step of every value is the optimizer step
-    index (``trainer.global_step`` before the step). A TensorBoard logger gets everything plus a
-    custom-scalars layout with one chart per statistic comparing all layers; other loggers get
-    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts are
-    :class:`DiagnosticsWarning` s on rank zero, each once; the checkpoint keeps which were
-    raised, so a resumed run does not repeat them.
+    Logs per watched parameter (tag ``lightning_init/<statistic>/<qualified name>``):
+    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax``, ``grad_nonfinite`` (when not 0),
+    ``update_ratio`` (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms
+    ``weight_hist``/``grad_hist``; per watched leaf module ``act_mean|std|dead_fraction``. The
+    step of every value is the optimizer step index (``trainer.global_step`` before the step). A
+    TensorBoard logger gets everything plus a Custom Scalars page, one chart per statistic and
+    layer group; other loggers get the scalars through ``log_metrics``; with no logger the
+    alerts still work. Alerts are :class:`DiagnosticsWarning` s on rank zero, each once; the
+    checkpoint keeps which were raised, so a resumed run does not repeat them.
 
     Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
     that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
@@ -89,7 +90,7 @@ class TrainingDiagnostics(Callback):
         self._pending: list[Measured] = []
         self._readout = Readout(options)
         self._writers = LoggerWriters()
-        self._layout = chart_layout(options)
+        self._charts = Charts([], [])  # the watched model's, from the start of each fit
         self._failed = False
         self._finished = False
 
@@ -214,6 +215,11 @@ class TrainingDiagnostics(Callback):
     def _collect(self, pl_module: nn.Module) -> None:
         self._watched = select(pl_module, self.options)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
+        self._charts = Charts(
+            [(name, p.dim()) for name, p in self._watched.parameters],
+            [name for name, _ in self._watched.leaf_modules] if self.options.activations else [],
+            update_ratio=self.options.update_ratio,
+        )
 
     def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
         """The watched parameters of ``optimizer`` not measured yet at this step."""
@@ -243,7 +249,7 @@ class TrainingDiagnostics(Callback):
         values = self._readout.values(pending, blocks, names, self._alerts)
         self._writers.write(
             getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
-            self._layout,
+            self._charts,
         )
 
     # ------------------------------------------------------------------ life cycle
