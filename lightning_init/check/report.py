@@ -281,11 +281,18 @@ class InitCheckReport:
         """
         return json.dumps(self.to_dict(), indent=indent)
 
-    def figure(self) -> Any:
-        """A matplotlib figure: activation std and gradient norm against depth, log y scale.
+    def figure(self, *, max_scale_drift: float = 100.0, max_grad_drift: float = 1000.0) -> Any:
+        """A matplotlib figure of the signal's scale through the layers, forward and backward.
 
-        Built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot state, no GUI).
-        Vanishing shows as lines falling with depth, exploding as lines rising.
+        Two log panels over a fixed range of at least twelve decades, the check's accepted band
+        shaded: each module's output std over the first weight layer's, and each weight layer's
+        gradient-to-weight norm ratio over the last one's. Weight layers are filled dots and
+        named on the x axis. Built on ``matplotlib.figure.Figure`` with the Agg canvas (no
+        pyplot state, no GUI).
+
+        Args:
+            max_scale_drift: the forward band, as the check's threshold of that name.
+            max_grad_drift: the backward band, as the check's threshold of that name.
 
         Example:
             >>> import torch
@@ -294,37 +301,9 @@ class InitCheckReport:
             >>> [axis.get_yscale() for axis in fig.axes]
             ['log', 'log']
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from lightning_init.check._figure import depth_figure
 
-        figure = Figure(figsize=(8, 6))
-        FigureCanvasAgg(figure)
-        act_axis, grad_axis = figure.subplots(2, 1, sharex=True)
-        depth = [layer.index for layer in self.layers]
-        stds = [_positive(layer.output_std) for layer in self.layers]
-        act_axis.plot(depth, stds, marker=".", label="activation std")
-        act_axis.set_yscale("log")
-        act_axis.set_ylabel("output std")
-        act_axis.set_title("init check: activation std and gradient norm by depth")
-        act_axis.grid(True, which="both", alpha=0.3)
-        grad_points = [(layer.index, _positive(layer.grad_norm)) for layer in self.layers
-                       if layer.grad_norm is not None]
-        if grad_points:
-            depths, norms = zip(*grad_points, strict=True)
-            grad_axis.plot(depths, norms, marker=".", color="tab:red", label="grad norm")
-        grad_axis.set_yscale("log")
-        grad_axis.set_ylabel("gradient norm")
-        grad_axis.set_xlabel("depth (module index, forward order)")
-        grad_axis.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        return figure
-
-
-def _positive(value: float | None) -> float:
-    """Log axes cannot show 0, NaN or Inf: plot those as NaN (a gap)."""
-    if value is None or not math.isfinite(value) or value <= 0:
-        return math.nan
-    return value
+        return depth_figure(self, max_scale_drift=max_scale_drift, max_grad_drift=max_grad_drift)
 
 
 def _cell(value: float | None) -> str:
