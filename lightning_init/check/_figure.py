@@ -82,6 +82,7 @@ def _panel(
     axis.axhspan(1 / band, band, color=_HEALTHY, alpha=0.12, zorder=1, label=band_label)
     axis.axhline(1.0, color=_HEALTHY, linewidth=0.8, alpha=0.6, zorder=2)
     axis.grid(True, axis="y", which="major", alpha=0.3)
+    axis.tick_params(axis="y", labelsize=12)
 
 
 def _label_layers(axis: Any, layers: Sequence[LayerRecord], is_weight: list[bool]) -> None:
@@ -91,7 +92,7 @@ def _label_layers(axis: Any, layers: Sequence[LayerRecord], is_weight: list[bool
     shown = named[::step]
     axis.set_xticks(shown)
     axis.set_xticklabels([layers[i].name or "(model)" for i in shown], rotation=90,
-                         fontsize=8 if len(shown) > 20 else 9)
+                         fontsize=9 if len(shown) > 20 else 11)
 
 
 def _mark_nonfinite(axis: Any, layers: Sequence[LayerRecord]) -> None:
@@ -147,11 +148,11 @@ def depth_figure(
            _WEIGHT, f"accepted: within {max_scale_drift:g}x")
     forward_axis.plot(range(len(layers)), driven, color=_WEIGHT, linestyle="--", linewidth=1.2,
                       alpha=0.8, zorder=3, label="of it, input-driven")
-    forward_axis.set_title("forward: output std / first weight layer's", fontsize=12)
+    forward_axis.set_title("forward: output std / first weight layer's", fontsize=14)
     _panel(backward_axis, weight_positions, backward, [True] * len(backward), max_grad_drift,
            _GRADIENT, f"accepted: within {max_grad_drift:g}x")
     backward_axis.set_title("backward: |grad| / |weight|, over the last weight layer's",
-                            fontsize=12)
+                            fontsize=14)
     limits = _y_limits(forward + driven + backward)
     for axis in (forward_axis, backward_axis):
         axis.set_ylim(*limits)
@@ -163,6 +164,6 @@ def depth_figure(
         entries.setdefault(label, handle)
     labels = sorted(entries, key=lambda label: label.startswith("accepted"))
     handles = [entries[label] for label in labels]
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=10,
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=12,
                   frameon=False)
     return figure
