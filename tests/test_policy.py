@@ -396,6 +396,6 @@ def test_report_markdown_headline_checks_the_std_against_the_formula():
     with torch.no_grad():
         net[0].weight.mul_(3.0)  # what a second, forgotten init would do
     report.records[0] = dataclasses.replace(
-        report.records[0], measured_std=float(net[0].weight.std(unbiased=False))
+        report.records[0], measured_std=float(net[0].weight.detach().std(unbiased=False))
     )
     assert "std off its formula's: 0.weight (0.264 for 0.0884)" in report.to_markdown()
