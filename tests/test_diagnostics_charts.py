@@ -97,9 +97,11 @@ def test_charts_group_layers_with_biases_apart_and_log10_values(tmp_path: Path) 
             if "weight norm" in category.title:
                 # Matrices and vectors (biases, LayerNorm gains) never share an axis.
                 assert len({dims[tag] >= 2 for tag in matched}) == 1, chart.title
-        # 38 parameters (10 matrices, 28 biases and gains), 28 leaf modules.
-        modules = "activation" in category.title or "dead fraction" in category.title
-        assert len(drawn) == (28 if modules else 38), category.title
+        # 38 parameters (10 matrices, 28 biases and gains), 28 leaf modules, 9 ReLUs.
+        if "dead fraction" in category.title:
+            assert drawn == {f"lightning_init/act_dead_fraction/net.{i}" for i in range(2, 27, 3)}
+        else:
+            assert len(drawn) == (28 if "activation" in category.title else 38), category.title
     # The 10 matrices: 2 charts of 5; closed categories beyond the first four.
     (weight_norms,) = [c for c in layout.category if c.title.endswith("weight norm, log10")]
     assert [chart.title for chart in weight_norms.chart][:2] == [

@@ -217,7 +217,8 @@ class TrainingDiagnostics(Callback):
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
         self._charts = Charts(
             [(name, p.dim()) for name, p in self._watched.parameters],
-            [name for name, _ in self._watched.leaf_modules] if self.options.activations else [],
+            [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
+             for name, module in self._watched.leaf_modules] if self.options.activations else [],
             update_ratio=self.options.update_ratio,
         )
 

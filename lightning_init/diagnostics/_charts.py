@@ -42,10 +42,7 @@ _PARAMETER_STATISTICS = (
     _Statistic("grad_norm", "gradient norm, log10", log10=True),
     _Statistic("weight_norm", "weight norm, log10", log10=True),
 )
-_ACTIVATION_STATISTICS = (
-    _Statistic("act_std", "activation std"),
-    _Statistic("act_dead_fraction", "dead fraction of units"),
-)
+_DEAD_FRACTION = _Statistic("act_dead_fraction", "dead fraction of units (ReLU)")
 _CLOSED_STATISTICS = (
     _Statistic("weight_std", "weight std", closed=True),
     _Statistic("grad_std", "gradient std", closed=True),
@@ -124,7 +121,9 @@ class Charts:
 
     Args:
         parameters: ``(qualified name, number of dimensions)`` of the watched parameters.
-        modules: qualified names of the leaf modules whose activations are recorded.
+        modules: ``(qualified name, whether its units can die)`` of the leaf modules whose
+            activations are recorded; only those that can die (ReLU: exact zeros) get a
+            dead-fraction chart, the others' would be all zeros.
         update_ratio: whether the update ratio is logged.
 
     Example:
@@ -137,15 +136,18 @@ class Charts:
     """  # noqa: E501
 
     def __init__(
-        self, parameters: Sequence[tuple[str, int]], modules: Sequence[str],
+        self, parameters: Sequence[tuple[str, int]], modules: Sequence[tuple[str, bool]],
         update_ratio: bool = True,
     ) -> None:
         kinds = [(name, "matrix" if dims >= 2 else "vector") for name, dims in parameters]
         statistics = [s for s in _PARAMETER_STATISTICS if update_ratio or s.key != "update_ratio"]
         plan = [(s, layer_groups(kinds)) for s in statistics]
         if modules:
-            module_groups = layer_groups([(name, "module") for name in modules])
-            plan += [(s, module_groups) for s in _ACTIVATION_STATISTICS]
+            module_groups = layer_groups([(name, "module") for name, _ in modules])
+            plan.append((_Statistic("act_std", "activation std"), module_groups))
+            dying = [(name, "module") for name, can_die in modules if can_die]
+            if dying:
+                plan.append((_DEAD_FRACTION, layer_groups(dying)))
             plan.append((_Statistic("act_mean", "activation mean", closed=True), module_groups))
         plan += [(s, layer_groups(kinds)) for s in _CLOSED_STATISTICS]
         self.log10_tags: dict[str, str] = {}
