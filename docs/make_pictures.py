@@ -7,8 +7,10 @@
   starts TensorBoard on localhost and screenshots its pages with Debian's headless Chromium
   (``apt-get install chromium``; ``--use-angle=swiftshader`` draws the charts without a GPU):
   ``tb_custom_scalars.png`` (the diagnostics' charts), ``tb_text.png`` (the check's verdict and
-  table), ``tb_images.png`` (the depth figure as logged) and ``tensorboard.png`` (the loss).
-  Each PNG is reduced to a palette when that keeps it under ``MAX_BYTES``.
+  table) and ``tensorboard.png`` (the loss), in windows narrow enough to read at the width a
+  README shows. (The Images page shows the depth figure as a thumbnail until *Show actual image
+  size* is ticked, which no URL sets: the figure itself is saved by matplotlib above.) Each PNG
+  is reduced to a palette when it is over ``MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ PORT = 6123
 # (file, page of TensorBoard's URL, window size): the legacy dashboards take the run filter
 # `regexInput` and the tag filter `tagFilter` in the URL.
 PAGES = (
-    ("tb_custom_scalars.png", "#custom_scalars&regexInput=diagnostics", (1500, 1250)),
-    ("tb_text.png", "#text&regexInput=pytorch_default%24&tagFilter=check", (1500, 1000)),
-    ("tb_images.png", "#images&regexInput=pytorch_default%24&tagFilter=check_depth",
-     (1500, 900)),
-    ("tensorboard.png", "#scalars&tagFilter=train%2Floss&_smoothingWeight=0", (1400, 900)),
+    ("tb_custom_scalars.png", "#custom_scalars&regexInput=diagnostics&_smoothingWeight=0",
+     (1120, 1000)),
+    ("tb_text.png", "#text&regexInput=pytorch_default%24&tagFilter=check", (1360, 800)),
+    ("tensorboard.png", "#scalars&tagFilter=train%2Floss&_smoothingWeight=0", (1000, 560)),
 )
 
 
