@@ -6,9 +6,8 @@
 - With ``--tensorboard``: runs ``examples/he_init_experiment.py`` (xavier, kaiming, default),
   starts TensorBoard on localhost and screenshots its pages with Debian's headless Chromium
   (``apt-get install chromium``; ``--use-angle=swiftshader`` draws the charts without a GPU):
-  ``tb_custom_scalars.png`` (the diagnostics' charts), ``tb_text.png`` (the check's verdict and
-  table) and ``tensorboard.png`` (the loss), in windows narrow enough to read at the width a
-  README shows. (The Images page shows the depth figure as a thumbnail until *Show actual image
+  ``tb_custom_scalars.png`` (the diagnostics' charts) and ``tb_text.png`` (the check's verdict
+  and table), in windows narrow enough to read at the width a README shows. (The Images page shows the depth figure as a thumbnail until *Show actual image
   size* is ticked, which no URL sets: the figure itself is saved by matplotlib above.) Each PNG
   is reduced to a palette when it is over ``MAX_BYTES``.
 """
@@ -41,7 +40,6 @@ PAGES = (
     ("tb_custom_scalars.png", "#custom_scalars&regexInput=diagnostics&_smoothingWeight=0",
      (1120, 1000)),
     ("tb_text.png", "#text&regexInput=pytorch_default%24&tagFilter=check", (1360, 800)),
-    ("tensorboard.png", "#scalars&tagFilter=train%2Floss&_smoothingWeight=0", (1000, 560)),
 )
 
 
