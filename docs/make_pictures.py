@@ -7,9 +7,10 @@
   starts TensorBoard on localhost and screenshots its pages with Debian's headless Chromium
   (``apt-get install chromium``; ``--use-angle=swiftshader`` draws the charts without a GPU):
   ``tb_custom_scalars.png`` (the diagnostics' charts) and ``tb_text.png`` (the check's verdict
-  and table), in windows narrow enough to read at the width a README shows. (The Images page shows the depth figure as a thumbnail until *Show actual image
-  size* is ticked, which no URL sets: the figure itself is saved by matplotlib above.) Each PNG
-  is reduced to a palette when it is over ``MAX_BYTES``.
+  and table), in windows narrow enough to read at the width a README shows. (The Images page
+  shows the depth figure as a thumbnail until *Show actual image size* is ticked, which no URL
+  sets: the figure itself is saved by matplotlib above.) Each PNG is reduced to a palette when
+  it is over ``MAX_BYTES``.
 """
 
 from __future__ import annotations

@@ -131,15 +131,21 @@ class _PlanTable:
         raise NotImplementedError
 
     def to_markdown(self) -> str:
-        """Markdown for TensorBoard's text tab: the headline (what was set, and whether the
-        values have the std their formula promises) first, then the table, each rule by its
-        index (its match listed below), then what was left alone."""
+        """Markdown for TensorBoard's text tab: the headline of a report (what was set, and
+        whether the values have the std their formula promises) first, then the table, each
+        rule by its index (its match listed below) and a long initializer's arguments on a
+        second line, then what was left alone."""
         headers, rows = self._sections()
         column = headers.index("rule")
         labels = list(dict.fromkeys(row[column] for row in rows))
+        init = headers.index("initializer")
         short = [[*row[:column], _short_rule(row[column]), *row[column + 1 :]] for row in rows]
+        for row in short:  # a long call on two lines: the narrow columns keep their width
+            if len(row[init]) > 24 and "(" in row[init]:
+                row[init] = row[init].replace("(", "<br>(", 1)
         legend = "\n".join(f"- {label}" for label in labels if _short_rule(label) != label)
-        parts = [f"**{self._headline()}**", markdown_table(headers, short), legend]
+        headline = self._headline()
+        parts = [headline and f"**{headline}**", markdown_table(headers, short), legend]
         return "\n\n".join([part for part in parts if part] + self._footer())
 
 
@@ -170,8 +176,7 @@ class PolicyPlan(_PlanTable):
     unused_rules: list[str]
 
     def _headline(self) -> str:
-        return (f"{_name(self.policy_name)}, dry run: {len(self.entries)} parameter(s) to set, "
-                f"{len(self.left_alone)} left alone")
+        return ""  # a dry run has no verdict: the table comes first
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std"]
