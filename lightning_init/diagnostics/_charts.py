@@ -70,12 +70,23 @@ def _chunks(names: list[str]) -> list[list[str]]:
     return [names[low:high] for low, high in itertools.pairwise(bounds)]
 
 
-def _title(label: str, names: list[str], whole: bool) -> str:
+def _title(label: str, names: list[str]) -> str:
+    """A chart's title: its one name, a role with the range of its block indices, or a pool's
+    label with its count.
+
+    Example:
+        >>> _title("h.*.attn.weight", ["h.0.attn.weight", "h.1.attn.weight", "h.5.attn.weight"])
+        'h.0-5.attn.weight'
+    """
     if len(names) == 1:
         return names[0]
-    if whole:
+    if "*" not in label:
         return f"{label} ({len(names)})"
-    return f"{label}: {names[0]} ... {names[-1]}"
+    first, last = names[0].split("."), names[-1].split(".")
+    return ".".join(
+        part if part != "*" else (a if a == b else f"{a}-{b}")
+        for part, a, b in zip(label.split("."), first, last, strict=True)
+    )
 
 
 def layer_groups(entries: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
@@ -89,8 +100,8 @@ def layer_groups(entries: Sequence[tuple[str, str]]) -> list[tuple[str, list[str
         >>> entries += [("head.weight", "matrix"), ("head.bias", "vector")]
         >>> for title, names in layer_groups(entries):
         ...     print(title, len(names))
-        net.*.weight: net.0.weight ... net.8.weight 5
-        net.*.weight: net.10.weight ... net.18.weight 5
+        net.0-8.weight 5
+        net.10-18.weight 5
         head.weight 1
         head.bias 1
     """
@@ -105,7 +116,7 @@ def layer_groups(entries: Sequence[tuple[str, str]]) -> list[tuple[str, list[str
     for (kind, role), names in groups.items():
         chunks = _chunks(names)
         label = role or ("weights" if kind == "matrix" else "biases and gains")
-        charts += [(_title(label, chunk, len(chunks) == 1), chunk) for chunk in chunks]
+        charts += [(_title(label, chunk), chunk) for chunk in chunks]
     return charts
 
 
