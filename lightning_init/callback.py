@@ -36,6 +36,7 @@ from lightning_init.check import (
     publish_check_report,
     raise_or_warn,
 )
+from lightning_init.check._metrics import check_metrics
 from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
 from lightning_init.errors import InitCheckError
 from lightning_init.policy import InitPolicy
@@ -263,11 +264,11 @@ class InitCallback(Callback):
             if self._fit.lazy_deferred is not None:
                 _materialize_lazy(trainer, pl_module, self._policy, deferred=True)
             self._initialize_added(trainer, pl_module, known_modules)
-        self._log(trainer, pl_module)
         if not resuming and self._check_options is not None:
             self._check_report = _run_check(
                 trainer, pl_module, self._check_options, asked=self._check_asked
             )
+        self._log(trainer, pl_module)  # after the check: its numbers are HParams metrics
 
     on_train_start = _to_diagnostics(TrainingDiagnostics.on_train_start)
     on_train_batch_start = _to_diagnostics(TrainingDiagnostics.on_train_batch_start)
@@ -357,10 +358,11 @@ class InitCallback(Callback):
         # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
         # the module's hyperparameters after on_fit_start: write them here, ours added.
         merged = {**_module_hparams(trainer, pl_module), **hparams}
+        metrics = {} if self._check_report is None else check_metrics(self._check_report)
         with guarded_writes("the initialization's record") as attempt:
             for logger in trainer.loggers:
                 with attempt(f"the hyperparameters to {type(logger).__name__}"):
-                    logger.log_hyperparams(merged)
+                    _log_hyperparams(logger, merged, metrics)
                 if text and trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
                     with attempt("TensorBoard text 'lightning_init/policy'"):
                         logger.experiment.add_text(
@@ -512,6 +514,20 @@ def _shown(value: object) -> str:
         if getattr(value, option.name) != getattr(defaults, option.name)
     ]
     return f"{type(value).__name__}({', '.join(changed)})"
+
+
+def _log_hyperparams(logger: Any, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """``params``, with ``metrics`` as TensorBoard HParams metrics (runs sort by them); other
+    loggers get the metrics as values at step 0."""
+    if not metrics:
+        logger.log_hyperparams(params)
+    elif isinstance(logger, TensorBoardLogger):
+        if getattr(logger, "_default_hp_metric", False):
+            metrics = {"hp_metric": -1, **metrics}  # Lightning's placeholder, kept
+        logger.log_hyperparams(params, metrics=metrics, step=0)
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(metrics, step=0)
 
 
 def _module_hparams(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:

@@ -107,14 +107,14 @@ def test_activations_are_aggregated_over_every_rank(
     total = ranks[0]["sum"] + ranks[1]["sum"]
     total_sq = ranks[0]["sum_sq"] + ranks[1]["sum_sq"]
     count = ranks[0]["count"] + ranks[1]["count"]
-    assert logged["act_mean/net.0"] == pytest.approx(total / count, rel=1e-5)
+    assert logged["lightning_init/act_mean/net.0"] == pytest.approx(total / count, rel=1e-5)
     variance = (total_sq - total * total / count) / (count - 1)
-    assert logged["act_std/net.0"] == pytest.approx(math.sqrt(variance), rel=1e-5)
+    assert logged["lightning_init/act_std/net.0"] == pytest.approx(math.sqrt(variance), rel=1e-5)
     # A ReLU unit is dead only if it gave 0 on every sample of every rank.
     unit_max = [max(a, b) for a, b in zip(*(r["relu_unit_max"] for r in ranks), strict=True)]
     dead = sum(1 for value in unit_max if value == 0) / len(unit_max)
     assert dead == 6 / 8  # the script's construction: units 0 and 1 each live on one rank
-    assert logged["act_dead_fraction/net.1"] == pytest.approx(dead)
+    assert logged["lightning_init/act_dead_fraction/net.1"] == pytest.approx(dead)
     assert ranks[1]["metrics"] == {}  # only rank zero writes
 
 

@@ -422,7 +422,9 @@ def test_report_renders_as_table_markdown_json_and_figure() -> None:
     text = str(report)
     assert "net.0" in text and "Linear" in text and "input dep." in text
     markdown = report.to_markdown()
-    assert markdown.startswith("| # | layer |") and "| net.14 | Linear |" in markdown
+    # The verdict first, then the table.
+    assert markdown.startswith("**init check: ") and "\n| # | layer |" in markdown
+    assert "| net.14 | Linear |" in markdown
     decoded = json.loads(report.to_json())
     assert decoded["ok"] == report.ok
     assert decoded["layers"][0]["name"] == "net.0"

@@ -139,16 +139,21 @@ def test_tensorboard_logs_every_parameter_within_the_window(tmp_path: Path) -> N
             "grad_norm",
             "grad_std",
             "grad_absmax",
-            "grad_nonfinite",
             "update_ratio",
         ):
-            assert f"{stat}/{name}" in scalar_tags
-        assert {f"weight_hist/{name}", f"grad_hist/{name}"} <= histogram_tags
+            assert f"lightning_init/{stat}/{name}" in scalar_tags
+        # A healthy run writes no chart of zeros: non-finite counts only when there are some.
+        assert f"lightning_init/grad_nonfinite/{name}" not in scalar_tags
+        assert {
+            f"lightning_init/weight_hist/{name}", f"lightning_init/grad_hist/{name}"
+        } <= histogram_tags
     for module in ("net.0", "net.1", "net.2", "net.3", "net.4"):
-        assert {f"act_mean/{module}", f"act_dead_fraction/{module}"} <= scalar_tags
+        assert {
+            f"lightning_init/act_mean/{module}", f"lightning_init/act_dead_fraction/{module}"
+        } <= scalar_tags
     # Nothing outside the window, and the logged gradient norm is the true one.
     for name in PARAMS:
-        logged = events.Scalars(f"grad_norm/{name}")
+        logged = events.Scalars(f"lightning_init/grad_norm/{name}")
         assert [event.step for event in logged] == expected_steps
         for event in logged:
             assert event.value == pytest.approx(truth.norms[event.step][name], rel=1e-5)
@@ -157,16 +162,20 @@ def test_tensorboard_logs_every_parameter_within_the_window(tmp_path: Path) -> N
         assert max(event.step for event in series) <= 7
     # Weight statistics and the update ratio against values computed here.
     weight = truth.weights[3]["net.2.weight"]
-    (std_event,) = [e for e in events.Scalars("weight_std/net.2.weight") if e.step == 3]
+    (std_event,) = [
+        e for e in events.Scalars("lightning_init/weight_std/net.2.weight") if e.step == 3
+    ]
     assert std_event.value == pytest.approx(float(weight.std()), rel=1e-4)
     update = float((truth.weights[4]["net.2.weight"] - weight).norm() / weight.norm())
-    (ratio_event,) = [e for e in events.Scalars("update_ratio/net.2.weight") if e.step == 3]
+    (ratio_event,) = [
+        e for e in events.Scalars("lightning_init/update_ratio/net.2.weight") if e.step == 3
+    ]
     assert ratio_event.value == pytest.approx(update, rel=1e-3)
     # Histograms hold every element of a small tensor.
-    histogram = events.Histograms("weight_hist/net.0.weight")[0].histogram_value
+    histogram = events.Histograms("lightning_init/weight_hist/net.0.weight")[0].histogram_value
     assert histogram.num == 8 * 16 and sum(histogram.bucket) == 8 * 16
     # Activations: a ReLU's output mean is >= 0; hooks exist only at logged steps.
-    assert all(e.value >= 0 for e in events.Scalars("act_mean/net.1"))
+    assert all(e.value >= 0 for e in events.Scalars("lightning_init/act_mean/net.1"))
     assert {s for s, n in model.hooks_seen.items() if n} == set(expected_steps)
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     # One custom-scalars layout, comparing layers per statistic.
@@ -184,7 +193,7 @@ def test_gradient_accumulation_logs_the_accumulated_gradient(tmp_path: Path) -> 
         extra=[truth],
         accumulate_grad_batches=2,
     )
-    logged = _events(logger.log_dir).Scalars("grad_norm/net.0.weight")
+    logged = _events(logger.log_dir).Scalars("lightning_init/grad_norm/net.0.weight")
     assert [e.step for e in logged] == [0, 1, 2]
     for event in logged:
         assert event.value == pytest.approx(truth.norms[event.step]["net.0.weight"], rel=1e-5)
@@ -204,7 +213,7 @@ def test_amp_gradients_are_logged_unscaled(tmp_path: Path) -> None:
         _Net(), {"every_n_steps": 1, "until_step": 2}, max_steps=3, logger=logger,
         extra=[truth, scaled], plugins=[_amp_on_cpu(2.0**10)],
     )
-    logged = _events(logger.log_dir).Scalars("grad_norm/net.0.weight")
+    logged = _events(logger.log_dir).Scalars("lightning_init/grad_norm/net.0.weight")
     assert [e.step for e in logged] == [0, 1, 2]
     for event in logged:
         true_norm = truth.norms[event.step]["net.0.weight"]
@@ -231,8 +240,9 @@ def test_amp_overflow_alerts_nonfinite_gradients_but_not_the_skipped_update(
     assert any("step 0: 'net.4.weight': gradient has" in m and "NaN/Inf" in m for m in messages)
     assert not any("update ratio" in m for m in messages)
     events = _events(logger.log_dir)
-    assert all(e.value > 0 for e in events.Scalars("grad_nonfinite/net.4.weight"))
-    assert [e.value for e in events.Scalars("update_ratio/net.4.weight")] == [0.0, 0.0]
+    assert all(e.value > 0 for e in events.Scalars("lightning_init/grad_nonfinite/net.4.weight"))
+    ratios = events.Scalars("lightning_init/update_ratio/net.4.weight")
+    assert [e.value for e in ratios] == [0.0, 0.0]
 
 
 def test_manual_optimization_is_logged(tmp_path: Path) -> None:
@@ -245,7 +255,7 @@ def test_manual_optimization_is_logged(tmp_path: Path) -> None:
         logger=logger,
         extra=[truth],
     )
-    logged = _events(logger.log_dir).Scalars("grad_norm/net.4.weight")
+    logged = _events(logger.log_dir).Scalars("lightning_init/grad_norm/net.4.weight")
     assert [e.step for e in logged] == [0, 1, 2, 4]
     for event in logged:
         assert event.value == pytest.approx(truth.norms[event.step]["net.4.weight"], rel=1e-5)
@@ -261,9 +271,9 @@ def test_csv_logger_gets_the_scalars(tmp_path: Path) -> None:
     )
     with open(Path(logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
-    logged = [r for r in rows if r.get("grad_norm/net.0.weight")]
+    logged = [r for r in rows if r.get("lightning_init/grad_norm/net.0.weight")]
     assert [int(r["step"]) for r in logged] == [0, 1, 2, 4]
-    assert all(float(r["weight_norm/net.2.weight"]) > 0 for r in logged)
+    assert all(float(r["lightning_init/weight_norm/net.2.weight"]) > 0 for r in logged)
     assert not any(key.endswith(".bias") for key in rows[0])  # the parameter filter
 
 
@@ -549,7 +559,7 @@ def test_a_parameter_that_changes_shape_mid_window_is_measured_in_its_new_shape(
         diagnostics, _ = _fit(Growing(), {"every_n_steps": 1, "until_step": 4, "alerts": False},
                               max_steps=5, logger=logger)
     assert diagnostics.logged_steps == [0, 1, 2, 3, 4]
-    norms = _events(logger.log_dir).Scalars("weight_norm/net.4.bias")
+    norms = _events(logger.log_dir).Scalars("lightning_init/weight_norm/net.4.bias")
     assert [event.step for event in norms] == [0, 1, 2, 3, 4]
 
 
@@ -589,7 +599,7 @@ def test_update_ratio_of_large_weights_sampled_and_embeddings_exact(tmp_path: Pa
     trainer.fit(_EmbeddingNet(), torch.utils.data.DataLoader(tokens, batch_size=8))
     events = _events(logger.log_dir)
     for name, tolerance in (("embedding.weight", 1e-4), ("hidden.weight", 0.1)):
-        logged = events.Scalars(f"update_ratio/{name}")
+        logged = events.Scalars(f"lightning_init/update_ratio/{name}")
         assert [event.step for event in logged] == [0, 1, 2, 3]
         for event in logged:
             before, after = truth.weights[event.step][name], truth.weights[event.step + 1][name]
@@ -647,14 +657,15 @@ def test_sparse_gradients_are_measured_as_their_dense_equivalent(tmp_path: Path)
                 "grad_norm": float(dense.norm()),
                 "grad_std": float(dense.std()),
                 "grad_absmax": float(dense.abs().max()),
-                "grad_nonfinite": 0.0,
             }
+            assert f"lightning_init/grad_nonfinite/{name}" not in events.Tags()["scalars"]
             for statistic, value in expected.items():
-                logged = {e.step: e.value for e in events.Scalars(f"{statistic}/{name}")}
+                series = events.Scalars(f"lightning_init/{statistic}/{name}")
+                logged = {e.step: e.value for e in series}
                 assert logged[step] == pytest.approx(value, rel=1e-5, abs=1e-7), (
                     name, statistic, step,
                 )
         # The histogram of a sparse gradient is that of its dense equivalent (zeros included).
-        histogram = events.Histograms(f"grad_hist/{name}")[0].histogram_value
+        histogram = events.Histograms(f"lightning_init/grad_hist/{name}")[0].histogram_value
         assert histogram.num == truth.grads[0][name].numel()
         assert histogram.sum == pytest.approx(float(truth.grads[0][name].sum()), abs=1e-5)

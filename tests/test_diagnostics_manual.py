@@ -84,16 +84,17 @@ def test_both_optimizers_are_measured_in_the_same_batches_at_their_true_steps() 
     )
     trainer.fit(model, loader)
     assert trainer.global_step == 40  # 20 batches, two optimizer steps each
-    d_steps = sorted(logger.scalars["weight_norm/discriminator.weight"])
-    g_steps = sorted(logger.scalars["weight_norm/generator.weight"])
+    d_steps = sorted(logger.scalars["lightning_init/weight_norm/discriminator.weight"])
+    g_steps = sorted(logger.scalars["lightning_init/weight_norm/generator.weight"])
     # Batches start at even steps; a batch is logged when its start is a logged step.
     assert d_steps == [0, 2, 4, 8, 10, 16, 20, 30, 32]
     assert g_steps == [step + 1 for step in d_steps]
     for name, steps in (("discriminator", d_steps), ("generator", g_steps)):
-        logged = logger.scalars[f"weight_norm/{name}.weight"]
+        logged = logger.scalars[f"lightning_init/weight_norm/{name}.weight"]
         truth = model.norm_before_step[name]
         for step in steps:  # the value written at a step is the weight at that very step
             assert abs(logged[step] - truth[step]) <= 1e-6 * truth[step]
-        assert all(f"grad_norm/{name}.weight" in logger.scalars and
-                   step in logger.scalars[f"grad_norm/{name}.weight"] for step in steps)
+        grad_tag = f"lightning_init/grad_norm/{name}.weight"
+        assert all(grad_tag in logger.scalars and step in logger.scalars[grad_tag]
+                   for step in steps)
     assert diagnostics.logged_steps == sorted(d_steps + g_steps)

@@ -40,7 +40,7 @@ def test_quickstart_trains_prints_the_check_and_writes_tensorboard(tmp_path: Pat
     assert "net.0" in output  # the check's table names the layers
     tags = scalar_tags(tmp_path)
     assert "train/loss" in tags
-    assert "grad_norm/net.0.weight" in tags, sorted(tags)  # the diagnostics
+    assert "lightning_init/grad_norm/net.0.weight" in tags, sorted(tags)  # the diagnostics
 
 
 @pytest.mark.parametrize(
@@ -85,4 +85,4 @@ def test_lightning_cli_example_with_a_config(tmp_path: Path) -> None:
         ],
         ROOT,
     )
-    assert "grad_norm/net.0.weight" in scalar_tags(tmp_path)
+    assert "lightning_init/grad_norm/net.0.weight" in scalar_tags(tmp_path)

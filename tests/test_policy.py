@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import textwrap
 import warnings
@@ -380,3 +381,22 @@ def test_a_misspelled_key_alone_in_its_rule_gets_a_did_you_mean(strict):
         message = str(caught[0].message)
     for word in words:
         assert word in message
+
+
+def test_report_markdown_headline_checks_the_std_against_the_formula():
+    net = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 8))
+    report = _policy({"match": {"type": "Linear"},
+                      "weight": {"init": "kaiming_normal", "nonlinearity": "relu"},
+                      "bias": "zeros"}, name="k", seed=0).apply(net)
+    markdown = report.to_markdown()
+    headline = markdown.splitlines()[0]
+    # A long initializer on two lines, so that TensorBoard does not squeeze the short columns.
+    assert "| rules[0] | kaiming_normal<br>(nonlinearity=relu) |" in markdown
+    assert headline == ("**init policy 'k': 4 parameter(s) set, 0 left alone; every std as its "
+                        "formula promises**")
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)  # what a second, forgotten init would do
+    report.records[0] = dataclasses.replace(
+        report.records[0], measured_std=float(net[0].weight.detach().std(unbiased=False))
+    )
+    assert "std off its formula's: 0.weight (0.264 for 0.0884)" in report.to_markdown()

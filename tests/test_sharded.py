@@ -114,7 +114,7 @@ def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) 
                 expected = value if key is None else value[key]
                 if not math.isfinite(expected) or (statistic == "update_ratio" and expected == 0):
                     continue
-                logged = scalars[f"{statistic}/{name}"][int(step)]
+                logged = scalars[f"lightning_init/{statistic}/{name}"][int(step)]
                 assert logged == pytest.approx(expected, rel=1e-4, abs=1e-7), (
                     statistic, name, step)
                 compared += 1

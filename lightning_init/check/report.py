@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lightning_init._text import markdown_table
+
 __all__ = ["CheckProblem", "InitCheckReport", "LayerRecord", "ParameterRecord"]
 
 
@@ -235,25 +237,30 @@ class InitCheckReport:
             yield Text(line, style="red" if line.startswith("  - ") else "")
 
     def to_markdown(self) -> str:
-        """The report as a markdown table plus the verdicts (TensorBoard's text tab renders it).
+        """The report in markdown (TensorBoard's text tab renders it): the verdict first, then
+        the problems, the initial loss and the notes, then the table, without its empty columns.
 
         Example:
             >>> import torch
             >>> from lightning_init.check import check_init
-            >>> print(check_init(torch.nn.Linear(4, 3), torch.randn(8, 4)).to_markdown())
-            ... # doctest: +ELLIPSIS
-            | # | layer | type | mean | std | ...
-        """
-        lines = ["| " + " | ".join(self._HEADER) + " |",
-                 "|" + "---|" * len(self._HEADER)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                  for row in self._rows()]
-        lines.append("")
-        for line in self._summary_lines(bullet="- "):
-            lines.append(line)
-            if not line.startswith("- "):
-                lines.append("")  # markdown paragraphs
-        return "\n".join(lines).rstrip() + "\n"
+            >>> markdown = check_init(torch.nn.Linear(4, 3), torch.randn(8, 4)).to_markdown()
+            >>> lines = markdown.splitlines()
+            >>> lines[0], next(line for line in lines if line.startswith("|"))
+            ('**init check: OK, no problem found**', '| # | layer | type | mean | std | input dep. | grad norm | grad/weight |')
+        """  # noqa: E501
+        if self.ok:
+            lines = ["**init check: OK, no problem found**", ""]
+        else:
+            lines = [f"**init check: {len(self.problems)} problem(s)**", ""]
+            lines += [f"- {problem.message}" for problem in self.problems] + [""]
+        for line in self._summary_lines():
+            if not line.startswith(("init check:", "  - ")):  # the loss and the notes
+                lines += [line, ""]
+        rows = self._rows()
+        kept = [i for i in range(len(self._HEADER)) if i < 3 or any(row[i] for row in rows)]
+        lines.append(markdown_table([self._HEADER[i] for i in kept],
+                                    [[row[i] for i in kept] for row in rows]))
+        return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (NaN/Inf written as strings)."""
@@ -289,11 +296,18 @@ class InitCheckReport:
         """
         return json.dumps(self.to_dict(), indent=indent)
 
-    def figure(self) -> Any:
-        """A matplotlib figure: activation std and gradient norm against depth, log y scale.
+    def figure(self, *, max_scale_drift: float = 100.0, max_grad_drift: float = 1000.0) -> Any:
+        """A matplotlib figure of the signal's scale through the layers, forward and backward.
 
-        Built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot state, no GUI).
-        Vanishing shows as lines falling with depth, exploding as lines rising.
+        Two log panels over a fixed range of at least twelve decades, the check's accepted band
+        shaded: each module's output std over the first weight layer's, and each weight layer's
+        gradient-to-weight norm ratio over the last one's. Weight layers are filled dots and
+        named on the x axis. Built on ``matplotlib.figure.Figure`` with the Agg canvas (no
+        pyplot state, no GUI).
+
+        Args:
+            max_scale_drift: the forward band, as the check's threshold of that name.
+            max_grad_drift: the backward band, as the check's threshold of that name.
 
         Example:
             >>> import torch
@@ -302,37 +316,9 @@ class InitCheckReport:
             >>> [axis.get_yscale() for axis in fig.axes]
             ['log', 'log']
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from lightning_init.check._figure import depth_figure
 
-        figure = Figure(figsize=(8, 6))
-        FigureCanvasAgg(figure)
-        act_axis, grad_axis = figure.subplots(2, 1, sharex=True)
-        depth = [layer.index for layer in self.layers]
-        stds = [_positive(layer.output_std) for layer in self.layers]
-        act_axis.plot(depth, stds, marker=".", label="activation std")
-        act_axis.set_yscale("log")
-        act_axis.set_ylabel("output std")
-        act_axis.set_title("init check: activation std and gradient norm by depth")
-        act_axis.grid(True, which="both", alpha=0.3)
-        grad_points = [(layer.index, _positive(layer.grad_norm)) for layer in self.layers
-                       if layer.grad_norm is not None]
-        if grad_points:
-            depths, norms = zip(*grad_points, strict=True)
-            grad_axis.plot(depths, norms, marker=".", color="tab:red", label="grad norm")
-        grad_axis.set_yscale("log")
-        grad_axis.set_ylabel("gradient norm")
-        grad_axis.set_xlabel("depth (module index, forward order)")
-        grad_axis.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        return figure
-
-
-def _positive(value: float | None) -> float:
-    """Log axes cannot show 0, NaN or Inf: plot those as NaN (a gap)."""
-    if value is None or not math.isfinite(value) or value <= 0:
-        return math.nan
-    return value
+        return depth_figure(self, max_scale_drift=max_scale_drift, max_grad_drift=max_grad_drift)
 
 
 def _cell(value: float | None) -> str:

@@ -37,9 +37,10 @@ from typing_extensions import override
 from lightning_init._distributed import is_dtensor
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._charts import Charts
 from lightning_init.diagnostics._measure import Measured, Measurer
 from lightning_init.diagnostics._options import DiagnosticsOptions
-from lightning_init.diagnostics._readout import Readout, chart_layout
+from lightning_init.diagnostics._readout import Readout
 from lightning_init.diagnostics._selection import Watched, select
 from lightning_init.diagnostics._sharded import measure_sharded, reduce_sharded_updates
 from lightning_init.diagnostics._writers import LoggerWriters
@@ -50,15 +51,15 @@ __all__ = ["TrainingDiagnostics"]
 class TrainingDiagnostics(Callback):
     """Layer-wise statistics of early training, written to the trainer's loggers.
 
-    Logs per watched parameter (qualified name in the tag, ``<statistic>/<name>``):
-    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax|nonfinite``, ``update_ratio``
-    (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms ``weight_hist``/``grad_hist``; per watched
-    leaf module ``act_mean|std|dead_fraction``. The step of every value is the optimizer step
-    index (``trainer.global_step`` before the step). A TensorBoard logger gets everything plus a
-    custom-scalars layout with one chart per statistic comparing all layers; other loggers get
-    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts are
-    :class:`DiagnosticsWarning` s on rank zero, each once; the checkpoint keeps which were
-    raised, so a resumed run does not repeat them.
+    Logs per watched parameter (tag ``lightning_init/<statistic>/<qualified name>``):
+    ``weight_norm|std|mean|absmax``, ``grad_norm|std|absmax``, ``grad_nonfinite`` (when not 0),
+    ``update_ratio`` (``||w_t - w_(t-1)|| / ||w_(t-1)||``), histograms
+    ``weight_hist``/``grad_hist``; per watched leaf module ``act_mean|std|dead_fraction``. The
+    step of every value is the optimizer step index (``trainer.global_step`` before the step). A
+    TensorBoard logger gets everything plus a Custom Scalars page, one chart per statistic and
+    layer group; other loggers get the scalars through ``log_metrics``; with no logger the
+    alerts still work. Alerts are :class:`DiagnosticsWarning` s on rank zero, each once; the
+    checkpoint keeps which were raised, so a resumed run does not repeat them.
 
     Manual optimization works: a batch is logged when ``global_step`` is a logged step at its
     start; then each ``optimizer.step()`` inside it reads the parameters of that optimizer, and
@@ -103,7 +104,7 @@ class TrainingDiagnostics(Callback):
         self._pending: list[Measured] = []
         self._readout = Readout(options)
         self._writers = LoggerWriters()
-        self._layout = chart_layout(options)
+        self._charts = Charts([], [])  # the watched model's, from the start of each fit
         self._failed = False
         self._finished = False
 
@@ -240,6 +241,12 @@ class TrainingDiagnostics(Callback):
         self._watched = select(pl_module, self.options)
         self._sharded = any(is_dtensor(param) for _, param in self._watched.parameters)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
+        self._charts = Charts(
+            [(name, p.dim()) for name, p in self._watched.parameters],
+            [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
+             for name, module in self._watched.leaf_modules] if self.options.activations else [],
+            update_ratio=self.options.update_ratio,
+        )
 
     def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
         """The watched parameters of ``optimizer`` not measured yet at this step."""
@@ -279,7 +286,7 @@ class TrainingDiagnostics(Callback):
             self.logged_steps.append(step)
             self._writers.write(
                 getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
-                self._layout,
+                self._charts,
             )
 
     # ------------------------------------------------------------------ life cycle

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from lightning_init._sparse import coalesced
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import TensorBatch, sparse_histograms, sparse_stats
+from lightning_init.diagnostics._tags import tag
 
 __all__ = ["Measured", "Measurer"]
 
@@ -183,17 +184,17 @@ class Measurer:
         """``weight_hist`` of every weight, ``grad_hist`` of the dense, then sparse, gradients."""
         bins, samples = self.options.histogram_bins, self.options.histogram_max_samples
         blocks = [
-            ([f"weight_hist/{name}" for name in names],
+            ([tag("weight_hist", name) for name in names],
              weight_batch.histograms(weights, bins, samples))
         ]
         if grads.batch is not None:
             blocks.append(
-                ([f"grad_hist/{name}" for name in grads.names(names, grads.dense)],
+                ([tag("grad_hist", name) for name in grads.names(names, grads.dense)],
                  grads.batch.histograms([grads.tensors[k] for k in grads.dense], bins, samples))
             )
         if grads.sparse:
             blocks.append(
-                ([f"grad_hist/{name}" for name in grads.names(names, grads.sparse)],
+                ([tag("grad_hist", name) for name in grads.names(names, grads.sparse)],
                  sparse_histograms([grads.tensors[k] for k in grads.sparse], bins, samples))
             )
         return blocks

@@ -1,5 +1,5 @@
 """From a logged step's device tensors to named values: one host transfer, then the scalar tags
-``<statistic>/<qualified name>``, the histograms and the alerts."""
+``lightning_init/<statistic>/<qualified name>``, the histograms and the alerts."""
 
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ from lightning_init.diagnostics._alerts import (
 from lightning_init.diagnostics._measure import Measured
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import ABSMAX, EXACT_STD, NORM, SUM, moments_from_sums
+from lightning_init.diagnostics._tags import tag as tag_of
 
-__all__ = ["Readout", "StepValues", "chart_layout", "to_host"]
-
-_ACT_STATS = ("act_mean", "act_std", "act_dead_fraction")
+__all__ = ["Readout", "StepValues", "to_host"]
 
 
 class _Tags(NamedTuple):
-    """The scalar tags of one parameter: ``<statistic>/<qualified name>``."""
+    """The scalar tags of one parameter: ``lightning_init/<statistic>/<qualified name>``."""
 
     weight_norm: str
     weight_std: str
@@ -42,11 +41,7 @@ class _Tags(NamedTuple):
 
     @classmethod
     def of(cls, name: str) -> _Tags:
-        return cls(*(f"{statistic}/{name}" for statistic in cls._fields))
-
-
-_WEIGHT_STATS = _Tags._fields[:4]
-_GRAD_STATS = _Tags._fields[4:8]
+        return cls(*(tag_of(statistic, name) for statistic in cls._fields))
 
 Histogram = tuple[str, list[float], list[float], list[float]]  # tag, head, edges, counts
 
@@ -57,28 +52,6 @@ class StepValues:
 
     scalars: dict[str, float] = field(default_factory=dict)
     histograms: list[Histogram] = field(default_factory=list)
-
-
-def chart_layout(options: DiagnosticsOptions) -> dict[str, dict[str, list[Any]]]:
-    """One custom-scalars chart per statistic, comparing every layer.
-
-    Example:
-        >>> layout = chart_layout(DiagnosticsOptions())
-        >>> list(layout), layout["lightning_init: updates"]
-        (['lightning_init: weights', 'lightning_init: gradients', 'lightning_init: updates'], {'update_ratio': ['Multiline', ['^update_ratio/']]})
-    """  # noqa: E501
-    groups = {
-        "lightning_init: weights": _WEIGHT_STATS,
-        "lightning_init: gradients": _GRAD_STATS,
-    }
-    if options.update_ratio:
-        groups["lightning_init: updates"] = ("update_ratio",)
-    if options.activations:
-        groups["lightning_init: activations"] = _ACT_STATS
-    return {
-        group: {stat: ["Multiline", [f"^{stat}/"]] for stat in stats}
-        for group, stats in groups.items()
-    }
 
 
 def to_host(parts: list[Tensor]) -> list[list[Any]]:
@@ -213,7 +186,8 @@ class Readout:
             scalars[tag.grad_norm] = row[NORM]
             scalars[tag.grad_std] = std
             scalars[tag.grad_absmax] = row[ABSMAX]
-            scalars[tag.grad_nonfinite] = float(nonfinite)
+            if nonfinite:  # a healthy run draws no chart of zeros
+                scalars[tag.grad_nonfinite] = float(nonfinite)
             check_gradient(
                 alerts, self.options, step, entry.names[i],
                 norm=row[NORM], nonfinite=nonfinite, numel=numel,
@@ -242,7 +216,7 @@ class Readout:
                 continue
             mean = total / count
             variance = (total_sq - total * total / count) / max(count - 1, 1)
-            values.scalars[f"act_mean/{name}"] = mean
-            values.scalars[f"act_std/{name}"] = math.sqrt(max(variance, 0.0))
-            values.scalars[f"act_dead_fraction/{name}"] = dead / units
+            values.scalars[tag_of("act_mean", name)] = mean
+            values.scalars[tag_of("act_std", name)] = math.sqrt(max(variance, 0.0))
+            values.scalars[tag_of("act_dead_fraction", name)] = dead / units
             check_dead_layer(alerts, self.options, step, name, dead=dead, units=units)

@@ -31,6 +31,7 @@ from lightning_init._distributed import (
 )
 from lightning_init.diagnostics._measure import Measured
 from lightning_init.diagnostics._options import DiagnosticsOptions
+from lightning_init.diagnostics._tags import tag
 
 __all__ = [
     "Precomputed",
@@ -158,12 +159,12 @@ def measure_sharded(
     if options.histograms:
         bins, samples = options.histogram_bins, options.histogram_max_samples
         measured.histograms.append(
-            ([f"weight_hist/{name}" for name in names],
+            ([tag("weight_hist", name) for name in names],
              sharded_histograms(weights, bins, samples))
         )
         if grads:
             measured.histograms.append(
-                ([f"grad_hist/{names[i]}" for i in grad_rows],
+                ([tag("grad_hist", names[i]) for i in grad_rows],
                  sharded_histograms(grads, bins, samples))
             )
     return measured

@@ -32,6 +32,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from lightning_init.diagnostics._alerts import DiagnosticsWarning
+from lightning_init.diagnostics._charts import Charts
 
 __all__ = [
     "DIAGNOSTICS_SUBDIR",
@@ -183,7 +184,7 @@ class EventFile:
 
 
 class TensorBoardWriter:
-    """Scalars, raw histograms and the custom-scalars layout, one event per logging step.
+    """Scalars, raw histograms and the Custom Scalars charts, one event per logging step.
 
     Args:
         log_dir: the directory of the event file (created if missing).
@@ -208,6 +209,7 @@ class TensorBoardWriter:
         self._event_file: EventFile | None = None
         self._pieces: list[bytes] = []  # serialized Summary messages of the step being built
         self._scalars = _ScalarEncoder()
+        self._charts: Charts | None = None
 
     def _file(self) -> EventFile:
         if self._event_file is None:
@@ -215,8 +217,10 @@ class TensorBoardWriter:
         return self._event_file
 
     def add_scalars(self, values: Mapping[str, float]) -> None:
-        """Scalars of the step being built."""
+        """Scalars of the step being built (and the log10 values the charts draw)."""
         self._pieces.append(self._scalars.encode(values))
+        if self._charts is not None:
+            self._pieces.append(self._scalars.encode(self._charts.log10_values(values)))
 
     def add_histogram(
         self,
@@ -236,11 +240,11 @@ class TensorBoardWriter:
             event_file.write(b"".join(pieces), step)
             event_file.flush()
 
-    def layout(self, layout: Mapping[str, Any]) -> None:
-        """The custom-scalars layout (written once per writer by the caller)."""
-        from torch.utils.tensorboard.summary import custom_scalars
-
-        self._file().write(custom_scalars(dict(layout)), 0)
+    def charts(self, charts: Charts) -> None:
+        """Write the Custom Scalars layout; from now on :meth:`add_scalars` adds the log10
+        values its charts draw (called once per writer by the caller)."""
+        self._charts = charts
+        self._file().write(charts.summary(), 0)
 
     def close(self) -> None:
         """Close the event file; a later write opens a new one. Idempotent."""
@@ -279,8 +283,8 @@ class MetricsWriter:
         if values:
             self.logger.log_metrics(values, step)
 
-    def layout(self, layout: Mapping[str, Any]) -> None:
-        """Layouts need TensorBoard: nothing is written."""
+    def charts(self, charts: Charts) -> None:
+        """Charts need TensorBoard: nothing is written."""
 
     def close(self) -> None:
         """Nothing to close: the logger owns its files."""
@@ -305,7 +309,7 @@ def make_writer(logger: Any) -> TensorBoardWriter | MetricsWriter:
 
 
 class LoggerWriters:
-    """One writer per Lightning logger, made at its first write; the layout written once each.
+    """One writer per Lightning logger, made at its first write; the charts given once each.
 
     A logger whose writer fails gets a :class:`DiagnosticsWarning` and nothing more: a logging
     failure never stops training.
@@ -314,13 +318,13 @@ class LoggerWriters:
         >>> class Logger:
         ...     def log_metrics(self, metrics, step):
         ...         print(step, metrics)
-        >>> LoggerWriters().write([Logger()], 4, {"grad_norm/w": 0.5}, [], layout={})
+        >>> LoggerWriters().write([Logger()], 4, {"grad_norm/w": 0.5}, [], Charts([], []))
         4 {'grad_norm/w': 0.5}
     """
 
     def __init__(self) -> None:
         self._writers: dict[int, TensorBoardWriter | MetricsWriter] = {}
-        self._layout_written: set[int] = set()
+        self._charted: set[int] = set()
         self._broken: set[int] = set()
 
     def write(
@@ -329,15 +333,15 @@ class LoggerWriters:
         step: int,
         scalars: Mapping[str, float],
         histograms: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
-        layout: Mapping[str, Any],
+        charts: Charts,
     ) -> None:
-        """The step's scalars and histograms to every logger (and the layout, the first time)."""
+        """The step's scalars and histograms to every logger (and the charts, the first time)."""
         for logger in loggers:
             key = id(logger)
             if key in self._broken:
                 continue
             try:
-                self._write_one(logger, step, scalars, histograms, layout)
+                self._write_one(logger, step, scalars, histograms, charts)
             except Exception as error:  # a logging failure never stops training
                 self._broken.add(key)
                 warnings.warn(
@@ -353,15 +357,15 @@ class LoggerWriters:
         step: int,
         scalars: Mapping[str, float],
         histograms: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
-        layout: Mapping[str, Any],
+        charts: Charts,
     ) -> None:
         key = id(logger)
         writer = self._writers.get(key)
         if writer is None:
             writer = self._writers[key] = make_writer(logger)
-        if key not in self._layout_written:
-            self._layout_written.add(key)
-            writer.layout(layout)
+        if key not in self._charted:
+            self._charted.add(key)
+            writer.charts(charts)
         writer.add_scalars(scalars)
         for tag, head, edges, counts in histograms:
             writer.add_histogram(tag, head, edges, counts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,30 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+def _short_rule(label: str) -> str:
+    """A rule's label without its match: ``"rules[0] (type=Linear)"`` -> ``"rules[0]"``."""
+    return label.split(" (", 1)[0]
+
+
+def _name(policy_name: str | None) -> str:
+    return f"init policy {policy_name!r}" if policy_name else "init policy"
+
+
+def _std_is_off(record: InitRecord) -> bool:
+    """Whether the measured std is off the expected one by more than sampling explains.
+
+    The sample std of ``n`` values is off by about ``1 / sqrt(2 n)`` of the true one (normal
+    values); four of those, and at least 20%, are allowed.
+    """
+    expected, measured = record.expected_std, record.measured_std
+    if expected is None or math.isnan(measured):
+        return False
+    if expected == 0:
+        return measured > 1e-12
+    numel = max(math.prod(record.shape), 1)
+    return abs(measured - expected) > expected * max(0.2, 4 / math.sqrt(2 * numel))
+
+
 class _PlanTable:
     """The text and Markdown rendering shared by :class:`PolicyPlan` and :class:`InitReport`."""
 
@@ -106,9 +131,26 @@ class _PlanTable:
         title = f"init policy {self.policy_name!r}" if self.policy_name else "init policy"
         return "\n".join([title, table(*self._sections()), *self._footer()])
 
+    def _headline(self) -> str:
+        raise NotImplementedError
+
     def to_markdown(self) -> str:
-        """The table as Markdown (for TensorBoard text)."""
-        return "\n\n".join([markdown_table(*self._sections()), *self._footer()])
+        """Markdown for TensorBoard's text tab: the headline of a report (what was set, and
+        whether the values have the std their formula promises) first, then the table, each
+        rule by its index (its match listed below) and a long initializer's arguments on a
+        second line, then what was left alone."""
+        headers, rows = self._sections()
+        column = headers.index("rule")
+        labels = list(dict.fromkeys(row[column] for row in rows))
+        init = headers.index("initializer")
+        short = [[*row[:column], _short_rule(row[column]), *row[column + 1 :]] for row in rows]
+        for row in short:  # a long call on two lines: the narrow columns keep their width
+            if len(row[init]) > 24 and "(" in row[init]:
+                row[init] = row[init].replace("(", "<br>(", 1)
+        legend = "\n".join(f"- {label}" for label in labels if _short_rule(label) != label)
+        headline = self._headline()
+        parts = [headline and f"**{headline}**", markdown_table(headers, short), legend]
+        return "\n\n".join([part for part in parts if part] + self._footer())
 
 
 @dataclass
@@ -139,6 +181,9 @@ class PolicyPlan(_PlanTable):
     unused_rules: list[str]
     variables: dict[str, float] = field(default_factory=dict)
 
+    def _headline(self) -> str:
+        return ""  # a dry run has no verdict: the table comes first
+
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std"]
         rows = [[e.qualified_name, _shape(e.shape), e.rule, e.initializer,
@@ -160,6 +205,8 @@ class InitReport(_PlanTable):
         >>> report = InitReport("demo", [InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0, 1.0,
         ...                                         0.0)], [], [])
         >>> print(report.to_markdown())
+        **init policy 'demo': 1 parameter(s) set, 0 left alone; every std as its formula promises**
+        <BLANKLINE>
         | parameter | shape | rule | initializer | expected std | mean | std |
         |---|---|---|---|---|---|---|
         | b | 2 | rules[0] | ones | 0 | 1 | 0 |
@@ -185,6 +232,25 @@ class InitReport(_PlanTable):
             self._fingerprint = weights_fingerprint(self._model)
             self._model = None
         return self._fingerprint
+
+    def _headline(self) -> str:
+        """What was set, and whether each value has the std its formula promises.
+
+        Example:
+            >>> record = InitRecord("w", (64, 64), 0, "rules[0]", "normal", 0.1, 0.0, 0.5)
+            >>> InitReport("demo", [record], [], [])._headline()
+            "init policy 'demo': 1 parameter(s) set, 0 left alone; std off its formula's: w (0.5 for 0.1)"
+        """  # noqa: E501
+        text = (f"{_name(self.policy_name)}: {len(self.records)} parameter(s) set, "
+                f"{len(self.left_alone)} left alone")
+        off = [r for r in self.records if _std_is_off(r)]
+        if off:
+            shown = ", ".join(f"{r.qualified_name} ({r.measured_std:.3g} for {r.expected_std:.3g})"
+                              for r in off[:3])
+            return f"{text}; std off its formula's: {shown}" + (" ..." if len(off) > 3 else "")
+        if any(r.expected_std is not None for r in self.records):
+            return f"{text}; every std as its formula promises"
+        return text
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std", "mean", "std"]

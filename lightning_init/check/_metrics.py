@@ -1,0 +1,63 @@
+"""The check as a few numbers to sort runs by (TensorBoard's HParams page): whether it passed,
+the initial loss over ln(C), and the worst drift of the signal's scale over depth."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_init.check.report import InitCheckReport
+
+__all__ = ["METRIC_PREFIX", "check_metrics"]
+
+METRIC_PREFIX = "lightning_init/check/"
+
+
+def _drift(values: Sequence[float | None]) -> float | None:
+    """The factor by which ``values`` change from first to last, from a least-squares fit of
+    their logarithms against position, as a number >= 1 either way; ``None`` under 3 values.
+
+    Example:
+        >>> round(_drift([1.0, 0.5, 0.25, 0.125]), 6)
+        8.0
+    """
+    logs = [math.log(v) for v in values if v is not None and 0 < v < math.inf]
+    if len(logs) < 3:
+        return None
+    count = len(logs)
+    mean_x, mean_y = (count - 1) / 2, sum(logs) / count
+    slope = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(logs)) / sum(
+        (i - mean_x) ** 2 for i in range(count)
+    )
+    return math.exp(abs(slope) * (count - 1))
+
+
+def check_metrics(report: InitCheckReport) -> dict[str, float]:
+    """``ok`` (1 or 0), ``loss_over_ln_c`` (when the cross-entropy check applied) and
+    ``worst_drift``: the larger of the factors by which the output std and the
+    gradient-to-weight norm ratio of the layers with parameters change over depth (1 is flat;
+    the check flags 100 and 1000 by default). A NaN/Inf in the check gives ``inf``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_init.check import check_init
+        >>> net = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(4)])
+        >>> _ = torch.nn.init.eye_(net[0].weight)
+        >>> sorted(check_metrics(check_init(net, torch.randn(16, 8))))
+        ['lightning_init/check/ok', 'lightning_init/check/worst_drift']
+    """
+    metrics = {"ok": 1.0 if report.ok else 0.0}
+    if report.loss is not None and report.expected_loss:
+        metrics["loss_over_ln_c"] = report.loss / report.expected_loss
+    with_params = [layer for layer in report.layers if layer.weight_norm is not None]
+    drifts = [
+        _drift([layer.output_std for layer in with_params]),
+        _drift([layer.grad_to_weight for layer in with_params]),
+    ]
+    if any(layer.nonfinite for layer in report.layers):
+        metrics["worst_drift"] = math.inf
+    elif any(drift is not None for drift in drifts):
+        metrics["worst_drift"] = max(drift for drift in drifts if drift is not None)
+    return {METRIC_PREFIX + key: value for key, value in metrics.items()}
