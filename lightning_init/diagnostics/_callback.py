@@ -29,8 +29,15 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
+from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._activations import ActivationWatch
-from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._alerts import (
+    Alerts,
+    DiagnosticsWarning,
+    NonFiniteError,
+    check_gradient,
+    element_step_bound,
+)
 from lightning_init.diagnostics._measure import Measured, Measurer
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._readout import Readout, chart_layout
@@ -49,9 +56,12 @@ class TrainingDiagnostics(Callback):
     leaf module ``act_mean|std|dead_fraction``. The step of every value is the optimizer step
     index (``trainer.global_step`` before the step). A TensorBoard logger gets everything plus a
     custom-scalars layout with one chart per statistic comparing all layers; other loggers get
-    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts are
-    :class:`DiagnosticsWarning` s on rank zero, each once; the checkpoint keeps which were
-    raised, so a resumed run does not repeat them.
+    the scalars through ``log_metrics``; with no logger the alerts still work. Alerts go to the
+    ``lightning_init`` logger on rank zero: per logged step one line per kind of problem (the
+    worst parameter, how many, what to do), each kind once unless it spreads or gets ten times
+    worse; NaN/Inf gradients are a :class:`DiagnosticsWarning` once, or stop the run with
+    ``on_nonfinite="raise"``. The checkpoint keeps which alerts were raised, so a resumed run
+    does not repeat them.
 
     Manual optimization works: each ``optimizer.step()`` at a logged step reads the parameters of
     that optimizer. FSDP/DeepSpeed-sharded parameters are read as the local shard. Sparse gradients
@@ -159,6 +169,8 @@ class TrainingDiagnostics(Callback):
     ) -> None:
         """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
         step = trainer.global_step
+        if self.options.on_nonfinite == "raise":
+            _raise_if_nonfinite(trainer, pl_module, optimizer, self.options)
         if self._finished_at(step) or not self.options.is_logged_step(step):
             return
         if self.options.activations:
@@ -192,6 +204,8 @@ class TrainingDiagnostics(Callback):
             if not self._failed:
                 try:
                     self._flush(trainer, pending, activation_rows)
+                except NonFiniteError:
+                    raise  # on_nonfinite="raise": the user asked to stop
                 except Exception as error:  # never stop training
                     self._fail(f"could not write step {pending[0].step}: {error!r}")
             self._activations.stop()
@@ -225,6 +239,7 @@ class TrainingDiagnostics(Callback):
             for name, p in watched.parameters
             if id(p) in in_optimizer and name not in measured
         ]
+        self._readout.step_bounds.update(_step_bounds(optimizer, dict(params)))
         return self._measurer.measure(step, params, watched.row_sparse)
 
     @torch.no_grad()
@@ -241,6 +256,7 @@ class TrainingDiagnostics(Callback):
         if activation_rows is not None:
             names = [name for name, _ in self._activations.modules]
         values = self._readout.values(pending, blocks, names, self._alerts)
+        self._alerts.report(step, self.options.on_nonfinite)
         self._writers.write(
             getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
             self._layout,
@@ -269,3 +285,40 @@ class TrainingDiagnostics(Callback):
             DiagnosticsWarning,
             stacklevel=3,
         )
+
+
+def _step_bounds(optimizer: torch.optim.Optimizer, params: dict[str, nn.Parameter]) -> (
+    dict[str, float]
+):
+    """Parameter name -> the element step bound of its (normalized) optimizer."""
+    bounds: dict[int, float] = {}
+    for group in optimizer.param_groups:
+        bound = element_step_bound(optimizer, group)
+        if bound is not None:
+            bounds.update((id(p), bound) for p in group["params"])
+    return {name: bounds[id(p)] for name, p in params.items() if id(p) in bounds}
+
+
+@torch.no_grad()
+def _raise_if_nonfinite(
+    trainer: Trainer, pl_module: nn.Module, optimizer: torch.optim.Optimizer,
+    options: DiagnosticsOptions,
+) -> None:
+    """``on_nonfinite="raise"``: one fused norm of the optimizer's gradients, one host sync;
+    the parameters named when one is not finite. Steps a ``GradScaler`` skips are its own."""
+    if getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None:
+        return
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    named = [(name, p) for name, p in pl_module.named_parameters()
+             if id(p) in in_optimizer and p.grad is not None]
+    if not named:
+        return
+    grads = [stored_values(p.grad) for _, p in named]
+    if bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        return
+    alerts = Alerts()
+    for (name, p), grad in zip(named, grads, strict=True):
+        bad = int((~torch.isfinite(grad)).sum())
+        check_gradient(alerts, options, name, norm=0.0 if bad else 1.0, nonfinite=bad,
+                       numel=p.numel())
+    alerts.report(trainer.global_step, "raise")

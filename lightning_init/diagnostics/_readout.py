@@ -136,6 +136,9 @@ class Readout:
     def __init__(self, options: DiagnosticsOptions) -> None:
         self.options = options
         self._tag_cache: dict[str, _Tags] = {}
+        # Per parameter name: the element step bound of its normalized optimizer (Adam, ...),
+        # set by the callback at each logged step; absent under SGD and the like.
+        self.step_bounds: dict[str, float] = {}
 
     def transfer(
         self, measured: list[Measured], activation_rows: Tensor | None
@@ -210,8 +213,8 @@ class Readout:
             scalars[tag.grad_absmax] = row[ABSMAX]
             scalars[tag.grad_nonfinite] = float(nonfinite)
             check_gradient(
-                alerts, self.options, step, entry.names[i],
-                norm=row[NORM], nonfinite=nonfinite, numel=numel,
+                alerts, self.options, entry.names[i], norm=row[NORM], nonfinite=nonfinite,
+                numel=numel,
             )
 
     def _update_values(
@@ -224,7 +227,12 @@ class Readout:
                 ratio = change / previous[NORM]
                 scalars[tag.update_ratio] = ratio
                 if entry.weights[i].dim() >= 2:  # the rule of thumb is for weight matrices
-                    check_update_ratio(alerts, self.options, step, entry.names[i], ratio)
+                    bound = self.step_bounds.get(entry.names[i])
+                    rms = previous[NORM] / math.sqrt(max(entry.numels[i], 1))
+                    check_update_ratio(
+                        alerts, self.options, entry.names[i], ratio,
+                        normal_ratio=None if bound is None else bound / rms,
+                    )
 
     def _activation_values(
         self, step: int, names: list[str], rows: list[list[float]], values: StepValues,
@@ -240,4 +248,4 @@ class Readout:
             values.scalars[f"act_mean/{name}"] = mean
             values.scalars[f"act_std/{name}"] = math.sqrt(max(variance, 0.0))
             values.scalars[f"act_dead_fraction/{name}"] = dead / units
-            check_dead_layer(alerts, self.options, step, name, dead=dead, units=units)
+            check_dead_layer(alerts, self.options, name, dead=dead, units=units)
