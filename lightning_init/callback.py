@@ -23,6 +23,7 @@ from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
 from lightning_init._lightning import find_sample_batch, run_sample_forward
+from lightning_init._log import LOGGER
 from lightning_init.check import (
     CheckOptions,
     InitCheckReport,
@@ -226,6 +227,8 @@ class InitCallback(Callback):
         else:
             self._initialize_added(trainer, pl_module, known_modules)
         self._log(trainer, pl_module)
+        if trainer.is_global_zero:
+            _announce(trainer, self._fit.reports)
         if not resuming:
             self._run_check(trainer, pl_module)
 
@@ -315,7 +318,7 @@ class InitCallback(Callback):
             )
         self._check_report = report
         if trainer.is_global_zero:
-            publish_check_report(report, trainer)
+            publish_check_report(report, trainer, options)
         failed = not report.ok and options.on_fail == "raise"
         if trainer.strategy.reduce_boolean_decision(failed, all=False) and not failed:
             raise InitCheckError("the init check failed on another rank; see rank 0's report")
@@ -345,6 +348,16 @@ class InitCallback(Callback):
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _announce(trainer: Trainer, reports: list[object]) -> None:
+    """One console line per policy report: what was set, what was left, where the table is."""
+    tensorboard = any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers)
+    where = "TensorBoard, TEXT tab, lightning_init/policy" if tensorboard else None
+    for report in reports:
+        summary = getattr(report, "summary", None)
+        if callable(summary):
+            LOGGER.info(summary(where))
 
 
 def _options_arg(

@@ -119,6 +119,10 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
 class Alerts:
     """Collects a step's findings, then reports each kind once, on rank zero (the caller's).
 
@@ -194,11 +198,10 @@ class Alerts:
 
     def _to_report(self, kind: str, findings: list[Finding]) -> list[Finding]:
         """The findings of ``kind`` worth a line: those not reported yet, or all of them when
-        the kind got ``_WORSE`` times worse. NaN/Inf is reported once, whatever the names."""
-        if not findings:
-            return []
-        if kind == "nonfinite" and any(key.startswith("nonfinite:") for key in self.raised):
-            return []
+        the kind got ``_WORSE`` times worse. NaN/Inf is reported once, whatever the names, and
+        nothing is reported after it."""
+        if not findings or any(key.startswith("nonfinite:") for key in self.raised):
+            return []  # NaN/Inf once; after it, everything else follows from it
         worst = max(f.severity for f in findings)
         previous = self._worst.get(kind)
         new = [f for f in findings if f"{kind}:{f.name}" not in self.raised]
@@ -227,7 +230,8 @@ def _line(step: int, kind: str, findings: list[Finding], total: int) -> str:
     noun = _NOUN[_COUNTED[kind]]
     text = f"lightning_init diagnostics, step {step}: {worst.name!r}: {worst.text}"
     if others:
-        listed = ", ".join(f"{f.name!r} {_number(f.value)}" for f in others[:_SHOWN])
+        shown = _percent if kind == "dead" else _number
+        listed = ", ".join(f"{f.name!r} {shown(f.value)}" for f in others[:_SHOWN])
         if len(others) > _SHOWN:
             listed += f", ... {len(others) - _SHOWN} more"
         text += f", and {len(others)} more of {max(total, len(findings))} {noun} ({listed})"
@@ -298,12 +302,19 @@ def element_step_bound(optimizer: Any, group: Mapping[str, Any]) -> float | None
 
 def check_update_ratio(
     alerts: Alerts, options: DiagnosticsOptions, name: str, ratio: float, *,
-    normal_ratio: float | None = None,
+    normal_ratio: float | None = None, smallness: float = 1.0,
 ) -> None:
     """A weight matrix's update ratio out of ``update_ratio_band``.
 
-    ``normal_ratio``: the ratio a normalized optimizer makes by design (its element step bound
-    over the weight's root mean square); the band's upper limit rises to it, at most to 1.
+    The upper limit of the band knows the optimizer and the weight's scale:
+
+    - ``normal_ratio``: the ratio a normalized optimizer makes by design (its element step
+      bound over the weight's root mean square); the limit rises to it, at most to 1.
+    - ``smallness``: how many times the weight's norm is below LeCun's scale (element std
+      ``1 / sqrt(fan_in)``, LeCun et al. 1998, "Efficient BackProp"), at least 1. A weight
+      initialized small (N(0, 0.02) before a normalization layer) moves by large relative
+      amounts while it grows, as a zero bias does: the limit is multiplied by it.
+
     A zero update is a skipped step (AMP overflow, zero learning rate), not a bad init: no
     alert. The caller passes matrices only: vectors (biases, norm gains) start at 0 or 1 and
     move by large relative amounts early on.
@@ -314,6 +325,7 @@ def check_update_ratio(
         >>> for ratio in (1e-3, 0.0, 0.5):
         ...     check_update_ratio(alerts, options, f"w{ratio}", ratio)
         >>> check_update_ratio(alerts, options, "adam", 0.5, normal_ratio=0.8)  # Adam: normal
+        >>> check_update_ratio(alerts, options, "small", 0.5, smallness=10.0)  # growing: normal
         >>> [line.split(". What")[0] for line in alerts.lines(1)]
         ["lightning_init diagnostics, step 1: 'w0.5': update ratio ||w_t - w_(t-1)|| / ||w_(t-1)|| = 0.5 is above 0.1"]
     """  # noqa: E501
@@ -321,6 +333,7 @@ def check_update_ratio(
         return
     alerts.count("weights")
     low, high = options.update_ratio_band
+    high *= max(smallness, 1.0)
     if normal_ratio is not None:
         high = max(high, min(normal_ratio, 1.0))
     what = "update ratio ||w_t - w_(t-1)|| / ||w_(t-1)||"

@@ -229,9 +229,12 @@ class Readout:
                 if entry.weights[i].dim() >= 2:  # the rule of thumb is for weight matrices
                     bound = self.step_bounds.get(entry.names[i])
                     rms = previous[NORM] / math.sqrt(max(entry.numels[i], 1))
+                    # LeCun's scale, element std 1 / sqrt(fan_in), has norm sqrt(rows).
+                    lecun_norm = math.sqrt(entry.weights[i].shape[0])
                     check_update_ratio(
                         alerts, self.options, entry.names[i], ratio,
                         normal_ratio=None if bound is None else bound / rms,
+                        smallness=lecun_norm / previous[NORM],
                     )
 
     def _activation_values(

@@ -184,6 +184,24 @@ class InitReport(_PlanTable):
                  format_number(r.measured_std)] for r in self.records]
         return headers, rows
 
+    def summary(self, where: str | None = None) -> str:
+        """One line for a console: the policy, how many parameters it set and left alone, and
+        where the full table is.
+
+        Example:
+            >>> report = InitReport("demo", [InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0,
+            ...                                         1.0, 0.0)], [("w", "no rule")], [])
+            >>> report.summary("TensorBoard, TEXT tab, lightning_init/policy")
+            "lightning_init: policy 'demo' set 1 parameter, left 1 alone (full table: TensorBoard, TEXT tab, lightning_init/policy)"
+        """  # noqa: E501
+        count = len(self.records)
+        name = repr(self.policy_name) if self.policy_name else "(unnamed)"
+        text = (f"lightning_init: policy {name} set {count} parameter{'s' * (count != 1)}, "
+                f"left {len(self.left_alone)} alone")
+        if self.unused_rules:
+            text += f", {len(self.unused_rules)} rule(s) matched nothing"
+        return f"{text} (full table: {where or 'InitPolicy.explain(model)'})"
+
     def __repr__(self) -> str:
         return (f"InitReport(policy_name={self.policy_name!r}, records={len(self.records)}, "
                 f"left_alone={len(self.left_alone)}, unused_rules={self.unused_rules!r})")
