@@ -80,6 +80,34 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+def _short_rule(entry: PlanEntry) -> str:
+    """A rule's cell: its index and the first value it matches on, ``"0: Linear +6"``; the
+    full label is listed once under the table (:func:`_rule_legend`).
+
+    Example:
+        >>> _short_rule(PlanEntry("w", (2, 2), 0, "rules[0] (type=Linear,Conv1d name=enc.*)",
+        ...                       "zeros", 0.0))
+        '0: Linear +2'
+        >>> _short_rule(PlanEntry("w", (2,), None, "default: reset", "reset", None))
+        'default: reset'
+    """
+    head, _, match = entry.rule.partition(" (")
+    if entry.rule_index is None or not match:
+        return entry.rule if entry.rule_index is None else head
+    values = [value for part in match.rstrip(")").split(" ")
+              for value in part.partition("=")[2].split(",") if value]
+    if not values:
+        return str(entry.rule_index)
+    more = f" +{len(values) - 1}" if len(values) > 1 else ""
+    return f"{entry.rule_index}: {values[0]}{more}"
+
+
+def _rule_legend(entries: list[PlanEntry]) -> list[str]:
+    """One line per rule whose label was shortened in the table."""
+    labels = dict.fromkeys(e.rule for e in entries if e.rule_index is not None and " (" in e.rule)
+    return [f"{label.replace(' (', ': ', 1).rstrip(')')}" for label in labels]
+
+
 class _PlanTable:
     """The text and Markdown rendering shared by :class:`PolicyPlan` and :class:`InitReport`."""
 
@@ -90,8 +118,11 @@ class _PlanTable:
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         raise NotImplementedError
 
+    def _entries(self) -> list[PlanEntry]:
+        raise NotImplementedError
+
     def _footer(self) -> list[str]:
-        lines = []
+        lines = _rule_legend(self._entries())
         if self.left_alone:
             lines.append("left alone: " + ", ".join(f"{n} ({r})" for n, r in self.left_alone))
         if self.unused_rules:
@@ -135,9 +166,12 @@ class PolicyPlan(_PlanTable):
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std"]
-        rows = [[e.qualified_name, _shape(e.shape), e.rule, e.initializer,
+        rows = [[e.qualified_name, _shape(e.shape), _short_rule(e), e.initializer,
                  format_number(e.expected_std)] for e in self.entries]
         return headers, rows
+
+    def _entries(self) -> list[PlanEntry]:
+        return list(self.entries)
 
 
 class InitReport(_PlanTable):
@@ -179,10 +213,13 @@ class InitReport(_PlanTable):
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std", "mean", "std"]
-        rows = [[r.qualified_name, _shape(r.shape), r.rule, r.initializer,
+        rows = [[r.qualified_name, _shape(r.shape), _short_rule(r), r.initializer,
                  format_number(r.expected_std), format_number(r.measured_mean),
                  format_number(r.measured_std)] for r in self.records]
         return headers, rows
+
+    def _entries(self) -> list[PlanEntry]:
+        return list(self.records)
 
     def summary(self, where: str | None = None) -> str:
         """One line for a console: the policy, how many parameters it set and left alone, and
