@@ -61,6 +61,9 @@ def test_preset_examples_run(script: str, tmp_path: Path) -> None:
         [str(ROOT / "examples" / script), "--max-steps", "3", "--logdir", str(tmp_path)], tmp_path
     )
     assert "train loss after 3 steps" in output
+    if script in ("cnn_dcgan.py", "gpt_small.py"):  # healthy runs: no alert
+        assert "lightning_init diagnostics" not in output, output
+    assert "bin/tensorboard --logdir" in output or "-m tensorboard.main --logdir" in output
 
 
 def test_he_experiment_flags_the_two_bad_inits(tmp_path: Path) -> None:
