@@ -19,7 +19,6 @@ skipped the collectives would leave the others waiting).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
+from lightning_init._log import warn_user
 from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import (
@@ -280,11 +280,8 @@ class TrainingDiagnostics(Callback):
     def _fail(self, message: str) -> None:
         self._failed = True
         self._release()
-        warnings.warn(
-            f"lightning_init diagnostics stopped ({message}); training goes on.",
-            DiagnosticsWarning,
-            stacklevel=3,
-        )
+        warn_user(f"lightning_init diagnostics stopped ({message}); training goes on.",
+                  DiagnosticsWarning)
 
 
 def _step_bounds(optimizer: torch.optim.Optimizer, params: dict[str, nn.Parameter]) -> (
