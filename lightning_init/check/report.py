@@ -374,6 +374,12 @@ def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[s
     return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
 
 
+def _is_weight_record(layer: LayerRecord) -> bool:
+    """A module with its own weights that is neither a normalization nor a lookup table."""
+    return layer.weight_norm is not None and not any(
+        word in layer.type for word in ("Norm", "Embedding"))
+
+
 def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerRecord | None:
     measured = [layer for layer in layers if getattr(layer, attribute) is not None
                 and math.isfinite(getattr(layer, attribute))]
@@ -385,13 +391,17 @@ def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerR
 
 def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> list[str]:
     """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
-    the spread of the weight layers' output std."""
+    the weight layers' output std from the first to the last."""
     margins = []
-    weighted = [layer.output_std for layer in layers if layer.weight_norm is not None
+    weighted = [layer for layer in layers if _is_weight_record(layer)
                 and math.isfinite(layer.output_std) and layer.output_std > 0]
     if len(weighted) >= 2:
-        margins.append(f"output std of the layers with weights {_cell(min(weighted))} to "
-                       f"{_cell(max(weighted))}")
+        first, last = weighted[0], weighted[-1]
+        drift = max(first.output_std, last.output_std) / min(first.output_std, last.output_std)
+        limit = limits.get("max_scale_drift")
+        shown = f" (limit {limit:g}x)" if limit is not None else ""
+        margins.append(f"weight layers' output std {_cell(first.output_std)} at {_label(first)}"
+                       f" to {_cell(last.output_std)} at {_label(last)}: {drift:.3g}x{shown}")
     for attribute, largest, what, limit_key in (
         ("dead_fraction", True, "dead units", "max_dead_fraction"),
         ("saturated_fraction", True, "saturated", "max_saturated_fraction"),

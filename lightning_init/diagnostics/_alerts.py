@@ -188,6 +188,8 @@ class Alerts:
     def _kind_lines(self, step: int) -> list[tuple[str, str]]:
         found, counted = self._found, self._counted
         self._found, self._counted = [], {}
+        if any(key.startswith("nonfinite:") for key in self.raised):
+            return []  # NaN/Inf was reported at an earlier step: everything follows from it
         lines = []
         for kind in _KINDS:
             shown = self._to_report(kind, [f for f in found if f.kind == kind])
@@ -198,10 +200,9 @@ class Alerts:
 
     def _to_report(self, kind: str, findings: list[Finding]) -> list[Finding]:
         """The findings of ``kind`` worth a line: those not reported yet, or all of them when
-        the kind got ``_WORSE`` times worse. NaN/Inf is reported once, whatever the names, and
-        nothing is reported after it."""
-        if not findings or any(key.startswith("nonfinite:") for key in self.raised):
-            return []  # NaN/Inf once; after it, everything else follows from it
+        the kind got ``_WORSE`` times worse."""
+        if not findings:
+            return []
         worst = max(f.severity for f in findings)
         previous = self._worst.get(kind)
         new = [f for f in findings if f"{kind}:{f.name}" not in self.raised]
