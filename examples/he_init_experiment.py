@@ -25,7 +25,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import Classifier, loader, plain_mlp, teacher_classification
+from synthetic import (
+    Classifier,
+    loader,
+    plain_mlp,
+    quiet_third_party,
+    teacher_classification,
+    tensorboard_command,
+)
 
 from lightning_init import InitCallback
 
@@ -39,9 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=30)
     args = parser.parse_args(argv)
 
+    quiet_third_party()
     train = teacher_classification(num_samples=4096, seed=0)
     results = []
     for policy in POLICIES:
+        print(f"\n--- policy {policy!r} ---")
         L.seed_everything(0, verbose=False)
         net = plain_mlp(32, 64, depth=args.depth, num_classes=10, activation=nn.ReLU)
         model = Classifier(net, lr=0.01)
@@ -68,9 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'policy':<18}{'init check':<12}{'train loss after ' + str(args.max_steps):>22}")
     for policy, verdict, loss in results:
         print(f"{policy:<18}{verdict:<12}{loss:>22.3f}")
-    print(
-        f"\nchance level: ln(10) = 2.303.  See the runs with:  tensorboard --logdir {args.logdir}"
-    )
+    print("\nchance level: ln(10) = 2.303.  See the runs with:  "
+          f"{tensorboard_command(args.logdir)}")
+    print("  HPARAMS: the three runs side by side; TEXT: lightning_init/check of each run")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ Run it with ``make demo`` (or ``python examples/quickstart.py``). It takes well 
 a CPU. What it shows:
 
 1. The policy ``kaiming_relu`` (a preset, see ``lightning_init/policy/presets/kaiming_relu.yaml``)
-   is applied when ``fit`` starts, and the table of what was applied is printed.
-2. The init check runs one forward and backward pass on the first batch and prints its report.
-3. Early-training diagnostics (weights, gradients, update ratios, histograms) go to TensorBoard.
+   is applied when ``fit`` starts: one line says how many parameters it set; the table of what
+   was applied goes to TensorBoard (TEXT tab).
+2. The init check runs one forward and backward pass on the first batch and prints its verdict
+   (the per-layer table too when something is wrong).
+3. Early-training diagnostics (weights, gradients, update ratios, histograms) go to TensorBoard
+   as a run of their own (``<run>/diagnostics``); the console says only when something is off.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import Classifier, loader, plain_mlp, teacher_classification
+from synthetic import (
+    Classifier,
+    loader,
+    plain_mlp,
+    print_tensorboard_hint,
+    quiet_third_party,
+    teacher_classification,
+)
 
 from lightning_init import InitCallback
 
@@ -31,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
 
+    quiet_third_party()
     L.seed_everything(0, verbose=False)
     train = teacher_classification(num_samples=2048, seed=0)
     val = teacher_classification(num_samples=512, seed=1)
@@ -53,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer.fit(model, loader(train), loader(val, shuffle=False))
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     print(f"\nfinal validation accuracy: {metrics.get('val/accuracy', float('nan')):.3f}")
-    print(f"TensorBoard logs written to {logger.log_dir}")
-    print(f"See them with:  tensorboard --logdir {args.logdir}")
+    print_tensorboard_hint(args.logdir, logger.log_dir)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ within a few hundred steps on a CPU.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import warnings
+
 import lightning as L
 import torch
 from torch import nn
@@ -111,6 +116,7 @@ def trainer_for(name: str, args, callbacks: list) -> L.Trainer:
     """A quiet CPU Trainer that logs to TensorBoard under ``args.logdir/name``."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    quiet_third_party()
     return L.Trainer(
         max_steps=args.max_steps,
         callbacks=callbacks,
@@ -126,3 +132,45 @@ def print_final_loss(trainer: L.Trainer) -> None:
     """Print the last logged training loss (the smoke tests read this line)."""
     loss = float(trainer.callback_metrics["train/loss"])
     print(f"train loss after {trainer.global_step} steps: {loss:.3f}")
+    logger = trainer.logger
+    if logger is not None and logger.log_dir:
+        print_tensorboard_hint(logger.save_dir, logger.log_dir)
+
+
+def quiet_third_party() -> None:
+    """Keep the examples' console to what they show: Lightning's info lines (accelerator, the
+    litlogger/litmodels tips, "fit stopped"), its ``LeafSpec`` deprecation, and its note that
+    a ``validation_step`` has no loader (the examples that train only) are hidden."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+    warnings.filterwarnings(
+        "ignore", message="You defined a `validation_step` but have no `val_dataloader`"
+    )
+
+
+def tensorboard_command(logdir: str) -> str:
+    """A command that starts TensorBoard from this environment: its ``tensorboard`` script
+    (``.venv/bin/tensorboard --logdir ...`` from the repository), else this interpreter with
+    ``-m tensorboard.main`` (tensorboard is a dependency)."""
+    script = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if os.path.exists(script):
+        return f"{_short(script)} --logdir {logdir}"
+    return f"{_short(sys.executable)} -m tensorboard.main --logdir {logdir}"
+
+
+def _short(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def print_tensorboard_hint(logdir: str, run_dir: str | None = None) -> None:
+    """Where the logs are, the command that shows them, and the pages to open."""
+    if run_dir is not None:
+        print(f"TensorBoard logs: {run_dir} (the diagnostics are the run {run_dir}/diagnostics)")
+    print(f"See them with:  {tensorboard_command(logdir)}  then open http://localhost:6006")
+    print("  TEXT: lightning_init/policy (what was applied), lightning_init/check (the check)")
+    print("  IMAGES: lightning_init/check_depth; CUSTOM SCALARS: lightning_init weights, "
+          "gradients, updates")

@@ -26,6 +26,7 @@ from typing_extensions import override
 
 from lightning_init._distributed import full_fingerprint
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
+from lightning_init._log import LOGGER
 from lightning_init._provenance import weights_origin
 from lightning_init._publishing import guarded_writes
 from lightning_init._sharded_init import defer_to_materialization
@@ -264,6 +265,8 @@ class InitCallback(Callback):
             if self._fit.lazy_deferred is not None:
                 _materialize_lazy(trainer, pl_module, self._policy, deferred=True)
             self._initialize_added(trainer, pl_module, known_modules)
+        if trainer.is_global_zero:
+            _announce(trainer, self._fit.reports)
         if not resuming and self._check_options is not None:
             self._check_report = _run_check(
                 trainer, pl_module, self._check_options, asked=self._check_asked
@@ -444,7 +447,7 @@ def _run_check(
     when it could not run (one line said why)."""
     report = _checked(trainer, pl_module, options, asked)
     if report is not None and trainer.is_global_zero:
-        publish_check_report(report, trainer)
+        publish_check_report(report, trainer, options)
     failed = report is not None and not report.ok and options.on_fail == "raise"
     if trainer.strategy.reduce_boolean_decision(failed, all=False) and not failed:
         raise InitCheckError("the init check failed on another rank; see rank 0's report")
@@ -488,6 +491,16 @@ def _step_aside(trainer: Trainer, why: str, asked: bool) -> None:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _announce(trainer: Trainer, reports: list[object]) -> None:
+    """One console line per policy report: what was set, what was left, where the table is."""
+    tensorboard = any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers)
+    where = "TensorBoard, TEXT tab, lightning_init/policy" if tensorboard else None
+    for report in reports:
+        summary = getattr(report, "summary", None)
+        if callable(summary):
+            LOGGER.info(summary(where))
 
 
 def _options_arg(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 import warnings
 from collections.abc import Sequence
 
+from lightning_init._text import did_you_mean
 from lightning_init.errors import PolicyError
 from lightning_init.policy.presets import preset_paths
 
@@ -34,17 +36,24 @@ def _load_model(spec: str):  # -> nn.Module
     module_path, sep, attr = spec.partition(":")
     if not sep or not module_path or not attr:
         raise PolicyError(f"--model {spec!r}: expected 'pkg.module:factory'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a module next to the user
     try:
         module = importlib.import_module(module_path)
     except ImportError as err:
-        raise PolicyError(f"--model {spec!r}: cannot import {module_path!r}: {err}") from None
+        raise PolicyError(
+            f"--model {spec!r}: cannot import {module_path!r}: {err} (searched the current "
+            "directory and PYTHONPATH)") from None
     except Exception as err:  # the user's module failed while importing
         raise PolicyError(
             f"--model {spec!r}: importing {module_path!r} raised {_raised(err)}") from None
     try:
         factory = getattr(module, attr)
     except AttributeError:
-        raise PolicyError(f"--model {spec!r}: {module_path!r} has no attribute {attr!r}") from None
+        public = [name for name in vars(module) if not name.startswith("_")]
+        raise PolicyError(
+            f"--model {spec!r}: {module_path!r} has no attribute {attr!r}."
+            f"{did_you_mean(attr, public)}") from None
     try:
         model = factory if isinstance(factory, nn.Module) else factory()
     except Exception as err:  # the user's factory failed
@@ -75,21 +84,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _description(path: os.PathLike[str] | str) -> str:
+    """A preset's one-line description: the first line of its leading comment.
+
+    Example:
+        >>> from lightning_init.policy.presets import preset_paths
+        >>> _description(preset_paths()["kaiming_relu"])
+        'ReLU nets: He normal N(0, 2/fan_in) weights, zero biases, norm layers at identity.'
+    """
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            if line.strip():
+                return line.strip().lstrip("#").strip() if line.lstrip().startswith("#") else ""
+    return ""
+
+
+def _presets() -> int:
+    paths = preset_paths()
+    width = max((len(n) for n in paths), default=0)
+    for name in sorted(paths):
+        print(f"{name.ljust(width)}  {_description(paths[name])}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 2 on a policy or usage error).
+    """Run the command line; return the exit status (0 ok, 2 on a policy or usage error; 1 when
+    the reader closed the pipe, quietly, as Python's ``signal`` documentation recommends).
 
     Example:
         >>> main(["presets"])  # doctest: +ELLIPSIS
         bert ...
         0
     """
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `lightning-init explain ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "presets":
-        paths = preset_paths()
-        width = max((len(n) for n in paths), default=0)
-        for name in sorted(paths):
-            print(f"{name.ljust(width)}  {paths[name]}")
-        return 0
+        return _presets()
     from lightning_init.policy import InitPolicy  # imports torch
 
     try:
@@ -102,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lightning-init: error: {err}", file=sys.stderr)
         return 2
     print(plan.to_markdown() if args.markdown else plan)
+    sys.stdout.flush()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return 0

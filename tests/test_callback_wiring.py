@@ -57,7 +57,7 @@ def check_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     monkeypatch.setattr(callback_module, "CheckOptions", _CheckOptions)
     monkeypatch.setattr(callback_module, "check_lightning_module", check_lightning_module)
     monkeypatch.setattr(
-        callback_module, "publish_check_report", lambda r, t: calls["publish"].append(r)
+        callback_module, "publish_check_report", lambda r, t, *_: calls["publish"].append(r)
     )
     monkeypatch.setattr(callback_module, "raise_or_warn", raise_or_warn)
     return calls

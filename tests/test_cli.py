@@ -131,3 +131,70 @@ def test_model_factory_or_import_failure_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and err.startswith("lightning-init: error: --model 'user_models")
     for word in words:
         assert word in err
+
+
+def _console_script(tmp_path: Path) -> Path:
+    """A launcher like the `lightning-init` console script: its folder, not the current
+    directory, is on sys.path."""
+    launcher = tmp_path / "bin" / "lightning_init_launcher.py"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom lightning_init.cli import main\nsys.exit(main())\n")
+    return launcher
+
+
+def test_model_from_the_current_directory_through_the_console_script(tmp_path):
+    (tmp_path / "tiny.py").write_text(
+        "import torch\ndef make_model():\n    return torch.nn.Sequential(torch.nn.Linear(4, 8))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(_console_script(tmp_path)), "explain", "kaiming_relu", "--model",
+         "tiny:make_model"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "0.weight" in result.stdout and "kaiming_normal" in result.stdout
+
+
+def test_misspelled_factory_gets_a_did_you_mean(capsys):
+    from lightning_init.cli import main
+
+    assert main(["explain", "xavier", "--model", "torch.nn:Linaer"]) == 2
+    err = capsys.readouterr().err
+    assert "has no attribute 'Linaer'. Did you mean 'Linear'?" in err and err.count("\n") == 1
+
+
+def test_closed_pipe_is_quiet(tmp_path):
+    (tmp_path / "wide.py").write_text(
+        "import torch\ndef make():\n"
+        "    return torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3000)])\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightning_init", "explain", "xavier", "--model", "wide:make",
+         "--markdown"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+    assert process.stdout.readline().startswith(b"| parameter |")
+    process.stdout.close()  # what `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_explain_table_is_narrow_with_rule_index_and_label_once(tmp_path):
+    result = _run("explain", "kaiming_relu", "--model", "cli_models:mlp", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, result.stdout
+    assert sum("0: Linear +6" in line for line in lines) == 4  # two weights, two biases
+    legend = [line for line in lines if line.startswith("rules[0]: type=Linear,Conv1d")]
+    assert len(legend) == 1
+
+
+def test_presets_have_a_one_line_description(tmp_path):
+    result = _run("presets", tmp_path=tmp_path)
+    rows = dict(line.split(maxsplit=1) for line in result.stdout.splitlines())
+    assert rows["kaiming_relu"].startswith("ReLU nets: He normal N(0, 2/fan_in)")
+    assert rows["gpt2"].startswith("GPT-2:") and rows["xavier"].startswith("tanh/sigmoid nets")
+    assert all(len(description) > 20 for description in rows.values())

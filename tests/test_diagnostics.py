@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,26 @@ from lightning_init.diagnostics import (
 
 # The tiny model's first updates are large: alerts not under test are not shown.
 pytestmark = pytest.mark.filterwarnings("ignore::lightning_init.diagnostics.DiagnosticsWarning")
+
+
+class _AlertsAsWarnings(logging.Handler):
+    """Re-issues each alert line the ``lightning_init`` logger writes as a DiagnosticsWarning,
+    so that the tests below read the logged alerts and the NaN/Inf warnings alike (the channel
+    itself is tested in test_diagnostics_alerts.py)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("lightning_init diagnostics, step "):
+            warnings.warn(message, DiagnosticsWarning, stacklevel=2)
+
+
+@pytest.fixture(autouse=True)
+def _alerts_as_warnings():
+    handler = _AlertsAsWarnings()
+    logger = logging.getLogger("lightning_init")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
 
 
 class _TrueGradients(L.Callback):

@@ -41,6 +41,15 @@ def test_quickstart_trains_prints_the_check_and_writes_tensorboard(tmp_path: Pat
     tags = scalar_tags(tmp_path)
     assert "train/loss" in tags
     assert "lightning_init/grad_norm/net.0.weight" in tags, sorted(tags)  # the diagnostics
+    # `make demo` in a few lines: what was applied, the verdict, where to look; no noise.
+    lines = output.strip().splitlines()
+    assert len(lines) < 40, output
+    assert "lightning_init: policy 'kaiming_relu' set 16 parameters, left 0 alone" in output
+    assert "init check: OK" in output and "full table:" in output
+    assert "-m tensorboard.main --logdir" in output or "bin/tensorboard --logdir" in output
+    assert "TEXT: lightning_init/policy" in output and "CUSTOM SCALARS" in output
+    for noise in ("Tip:", "LeafSpec", "val_dataloader", "Warning", "Traceback", "diagnostics,"):
+        assert noise not in output, noise
 
 
 @pytest.mark.parametrize(
@@ -52,6 +61,9 @@ def test_preset_examples_run(script: str, tmp_path: Path) -> None:
         [str(ROOT / "examples" / script), "--max-steps", "3", "--logdir", str(tmp_path)], tmp_path
     )
     assert "train loss after 3 steps" in output
+    if script in ("cnn_dcgan.py", "gpt_small.py"):  # healthy runs: no alert
+        assert "lightning_init diagnostics" not in output, output
+    assert "bin/tensorboard --logdir" in output or "-m tensorboard.main --logdir" in output
 
 
 def test_he_experiment_flags_the_two_bad_inits(tmp_path: Path) -> None:

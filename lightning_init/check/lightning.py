@@ -7,7 +7,6 @@ Used by :class:`~lightning_init.InitCallback`; feeding the module goes through
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from lightning_init._lightning import (
     precision_context,
     to_device,
 )
+from lightning_init._log import warn_user
 from lightning_init._publishing import guarded_writes
 from lightning_init.check.ignore import apply_ignore
 from lightning_init.check.measure import first_float_tensor, loss_from_step_output, tensors_in
@@ -132,13 +132,17 @@ def _guess_num_classes(batch: Any, shapes: list[tuple[int, ...]]) -> int | None:
     return None
 
 
-def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
+def publish_check_report(
+    report: InitCheckReport, trainer: Any, options: CheckOptions | None = None
+) -> None:
     """Show the report of a Trainer run: rank zero only.
 
-    A rich console table; for every ``TensorBoardLogger`` in ``trainer.loggers`` the markdown
-    table as text (``lightning_init/check``) and the depth figure (``lightning_init/check_depth``);
-    a JSON copy ``init_check.json`` in the first logger's ``log_dir``. Without a logger: console
-    only. Never calls ``trainer.log_dir`` (it broadcasts, and only rank zero gets here).
+    On the console, when all is well, the compact verdict (:meth:`InitCheckReport.verdict`:
+    one line and the margins nearest each limit); when something is wrong, the per-layer table
+    with the problem layers in red. For every ``TensorBoardLogger`` in ``trainer.loggers`` the
+    markdown table as text (``lightning_init/check``) and the depth figure
+    (``lightning_init/check_depth``); a JSON copy ``init_check.json`` in the first logger's
+    ``log_dir``. Never calls ``trainer.log_dir`` (it broadcasts, and only rank zero gets here).
 
     A write that fails (a full disk, an unwritable directory) does not raise: the others still
     run, and one warning names what could not be written and why.
@@ -146,6 +150,9 @@ def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
     Args:
         report: the check's report.
         trainer: the ``lightning.Trainer``.
+        options: the check's options: their thresholds are shown with the margins, and the
+            problems are left to :func:`raise_or_warn` (printed once, in its warning or error).
+            Without them the problems are printed here.
 
     Example:
         >>> import torch, lightning
@@ -155,41 +162,69 @@ def publish_check_report(report: InitCheckReport, trainer: Any) -> None:
         >>> console_output = io.StringIO()
         >>> with contextlib.redirect_stdout(console_output):
         ...     publish_check_report(report, trainer)
-        >>> "init check: OK, no problem found" in console_output.getvalue()
-        True
+        >>> print(console_output.getvalue())  # doctest: +ELLIPSIS
+        lightning_init: init check: OK, no problem found in 1 module outputs
+          output the model std ...
+          full table: print(InitCallback.check_report)
+        <BLANKLINE>
     """
     if not getattr(trainer, "is_global_zero", True):
         return
     with guarded_writes("the init check's report") as attempt:
+        where = _publish_to_loggers(report, trainer, attempt)
         with attempt("the console table"):
-            _print(report)
-        json_written = False
-        for logger in getattr(trainer, "loggers", []) or []:
-            if _is_tensorboard(logger):
-                with attempt(f"{type(logger).__name__} text and figure 'lightning_init/check*'"):
-                    experiment = logger.experiment
-                    experiment.add_text("lightning_init/check", report.to_markdown(), global_step=0)
-                    experiment.add_figure(
-                        "lightning_init/check_depth", report.figure(), global_step=0
-                    )
-                    experiment.flush()
-            log_dir = getattr(logger, "log_dir", None)
-            if not json_written and log_dir:
-                path = os.path.join(log_dir, "init_check.json")
-                with attempt(path):
-                    os.makedirs(log_dir, exist_ok=True)
-                    with open(path, "w", encoding="utf-8") as file:
-                        file.write(report.to_json())
-                json_written = True
+            _print(report, where, options)
 
 
-def _print(report: InitCheckReport) -> None:
+def _publish_to_loggers(report: InitCheckReport, trainer: Any, attempt: Any) -> list[str]:
+    """The text, figure and JSON to the loggers, each write guarded; returns where the full
+    table went."""
+    where: list[str] = []
+    json_written = False
+    for logger in getattr(trainer, "loggers", []) or []:
+        if _is_tensorboard(logger):
+            with attempt(f"{type(logger).__name__} text and figure 'lightning_init/check*'"):
+                experiment = logger.experiment
+                experiment.add_text("lightning_init/check", report.to_markdown(), global_step=0)
+                experiment.add_figure(
+                    "lightning_init/check_depth", report.figure(), global_step=0
+                )
+                experiment.flush()
+                if not where:
+                    where.append("TensorBoard, TEXT tab, lightning_init/check")
+        log_dir = getattr(logger, "log_dir", None)
+        if not json_written and log_dir:
+            path = os.path.join(log_dir, "init_check.json")
+            with attempt(path):
+                os.makedirs(log_dir, exist_ok=True)
+                with open(path, "w", encoding="utf-8") as file:
+                    file.write(report.to_json())
+                where.append(path)
+            json_written = True
+    return where
+
+
+def _print(report: InitCheckReport, where: list[str], options: CheckOptions | None) -> None:
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:  # logs and notebooks: do not squeeze the table into 80 columns
-        console = Console(width=160)
-    console.print(report)
+        console = Console(width=160, soft_wrap=True)
+    if report.ok:
+        lines = report.verdict(None if options is None else options.thresholds)
+        table_at = " and ".join(where) or "print(InitCallback.check_report)"
+        console.print("\n".join([*lines, f"  full table: {table_at}"]), highlight=False,
+                      markup=False)
+        return
+    if options is None:  # nobody else will say what is wrong: the table and the problems
+        console.print(report)
+        return
+    console.print(report.rich_table())
+    action = "error" if options.on_fail == "raise" else "warning"
+    heading = report.verdict()[0]
+    console.print(f"{heading}: the {action} below says which and what to do", style="red",
+                  highlight=False, markup=False)
+
 
 
 def _is_tensorboard(logger: Any) -> bool:
@@ -214,4 +249,5 @@ def raise_or_warn(report: InitCheckReport, options: CheckOptions) -> None:
         len(report.problems), "\n".join(f"  - {problem.message}" for problem in report.problems))
     if options.on_fail == "raise":
         raise InitCheckError(message, report=report)
-    warnings.warn(message, UserWarning, stacklevel=2)
+    warn_user(f"{message}\nTraining goes on; check={{'on_fail': 'raise'}} stops before the first"
+              " step.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -200,6 +200,38 @@ class InitCheckReport:
             lines.extend(f"{bullet}{problem.message}" for problem in self.problems)
         return lines
 
+    def verdict(self, thresholds: Mapping[str, float] | None = None) -> list[str]:
+        """The compact verdict for a console: one line, then (when all is well) the margins
+        closest to a limit, each with its layer; when something is wrong, one line per problem.
+
+        ``thresholds``: the check's (``CheckOptions.thresholds``), to show each margin's limit.
+
+        Example:
+            >>> import torch
+            >>> from lightning_init.check import check_init
+            >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+            <...>
+            >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+            ...                           torch.nn.Linear(16, 4))
+            >>> lines = check_init(net, torch.randn(64, 8)).verdict({"max_dead_fraction": 0.9})
+            >>> lines[0]
+            'lightning_init: init check: OK, no problem found in 3 module outputs'
+            >>> lines[1]  # doctest: +ELLIPSIS
+            '  output `2` std ...'
+            >>> [x.split(" (")[0] for x in lines if "dependence" in x]  # doctest: +ELLIPSIS
+            ['  input dependence down to ...']
+        """
+        limits = thresholds or {}
+        if not self.ok:
+            lines = [f"lightning_init: init check: {len(self.problems)} problem(s)"]
+            return lines + [f"  - {problem.message}" for problem in self.problems]
+        margins = [*_output_margin(self.layers), *_loss_margin(self, limits),
+                   *_layer_margins(self.layers, limits)]
+        head = f"lightning_init: init check: OK, no problem found in {len(self.layers)} module " \
+               "outputs"
+        return [head, *(f"  {margin}" for margin in margins),
+                *(f"  note: {note}" for note in self.notes)]
+
     def __str__(self) -> str:
         rows = [list(self._HEADER), *self._rows()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
@@ -223,8 +255,16 @@ class InitCheckReport:
             >>> "init check: OK, no problem found" in console.file.getvalue()
             True
         """
-        from rich.table import Table
         from rich.text import Text
+
+        yield self.rich_table()
+        for line in self._summary_lines():
+            yield Text(line, style="red" if line.startswith("  - ") else "")
+
+    def rich_table(self) -> Any:
+        """The per-layer table alone, as a ``rich.table.Table``; layers named by a problem in
+        red."""
+        from rich.table import Table
 
         table = Table(title="lightning_init: init check", show_lines=False)
         for column in self._HEADER:
@@ -232,9 +272,7 @@ class InitCheckReport:
         problem_layers = {name for problem in self.problems for name in problem.layers}
         for row, layer in zip(self._rows(), self.layers, strict=True):
             table.add_row(*row, style="red" if layer.name in problem_layers else None)
-        yield table
-        for line in self._summary_lines():
-            yield Text(line, style="red" if line.startswith("  - ") else "")
+        return table
 
     def to_markdown(self) -> str:
         """The report in markdown (TensorBoard's text tab renders it): the verdict first, then
@@ -319,6 +357,76 @@ class InitCheckReport:
         from lightning_init.check._figure import depth_figure
 
         return depth_figure(self, max_scale_drift=max_scale_drift, max_grad_drift=max_grad_drift)
+
+
+def _label(layer: LayerRecord) -> str:
+    return f"`{layer.name}`" if layer.name else "the model"
+
+
+def _output_margin(layers: list[LayerRecord]) -> list[str]:
+    """The model's last output: its scale is what the loss sees."""
+    if not layers:
+        return []
+    last = layers[-1]
+    return [f"output {_label(last)} std {_cell(last.output_std)}"]
+
+
+def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[str]:
+    if report.loss is None:
+        return []
+    if report.expected_loss is None or not report.expected_loss > 0:
+        return [f"initial loss {_cell(report.loss)} ({report.loss_source})"]
+    ratio = report.loss / report.expected_loss
+    limit = limits.get("max_loss_ratio")
+    shown = f" (limit {limit:g}x)" if limit is not None else ""
+    return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
+
+
+def _is_weight_record(layer: LayerRecord) -> bool:
+    """A module with its own weights that is neither a normalization nor a lookup table."""
+    return layer.weight_norm is not None and not any(
+        word in layer.type for word in ("Norm", "Embedding"))
+
+
+def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerRecord | None:
+    measured = [layer for layer in layers if getattr(layer, attribute) is not None
+                and math.isfinite(getattr(layer, attribute))]
+    if not measured:
+        return None
+    pick = max if largest else min
+    return pick(measured, key=lambda layer: getattr(layer, attribute))
+
+
+def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> list[str]:
+    """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
+    the weight layers' output std from the first to the last."""
+    margins = []
+    weighted = [layer for layer in layers if _is_weight_record(layer)
+                and math.isfinite(layer.output_std) and layer.output_std > 0]
+    if len(weighted) >= 2:
+        first, last = weighted[0], weighted[-1]
+        drift = max(first.output_std, last.output_std) / min(first.output_std, last.output_std)
+        limit = limits.get("max_scale_drift")
+        shown = f" (limit {limit:g}x)" if limit is not None else ""
+        margins.append(f"weight layers' output std {_cell(first.output_std)} at {_label(first)}"
+                       f" to {_cell(last.output_std)} at {_label(last)}: {drift:.3g}x{shown}")
+    for attribute, largest, what, limit_key in (
+        ("dead_fraction", True, "dead units", "max_dead_fraction"),
+        ("saturated_fraction", True, "saturated", "max_saturated_fraction"),
+        ("input_dependence", False, "input dependence", "min_input_dependence"),
+    ):
+        layer = _extreme(layers, attribute, largest)
+        if layer is None:
+            continue
+        value = getattr(layer, attribute)
+        shown = _pct(value) if attribute != "input_dependence" else _cell(value)
+        limit = limits.get(limit_key)
+        if limit is not None:
+            limit_text = _pct(limit) if attribute != "input_dependence" else f"{limit:g}"
+            shown += f" (limit {limit_text})"
+        margins.append(f"{what} {'up to' if largest else 'down to'} {shown} at {_label(layer)}")
+    return margins
+
 
 
 def _cell(value: float | None) -> str:

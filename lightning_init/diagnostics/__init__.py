@@ -11,7 +11,7 @@ Example:
     25
 """
 
-from lightning_init.diagnostics._alerts import DiagnosticsWarning
+from lightning_init.diagnostics._alerts import DiagnosticsWarning, NonFiniteError
 from lightning_init.diagnostics._callback import TrainingDiagnostics
 from lightning_init.diagnostics._options import DiagnosticsOptionError, DiagnosticsOptions
 
@@ -19,5 +19,6 @@ __all__ = [
     "DiagnosticsOptionError",
     "DiagnosticsOptions",
     "DiagnosticsWarning",
+    "NonFiniteError",
     "TrainingDiagnostics",
 ]

@@ -24,7 +24,6 @@ others waiting).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +34,16 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_init._distributed import is_dtensor
+from lightning_init._log import warn_user
+from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._activations import ActivationWatch
-from lightning_init.diagnostics._alerts import Alerts, DiagnosticsWarning
+from lightning_init.diagnostics._alerts import (
+    Alerts,
+    DiagnosticsWarning,
+    NonFiniteError,
+    check_gradient,
+    element_step_bound,
+)
 from lightning_init.diagnostics._charts import Charts
 from lightning_init.diagnostics._measure import Measured, Measurer
 from lightning_init.diagnostics._options import DiagnosticsOptions
@@ -58,8 +65,11 @@ class TrainingDiagnostics(Callback):
     step of every value is the optimizer step index (``trainer.global_step`` before the step). A
     TensorBoard logger gets everything plus a Custom Scalars page, one chart per statistic and
     layer group; other loggers get the scalars through ``log_metrics``; with no logger the
-    alerts still work. Alerts are :class:`DiagnosticsWarning` s on rank zero, each once; the
-    checkpoint keeps which were raised, so a resumed run does not repeat them.
+    alerts still work. Alerts go to the ``lightning_init`` logger on rank zero: per logged step
+    one line per kind of problem (the worst parameter, how many, what to do), each kind once
+    unless it spreads or gets ten times worse; NaN/Inf gradients are a
+    :class:`DiagnosticsWarning` once, or stop the run with ``on_nonfinite="raise"``. The
+    checkpoint keeps which alerts were raised, so a resumed run does not repeat them.
 
     Manual optimization works: a batch is logged when ``global_step`` is a logged step at its
     start; then each ``optimizer.step()`` inside it reads the parameters of that optimizer, and
@@ -178,6 +188,8 @@ class TrainingDiagnostics(Callback):
     ) -> None:
         """Read the weights and the (unscaled, accumulated) gradients at a logged step."""
         step = trainer.global_step
+        if self.options.on_nonfinite == "raise":
+            _raise_if_nonfinite(trainer, pl_module, optimizer, self.options)
         manual = not getattr(pl_module, "automatic_optimization", True)
         if manual:  # the batch decides; each optimizer's values keep their own step
             logged, batch_step = self._batch_step is not None, self._batch_step or 0
@@ -218,6 +230,8 @@ class TrainingDiagnostics(Callback):
             if not self._failed:
                 try:
                     self._flush(trainer, pending, activation_rows)
+                except NonFiniteError:
+                    raise  # on_nonfinite="raise": the user asked to stop
                 except Exception as error:  # never stop training
                     self._fail(f"could not write step {pending[0].step}: {error!r}")
             self._activations.stop()
@@ -258,6 +272,7 @@ class TrainingDiagnostics(Callback):
             for name, p in watched.parameters
             if id(p) in in_optimizer and name not in measured
         ]
+        self._readout.step_bounds.update(_step_bounds(optimizer, dict(params)))
         if self._sharded:
             return measure_sharded(step, params, self.options)
         return self._measurer.measure(step, params, watched.row_sparse)
@@ -288,6 +303,8 @@ class TrainingDiagnostics(Callback):
                 getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
                 self._charts,
             )
+        if by_step:  # one report per logged batch, at its first step
+            self._alerts.report(min(by_step), self.options.on_nonfinite)
 
     # ------------------------------------------------------------------ life cycle
     def _finished_at(self, step: int) -> bool:
@@ -307,8 +324,42 @@ class TrainingDiagnostics(Callback):
     def _fail(self, message: str) -> None:
         self._failed = True
         self._release()
-        warnings.warn(
-            f"lightning_init diagnostics stopped ({message}); training goes on.",
-            DiagnosticsWarning,
-            stacklevel=3,
-        )
+        warn_user(f"lightning_init diagnostics stopped ({message}); training goes on.",
+                  DiagnosticsWarning)
+
+
+def _step_bounds(optimizer: torch.optim.Optimizer, params: dict[str, nn.Parameter]) -> (
+    dict[str, float]
+):
+    """Parameter name -> the element step bound of its (normalized) optimizer."""
+    bounds: dict[int, float] = {}
+    for group in optimizer.param_groups:
+        bound = element_step_bound(optimizer, group)
+        if bound is not None:
+            bounds.update((id(p), bound) for p in group["params"])
+    return {name: bounds[id(p)] for name, p in params.items() if id(p) in bounds}
+
+
+@torch.no_grad()
+def _raise_if_nonfinite(
+    trainer: Trainer, pl_module: nn.Module, optimizer: torch.optim.Optimizer,
+    options: DiagnosticsOptions,
+) -> None:
+    """``on_nonfinite="raise"``: one fused norm of the optimizer's gradients, one host sync;
+    the parameters named when one is not finite. Steps a ``GradScaler`` skips are its own."""
+    if getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None:
+        return
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    named = [(name, p) for name, p in pl_module.named_parameters()
+             if id(p) in in_optimizer and p.grad is not None]
+    if not named:
+        return
+    grads = [stored_values(p.grad) for _, p in named]
+    if bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        return
+    alerts = Alerts()
+    for (name, p), grad in zip(named, grads, strict=True):
+        bad = int((~torch.isfinite(grad)).sum())
+        check_gradient(alerts, options, name, norm=0.0 if bad else 1.0, nonfinite=bad,
+                       numel=p.numel())
+    alerts.report(trainer.global_step, "raise")

@@ -107,6 +107,16 @@ def _band(name: str, value: Any) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _nonfinite_action(name: str, value: Any) -> str:
+    if value not in ("warn", "raise"):
+        raise DiagnosticsOptionError(
+            f"diagnostics option {name!r} must be 'warn' or 'raise', got {value!r}."
+            f"{did_you_mean(str(value), ('warn', 'raise'))}",
+            option=name,
+        )
+    return value
+
+
 def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
     """A field with its default and the function that validates and normalizes its value."""
     return dataclasses.field(default=default, metadata={"parse": parse})
@@ -142,14 +152,23 @@ class DiagnosticsOptions:
         histogram_bins: number of bins of each histogram, at most 1024.
         histogram_max_samples: tensors larger than this are histogrammed on a fixed random
             subsample of this many elements.
-        alerts: warn on the console (rank zero, each once) when something is clearly wrong.
+        alerts: report on the console (rank zero, the ``lightning_init`` logger) when something
+            is clearly wrong: one line per kind of problem, naming the worst parameters, once
+            unless it spreads or gets ten times worse.
+        on_nonfinite: ``"warn"`` (one :class:`~lightning_init.diagnostics.DiagnosticsWarning`
+            the first time a gradient holds NaN/Inf) or ``"raise"``: stop the run with
+            :class:`~lightning_init.diagnostics.NonFiniteError`, naming the parameters, at the
+            first optimizer step whose gradients are not finite (checked at every step, on every
+            rank; steps a ``GradScaler`` skips are left to it).
         vanishing_grad_norm: alert when a gradient's norm is below this (exactly zero included);
             this and the other thresholds are finite numbers >= 0.
         exploding_grad_norm: alert when a gradient's norm is above this.
-        update_ratio_band: alert when an update ratio leaves ``(low, high)``; the rule of thumb
-            is about 1e-3.
-        dead_fraction: alert when at least this fraction (in (0, 1]) of a layer's units is dead
-            (output exactly zero on every sample of the logged batch); needs ``activations``.
+        update_ratio_band: alert when a weight matrix's update ratio leaves ``(low, high)``; the
+            rule of thumb is about 1e-3. Under a normalized optimizer (Adam, RMSprop, ...)
+            ``high`` rises to the ratio its first steps make by design, at most to 1.
+        dead_fraction: alert when at least this fraction (in (0, 1]) of a layer's units is
+            dead (output exactly zero on every sample of the logged batch); needs
+            ``activations``.
 
     Example:
         >>> options = DiagnosticsOptions.from_arg({"every_n_steps": 5, "until_step": 50})
@@ -174,6 +193,7 @@ class DiagnosticsOptions:
     histogram_bins: int = _option(64, _bin_count)
     histogram_max_samples: int = _option(16384, _positive_int)
     alerts: bool = _option(True, _switch)
+    on_nonfinite: str = _option("warn", _nonfinite_action)
     vanishing_grad_norm: float = _option(1e-8, _threshold)
     exploding_grad_norm: float = _option(1e3, _threshold)
     update_ratio_band: tuple[float, float] = _option((1e-6, 1e-1), _band)
@@ -204,7 +224,7 @@ class DiagnosticsOptions:
             >>> DiagnosticsOptions.from_arg({"histogram": True})
             Traceback (most recent call last):
             ...
-            lightning_init.diagnostics.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
+            lightning_init.diagnostics.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, on_nonfinite, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
         """  # noqa: E501
         if arg is None or arg is False:
             return None

@@ -111,6 +111,9 @@ class Readout:
     def __init__(self, options: DiagnosticsOptions) -> None:
         self.options = options
         self._tag_cache: dict[str, _Tags] = {}
+        # Per parameter name: the element step bound of its normalized optimizer (Adam, ...),
+        # set by the callback at each logged step; absent under SGD and the like.
+        self.step_bounds: dict[str, float] = {}
 
     def transfer(
         self, measured: list[Measured], activation_rows: Tensor | None
@@ -189,8 +192,8 @@ class Readout:
             if nonfinite:  # a healthy run draws no chart of zeros
                 scalars[tag.grad_nonfinite] = float(nonfinite)
             check_gradient(
-                alerts, self.options, step, entry.names[i],
-                norm=row[NORM], nonfinite=nonfinite, numel=numel,
+                alerts, self.options, entry.names[i], norm=row[NORM], nonfinite=nonfinite,
+                numel=numel,
             )
 
     def _update_values(
@@ -203,7 +206,15 @@ class Readout:
                 ratio = change / previous[NORM]
                 scalars[tag.update_ratio] = ratio
                 if entry.weights[i].dim() >= 2:  # the rule of thumb is for weight matrices
-                    check_update_ratio(alerts, self.options, step, entry.names[i], ratio)
+                    bound = self.step_bounds.get(entry.names[i])
+                    rms = previous[NORM] / math.sqrt(max(entry.numels[i], 1))
+                    # LeCun's scale, element std 1 / sqrt(fan_in), has norm sqrt(rows).
+                    lecun_norm = math.sqrt(entry.weights[i].shape[0])
+                    check_update_ratio(
+                        alerts, self.options, entry.names[i], ratio,
+                        normal_ratio=None if bound is None else bound / rms,
+                        smallness=lecun_norm / previous[NORM],
+                    )
 
     def _activation_values(
         self, step: int, names: list[str], rows: list[list[float]], values: StepValues,
@@ -219,4 +230,4 @@ class Readout:
             values.scalars[tag_of("act_mean", name)] = mean
             values.scalars[tag_of("act_std", name)] = math.sqrt(max(variance, 0.0))
             values.scalars[tag_of("act_dead_fraction", name)] = dead / units
-            check_dead_layer(alerts, self.options, step, name, dead=dead, units=units)
+            check_dead_layer(alerts, self.options, name, dead=dead, units=units)

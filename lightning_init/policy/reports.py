@@ -81,11 +81,6 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-def _short_rule(label: str) -> str:
-    """A rule's label without its match: ``"rules[0] (type=Linear)"`` -> ``"rules[0]"``."""
-    return label.split(" (", 1)[0]
-
-
 def _name(policy_name: str | None) -> str:
     return f"init policy {policy_name!r}" if policy_name else "init policy"
 
@@ -105,6 +100,34 @@ def _std_is_off(record: InitRecord) -> bool:
     return abs(measured - expected) > expected * max(0.2, 4 / math.sqrt(2 * numel))
 
 
+def _short_rule(entry: PlanEntry) -> str:
+    """A rule's cell: its index and the first value it matches on, ``"0: Linear +6"``; the
+    full label is listed once under the table (:func:`_rule_legend`).
+
+    Example:
+        >>> _short_rule(PlanEntry("w", (2, 2), 0, "rules[0] (type=Linear,Conv1d name=enc.*)",
+        ...                       "zeros", 0.0))
+        '0: Linear +2'
+        >>> _short_rule(PlanEntry("w", (2,), None, "default: reset", "reset", None))
+        'default: reset'
+    """
+    head, _, match = entry.rule.partition(" (")
+    if entry.rule_index is None or not match:
+        return entry.rule if entry.rule_index is None else head
+    values = [value for part in match.rstrip(")").split(" ")
+              for value in part.partition("=")[2].split(",") if value]
+    if not values:
+        return str(entry.rule_index)
+    more = f" +{len(values) - 1}" if len(values) > 1 else ""
+    return f"{entry.rule_index}: {values[0]}{more}"
+
+
+def _rule_legend(entries: list[PlanEntry]) -> list[str]:
+    """One line per rule whose label was shortened in the table."""
+    labels = dict.fromkeys(e.rule for e in entries if e.rule_index is not None and " (" in e.rule)
+    return [f"{label.replace(' (', ': ', 1).rstrip(')')}" for label in labels]
+
+
 class _PlanTable:
     """The text and Markdown rendering shared by :class:`PolicyPlan` and :class:`InitReport`."""
 
@@ -116,8 +139,11 @@ class _PlanTable:
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         raise NotImplementedError
 
+    def _entries(self) -> list[PlanEntry]:
+        raise NotImplementedError
+
     def _footer(self) -> list[str]:
-        lines = []
+        lines = _rule_legend(self._entries())
         if self.variables:
             lines.append("variables: " + ", ".join(f"{name} = {format_number(value)}"
                                                    for name, value in self.variables.items()))
@@ -137,19 +163,16 @@ class _PlanTable:
     def to_markdown(self) -> str:
         """Markdown for TensorBoard's text tab: the headline of a report (what was set, and
         whether the values have the std their formula promises) first, then the table, each
-        rule by its index (its match listed below) and a long initializer's arguments on a
-        second line, then what was left alone."""
+        rule by its index and first match (the full match listed below) and a long
+        initializer's arguments on a second line, then what was left alone."""
         headers, rows = self._sections()
-        column = headers.index("rule")
-        labels = list(dict.fromkeys(row[column] for row in rows))
         init = headers.index("initializer")
-        short = [[*row[:column], _short_rule(row[column]), *row[column + 1 :]] for row in rows]
-        for row in short:  # a long call on two lines: the narrow columns keep their width
+        rows = [list(row) for row in rows]
+        for row in rows:  # a long call on two lines: the narrow columns keep their width
             if len(row[init]) > 24 and "(" in row[init]:
                 row[init] = row[init].replace("(", "<br>(", 1)
-        legend = "\n".join(f"- {label}" for label in labels if _short_rule(label) != label)
         headline = self._headline()
-        parts = [headline and f"**{headline}**", markdown_table(headers, short), legend]
+        parts = [headline and f"**{headline}**", markdown_table(headers, rows)]
         return "\n\n".join([part for part in parts if part] + self._footer())
 
 
@@ -186,9 +209,12 @@ class PolicyPlan(_PlanTable):
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std"]
-        rows = [[e.qualified_name, _shape(e.shape), e.rule, e.initializer,
+        rows = [[e.qualified_name, _shape(e.shape), _short_rule(e), e.initializer,
                  format_number(e.expected_std)] for e in self.entries]
         return headers, rows
+
+    def _entries(self) -> list[PlanEntry]:
+        return list(self.entries)
 
 
 class InitReport(_PlanTable):
@@ -254,10 +280,31 @@ class InitReport(_PlanTable):
 
     def _sections(self) -> tuple[list[str], list[list[str]]]:
         headers = ["parameter", "shape", "rule", "initializer", "expected std", "mean", "std"]
-        rows = [[r.qualified_name, _shape(r.shape), r.rule, r.initializer,
+        rows = [[r.qualified_name, _shape(r.shape), _short_rule(r), r.initializer,
                  format_number(r.expected_std), format_number(r.measured_mean),
                  format_number(r.measured_std)] for r in self.records]
         return headers, rows
+
+    def _entries(self) -> list[PlanEntry]:
+        return list(self.records)
+
+    def summary(self, where: str | None = None) -> str:
+        """One line for a console: the policy, how many parameters it set and left alone, and
+        where the full table is.
+
+        Example:
+            >>> report = InitReport("demo", [InitRecord("b", (2,), 0, "rules[0]", "ones", 0.0,
+            ...                                         1.0, 0.0)], [("w", "no rule")], [])
+            >>> report.summary("TensorBoard, TEXT tab, lightning_init/policy")
+            "lightning_init: policy 'demo' set 1 parameter, left 1 alone (full table: TensorBoard, TEXT tab, lightning_init/policy)"
+        """  # noqa: E501
+        count = len(self.records)
+        name = repr(self.policy_name) if self.policy_name else "(unnamed)"
+        text = (f"lightning_init: policy {name} set {count} parameter{'s' * (count != 1)}, "
+                f"left {len(self.left_alone)} alone")
+        if self.unused_rules:
+            text += f", {len(self.unused_rules)} rule(s) matched nothing"
+        return f"{text} (full table: {where or 'InitPolicy.explain(model)'})"
 
     def __repr__(self) -> str:
         return (f"InitReport(policy_name={self.policy_name!r}, records={len(self.records)}, "
