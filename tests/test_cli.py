@@ -187,7 +187,9 @@ def test_explain_table_is_narrow_with_rule_index_and_label_once(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100, result.stdout
-    assert sum("0: Linear +6" in line for line in lines) == 4  # two weights, two biases
+    # the output layer's rule (linear gain) and the hidden layer's: a weight and a bias each
+    assert sum("0: Linear +6" in line for line in lines) == 2
+    assert sum("1: Linear +6" in line for line in lines) == 2
     legend = [line for line in lines if line.startswith("rules[0]: type=Linear,Conv1d")]
     assert len(legend) == 1
 

@@ -391,7 +391,8 @@ def test_report_markdown_headline_checks_the_std_against_the_formula():
     markdown = report.to_markdown()
     headline = markdown.splitlines()[0]
     # A long initializer on two lines, so that TensorBoard does not squeeze the short columns.
-    assert "| rules[0] | kaiming_normal<br>(nonlinearity=relu) |" in markdown
+    assert "| 0: Linear | kaiming_normal<br>(nonlinearity=relu) |" in markdown
+    assert markdown.rstrip().endswith("rules[0]: type=Linear")  # the full match, once
     assert headline == ("**init policy 'k': 4 parameter(s) set, 0 left alone; every std as its "
                         "formula promises**")
     with torch.no_grad():
