@@ -30,6 +30,7 @@ from lightning_init.check.measure import (
 )
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.report import InitCheckReport, LayerRecord, ParameterRecord
+from lightning_init.check.suggest import CheckSubject
 from lightning_init.check.verdicts import verdicts
 
 __all__ = ["PassResult", "check_init", "check_pass"]
@@ -118,7 +119,11 @@ def check_init(
     classes_from_output = None
     if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
         classes_from_output = _classes_from_output
-    return check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    report._subject = CheckSubject(model, inputs, {
+        "forward": forward, "loss_fn": loss_fn, "target": target,
+        "num_classes": num_classes, **thresholds})
+    return report
 
 
 def _is_cross_entropy(loss_fn: Any) -> bool:
