@@ -148,11 +148,14 @@ class AutoRules:
             name: auto
             seed: 0
             rules:
-              # followed by relu: 0; He et al. 2015 (arXiv:1502.01852), gain sqrt(2) for ReLU
+              # followed by relu: 0
+              # source: He et al. 2015 (arXiv:1502.01852), gain sqrt(2) for ReLU
               - match:
-                  name:
-                  - '0'
-            ...
+                  name: ['0']
+                optional: true
+                weight: {init: normal, std: 1.414 / sqrt(fan_in)}
+                bias: zeros
+            <BLANKLINE>
         """
         head = {key: value for key, value in self.mapping(name=name, seed=seed).items()
                 if key != "rules"}
@@ -160,10 +163,12 @@ class AutoRules:
                  yaml.safe_dump(head, sort_keys=False).rstrip(), "rules:"]
         for index, rule in enumerate(self.rules):
             shown = ", ".join(rule.layers[:4]) + (", ..." if len(rule.layers) > 4 else "")
-            lines.append(f"  # {rule.role}: {shown or '(model)'}; {rule.source}")
+            lines.append(f"  # {rule.role}: {shown or '(model)'}")
             if index in self.answers:
                 lines.append(f"  # answers: {self.answers[index]}")
-            body = yaml.safe_dump([rule.rule], sort_keys=False, width=100).rstrip()
+            lines.append(f"  # source: {rule.source}")
+            body = yaml.safe_dump([rule.rule], sort_keys=False, width=96,
+                                  default_flow_style=None).rstrip()
             lines.extend("  " + line for line in body.splitlines())
         return "\n".join(lines) + "\n"
 
