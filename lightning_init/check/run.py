@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.check.findings import init_findings
 from lightning_init.check.measure import (
     STAT_FIELDS,
     Recording,
@@ -190,6 +191,7 @@ def check_pass(
         numbers = _to_host(record, named, grads, inputs, loss)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
+    notes.extend(init_findings(model, layers))
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None

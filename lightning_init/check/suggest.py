@@ -33,6 +33,7 @@ from typing import Any
 
 from torch import nn
 
+from lightning_init.check.findings import PREFIX
 from lightning_init.check.report import CheckProblem, InitCheckReport
 from lightning_init.policy.auto import AutoRules, auto_rules
 
@@ -68,6 +69,7 @@ class Suggestion:
     offered: bool
     reason: str
     remaining: list[CheckProblem] = field(default_factory=list)
+    remaining_notes: list[str] = field(default_factory=list)
 
     def verdicts(self) -> str:
         """The original verdict next to the re-check's, one line each, then what remains."""
@@ -75,6 +77,7 @@ class Suggestion:
                  f"after the suggested policy: {_verdict(self.recheck)}",
                  f"suggestion: {self.reason}"]
         lines += [f"  - still: {problem.message}" for problem in self.remaining]
+        lines += [f"  - still: {note}" for note in self.remaining_notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -82,10 +85,12 @@ class Suggestion:
 
 
 def _verdict(report: InitCheckReport) -> str:
+    notes = sum(note.startswith(PREFIX) for note in report.notes)
+    noted = f", {notes} init note(s)" if notes else ""
     if report.ok:
-        return "OK, no problem found"
+        return f"OK, no problem found{noted}"
     kinds = ", ".join(dict.fromkeys(problem.kind for problem in report.problems))
-    return f"{len(report.problems)} problem(s) ({kinds})"
+    return f"{len(report.problems)} problem(s) ({kinds}){noted}"
 
 
 def _answers(rules: AutoRules, problems: list[CheckProblem]) -> None:
@@ -99,10 +104,13 @@ def _answers(rules: AutoRules, problems: list[CheckProblem]) -> None:
             rules.answers[index] = f"{first.kind} at {first.layers[0] or '(model)'}{more}"
 
 
+def _findings(report: InitCheckReport) -> int:
+    """Problems plus the init notes of :mod:`lightning_init.check.findings`."""
+    return len(report.problems) + sum(note.startswith(PREFIX) for note in report.notes)
+
+
 def _better(original: InitCheckReport, recheck: InitCheckReport) -> bool:
-    if recheck.ok:
-        return not original.ok
-    return len(recheck.problems) < len(original.problems)
+    return _findings(recheck) < _findings(original)
 
 
 def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inputs: Any = None,
@@ -145,11 +153,12 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
     if offered:
         reason = (f"offered: the re-check on a copy initialized by it finds "
                   f"{_verdict(recheck)} instead of {_verdict(report)}")
-    elif report.ok:
+    elif not _findings(report):
         reason = "withheld: the check found nothing to fix"
     else:
         reason = (f"withheld: the re-check on a copy initialized by it finds {_verdict(recheck)},"
                   f" no better than {_verdict(report)}")
     return Suggestion(policy=policy if offered else None, yaml=text, original=report,
                       recheck=recheck, offered=offered, reason=reason,
-                      remaining=list(recheck.problems))
+                      remaining=list(recheck.problems),
+                      remaining_notes=[n for n in recheck.notes if n.startswith(PREFIX)])

@@ -357,9 +357,10 @@ class _Builder:
         if self.num_classes:
             self.add("output layer (classifier head)", [name], {
                 "weight": {"init": "normal", "std": f"{_HEAD_GAIN} / sqrt(fan_in)"},
-                "bias": {"init": "constant", "val": round(-math.log(self.num_classes), 6)}},
-                "small head weights: initial loss near ln(C); bias -ln(C), the uniform class "
-                "prior (Karpathy 2019, 'A Recipe for Training Neural Networks')")
+                "bias": "zeros"},
+                "small head weights give an initial loss near ln(C) (Karpathy 2019, 'A Recipe "
+                "for Training Neural Networks'); bias 0 is the uniform class prior (-ln(C) on "
+                "every logit is the same under softmax)")
         else:
             self.add("output layer", [name], {
                 "weight": {"init": "normal", "std": "1 / sqrt(fan_in)"}, "bias": "zeros"},
