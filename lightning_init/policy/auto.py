@@ -75,7 +75,7 @@ _ACTIVATION_NAMES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("se
 _RESIDUAL_NAMES = frozenset({"c_proj", "out_proj", "o_proj", "fc2", "down_proj", "linear2",
                              "w2", "wo", "proj"})
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
-_HEAD_GAIN = 0.1
+_HEAD_GAIN = 0.5
 
 
 def _activation_kind(name: str) -> str | None:
@@ -310,9 +310,12 @@ class _Builder:
     rules: AutoRules = field(default_factory=AutoRules)
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str) -> None:
-        if names:
-            self.rules.rules.append(AutoRule(role, tuple(names), {
-                "match": {"name": list(names)}, "optional": True, **rule}, source))
+        if not names:
+            return
+        match = ({"type": type(self.model).__name__} if names == [""]  # the model is the layer
+                 else {"name": list(names)})
+        self.rules.rules.append(AutoRule(role, tuple(names), {
+            "match": match, "optional": True, **rule}, source))
 
     def weights(self, order: list[str], after: dict[str, str | None]) -> None:
         modules = dict(self.model.named_modules())
