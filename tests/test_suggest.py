@@ -69,7 +69,7 @@ def test_he_net_suggestion_passes_the_recheck_and_trains_better(init: str) -> No
     assert not report.ok
     fixed = _suggested(net, report)
     plan = InitPolicy.auto(net, x).explain(net)
-    assert all("1.414 / sqrt(fan_in)" in entry.initializer
+    assert all("sqrt(2) / sqrt(fan_in)" in entry.initializer
                for entry in plan.entries if entry.qualified_name.endswith("weight"))
 
     def step(model: nn.Module) -> torch.Tensor:

@@ -22,7 +22,7 @@ Example:
     >>> suggestion.offered, suggestion.recheck.ok
     (True, True)
     >>> suggestion.policy.explain(net).entries[0].initializer
-    'normal(std=1.414 / sqrt(fan_in) -> 0.17675)'
+    'normal(std=sqrt(2) / sqrt(fan_in) -> 0.176777)'
 """
 
 from __future__ import annotations

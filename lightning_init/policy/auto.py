@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,18 +53,18 @@ __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
 # Gain per activation: 1 / sqrt(E[f(z)^2]) for z ~ N(0, 1) (the He et al. 2015 argument),
 # PyTorch's calculate_gain where it has one, LeCun normal for SELU (Klambauer et al. 2017).
-_GAINS: dict[str, tuple[float, str]] = {
-    "relu": (math.sqrt(2.0), "He et al. 2015 (arXiv:1502.01852), gain sqrt(2) for ReLU"),
-    "leaky_relu": (math.sqrt(2.0 / (1 + 0.01**2)),
+_GAINS: dict[str, tuple[str, str]] = {
+    "relu": ("sqrt(2)", "He et al. 2015 (arXiv:1502.01852), gain sqrt(2) for ReLU"),
+    "leaky_relu": ("sqrt(2 / 1.0001)",
                    "He et al. 2015, gain sqrt(2 / (1 + a^2)) for leaky ReLU"),
-    "tanh": (5.0 / 3.0, "torch.nn.init.calculate_gain('tanh') = 5/3"),
-    "sigmoid": (1.0, "torch.nn.init.calculate_gain('sigmoid') = 1"),
-    "selu": (1.0, "LeCun normal for SELU, Klambauer et al. 2017 (arXiv:1706.02515)"),
-    "gelu": (1.5331, "1/sqrt(E[gelu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for GELU"),
-    "silu": (1.6762, "1/sqrt(E[silu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for SiLU"),
-    "elu": (1.2450, "1/sqrt(E[elu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for ELU"),
-    "mish": (1.4865, "1/sqrt(E[mish(z)^2]), z ~ N(0,1): the He et al. 2015 argument for Mish"),
-    "linear": (1.0, "LeCun et al. 1998, gain 1 when no activation follows"),
+    "tanh": ("5 / 3", "torch.nn.init.calculate_gain('tanh') = 5/3"),
+    "sigmoid": ("1", "torch.nn.init.calculate_gain('sigmoid') = 1"),
+    "selu": ("1", "LeCun normal for SELU, Klambauer et al. 2017 (arXiv:1706.02515)"),
+    "gelu": ("1.533", "1/sqrt(E[gelu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for GELU"),
+    "silu": ("1.676", "1/sqrt(E[silu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for SiLU"),
+    "elu": ("1.245", "1/sqrt(E[elu(z)^2]), z ~ N(0,1): the He et al. 2015 argument for ELU"),
+    "mish": ("1.486", "1/sqrt(E[mish(z)^2]), z ~ N(0,1): the He et al. 2015 argument for Mish"),
+    "linear": ("1", "LeCun et al. 1998, gain 1 when no activation follows"),
 }
 # Class-name fragments, most specific first ("selu" before "elu", "leakyrelu" before "relu").
 _ACTIVATION_NAMES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("selu", "selu"),
@@ -153,7 +152,7 @@ class AutoRules:
               - match:
                   name: ['0']
                 optional: true
-                weight: {init: normal, std: 1.414 / sqrt(fan_in)}
+                weight: {init: normal, std: sqrt(2) / sqrt(fan_in)}
                 bias: zeros
             <BLANKLINE>
         """
@@ -347,7 +346,7 @@ class _Builder:
             gain, source = _GAINS[kind]
             role = "no activation follows" if kind == "linear" else f"followed by {kind}"
             self.add(role, names, {
-                "weight": {"init": "normal", "std": f"{gain:.4g} / sqrt(fan_in)"},
+                "weight": {"init": "normal", "std": f"{gain} / sqrt(fan_in)"},
                 "bias": "zeros"}, source)
         tied_ids = {id(modules[name].weight) for name in tied}
         self.add("embedding tied to the output layer",

@@ -169,7 +169,7 @@ class InitPolicy:
             >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
             >>> policy = InitPolicy.auto(net, torch.randn(2, 4))
             >>> policy.explain(net).entries[0].initializer
-            'normal(std=1.414 / sqrt(fan_in) -> 0.707)'
+            'normal(std=sqrt(2) / sqrt(fan_in) -> 0.707107)'
         """
         from lightning_init.policy.auto import auto_rules
 
