@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--input", help="'pkg.module:make_batch': a callable returning a batch")
     doctor.add_argument("--write", metavar="PATH", help="write the suggested policy's YAML here")
     doctor.add_argument("--seed", type=int, default=0, help="seed of the random batch (0)")
+    doctor.add_argument("--table", action="store_true", help="print the per-layer table too")
     return parser
 
 
@@ -116,7 +117,7 @@ def _doctor(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     sample = _sample(args)
     report = check_init(model, sample)
-    print(report)
+    print(report if args.table else "\n".join(report._summary_lines()))
     print()
     suggestion = report.suggest_policy()
     print(suggestion.verdicts())

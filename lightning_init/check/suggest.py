@@ -151,13 +151,11 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
     recheck = check_init(trial, inputs, **options)
     offered = _better(report, recheck)
     if offered:
-        reason = (f"offered: the re-check on a copy initialized by it finds "
-                  f"{_verdict(recheck)} instead of {_verdict(report)}")
+        reason = "offered: verified on a deep copy, the re-check is better"
     elif not _findings(report):
         reason = "withheld: the check found nothing to fix"
     else:
-        reason = (f"withheld: the re-check on a copy initialized by it finds {_verdict(recheck)},"
-                  f" no better than {_verdict(report)}")
+        reason = "withheld: on a deep copy initialized by it, the re-check is no better"
     return Suggestion(policy=policy if offered else None, yaml=text, original=report,
                       recheck=recheck, offered=offered, reason=reason,
                       remaining=list(recheck.problems),
