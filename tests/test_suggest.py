@@ -257,3 +257,28 @@ def test_uninitialized_memory_is_noted() -> None:
     notes = check_init(layer, torch.randn(4, 8)).notes
     assert any("`weight` holds 1 denormal value(s)" in note
                and "2 value(s) above 1e+06" in note for note in notes)
+
+
+def _healthy_zoo() -> list[tuple[str, nn.Module, object]]:
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), num_layers=3)
+    return [
+        ("mlp", nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                              nn.Linear(32, 4)), torch.randn(64, 16)),
+        ("cnn", nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)),
+         torch.randn(32, 3, 12, 12)),
+        ("transformer", encoder, torch.randn(16, 10, 32)),
+        ("gru", nn.GRU(8, 16, num_layers=2, batch_first=True), torch.randn(16, 20, 8)),
+    ]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer", "gru"])
+def test_auto_passes_the_check_on_healthy_models(name: str) -> None:
+    _, model, sample = next(case for case in _healthy_zoo() if case[0] == name)
+    assert check_init(model, sample).ok
+    InitPolicy.auto(model, sample).apply(model)
+    report = check_init(model, sample)
+    assert report.ok, report.problems
