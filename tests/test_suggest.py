@@ -143,10 +143,19 @@ def test_lstm_with_zero_forget_bias() -> None:
     hidden = fixed.lstm.weight_hh_l0[:32]  # one gate's block is orthogonal
     assert torch.allclose(hidden @ hidden.T, torch.eye(32), atol=1e-4)
 
+    def first_step_gradient(net: nn.Module) -> float:
+        inputs = x[:16].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(net(inputs), y[:16]), inputs)
+        return float(grad[:, 0].norm() / grad[:, -1].norm())
+
+    # Through 100 steps the cell keeps sigmoid(b_f) per step: 1/2 at b_f = 0, 0.73 at b_f = 1.
+    assert first_step_gradient(fixed) > 1e3 * first_step_gradient(model)
+
     def step(model: nn.Module) -> torch.Tensor:
         return F.cross_entropy(model(x), y)
 
-    broken, suggested = _train(model, step, lr=1e-2), _train(fixed, step, lr=1e-2)
+    broken = _train(model, step, steps=60, lr=5e-3)
+    suggested = _train(fixed, step, steps=60, lr=5e-3)
     assert suggested < broken
 
 
