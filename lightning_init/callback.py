@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
+from lightning_init._auto_fit import AutoPolicy
 from lightning_init._distributed import full_fingerprint
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
 from lightning_init._log import LOGGER
@@ -130,7 +131,9 @@ class InitCallback(Callback):
 
     Args:
         policy: a YAML path, a preset name, a mapping, an :class:`~lightning_init.InitPolicy`,
-            or ``None`` to leave the weights alone (the check and the diagnostics still run).
+            ``"auto"`` (built from the module and one sample batch, see
+            :meth:`~lightning_init.InitPolicy.auto`; its YAML goes to the log directory as
+            ``init_policy.yaml``), or ``None`` to leave the weights alone (the check and the diagnostics still run).
         check: ``True``, ``False``, :class:`~lightning_init.check.CheckOptions` or a mapping
             of them (e.g. ``{"on_fail": "raise"}``). Runs once, before the first training step.
         diagnostics: ``True``, ``False``,
@@ -298,6 +301,8 @@ class InitCallback(Callback):
         ):
             return  # the strategy applies it to each module's shards, after configure_model
         if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
+            if isinstance(self._policy, AutoPolicy):
+                self._policy.resolve(trainer, pl_module)
             with _visible_through_teardown(pl_module):
                 self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed,
                                                             **self._only(pl_module)))
@@ -308,6 +313,9 @@ class InitCallback(Callback):
     ) -> None:
         """Apply the policy to the modules built since ``setup``; record the weights."""
         if self._policy is not None and not self._fit.keep_loaded:
+            if isinstance(self._policy, AutoPolicy):
+                self._policy.resolve(trainer, pl_module)
+                self._policy.write(trainer)
             known = {id(module) for module in known_modules}
             added = _modules_added_since(pl_module, known)
             only = self._only(pl_module) if added else {}
@@ -358,6 +366,8 @@ class InitCallback(Callback):
         text = "\n\n".join(
             report.to_markdown() for report in self._fit.reports if isinstance(report, _Markdown)
         )
+        if text and isinstance(self._policy, AutoPolicy) and self._policy.rules is not None:
+            text += "\n\n```yaml\n" + self._policy.rules.yaml() + "```\n"
         # TensorBoard's HParams view reads the first session a run writes, and Lightning writes
         # the module's hyperparameters after on_fit_start: write them here, ours added.
         merged = {**_module_hparams(trainer, pl_module), **hparams}
@@ -559,6 +569,8 @@ def _load_policy(spec: object) -> _Policy | None:
     """``None``, an ``InitPolicy`` (or anything with ``apply``) as is, else ``InitPolicy.load``."""
     if spec is None:
         return None
+    if spec == "auto":
+        return AutoPolicy()
     if callable(getattr(spec, "apply", None)):
         return cast(_Policy, spec)
     if not isinstance(spec, (str, os.PathLike, Mapping)):

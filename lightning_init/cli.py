@@ -1,4 +1,5 @@
-"""Command line: ``lightning-init explain POLICY --model pkg.module:factory`` and ``presets``.
+"""Command line: ``lightning-init explain POLICY --model pkg.module:factory``, ``presets`` and
+``doctor --model pkg.module:factory --input-shape 8,3,32,32`` (check, suggest, re-check).
 
 ``python -m lightning_init`` runs the same commands.
 """
@@ -30,30 +31,34 @@ def _raised(err: BaseException) -> str:
     return f"{type(err).__name__}{': ' + message if message else ''}{where}"
 
 
-def _load_model(spec: str):  # -> nn.Module
-    from torch import nn
-
+def _load_attribute(spec: str, option: str = "--model"):  # -> (the attribute, its module path)
     module_path, sep, attr = spec.partition(":")
     if not sep or not module_path or not attr:
-        raise PolicyError(f"--model {spec!r}: expected 'pkg.module:factory'")
+        raise PolicyError(f"{option} {spec!r}: expected 'pkg.module:factory'")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: a module next to the user
     try:
         module = importlib.import_module(module_path)
     except ImportError as err:
         raise PolicyError(
-            f"--model {spec!r}: cannot import {module_path!r}: {err} (searched the current "
+            f"{option} {spec!r}: cannot import {module_path!r}: {err} (searched the current "
             "directory and PYTHONPATH)") from None
     except Exception as err:  # the user's module failed while importing
         raise PolicyError(
-            f"--model {spec!r}: importing {module_path!r} raised {_raised(err)}") from None
+            f"{option} {spec!r}: importing {module_path!r} raised {_raised(err)}") from None
     try:
-        factory = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         public = [name for name in vars(module) if not name.startswith("_")]
         raise PolicyError(
-            f"--model {spec!r}: {module_path!r} has no attribute {attr!r}."
+            f"{option} {spec!r}: {module_path!r} has no attribute {attr!r}."
             f"{did_you_mean(attr, public)}") from None
+
+
+def _load_model(spec: str):  # -> nn.Module
+    from torch import nn
+
+    factory = _load_attribute(spec)
     try:
         model = factory if isinstance(factory, nn.Module) else factory()
     except Exception as err:  # the user's factory failed
@@ -81,7 +86,56 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--markdown", action="store_true", help="print a Markdown table")
     commands.add_parser("presets", help="list the shipped presets")
+    doctor = commands.add_parser(
+        "doctor", help="check a model's init, suggest a policy that fixes it, re-check it")
+    doctor.add_argument("--model", required=True, help="'pkg.module:factory' (as for explain)")
+    source = doctor.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input-shape", help="a random N(0, 1) batch of this shape: 8,3,32,32")
+    source.add_argument("--input", help="'pkg.module:make_batch': a callable returning a batch")
+    doctor.add_argument("--write", metavar="PATH", help="write the suggested policy's YAML here")
+    doctor.add_argument("--seed", type=int, default=0, help="seed of the random batch (0)")
+    doctor.add_argument("--table", action="store_true", help="print the per-layer table too")
     return parser
+
+
+def _sample(args: argparse.Namespace):  # -> a batch
+    import torch
+
+    if args.input is not None:
+        make = _load_attribute(args.input, "--input")
+        try:
+            return make() if callable(make) else make
+        except Exception as err:  # the user's batch factory failed
+            raise PolicyError(f"--input {args.input!r}: it raised {_raised(err)}") from None
+    try:
+        shape = [int(part) for part in args.input_shape.split(",")]
+    except ValueError:
+        shape = []
+    if not shape or min(shape) < 1:
+        raise PolicyError(f"--input-shape {args.input_shape!r}: expected positive integers "
+                          "separated by commas, such as 8,3,32,32")
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lightning_init.check import check_init
+
+    model = _load_model(args.model)
+    sample = _sample(args)
+    report = check_init(model, sample)
+    print(report if args.table else "\n".join(report.verdict()))
+    print()
+    suggestion = report.suggest_policy()
+    print(suggestion.verdicts())
+    if suggestion.offered:
+        print()
+        print(suggestion.yaml, end="")
+        if args.write:
+            Path(args.write).write_text(suggestion.yaml)
+            print(f"written to {args.write}")
+    return 0 if report.ok or suggestion.offered else 1
 
 
 def _description(path: os.PathLike[str] | str) -> str:
@@ -108,8 +162,9 @@ def _presets() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 2 on a policy or usage error; 1 when
-    the reader closed the pipe, quietly, as Python's ``signal`` documentation recommends).
+    """Run the command line; return the exit status: 0 ok, 2 on a policy or usage error, 1 when
+    the reader closed the pipe (quietly, as Python's ``signal`` documentation recommends) or,
+    for ``doctor``, when the check found problems and no verified fix.
 
     Example:
         >>> main(["presets"])  # doctest: +ELLIPSIS
@@ -130,6 +185,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return _presets()
     from lightning_init.policy import InitPolicy  # imports torch
 
+    if args.command == "doctor":
+        try:
+            return _doctor(args)
+        except PolicyError as err:
+            print(f"lightning-init: error: {err}", file=sys.stderr)
+            return 2
     try:
         policy = InitPolicy.load(args.policy)
         model = _load_model(args.model)

@@ -142,11 +142,29 @@ class InitCheckReport:
     num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
     ignored: list[CheckProblem] = field(default_factory=list)
+    _subject: Any = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         """``True`` when the check found no problem."""
         return not self.problems
+
+    def suggest_policy(self, model: Any = None, inputs: Any = None, **options: Any) -> Any:
+        """A policy that fixes what the check found, verified on a deep copy before offered.
+
+        See :func:`lightning_init.check.suggest.suggest_policy` (``model`` and ``inputs``
+        default to those the check ran on).
+
+        Example:
+            >>> import torch
+            >>> from lightning_init.check import check_init
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+            >>> check_init(net, torch.randn(8, 4)).suggest_policy().reason
+            'withheld: the check found nothing to fix'
+        """
+        from lightning_init.check.suggest import suggest_policy
+
+        return suggest_policy(self, model, inputs, **options)
 
     # ------------------------------------------------------------------ rendering
     def _rows(self) -> list[list[str]]:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.check.findings import init_findings
 from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init.check.ignore import apply_ignore, parse_ignore
 from lightning_init.check.measure import (
@@ -36,6 +37,7 @@ from lightning_init.check.measure import (
 )
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.report import InitCheckReport, LayerRecord, ParameterRecord
+from lightning_init.check.suggest import CheckSubject
 from lightning_init.check.verdicts import verdicts
 
 __all__ = ["PassResult", "check_init", "check_pass"]
@@ -133,6 +135,9 @@ def check_init(
     if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
         classes_from_output = _classes_from_output
     report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    report._subject = CheckSubject(model, inputs, {
+        "forward": forward, "loss_fn": loss_fn, "target": target,
+        "num_classes": num_classes, "ignore": ignore, **thresholds})
     return apply_ignore(report, patterns)
 
 
@@ -207,6 +212,7 @@ def check_pass(
         numbers = _to_host(record, named, grads, inputs, loss, free)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
+    notes.extend(init_findings(model, layers))
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None

@@ -161,6 +161,25 @@ class InitPolicy:
             "a mapping or an InitPolicy"
         )
 
+    @classmethod
+    def auto(cls, model: nn.Module, sample: Any, *, forward: Any = None,
+             num_classes: int | None = None) -> InitPolicy:
+        """A policy built from ``model``'s structure and one sample pass (``policy: "auto"``).
+
+        Each weight layer gets the gain of the activation that follows it in the pass;
+        residual projections, norms, a classifier head and LSTM/GRU get their own rules
+        (:mod:`lightning_init.policy.auto`). ``model`` is not changed.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+            >>> policy = InitPolicy.auto(net, torch.randn(2, 4))
+            >>> policy.explain(net).entries[0].initializer
+            'normal(std=sqrt(2) / sqrt(fan_in) -> 0.707107)'
+        """
+        from lightning_init.policy.auto import auto_rules
+
+        return auto_rules(model, sample, forward=forward, num_classes=num_classes).policy()
+
     # ---- pickling and repr
 
     def __getstate__(self) -> dict[str, Any]:

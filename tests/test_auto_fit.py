@@ -1,0 +1,67 @@
+"""``InitCallback(policy="auto")`` in a real fit, and ``lightning-init doctor``."""
+
+from __future__ import annotations
+
+import torch
+import yaml
+from _models import Net, make_loader
+from _models import quiet_trainer as _trainer
+
+from lightning_init import InitCallback, InitPolicy
+from lightning_init.cli import main
+
+
+def test_auto_policy_is_the_one_real_init_and_its_yaml_is_written(tmp_path) -> None:
+    model = Net(lr=0.0)  # lr 0: the weights after fit are the init
+    trainer = _trainer(tmp_path, callbacks=[InitCallback(policy="auto")])
+    trainer.fit(model)
+    expected = Net(lr=0.0)
+    batch = next(iter(make_loader()))
+    InitPolicy.auto(expected, batch[0]).apply(expected)
+    for (name, got), (_, want) in zip(model.state_dict().items(),
+                                      expected.state_dict().items(), strict=True):
+        assert torch.equal(got, want), name
+    text = (tmp_path / "init_policy.yaml").read_text()
+    rules = yaml.safe_load(text)["rules"]
+    assert [rule["match"]["name"] for rule in rules] == [["net.2"], ["net.0"]]
+    assert rules[1]["weight"] == {"init": "normal", "std": "sqrt(2) / sqrt(fan_in)"}
+    assert "# followed by relu: net.0" in text
+
+
+def _write_models(tmp_path, monkeypatch) -> None:
+    (tmp_path / "doctor_models.py").write_text(
+        "import torch\n"
+        "def deep():\n"
+        "    torch.manual_seed(0)\n"
+        "    layers = []\n"
+        "    for _ in range(30):\n"
+        "        layers += [torch.nn.Linear(32, 32), torch.nn.ReLU()]\n"
+        "    return torch.nn.Sequential(*layers)\n"
+        "def batch():\n"
+        "    return torch.randn(64, 32)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_doctor_prints_both_verdicts_and_writes_the_policy(tmp_path, monkeypatch, capsys):
+    _write_models(tmp_path, monkeypatch)
+    out = tmp_path / "policy.yaml"
+    status = main(["doctor", "--model", "doctor_models:deep", "--input-shape", "64,32",
+                   "--write", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "before: 2 problem(s) (input_dependence, gradient)" in printed
+    assert "after the suggested policy: OK, no problem found" in printed
+    assert InitPolicy.from_yaml(out).explain(
+        __import__("doctor_models").deep()).entries[0].initializer == (
+        "normal(std=sqrt(2) / sqrt(fan_in) -> 0.25)")
+
+
+def test_doctor_takes_a_batch_factory_and_names_bad_options(tmp_path, monkeypatch, capsys):
+    _write_models(tmp_path, monkeypatch)
+    assert main(["doctor", "--model", "doctor_models:deep", "--input", "doctor_models:batch"]) == 0
+    assert "after the suggested policy: OK" in capsys.readouterr().out
+    assert main(["doctor", "--model", "doctor_models:deep", "--input-shape", "8,x"]) == 2
+    assert "--input-shape '8,x': expected positive integers" in capsys.readouterr().err
+    assert main(["doctor", "--model", "doctor_models:deep", "--input", "doctor_models:bach"]) == 2
+    assert "has no attribute 'bach'" in capsys.readouterr().err
