@@ -48,6 +48,7 @@ __all__ = [
     "full_histograms",
     "full_stats",
     "is_dtensor",
+    "local_fingerprints",
     "reduce_squares",
 ]
 
@@ -97,6 +98,13 @@ def _mesh_facts(mesh: Any) -> tuple[tuple[int, ...] | None, bool]:
     return cached[1], cached[2]
 
 
+def _is_copy(placement: Any) -> bool:
+    """Whether a mesh dimension holds copies (``Replicate``) or addends (``Partial``, reduced
+    first) rather than pieces: ``Shard`` and FSDP2's ``_StridedShard`` over a tensor-parallel
+    shard (whose ``is_shard()`` is False) are pieces."""
+    return placement.is_replicate() or placement.is_partial()
+
+
 def _partial_key(tensor: Tensor) -> tuple[Any, ...] | None:
     """``(mesh, ((dim, reduce_op), ...))`` of a DTensor with ``Partial`` placements, else None."""
     if not is_dtensor(tensor):
@@ -143,7 +151,7 @@ def _local_view(tensor: Tensor, reduced: dict[int, Tensor], index: int) -> tuple
     if not is_dtensor(tensor):
         return tensor.detach(), True
     placements = tensor.placements  # type: ignore[attr-defined]
-    replicated = [d for d, p in enumerate(placements) if p.is_replicate() or p.is_partial()]
+    replicated = [d for d, p in enumerate(placements) if _is_copy(p)]
     local = reduced.get(index)
     if local is None:
         local = tensor.to_local().detach()  # type: ignore[attr-defined]
@@ -281,7 +289,7 @@ def reduce_squares(squares: Tensor, tensors: Sequence[Tensor]) -> Tensor:
             weights.append(0.0)
             continue
         placements = tensor.placements  # type: ignore[attr-defined]
-        replicated = [d for d, p in enumerate(placements) if not p.is_shard()]
+        replicated = [d for d, p in enumerate(placements) if _is_copy(p)]
         weights.append(1.0 if _canonical(tensor, replicated) else 0.0)
     weight = torch.tensor(weights, dtype=squares.dtype, device=squares.device)
     payload = squares * weight
@@ -431,3 +439,46 @@ def full_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> str:
 def _full_tensor(tensor: Tensor) -> Tensor:
     tensor = tensor.detach()
     return tensor.full_tensor() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
+
+
+def local_fingerprints(module: nn.Module, *,
+                       include_buffers: bool = True) -> list[tuple[str, int, str]]:
+    """``(name, shard key, fingerprint)`` of each tensor as this rank holds it, by name: the
+    key tells which piece of the full tensor it is, so that two ranks with the same key for a
+    tensor (data-parallel replicas: the same coordinates on every ``Shard`` mesh dimension)
+    must hold the same values. Replicated mesh dimensions do not enter the key (a plain tensor's
+    key is the same on every rank); ``Partial`` DTensors (unreduced addends that differ by
+    design) are left out. Local: no collective.
+
+    Example:
+        >>> from lightning_init.fingerprint import weights_fingerprint
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> [name for name, _, _ in local_fingerprints(layer)]
+        ['bias', 'weight']
+    """
+    named: list[tuple[str, Tensor]] = list(module.named_parameters())
+    if include_buffers:
+        named += [(n, b) for n, b in module.named_buffers() if b is not None]
+    return [
+        (name, zlib.crc32(repr(_shard_coordinates(tensor)).encode()),
+         _digest([(name, tensor)], _local_tensor))
+        for name, tensor in sorted(named, key=lambda item: item[0])
+        if _partial_key(tensor) is None
+    ]
+
+
+def _shard_coordinates(tensor: Tensor) -> tuple[int, ...]:
+    """This rank's coordinates on the mesh dimensions that shard ``tensor`` (``()`` for a plain
+    or fully replicated tensor)."""
+    if not is_dtensor(tensor):
+        return ()
+    coordinate, _ = _mesh_facts(tensor.device_mesh)  # type: ignore[attr-defined]
+    if coordinate is None:
+        return (-1,)
+    placements = tensor.placements  # type: ignore[attr-defined]
+    return tuple(coordinate[d] for d, p in enumerate(placements) if not _is_copy(p))
+
+
+def _local_tensor(tensor: Tensor) -> Tensor:
+    tensor = tensor.detach()
+    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
 from lightning_init._auto_fit import AutoPolicy
-from lightning_init._distributed import full_fingerprint
+from lightning_init._distributed import full_fingerprint, is_dtensor, local_fingerprints
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
 from lightning_init._log import LOGGER
 from lightning_init._provenance import weights_origin
@@ -659,13 +659,16 @@ def _is_replicated(trainer: Trainer, module: nn.Module) -> bool:
 
 
 def _verify_same_on_all_ranks(trainer: Trainer, module: nn.Module, fingerprint: str) -> None:
-    """All-gather each rank's fingerprint; raise on every rank if they differ."""
-    if trainer.world_size <= 1 or not _is_replicated(trainer, module):
+    """All-gather each rank's fingerprint; raise on every rank if they differ. For a sharded
+    model, the ranks that hold the same shards (data-parallel replicas) are compared instead."""
+    if trainer.world_size <= 1:
         return
-    halves = [int(fingerprint[:8], 16), int(fingerprint[8:], 16)]
-    local = torch.tensor(halves, dtype=torch.int64, device=trainer.strategy.root_device)
-    gathered = trainer.strategy.all_gather(local).reshape(-1, 2).cpu().tolist()
-    per_rank = [f"{high:08x}{low:08x}" for high, low in gathered]
+    if not _is_replicated(trainer, module):
+        if any(is_dtensor(tensor) for _, tensor in _named_tensors(module)):
+            _verify_same_shards_on_replicas(trainer, module)
+        return
+    gathered = _gather_fingerprints(trainer, [(0, fingerprint)])
+    per_rank = [f"{high:08x}{low:08x}" for [[_, high, low]] in gathered]
     if len(set(per_rank)) > 1:
         listing = ", ".join(f"rank {rank}: {value}" for rank, value in enumerate(per_rank))
         raise RuntimeError(
@@ -673,4 +676,42 @@ def _verify_same_on_all_ranks(trainer: Trainer, module: nn.Module, fingerprint: 
             f" and buffers: {listing}). Training would diverge across ranks. Look for rank-"
             "dependent code in configure_model or on_fit_start, or an initializer that draws"
             " from the global RNG without the seed it is given."
+        )
+
+
+def _gather_fingerprints(trainer: Trainer, rows: list[tuple[int, str]]) -> list[list[list[int]]]:
+    """Every rank's ``[key, fingerprint high, fingerprint low]`` rows, by rank (every rank
+    passes the same number of rows)."""
+    halves = [[key, int(value[:8], 16), int(value[8:], 16)] for key, value in rows]
+    local = torch.tensor(halves, dtype=torch.int64, device=trainer.strategy.root_device)
+    return trainer.strategy.all_gather(local).reshape(-1, len(rows), 3).cpu().tolist()
+
+
+def _verify_same_shards_on_replicas(trainer: Trainer, module: nn.Module) -> None:
+    """For each tensor, compare the local shards' fingerprints of the ranks that hold the same
+    shard coordinates (data-parallel replicas); raise on every rank if a group disagrees."""
+    local = local_fingerprints(module)
+    if not local:
+        return
+    gathered = _gather_fingerprints(trainer, [(key, value) for _, key, value in local])
+    differing: dict[str, list[str]] = {}
+    for index, (name, _, _) in enumerate(local):
+        groups: dict[int, dict[int, str]] = {}
+        for rank, rows in enumerate(gathered):
+            key, high, low = rows[index]
+            groups.setdefault(key, {})[rank] = f"{high:08x}{low:08x}"
+        for ranks in groups.values():
+            if len(set(ranks.values())) > 1:
+                differing.setdefault(name, []).append(
+                    ", ".join(f"rank {r}: {v}" for r, v in ranks.items()))
+    if differing:
+        shown = list(differing.items())[:5]
+        listing = "; ".join(f"{name} ({' / '.join(sets)})" for name, sets in shown)
+        more = f"; ... ({len(differing) - 5} more)" if len(differing) > 5 else ""
+        raise RuntimeError(
+            "InitCallback: after init, ranks that hold the same shards (replicas along a mesh"
+            " dimension that does not shard the tensor) hold different values (fingerprints of"
+            f" their local shards: {listing}{more}). Training would diverge across these ranks."
+            " Look for rank-dependent code in configure_model or on_fit_start, or an initializer"
+            " that draws from the global RNG without the seed it is given."
         )

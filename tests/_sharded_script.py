@@ -2,7 +2,9 @@
 
 One ``Trainer.fit`` of a 3-block residual MLP under Lightning's ``ModelParallelStrategy`` on 2
 CPU ranks (gloo): ``fsdp`` (``data_parallel_size=2``, ``fully_shard`` per block) or ``tp``
-(``tensor_parallel_size=2``, each block's ``up`` column-wise and ``down`` row-wise). Lightning
+(``tensor_parallel_size=2``, each block's ``up`` column-wise and ``down`` row-wise); or on 4
+ranks, ``mesh`` (both sizes 2: ``tp`` over the tensor-parallel submesh, then ``fully_shard``
+over the data-parallel one; a launch of its own). Lightning
 re-runs this script for rank 1, which runs the same cases in the same order. A probe callback,
 after ``InitCallback``, records the full tensors (``.full_tensor()``) at the hooks where the
 diagnostics measure them. For each case, each rank writes ``OUT_DIR/<CASE>_rank<r>.json``; an
@@ -13,7 +15,8 @@ Cases: ``<mode>_<variant>`` with mode ``fsdp`` or ``tp`` and variant ``default``
 ``empty`` (the seeded policy on a model built under ``trainer.init_module(empty_init=True)``),
 ``resume`` (``seeded`` with a distributed checkpoint, then a new fit resumed from it with a new
 callback), ``failure`` (``seeded``, rank 1's local measurement raising at the second logged
-step).
+step). After a ``tp`` or ``mesh`` ``seeded`` fit, the callback's cross-rank verification runs
+again, as trained and with the last rank's shard of the head perturbed.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class ResidualMLP(L.LightningModule):
             for block in self.blocks:
                 fully_shard(block, mesh=mesh)
             fully_shard(self, mesh=mesh)
-        elif self.mode == "tp":
+        elif self.mode in ("tp", "mesh"):
             from torch.distributed.tensor.parallel import (
                 ColwiseParallel,
                 RowwiseParallel,
@@ -89,6 +92,12 @@ class ResidualMLP(L.LightningModule):
             for block in self.blocks:
                 parallelize_module(block, mesh, {"up": ColwiseParallel(),
                                                  "down": RowwiseParallel()})
+            if self.mode == "mesh":
+                from torch.distributed._composable.fsdp import fully_shard
+
+                for block in self.blocks:
+                    fully_shard(block, mesh=self.device_mesh["data_parallel"])
+                fully_shard(self, mesh=self.device_mesh["data_parallel"])
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -212,11 +221,11 @@ class _FailOnRankOne:
 
 
 def _trainer(mode: str, out_dir: Path, callbacks: list[Callback], **kwargs: Any) -> L.Trainer:
-    sizes = {"fsdp": (2, 1), "tp": (1, 2)}[mode]
+    sizes = {"fsdp": (2, 1), "tp": (1, 2), "mesh": (2, 2)}[mode]
     return L.Trainer(
         strategy=ModelParallelStrategy(data_parallel_size=sizes[0],
                                        tensor_parallel_size=sizes[1]),
-        accelerator="cpu", devices=2, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator="cpu", devices=sizes[0] * sizes[1], num_sanity_val_steps=0, limit_val_batches=0,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir,
         callbacks=callbacks, **{"max_steps": STEPS, **kwargs},
     )
@@ -242,6 +251,28 @@ def _record(result: dict[str, Any], probe: Probe, callback: InitCallback,
     )
 
 
+def _replica_checks(trainer: L.Trainer, model: L.LightningModule) -> dict[str, str | None]:
+    """The callback's cross-rank verification after the fit (``None``: passed, else the error):
+    as trained, then with the last rank's piece of ``head.weight`` perturbed (the last rank
+    has a data-parallel replica in both ``tp`` and ``mesh``)."""
+    from lightning_init.callback import _verify_same_on_all_ranks
+
+    def verify() -> str | None:
+        try:
+            _verify_same_on_all_ranks(trainer, model, "0" * 16)
+        except RuntimeError as error:
+            return str(error)
+        return None
+
+    checks = {"healthy": verify()}
+    if trainer.global_rank == trainer.world_size - 1:
+        weight = model.head.weight
+        with torch.no_grad():
+            (weight.to_local() if hasattr(weight, "to_local") else weight).add_(1e-3)
+    checks["perturbed"] = verify()
+    return checks
+
+
 def run(case: str, out_dir: Path) -> dict[str, Any]:
     mode, variant = case.split("_", 1)
     result: dict[str, Any] = {"case": case}
@@ -263,6 +294,9 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
     trainer = _trainer(mode, out_dir, [callback, probe, *extra], logger=logger,
                        enable_checkpointing=variant == "resume")
     materializations = None
+    # The same weights on every rank before any policy, as a user's seed gives them: tensor
+    # parallel leaves the head a plain tensor, which nothing syncs across ranks.
+    torch.manual_seed(0)
     if variant == "empty":
         with trainer.init_module(empty_init=True):
             model = ResidualMLP(mode)
@@ -284,6 +318,8 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
     if callback._diagnostics is not None:
         result["logged_steps"] = callback._diagnostics.logged_steps
         result["diagnostics_failed"] = callback._diagnostics._failed
+    if variant == "seeded" and mode != "fsdp":
+        result["replicas"] = _replica_checks(trainer, model)
     if materializations is not None:
         result["reset_parameters_calls"] = materializations.reset_calls
         result["plain_numel_materialized"] = materializations.plain_numel

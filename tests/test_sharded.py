@@ -1,5 +1,6 @@
 """InitCallback under Lightning's ModelParallelStrategy on 2 CPU ranks (gloo): FSDP2
-(``data_parallel_size=2``) and tensor parallel (``tensor_parallel_size=2``).
+(``data_parallel_size=2``) and tensor parallel (``tensor_parallel_size=2``); and on 4 ranks, a
+2-D mesh (both sizes 2, a launch of its own).
 
 Each case runs ``tests/_sharded_script.py`` in its own subprocess (a fit that fails under this
 strategy can end in a segfault during teardown), which writes each rank's results: the full
@@ -26,18 +27,19 @@ CASES = ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded", "fsdp_empty",
          "fsdp_resume", "tp_resume", "fsdp_failure"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every case, in one launch of 2 processes (each start costs seconds of imports):
-    ``{"code", "stderr", case: per-rank results}``."""
-    out_dir = tmp_path_factory.mktemp("sharded")
+MESH_CASES = ["mesh_default", "mesh_seeded"]
+
+
+def _launch(out_dir: Path, cases: list[str]) -> dict[str, Any]:
+    """``cases`` in one launch of ``tests/_sharded_script.py`` (each start costs seconds of
+    imports): ``{"code", "stderr", case: per-rank results}``."""
     environment = {**os.environ, "PYTHONPATH": str(_ROOT), "PL_DISABLE_FORK": "1"}
     for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                  "PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
         environment.pop(name, None)
     try:
         completed = subprocess.run(
-            [sys.executable, str(_ROOT / "tests" / "_sharded_script.py"), str(out_dir), *CASES],
+            [sys.executable, str(_ROOT / "tests" / "_sharded_script.py"), str(out_dir), *cases],
             cwd=out_dir, env=environment, capture_output=True, text=True, timeout=400,
             check=False,
         )
@@ -45,16 +47,28 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     except subprocess.TimeoutExpired as timeout:
         code, stderr = -1, f"timed out: {str(timeout.stderr)[-3000:]}"
     results: dict[str, Any] = {"code": code, "stderr": stderr}
-    for case in CASES:
+    for case in cases:
         results[case] = [json.loads(p.read_text()) for p in sorted(out_dir.glob(f"{case}_rank*"))]
     return results
 
 
-def _finished(run: dict[str, Any], case: str) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every 2-rank case, in one launch of 2 processes."""
+    return _launch(tmp_path_factory.mktemp("sharded"), CASES)
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The 2-D mesh cases, in one launch of 4 processes."""
+    return _launch(tmp_path_factory.mktemp("sharded_mesh"), MESH_CASES)
+
+
+def _finished(run: dict[str, Any], case: str, ranks: int = 2) -> list[dict[str, Any]]:
     results = run[case]
     errors = [r.get("traceback", r.get("error")) for r in results if "error" in r]
     assert not errors, errors[0]
-    assert sorted(r["rank"] for r in results) == [0, 1], (run["code"], run["stderr"])
+    assert sorted(r["rank"] for r in results) == list(range(ranks)), (run["code"], run["stderr"])
     return results
 
 
@@ -102,9 +116,7 @@ _STATISTICS = {
 }
 
 
-@pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
-def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) -> None:
-    results = _finished(run, case)
+def _assert_logged_statistics_are_the_full_tensors(results: list[dict[str, Any]]) -> None:
     rank0 = next(r for r in results if r["rank"] == 0)
     scalars = _scalars(rank0["log_dir"])
     compared = 0
@@ -119,6 +131,11 @@ def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) 
                     statistic, name, step)
                 compared += 1
     assert compared > 100
+
+
+@pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
+def test_logged_statistics_are_the_full_tensors(run: dict[str, Any], case: str) -> None:
+    _assert_logged_statistics_are_the_full_tensors(_finished(run, case))
 
 
 @pytest.mark.parametrize("case", ["fsdp_empty", "tp_empty"])
@@ -158,3 +175,49 @@ def test_a_local_failure_stops_every_ranks_diagnostics_at_the_same_step(
     assert results[0]["diagnostics_failed"] and results[1]["diagnostics_failed"]
     assert results[0]["logged_steps"] == [0]
     assert results[0]["state"]["applied"] and results[1]["state"]["applied"]
+
+
+def test_replicas_verified_after_a_tensor_parallel_fit(run: dict[str, Any]) -> None:
+    results = _finished(run, "tp_seeded")
+    # The head is left whole by tensor parallel: both ranks hold it, and must agree.
+    assert all(r["replicas"]["healthy"] is None for r in results)
+    for result in results:
+        message = result["replicas"]["perturbed"]
+        assert message is not None and "head.weight (rank 0: " in message
+        assert ", rank 1: " in message and "blocks." not in message
+
+
+def test_the_2d_mesh_launch_exits_cleanly(mesh_run: dict[str, Any]) -> None:
+    assert mesh_run["code"] == 0, mesh_run["stderr"]
+
+
+def test_2d_mesh_fit_finishes_with_the_default_callback(mesh_run: dict[str, Any]) -> None:
+    results = _finished(mesh_run, "mesh_default", ranks=4)
+    assert all(r["state"]["applied"] for r in results)
+    assert len({r["state"]["fingerprint"] for r in results}) == 1
+
+
+def test_2d_mesh_fit_finishes_with_the_full_weights_of_an_unsharded_model(
+    mesh_run: dict[str, Any],
+) -> None:
+    results = _finished(mesh_run, "mesh_seeded", ranks=4)
+    expected = _reference_fingerprint()
+    assert all(r["state"]["applied"] for r in results)
+    assert [r["fingerprint_at_start"] for r in results] == [expected] * 4
+    assert [r["state"]["fingerprint"] for r in results] == [expected] * 4
+
+
+def test_2d_mesh_logged_statistics_are_the_full_tensors(mesh_run: dict[str, Any]) -> None:
+    _assert_logged_statistics_are_the_full_tensors(_finished(mesh_run, "mesh_seeded", ranks=4))
+
+
+def test_2d_mesh_replicas_verified(mesh_run: dict[str, Any]) -> None:
+    results = _finished(mesh_run, "mesh_seeded", ranks=4)
+    # Ranks (dp, tp) = 2 * dp + tp. The head is sharded over the data-parallel dimension only,
+    # so ranks 2 and 3 hold the same piece of it; rank 3's was perturbed after the fit.
+    assert all(r["replicas"]["healthy"] is None for r in results)
+    for result in results:
+        message = result["replicas"]["perturbed"]
+        assert message is not None and "hold different values" in message
+        assert "head.weight (rank 2: " in message and ", rank 3: " in message
+        assert "rank 0" not in message and "blocks." not in message
