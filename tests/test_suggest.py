@@ -171,7 +171,9 @@ def test_cnn_with_a_bad_head() -> None:
     x = torch.randn(64, 3, 16, 16, generator=generator)
     y = torch.randint(0, 10, (64,), generator=generator)
     report = check_init(cnn, x, loss_fn=F.cross_entropy, target=y)
-    assert [problem.kind for problem in report.problems] == ["loss"]
+    # the loss far above ln 10, and the head's gain (std(W) * sqrt(fan_in) far above 4)
+    assert sorted((p.kind, p.layers) for p in report.problems) == [
+        ("gain", ("6",)), ("loss", ("6",))]
     suggestion = report.suggest_policy()
     assert "# answers: loss at 6" in suggestion.yaml
     assert "output layer (classifier head)" in suggestion.yaml
