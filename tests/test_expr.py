@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,17 +38,30 @@ def _combine(children):
 EXPRESSIONS = st.recursive(st.one_of(LITERALS, NAMES), _combine, max_leaves=12)
 
 
+class _Float64Literals(ast.NodeTransformer):
+    """Every literal as a numpy float64, whose arithmetic raises on overflow (in ``errstate``)."""
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        return ast.Call(ast.Name("F", ast.Load()), [node], [])
+
+
 def _python(text: str) -> float | None:
-    """Python's own value of ``text`` (trusted, generated here), or None where ours must raise."""
-    scope = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp, "min": min, "max": max,
-             **VALUES}
+    """Python's own value of ``text`` (trusted, generated here), or None where ours must raise:
+    ours refuses any step that overflows or leaves the reals, even when a later ``min`` would
+    bring the result back (``min(0, 1e300 * 1e300)``), so the reference does too."""
+    tree = ast.fix_missing_locations(_Float64Literals().visit(ast.parse(text, mode="eval")))
+    scope = {name: (lambda v, f=function: np.float64(f(v)))
+             for name, function in (("sqrt", math.sqrt), ("log", math.log), ("exp", math.exp))}
+    scope |= {"min": min, "max": max, "F": np.float64,
+              **{name: np.float64(value) for name, value in VALUES.items()}}
     try:
-        value = eval(text, {"__builtins__": {}}, scope)
-    except (ZeroDivisionError, OverflowError, ValueError):
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            value = eval(compile(tree, "<expr>", "eval"), {"__builtins__": {}}, scope)
+    except (ZeroDivisionError, OverflowError, ValueError, FloatingPointError, TypeError):
         return None
     if isinstance(value, complex) or not math.isfinite(value):
         return None
-    return value
+    return float(value)
 
 
 @settings(max_examples=400, deadline=None)
