@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from lightning_init.check.verdicts import fit_factor
+
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_init.check.report import InitCheckReport
 
@@ -23,15 +25,11 @@ def _drift(values: Sequence[float | None]) -> float | None:
         >>> round(_drift([1.0, 0.5, 0.25, 0.125]), 6)
         8.0
     """
-    logs = [math.log(v) for v in values if v is not None and 0 < v < math.inf]
-    if len(logs) < 3:
+    positive = [v for v in values if v is not None and 0 < v < math.inf]
+    if len(positive) < 3:
         return None
-    count = len(logs)
-    mean_x, mean_y = (count - 1) / 2, sum(logs) / count
-    slope = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(logs)) / sum(
-        (i - mean_x) ** 2 for i in range(count)
-    )
-    return math.exp(abs(slope) * (count - 1))
+    total = fit_factor(positive) ** (len(positive) - 1)
+    return max(total, 1 / total)
 
 
 def check_metrics(report: InitCheckReport) -> dict[str, float]:

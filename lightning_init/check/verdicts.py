@@ -61,7 +61,7 @@ _RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, n
               nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
 
 
-def _fit_factor(values: Sequence[float]) -> float:
+def fit_factor(values: Sequence[float]) -> float:
     """Per-step factor of a least-squares fit of log(values) against position."""
     logs = [math.log(value) for value in values]
     count = len(logs)
@@ -176,7 +176,7 @@ def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     if len(weight_layers) < 3:
         return []
     stds = [layer.output_std for layer, _ in weight_layers]
-    factor = _fit_factor(stds)
+    factor = fit_factor(stds)
     total = factor ** (len(stds) - 1)
     limit = thresholds["max_scale_drift"]
     if limit >= total >= 1 / limit:
@@ -490,7 +490,7 @@ def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     limit = thresholds["max_grad_drift"]
     worst: tuple[float, float, list[LayerRecord]] | None = None
     for series in _drift_series(weighted):
-        factor = _fit_factor([layer.grad_to_weight or 0.0 for layer in series])
+        factor = fit_factor([layer.grad_to_weight or 0.0 for layer in series])
         total = factor ** (len(series) - 1)
         if (total > limit or total < 1 / limit) and \
                 (worst is None or abs(math.log(total)) > abs(math.log(worst[1]))):
