@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lightning_init._text import markdown_table
+from lightning_init._text import markdown_table, table
 
 __all__ = ["CheckProblem", "InitCheckReport", "LayerRecord", "ParameterRecord"]
 
@@ -251,14 +251,7 @@ class InitCheckReport:
                 *(f"  note: {note}" for note in self.notes)]
 
     def __str__(self) -> str:
-        rows = [list(self._HEADER), *self._rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        ]
-        lines.insert(1, "  ".join("-" * width for width in widths))
-        return "\n".join([*lines, "", *self._summary_lines()])
+        return "\n".join([table(self._HEADER, self._rows()), "", *self._summary_lines()])
 
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
         """The table and the verdicts for ``rich``: ``Console().print(report)``; the rows of
