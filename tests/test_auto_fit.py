@@ -15,17 +15,27 @@ def test_auto_policy_is_the_one_real_init_and_its_yaml_is_written(tmp_path) -> N
     model = Net(lr=0.0)  # lr 0: the weights after fit are the init
     trainer = _trainer(tmp_path, callbacks=[InitCallback(policy="auto")])
     trainer.fit(model)
+    # the YAML written to the log dir reproduces the init without the sample batch
     expected = Net(lr=0.0)
-    batch = next(iter(make_loader()))
-    InitPolicy.auto(expected, batch[0]).apply(expected)
+    InitPolicy.from_yaml(tmp_path / "init_policy.yaml").apply(expected)
     for (name, got), (_, want) in zip(model.state_dict().items(),
                                       expected.state_dict().items(), strict=True):
         assert torch.equal(got, want), name
     text = (tmp_path / "init_policy.yaml").read_text()
-    rules = yaml.safe_load(text)["rules"]
+    policy = yaml.safe_load(text)
+    rules = policy["rules"]
     assert [rule["match"]["name"] for rule in rules] == [["net.2"], ["net.0"]]
     assert rules[1]["weight"] == {"init": "normal", "std": "sqrt(2) / sqrt(fan_in)"}
+    assert rules[0]["weight"] == {"init": "normal",
+                                  "std": "head_gain / (sqrt(fan_in) * head_input_rms)"}
     assert "# followed by relu: net.0" in text
+    # the head's input rms is measured on a policy-initialized copy: the head's outputs have
+    # std 0.5 on a batch of the fit
+    x = next(iter(make_loader()))[0]
+    with torch.no_grad():
+        outputs = model(x)
+    assert 0.35 < float(outputs.std()) < 0.7, float(outputs.std())
+    assert 0.5 < policy["variables"]["head_input_rms"] < 2
 
 
 def _write_models(tmp_path, monkeypatch) -> None:

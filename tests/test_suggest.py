@@ -98,11 +98,14 @@ def test_gpt2_with_unit_normal_weights() -> None:
     assert not report.ok
     suggestion = report.suggest_policy()
     assert "n_blocks:\n    count: transformer.h.*" in suggestion.yaml
-    assert "std: 1 / sqrt(fan_in * 2 * n_blocks)" in suggestion.yaml
+    assert "std: stream_rms / sqrt(fan_in * 2 * n_blocks)" in suggestion.yaml
     fixed = _suggested(model, report)
-    # residual projections: 1 / sqrt(fan_in * 2 * 4) (GPT-2, Megatron)
+    # residual projections: stream_rms / sqrt(fan_in * 2 * 4) (GPT-2, Megatron), the stream
+    # being the tied embedding's scale
+    stream = suggestion.policy.variables["stream_rms"]
+    expected = stream * (64 * 8) ** -0.5
     c_proj = fixed.transformer.h[0].attn.c_proj.weight.detach()
-    assert abs(float(c_proj.std()) - (64 * 8) ** -0.5) < 0.1 * (64 * 8) ** -0.5
+    assert abs(float(c_proj.std()) - expected) < 0.1 * expected
     assert fixed.lm_head.weight is fixed.transformer.wte.weight  # tying kept
 
     def step(model: nn.Module) -> torch.Tensor:

@@ -5,17 +5,34 @@ call order, every weight layer (``Linear``, convolutions, Hugging Face ``Conv1D`
 activation (``nn.ReLU`` and friends, and functional calls such as ``F.relu`` or
 ``torch.tanh``). Each weight layer then gets the gain of the activation that actually follows
 it (He et al. 2015, arXiv:1502.01852, section 2.2: ``std = gain / sqrt(fan_in)`` keeps the
-second moment of the pre-activations constant); the last weight layer called is the output
-layer (gain 1, or a small classifier head). Around that:
+second moment of the pre-activations constant). Around that:
 
+- a layer whose output goes straight into a BatchNorm uses ``fan_out``, as torchvision's
+  ResNet does (He et al. 2015, section 2.2, the backward-pass case);
+- inside a normalized residual block (a repeated block holding a LayerNorm or RMSNorm) the
+  norms set the scale, and what matters is the size of a branch next to the residual stream
+  it adds to: each layer's std is multiplied by ``stream_rms``, the stream's rms measured at
+  the first block's input. GPT-2's ``N(0, 0.02)`` next to its 0.02-scale embeddings is the
+  same idea;
 - residual output projections (``c_proj``, ``out_proj``, ``o_proj``, ``fc2``, ``down_proj``,
-  ``linear2``... inside a repeated block) are scaled by ``1 / sqrt(2 * n_blocks)`` (Radford et
-  al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019, Megatron-LM, arXiv:1909.08053);
+  ``linear2``... inside a repeated block) are further scaled by ``1 / sqrt(2 * n_blocks)``
+  (Radford et al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019, Megatron-LM,
+  arXiv:1909.08053);
+- the output layer (the last weight layer called, with no activation or norm after it) gives
+  outputs of std 0.5 on the sample batch: ``std = head_gain / (sqrt(fan_in) *
+  head_input_rms)`` with the input's rms measured, so the initial loss is near ln(C) whatever
+  the features' scale; an embedding tied to it shares that std, and the other input
+  embeddings of the stream's width follow it (untied: ``N(0, 1)``, the unit-scale stream of
+  Vaswani et al. 2017 and T5). With ``prior=p`` its bias is ``ln(p / (1 - p))`` (Lin et al.
+  2017, Focal Loss);
 - normalization layers start at identity: weight 1, bias 0;
-- an embedding tied to the output layer is ``N(0, 0.02)`` (GPT-2);
 - LSTM/GRU: Xavier input weights, orthogonal hidden weights per gate (Saxe et al. 2014,
   arXiv:1312.6120), LSTM forget-gate bias 1 (Jozefowicz et al. 2015);
 - ``MultiheadAttention``'s packed input projection is Xavier uniform, as PyTorch does.
+
+The measured values (``head_input_rms``, ``stream_rms``) are policy variables, read on deep
+copies of the model initialized by the policy (BatchNorm normalizing by the batch, as in
+training), so the YAML reproduces the init without the sample batch.
 
 Each rule comes with a comment saying which role it answers and its source; :class:`AutoRules`
 renders the policy as commented YAML. Weight layers the sample pass never called are left
@@ -35,6 +52,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +94,9 @@ _RESIDUAL_NAMES = frozenset({"c_proj", "out_proj", "o_proj", "fc2", "down_proj",
                              "w2", "wo", "proj"})
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
 _HEAD_GAIN = 0.5
+_STREAM_SOURCE = ("; times stream_rms, the residual stream's rms measured at the first block: "
+                  "a branch starts at the scale of the stream it adds to (GPT-2's N(0, 0.02) "
+                  "next to its 0.02-scale embeddings)")
 
 
 def _activation_kind(name: str) -> str | None:
@@ -89,6 +111,11 @@ def _activation_kind(name: str) -> str | None:
 def _is_weight_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, _ConvNd)) or (
         type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None)
+
+
+def _is_token_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or (
+        type(module).__name__.endswith(("LayerNorm", "RMSNorm")))
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -190,6 +217,7 @@ class _Trace:
     events: list[tuple[str, str]] = field(default_factory=list)
     called: set[str] = field(default_factory=set)
     inside_activation: int = 0
+    input_rms: dict[str, torch.Tensor] = field(default_factory=dict)  # first call's input
 
 
 class _ActivationCalls(TorchFunctionMode):
@@ -221,33 +249,50 @@ def _hook(trace: _Trace, name: str, module: nn.Module, handles: HookHandles) -> 
         handles.add(module.register_forward_pre_hook(enter))
         handles.add(module.register_forward_hook(leave))
     elif _is_weight_layer(module) or isinstance(module, (nn.MultiheadAttention, *_RECURRENT)):
-        def called(_m: nn.Module, _i: Any, _o: Any) -> None:
+        def called(_m: nn.Module, inputs: Any, _o: Any) -> None:
             trace.called.add(name)
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else None
+            if (name not in trace.input_rms and isinstance(first, torch.Tensor)
+                    and first.is_floating_point() and first.numel()):
+                trace.input_rms[name] = first.detach().float().square().mean().sqrt()
             if not trace.inside_activation:
                 trace.events.append(("layer", name))
 
         handles.add(module.register_forward_hook(called))
+    elif _is_norm(module):
+        event = "batchnorm" if isinstance(module, _NormBase) else "norm"
+
+        def normalized(_m: nn.Module, _i: Any, _o: Any) -> None:
+            if not trace.inside_activation:
+                trace.events.append((event, name))
+
+        handles.add(module.register_forward_hook(normalized))
 
 
 @contextlib.contextmanager
-def _quiet(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no grad for the pass; modes and RNG states restored after."""
+def _quiet(model: nn.Module, batch_statistics: bool = False) -> Iterator[None]:
+    """Eval mode and no grad for the pass (BatchNorm in training mode with
+    ``batch_statistics``, normalizing by the batch as in the first steps of training); modes
+    and RNG states restored after."""
     modes = [(module, module.training) for module in model.modules()]
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model.eval()
+            for module in model.modules():
+                if batch_statistics and isinstance(module, _NormBase):
+                    module.train()
             yield
     finally:
         for module, training in modes:
             module.training = training
 
 
-def _trace(model: nn.Module, sample: Any, forward: Any) -> _Trace:
+def _trace(model: nn.Module, sample: Any, forward: Any, batch_statistics: bool = False) -> _Trace:
     trace = _Trace()
     with HookHandles() as handles:
         for name, module in model.named_modules():
             _hook(trace, name, module, handles)
-        with _quiet(model), _ActivationCalls(trace):
+        with _quiet(model, batch_statistics), _ActivationCalls(trace):
             if forward is not None:
                 forward(model, sample)
             else:
@@ -257,21 +302,35 @@ def _trace(model: nn.Module, sample: Any, forward: Any) -> _Trace:
 
 def _following(trace: _Trace) -> dict[str, str | None]:
     """Each called layer -> the first activation after it before the next layer (``None``:
-    nothing but linear operations until the end)."""
+    nothing but linear operations until the end, ``"linear"`` when a norm comes first)."""
     after: dict[str, str | None] = {}
     pending: list[str] = []
+    normalized: set[str] = set()
     for event, value in trace.events:
-        if event == "act":
+        if event in ("norm", "batchnorm"):
+            normalized.update(pending)
+        elif event == "act":
             for name in pending:
                 after.setdefault(name, value)
             pending = []
-        else:
+        elif event == "layer":
             for name in pending:
                 after.setdefault(name, "linear")
             pending = [value] if value not in after else []
     for name in pending:
-        after.setdefault(name, None)
+        after.setdefault(name, "linear" if name in normalized else None)
     return after
+
+
+def _batch_normed(trace: _Trace) -> set[str]:
+    """The layers whose output goes straight into a BatchNorm (or InstanceNorm)."""
+    out: set[str] = set()
+    last: str | None = None
+    for event, value in trace.events:
+        if event == "batchnorm" and last is not None:
+            out.add(last)
+        last = value if event == "layer" else None
+    return out
 
 
 # ------------------------------------------------------------------------------ structure
@@ -296,10 +355,16 @@ def _blocks(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def _tied_to_embedding(model: nn.Module) -> set[str]:
-    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return {name for name, m in model.named_modules()
-            if _is_weight_layer(m) and id(m.weight) in embedded}
+def _first_child(glob: str) -> str:
+    """``"transformer.h.*"`` -> ``"transformer.h.0"`` (its first block, by name)."""
+    return glob[:-1] + "0" if glob != "*" else "0"
+
+
+def _normed_blocks(model: nn.Module, blocks: dict[str, str]) -> set[str]:
+    """The repeated blocks holding a LayerNorm or RMSNorm: transformer-style residual blocks,
+    where every branch is normalized before it is used."""
+    return {blocks[name] for name, module in model.named_modules()
+            if name in blocks and _is_token_norm(module)}
 
 
 @dataclass
@@ -307,6 +372,18 @@ class _Builder:
     model: nn.Module
     num_classes: int | None
     rules: AutoRules = field(default_factory=AutoRules)
+    stream: str | None = None  # the first normalized block: its input is the residual stream
+    tied: set[int] = field(default_factory=set)  # ids of weights the output layer shares
+    tied_embedding: bool = False
+    prior: float | None = None
+
+    @property
+    def width(self) -> int:
+        """The residual stream's width: the widest embedding (relative-position tables and
+        other narrow lookups are not the stream's input)."""
+        return max((m.embedding_dim for m in self.model.modules() if isinstance(m, nn.Embedding)),
+                   default=0)
+    head_std: str = "head_gain / (sqrt(fan_in) * head_input_rms)"
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str) -> None:
         if not names:
@@ -316,57 +393,91 @@ class _Builder:
         self.rules.rules.append(AutoRule(role, tuple(names), {
             "match": match, "optional": True, **rule}, source))
 
-    def weights(self, order: list[str], after: dict[str, str | None]) -> None:
+    def weights(self, order: list[str], after: dict[str, str | None],
+                batch_normed: set[str]) -> str | None:
+        """Rules for the called weight layers; returns the output layer's name."""
         modules = dict(self.model.named_modules())
-        tied = _tied_to_embedding(self.model)
         blocks = _blocks(self.model)
+        normed = _normed_blocks(self.model, blocks)
         output = next((n for n in reversed(order)
                        if after.get(n) is None and _is_weight_layer(modules[n])), None)
-        if output is not None and output not in tied:
+        if output is not None:
             self.head(output)
+            self.tied.add(id(modules[output].weight))
+            self.tied_embedding = any(isinstance(m, nn.Embedding) and id(m.weight) in self.tied
+                                      for m in modules.values())
         residual: dict[str, list[str]] = {}
-        groups: dict[str, list[str]] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
         for name in order:
-            if name == output or name in tied or not _is_weight_layer(modules[name]):
+            if name == output or not _is_weight_layer(modules[name]):
                 continue
             kind = after.get(name) or "linear"
-            if name.rsplit(".", 1)[-1] in _RESIDUAL_NAMES and name in blocks and kind == "linear":
-                residual.setdefault(blocks[name], []).append(name)
+            glob = blocks.get(name)
+            if name.rsplit(".", 1)[-1] in _RESIDUAL_NAMES and glob and kind == "linear":
+                residual.setdefault(glob, []).append(name)
+            elif glob in normed:
+                groups.setdefault((kind, "stream"), []).append(name)
+                self.stream = self.stream or _first_child(glob)
             else:
-                groups.setdefault(kind, []).append(name)
+                fan = "fan_out" if name in batch_normed else "fan_in"
+                groups.setdefault((kind, fan), []).append(name)
+        self.residual(residual, normed)
+        for (kind, fan), names in groups.items():
+            self.gain(kind, fan, names)
+        return output
+
+    def gain(self, kind: str, fan: str, names: list[str]) -> None:
+        gain, source = _GAINS[kind]
+        if fan == "stream":
+            self.add(f"inside a normalized residual block, followed by {kind}", names, {
+                "weight": {"init": "normal", "std": f"{gain} / sqrt(fan_in) * stream_rms"},
+                "bias": "zeros"}, source + _STREAM_SOURCE)
+            return
+        role = "no activation follows" if kind == "linear" else f"followed by {kind}"
+        if fan == "fan_out":
+            role = "followed by BatchNorm" + ("" if kind == "linear" else f", then {kind}")
+            source += ("; fan_out before a BatchNorm, as torchvision's ResNet (He et al. 2015, "
+                       "section 2.2, the backward-pass case)")
+        self.add(role, names, {
+            "weight": {"init": "normal", "std": f"{gain} / sqrt({fan})"},
+            "bias": "zeros"}, source)
+
+    def residual(self, residual: dict[str, list[str]], normed: set[str]) -> None:
         for index, (glob, names) in enumerate(residual.items()):
             variable = "n_blocks" if index == 0 else f"n_blocks_{index}"
             self.rules.variables[variable] = {"count": glob}
+            if glob in normed:
+                self.stream = self.stream or _first_child(glob)
+            scale = f"stream_rms / sqrt(fan_in * 2 * {variable})" if glob in normed \
+                else f"1 / sqrt(fan_in * 2 * {variable})"
             self.add("residual output projection", names, {
-                "weight": {"init": "normal", "std": f"1 / sqrt(fan_in * 2 * {variable})"},
-                "bias": "zeros"},
+                "weight": {"init": "normal", "std": scale}, "bias": "zeros"},
                 "GPT-2 (Radford et al. 2019, section 2.3) and Megatron-LM (arXiv:1909.08053): "
                 "residual projections scaled by 1/sqrt(2 * number of blocks)")
-        for kind, names in groups.items():
-            gain, source = _GAINS[kind]
-            role = "no activation follows" if kind == "linear" else f"followed by {kind}"
-            self.add(role, names, {
-                "weight": {"init": "normal", "std": f"{gain} / sqrt(fan_in)"},
-                "bias": "zeros"}, source)
-        tied_ids = {id(modules[name].weight) for name in tied}
-        self.add("embedding tied to the output layer",
-                 [n for n, m in modules.items()
-                  if isinstance(m, nn.Embedding) and id(m.weight) in tied_ids],
-                 {"weight": {"init": "normal", "std": 0.02}},
-                 "GPT-2 (Radford et al. 2019): N(0, 0.02) embeddings, logits near ln(vocab)")
 
     def head(self, name: str) -> None:
-        if self.num_classes:
-            self.add("output layer (classifier head)", [name], {
-                "weight": {"init": "normal", "std": f"{_HEAD_GAIN} / sqrt(fan_in)"},
-                "bias": "zeros"},
-                "small head weights give an initial loss near ln(C) (Karpathy 2019, 'A Recipe "
-                "for Training Neural Networks'); bias 0 is the uniform class prior (-ln(C) on "
-                "every logit is the same under softmax)")
-        else:
-            self.add("output layer", [name], {
-                "weight": {"init": "normal", "std": "1 / sqrt(fan_in)"}, "bias": "zeros"},
-                _GAINS["linear"][1])
+        """The output layer: outputs of std ``head_gain = 0.5`` on the sample batch, whatever
+        scale its inputs have (a final norm, a pooled feature, a rescaled hidden state).
+
+        For C logits of std s, E[cross-entropy] is about ln(C) + s^2 / 2 (the log-sum-exp's
+        second-order expansion): at s = 0.5 the loss starts within 0.125 of ln(C) (Karpathy
+        2019, 'A Recipe for Training Neural Networks')."""
+        self.rules.variables["head_gain"] = _HEAD_GAIN
+        self.rules.variables["head_input_rms"] = 1.0  # measured by _measured
+        role = "output layer (classifier head)" if self.num_classes else "output layer"
+        bias: Any = "zeros"
+        source = ("bias 0 is the uniform class prior (-ln(C) on every logit is the same under "
+                  "softmax)")
+        if self.prior is not None:
+            logit = math.log(self.prior / (1 - self.prior))
+            bias = {"init": "constant", "val": float(f"{logit:.6g}")}
+            source = (f"bias ln(p / (1 - p)) for the prior p = {self.prior}: sigmoid outputs "
+                      "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
+        self.add(role, [name], {"weight": {"init": "normal", "std": self.head_std}, "bias": bias},
+                 "outputs of std head_gain, head_input_rms measured on the sample batch: an "
+                 "initial loss within 0.125 of ln(C) (Karpathy 2019, 'A Recipe for Training "
+                 "Neural Networks'); " + source
+                 + "; a tied embedding shares this weight")
 
     def structure(self, called: set[str]) -> None:
         by_kind: dict[str, list[str]] = {}
@@ -379,6 +490,18 @@ class _Builder:
                 by_kind.setdefault("gru", []).append(name)
             elif name in called and isinstance(module, nn.MultiheadAttention):
                 by_kind.setdefault("mha", []).append(name)
+            elif isinstance(module, nn.Embedding) and id(module.weight) not in self.tied \
+                    and module.embedding_dim == self.width:
+                by_kind.setdefault("embedding", []).append(name)
+        if self.tied_embedding:
+            self.add("input embedding beside the tied one", by_kind.get("embedding", []),
+                     {"weight": {"init": "normal", "std": self.head_std}},
+                     "the tied token embedding's scale (it sets the residual stream's)")
+        else:
+            self.add("input embedding", by_kind.get("embedding", []),
+                     {"weight": {"init": "normal", "std": 1.0}},
+                     "unit-scale embeddings (Vaswani et al. 2017 scale theirs by sqrt(d_model); "
+                     "T5: N(0, 1)): the residual stream starts at scale 1")
         self.add("normalization layer", by_kind.get("norm", []),
                  {"weight": "ones", "bias": "zeros"},
                  "identity at init: weight 1, bias 0 (Ioffe & Szegedy 2015; Ba et al. 2016)")
@@ -414,15 +537,16 @@ def _order(model: nn.Module, trace: _Trace) -> list[str]:
 
 
 def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
-               num_classes: int | None = None) -> AutoRules:
+               num_classes: int | None = None, prior: float | None = None) -> AutoRules:
     """The automatic policy's rules for ``model``, from its structure and one sample pass.
 
     Args:
         model: the model; left as it was (modes and RNG states restored, no gradient taken).
         sample: one batch: a tensor (``model(sample)``), a tuple/list or a dict.
         forward: ``forward(model, sample)`` to call the model another way.
-        num_classes: when the output layer is a C-class classifier head: its weights are made
-            small and its bias set to the class prior, for an initial loss near ln(C).
+        num_classes: when the output layer is a C-class classifier head (it is named so).
+        prior: for a sigmoid head, the positive class's frequency: the head's bias starts at
+            ``ln(prior / (1 - prior))``.
 
     Returns:
         The :class:`AutoRules` (``.policy()`` gives the :class:`~lightning_init.InitPolicy`).
@@ -432,16 +556,53 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         ...                           torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 5))
         >>> rules = auto_rules(net, torch.randn(2, 3, 4, 4), num_classes=5)
         >>> [(rule.role, rule.layers) for rule in rules.rules]  # doctest: +NORMALIZE_WHITESPACE
-        [('output layer (classifier head)', ('4',)), ('followed by relu', ('0',)),
+        [('output layer (classifier head)', ('4',)), ('followed by BatchNorm, then relu', ('0',)),
          ('normalization layer', ('1',))]
+        >>> rules.rules[0].rule["weight"]
+        {'init': 'normal', 'std': 'head_gain / (sqrt(fan_in) * head_input_rms)'}
+        >>> auto_rules(net, torch.randn(2, 3, 4, 4), prior=0.01).rules[0].rule["bias"]
+        {'init': 'constant', 'val': -4.59512}
     """
+    if prior is not None and not 0 < prior < 1:
+        raise ValueError(f"auto policy: prior must be a probability strictly between 0 and 1 "
+                         f"(the positive class's frequency, e.g. 0.01), got {prior!r}")
     trace = _trace(model, sample, forward)
     after = _following(trace)
     order = _order(model, trace)
     for name in order:
         after.setdefault(name, "linear")
-    builder = _Builder(model, num_classes)
-    builder.weights(order, after)
+    builder = _Builder(model, num_classes, prior=prior)
+    output = builder.weights(order, after, _batch_normed(trace))
     builder.structure(trace.called)
+    variables = builder.rules.variables
+    if builder.stream is not None:
+        variables["stream_rms"] = 1.0
+    if output is not None:
+        variables["head_input_rms"] = _measured(model, sample, forward, builder.rules, output)
+    if builder.stream is not None:
+        variables["stream_rms"] = _measured(model, sample, forward, builder.rules,
+                                            builder.stream)
     return builder.rules
+
+
+def _measured(model: nn.Module, sample: Any, forward: Any, rules: AutoRules,
+              name: str) -> float:
+    """The rms of module ``name``'s input once the rules are applied: measured on a deep copy
+    initialized by the policy, so that it sees the values it will see."""
+    trial = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        rules.policy().apply(trial)
+    found: list[torch.Tensor] = []
+
+    def record(_m: nn.Module, inputs: Any) -> None:
+        first = inputs[0] if isinstance(inputs, tuple) and inputs else None
+        if not found and isinstance(first, torch.Tensor) and first.is_floating_point():
+            found.append(first.detach().float().square().mean().sqrt())
+
+    with HookHandles() as handles:
+        handles.add(trial.get_submodule(name).register_forward_pre_hook(record))
+        with _quiet(trial, batch_statistics=True):
+            (call_model(trial, sample) if forward is None else forward(trial, sample))
+    rms = float(found[0]) if found else 1.0
+    return float(f"{rms:.4g}") if math.isfinite(rms) and rms > 0 else 1.0
 

@@ -163,12 +163,13 @@ class InitPolicy:
 
     @classmethod
     def auto(cls, model: nn.Module, sample: Any, *, forward: Any = None,
-             num_classes: int | None = None) -> InitPolicy:
+             num_classes: int | None = None, prior: float | None = None) -> InitPolicy:
         """A policy built from ``model``'s structure and one sample pass (``policy: "auto"``).
 
         Each weight layer gets the gain of the activation that follows it in the pass;
-        residual projections, norms, a classifier head and LSTM/GRU get their own rules
-        (:mod:`lightning_init.policy.auto`). ``model`` is not changed.
+        residual blocks, norms, embeddings, the output layer and LSTM/GRU get their own rules
+        (:mod:`lightning_init.policy.auto`). ``model`` is not changed. ``prior``: the positive
+        class's frequency for a sigmoid head; its bias starts at ``ln(p / (1 - p))``.
 
         Example:
             >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
@@ -178,7 +179,8 @@ class InitPolicy:
         """
         from lightning_init.policy.auto import auto_rules
 
-        return auto_rules(model, sample, forward=forward, num_classes=num_classes).policy()
+        return auto_rules(model, sample, forward=forward, num_classes=num_classes,
+                          prior=prior).policy()
 
     # ---- pickling and repr
 
