@@ -171,6 +171,7 @@ class _Planner:
         self._values: dict[str, float] | None = None
         self.last: int | None = None  # id of the output layer (match.last)
         self.bounds_said: set[int] = set()  # rules whose idle trunc_normal bounds were said
+        self.preset = _is_preset(schema.source)  # a shipped preset: bounds copied on purpose
 
     def build(self) -> Plan:
         self._walk()
@@ -289,7 +290,7 @@ class _Planner:
         """Log, once per rule, a ``trunc_normal`` whose bounds truncate nothing at its resolved
         std (:func:`~lightning_init.policy._fills.idle_bounds`): a warning, the policy stays
         valid. A shipped preset is not told: it reproduces its reference's bounds on purpose."""
-        if rule.index in self.bounds_said or _is_preset(self.schema.source):
+        if rule.index in self.bounds_said or self.preset:
             return
         said = next((found for one in (initializer, *(initializer.blocks or ()))
                      if one.name == "trunc_normal" and (found := _idle(one)) is not None), None)
