@@ -13,8 +13,10 @@ import math
 import torch
 
 __all__ = [
+    "IDLE_CUT",
     "TRUNC_STD_2",
     "fans",
+    "idle_bounds",
     "kaiming_normal_",
     "kaiming_std",
     "kaiming_uniform_",
@@ -154,6 +156,52 @@ def truncnorm_moments(mean: float, std: float, a: float, b: float) -> tuple[floa
     b_term = 0.0 if math.isinf(beta) else beta * pdf_b
     factor = 1.0 + (a_term - b_term) / mass - ratio * ratio  # the variance over std^2
     return mean + std * ratio, std * math.sqrt(max(factor, 0.0))
+
+
+#: Bounds further than this many std from the mean cut less than ``Phi(-6) = 9.9e-10`` of a
+#: normal's mass on their side: they truncate nothing.
+IDLE_CUT = 6.0
+
+
+def idle_bounds(mean: float, std: float, a: float, b: float) -> str | None:
+    """Says so when ``trunc_normal_(mean, std, a, b)``'s finite bounds truncate nothing.
+
+    ``torch.nn.init.trunc_normal_`` takes absolute bounds, ``a=-2, b=2`` by default: at
+    ``std=0.02`` they sit at 100 std, so the "truncated" normal is a plain normal (Hugging
+    Face's ViT and timm call it so). The cut meant is usually at 2 std: ``a=-2*std, b=2*std``.
+    A bound more than :data:`IDLE_CUT` std from the mean cuts less than ``1e-9`` of the mass;
+    an infinite bound is a deliberate open side and is not reported.
+
+    Args:
+        mean: the normal's mean.
+        std: its std.
+        a: the lower bound (absolute).
+        b: the upper bound (absolute).
+
+    Returns:
+        The finding (what the bounds do and the fix), without a subject; ``None`` when each
+        finite bound cuts.
+
+    Example:
+        >>> idle_bounds(0.0, 0.02, -2.0, 2.0)  # doctest: +ELLIPSIS
+        'bounds a=-2, b=2 are absolute, ... at -100 / +100 std, so nothing is truncated ...'
+        >>> idle_bounds(0.0, 0.02, -2.0, 2.0).split(" -> ")[1]
+        'a=-2*std, b=2*std (a=-0.04, b=0.04)'
+        >>> idle_bounds(0.0, 0.02, -0.04, 0.04) is None
+        True
+    """
+    if not (std > 0 and math.isfinite(std)):
+        return None
+    low, high = (mean - a) / std, (b - mean) / std
+    idle = [math.isfinite(cut) and cut > IDLE_CUT for cut in (low, high)]
+    if not any(idle):
+        return None
+    what = ("nothing is truncated (a plain normal)" if all(idle)
+            else f"the {'lower' if idle[0] else 'upper'} bound truncates nothing")
+    fix = ("a=-2*std, b=2*std" if mean == 0 else "a=mean-2*std, b=mean+2*std")
+    return (f"bounds a={a:.4g}, b={b:.4g} are absolute, not in std units: at std {std:.4g} they "
+            f"cut at -{low:.3g} / +{high:.3g} std, so {what} -> {fix} "
+            f"(a={mean - 2 * std:.4g}, b={mean + 2 * std:.4g})")
 
 
 def variance_scaling_std(fan_pair: Fans, scale: float, mode: str) -> float:

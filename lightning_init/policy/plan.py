@@ -21,10 +21,14 @@ from typing import Any
 from torch import nn
 
 from lightning_init._layouts import layout_of
+from lightning_init._log import LOGGER
 from lightning_init._model_vars import DERIVED_VARIABLES, model_variables, parameter_variables
 from lightning_init._text import did_you_mean, edit_distance, format_choices
 from lightning_init.errors import PolicyError
+from lightning_init.policy._catalogue import REGISTRY
+from lightning_init.policy._fills import idle_bounds
 from lightning_init.policy.initializers import Initializer
+from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.schema import Rule, Schema
 from lightning_init.policy.targets import Target, is_parametrization_container, module_targets
 
@@ -166,6 +170,8 @@ class _Planner:
         self._model = model
         self._values: dict[str, float] | None = None
         self.last: int | None = None  # id of the output layer (match.last)
+        self.bounds_said: set[int] = set()  # rules whose idle trunc_normal bounds were said
+        self.preset = _is_preset(schema.source)  # a shipped preset: bounds copied on purpose
 
     def build(self) -> Plan:
         self._walk()
@@ -271,6 +277,7 @@ class _Planner:
             where = f"{rule.where}.{key} -> {target.qualified_name}"
             initializer = self._bind(initializer, rule, target, where)
             initializer.check_shape(target.shape, where=where)
+            self._idle_bounds(rule, initializer, target)
         elif not _can_reset(target.module):
             raise self._error(
                 f"'default' (reset_parameters) asked for {target.qualified_name!r}, but "
@@ -278,6 +285,22 @@ class _Planner:
         else:
             self._resets[id(target.module)] = target.module
         self.plan.items.append(PlanItem(target, rule.index, rule.label, initializer))
+
+    def _idle_bounds(self, rule: Rule, initializer: Initializer, target: Target) -> None:
+        """Log, once per rule, a ``trunc_normal`` whose bounds truncate nothing at its resolved
+        std (:func:`~lightning_init.policy._fills.idle_bounds`): a warning, the policy stays
+        valid. A shipped preset is not told: it reproduces its reference's bounds on purpose."""
+        if rule.index in self.bounds_said or self.preset:
+            return
+        said = next((found for one in (initializer, *(initializer.blocks or ()))
+                     if one.name == "trunc_normal" and (found := _idle(one)) is not None), None)
+        if said is None:
+            return
+        self.bounds_said.add(rule.index)
+        where = ("" if self.schema.source is None else f" ({self.schema.source}"
+                 + (f", line {rule.line})" if rule.line else ")"))
+        LOGGER.warning(f"{rule.label}{where}: trunc_normal for {target.qualified_name!r} (the "
+                       f"rule's first such parameter): its {said}")
 
     def _bind(self, initializer: Initializer, rule: Rule, target: Target, where: str
               ) -> Initializer:
@@ -438,6 +461,15 @@ def _skip_hint(pattern: str, module_names: list[str]) -> str:
                    if fnmatch.fnmatchcase(suffix_matches[0], ".".join(parts[:i]) + "." + pattern)),
                   "")
     return f" Did you mean '{prefix}{pattern}'?"
+
+
+def _idle(initializer: Initializer) -> str | None:
+    args = REGISTRY["trunc_normal"].args(initializer.kwargs)
+    return idle_bounds(*(float(args[key]) for key in ("mean", "std", "a", "b")))
+
+
+def _is_preset(source: str | None) -> bool:
+    return source is not None and source in {str(path) for path in preset_paths().values()}
 
 
 def _can_reset(module: nn.Module) -> bool:
