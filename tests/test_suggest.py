@@ -8,6 +8,7 @@ the suggested one: the suggested one ends lower.
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import pytest
@@ -296,3 +297,40 @@ def test_auto_passes_the_check_on_healthy_models(name: str) -> None:
     InitPolicy.auto(model, sample).apply(model)
     report = check_init(model, sample)
     assert report.ok, report.problems
+
+
+def test_a_head_bias_off_the_prior_is_named_and_fixed() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        net[2].bias.normal_(0, 10)  # the weights are PyTorch's; only the bias is off
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(64, 16, generator=generator)
+    y = torch.randint(0, 10, (64,), generator=generator)
+    report = check_init(net, x, loss_fn=F.cross_entropy, target=y)
+    (problem,) = report.problems
+    assert problem.kind == "loss"
+    assert "the bias of `2` (std " in problem.message and "class prior" in problem.message
+    assert "b_c = ln(p_c)" in problem.message
+    fixed = _suggested(net, report)
+    assert torch.equal(fixed[2].bias, torch.zeros(10))
+
+    def step(model: nn.Module) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    assert _train(fixed, step) < _train(net, step)
+
+
+def test_prior_sets_a_sigmoid_heads_bias() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    x = torch.randn(256, 16)
+    policy = InitPolicy.auto(net, x, prior=0.01)
+    policy.apply(net)
+    assert float(net[2].bias) == pytest.approx(math.log(0.01 / 0.99), rel=1e-5)
+    with torch.no_grad():
+        p = torch.sigmoid(net(x))
+    # the predictions start near the prior: the loss on rare positives starts near its entropy
+    assert 0.003 < float(p.mean()) < 0.03
+    with pytest.raises(ValueError, match=r"prior must be a probability strictly between 0 and 1"):
+        InitPolicy.auto(net, x, prior=1.5)

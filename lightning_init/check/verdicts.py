@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
@@ -324,12 +325,18 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     what = "initial loss" if labels else \
         "initial cross-entropy of the logits (over their last dimension) against uniformly " \
         "drawn labels"
-    fix = ("scale the last layer's weights down (std 0.01, or zeros) and set its bias to zeros "
-           "(or to the log class priors)")
+    weights_fix = "scale the last layer's weights down (std 0.01, or zeros)"
+    fix = f"{weights_fix} and set its bias to zeros (or to the log class priors)"
     names: tuple[str, ...] = (last.name,) if last is not None else ()
     head = next((layer for layer in reversed(layers)
                  if is_weight_layer(modules[layer.index])), None)
     tied = tied_embedding(modules[head.index], layers, modules) if head is not None else None
+    bias = _head_bias_std(modules[head.index]) if head is not None else None
+    if bias is not None and bias > _PRIOR_BIAS_STD and head is not None:
+        fix = (f"the bias of {_name(head)} (std {_number(bias)}) favours some classes at "
+               "random: start it at the class prior (zeros: the uniform prior, the same as "
+               "-ln(C) on every logit; b_c = ln(p_c) for class frequencies p_c; ln(p / (1 - p)) "
+               f"for a sigmoid head, Lin et al. 2017), and {weights_fix}")
     if tied is not None and head is not None:
         names = (head.name, tied.name)
         fix = (f"{_name(head)} is tied to the embedding {_name(tied)} (one parameter), whose "
@@ -342,6 +349,16 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"the cross-entropy of uniform predictions over {num_classes} classes (expected: at "
         f"most {ratio_limit:g}x){logits}: the model is confidently wrong at step 0 -> {fix}",
     )]
+
+
+_PRIOR_BIAS_STD = 0.5  # a head bias spread wider than this moves the loss off ln(C) by itself
+
+
+def _head_bias_std(module: nn.Module) -> float | None:
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.numel() < 2 or bias.is_meta:
+        return None
+    return float(bias.detach().float().std())
 
 
 EMBEDDING_FIX = "draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / dim)"
