@@ -1,4 +1,5 @@
-"""``policy="auto"`` on the zoo of real models: it passes the check and trains as well as their own init.
+"""``policy="auto"`` on the zoo of real models: it passes the check and trains as well as
+their own init.
 
 Each healthy model of ``tests/zoo.py`` is initialized two ways: by its own ``_init_weights``
 (as built) and by ``InitPolicy.auto(model, batch)``. The auto-initialized one must pass the

@@ -334,3 +334,22 @@ def test_prior_sets_a_sigmoid_heads_bias() -> None:
     assert 0.003 < float(p.mean()) < 0.03
     with pytest.raises(ValueError, match=r"prior must be a probability strictly between 0 and 1"):
         InitPolicy.auto(net, x, prior=1.5)
+
+
+def test_layers_the_pass_never_calls_are_named_in_the_yaml() -> None:
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(8, 8), nn.Linear(8, 2)
+            self.spare_head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.body(x)))
+
+    model = TwoHeads()
+    before = model.spare_head.weight.detach().clone()
+    rules = auto_rules(model, torch.randn(4, 8))
+    assert rules.yaml().splitlines()[-1] == (
+        "# not called by the sample pass, so left to the model's own init (1): spare_head")
+    rules.policy().apply(model)
+    assert torch.equal(model.spare_head.weight, before)

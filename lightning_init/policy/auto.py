@@ -36,7 +36,7 @@ training), so the YAML reproduces the init without the sample batch.
 
 Each rule comes with a comment saying which role it answers and its source; :class:`AutoRules`
 renders the policy as commented YAML. Weight layers the sample pass never called are left
-alone.
+alone, and the YAML's last comment names them.
 
 Example:
     >>> import torch
@@ -146,13 +146,16 @@ class AutoRules:
 
     Attributes:
         rules: the rules, most specific first.
-        variables: the policy's variables (``n_blocks``).
+        variables: the policy's variables (``n_blocks``, the measured ``head_input_rms`` and
+            ``stream_rms``).
         answers: an optional remark per rule index (which finding of a check it answers).
+        uncalled: weight layers the sample pass never called: no rule, named in a comment.
     """
 
     rules: list[AutoRule] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
     answers: dict[int, str] = field(default_factory=dict)
+    uncalled: list[str] = field(default_factory=list)  # weight layers the pass never called
 
     def mapping(self, *, name: str = "auto", seed: int | None = 0) -> dict[str, Any]:
         """The policy as a mapping for :meth:`InitPolicy.from_dict`."""
@@ -196,6 +199,10 @@ class AutoRules:
             body = yaml.safe_dump([rule.rule], sort_keys=False, width=96,
                                   default_flow_style=None).rstrip()
             lines.extend("  " + line for line in body.splitlines())
+        if self.uncalled:
+            shown = ", ".join(self.uncalled[:6]) + (", ..." if len(self.uncalled) > 6 else "")
+            lines.append(f"# not called by the sample pass, so left to the model's own init "
+                         f"({len(self.uncalled)}): {shown}")
         return "\n".join(lines) + "\n"
 
     def policy(self, *, name: str = "auto", seed: int | None = 0) -> Any:
@@ -574,6 +581,9 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     builder = _Builder(model, num_classes, prior=prior)
     output = builder.weights(order, after, _batch_normed(trace))
     builder.structure(trace.called)
+    builder.rules.uncalled = [name for name, module in model.named_modules()
+                              if _is_weight_layer(module) and name not in trace.called
+                              and name not in order]
     variables = builder.rules.variables
     if builder.stream is not None:
         variables["stream_rms"] = 1.0
