@@ -47,6 +47,13 @@ def plain_mlp(
     return nn.Sequential(*layers)
 
 
+def deep_tanh_mlp() -> nn.Sequential:
+    """30 Linear(64, 64) + Tanh layers and a 10-class head under PyTorch's default init: the
+    signal shrinks layer by layer (``lightning-init doctor``'s example in the README)."""
+    torch.manual_seed(0)
+    return plain_mlp(64, 64, 31, 10, nn.Tanh)
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy classification around any network; batches are ``(x, y)`` tuples."""
 

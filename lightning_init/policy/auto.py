@@ -409,10 +409,10 @@ class _Builder:
         output = next((n for n in reversed(order)
                        if after.get(n) is None and _is_weight_layer(modules[n])), None)
         if output is not None:
-            self.head(output)
             self.tied.add(id(modules[output].weight))
             self.tied_embedding = any(isinstance(m, nn.Embedding) and id(m.weight) in self.tied
                                       for m in modules.values())
+            self.head(output)
         residual: dict[str, list[str]] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for name in order:
@@ -484,7 +484,7 @@ class _Builder:
                  "outputs of std head_gain, head_input_rms measured on the sample batch: an "
                  "initial loss within 0.125 of ln(C) (Karpathy 2019, 'A Recipe for Training "
                  "Neural Networks'); " + source
-                 + "; a tied embedding shares this weight")
+                 + ("; the tied embedding shares this weight" if self.tied_embedding else ""))
 
     def structure(self, called: set[str]) -> None:
         by_kind: dict[str, list[str]] = {}
