@@ -18,21 +18,26 @@ second moment of the pre-activations constant). Around that:
   ``linear2``... inside a repeated block) are further scaled by ``1 / sqrt(2 * n_blocks)``
   (Radford et al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019, Megatron-LM,
   arXiv:1909.08053);
+- attention query projections (``q``, ``q_proj``, ``query``...) are also divided by
+  ``attention_logit_rms``, the attention logits' measured std (at least 1): logits of unit
+  variance, the ``1 / sqrt(d_k)`` argument of Vaswani et al. 2017, which T5 leaves out of its
+  attention and folds into its query init;
 - the output layer (the last weight layer called, with no activation or norm after it) gives
-  outputs of std 0.5 on the sample batch: ``std = head_gain / (sqrt(fan_in) *
-  head_input_rms)`` with the input's rms measured, so the initial loss is near ln(C) whatever
-  the features' scale; an embedding tied to it shares that std, and the other input
-  embeddings of the stream's width follow it (untied: ``N(0, 1)``, the unit-scale stream of
-  Vaswani et al. 2017 and T5). With ``prior=p`` its bias is ``ln(p / (1 - p))`` (Lin et al.
-  2017, Focal Loss);
+  outputs of std ``head_gain = max(0.5, sqrt(0.2 ln C))`` on the sample batch: ``std =
+  head_gain / (sqrt(fan_in) * head_input_rms)`` with the input's rms measured, so the initial
+  loss starts within about 10% of ln(C) whatever the features' scale; an embedding tied to
+  it shares that std, and the other input embeddings of the stream's width follow it
+  (untied: ``N(0, 1)``, the unit-scale stream of Vaswani et al. 2017 and T5). With
+  ``prior=p`` its bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal Loss);
 - normalization layers start at identity: weight 1, bias 0;
 - LSTM/GRU: Xavier input weights, orthogonal hidden weights per gate (Saxe et al. 2014,
   arXiv:1312.6120), LSTM forget-gate bias 1 (Jozefowicz et al. 2015);
 - ``MultiheadAttention``'s packed input projection is Xavier uniform, as PyTorch does.
 
-The measured values (``head_input_rms``, ``stream_rms``) are policy variables, read on deep
-copies of the model initialized by the policy (BatchNorm normalizing by the batch, as in
-training), so the YAML reproduces the init without the sample batch.
+The measured values (``head_input_rms``, ``stream_rms``, ``attention_logit_rms``) are policy
+variables, read on deep copies of the model initialized by the policy
+(:mod:`lightning_init.policy._calibrate`), so the YAML reproduces the init without the sample
+batch.
 
 Each rule comes with a comment saying which role it answers and its source; :class:`AutoRules`
 renders the policy as commented YAML. Weight layers the sample pass never called are left
@@ -51,10 +56,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,7 @@ from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
+from lightning_init.policy._calibrate import attention_logit_rms, input_rms, quiet
 
 __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
@@ -92,8 +95,13 @@ _ACTIVATION_NAMES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("se
                      ("mish", "silu"), ("elu", "elu"))
 _RESIDUAL_NAMES = frozenset({"c_proj", "out_proj", "o_proj", "fc2", "down_proj", "linear2",
                              "w2", "wo", "proj"})
+_QUERY_NAMES = frozenset({"q", "q_proj", "query", "q_lin", "wq"})
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
-_HEAD_GAIN = 0.5
+_HEAD_GAIN = 0.5  # the least std of the output layer's outputs
+_LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
+_QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
+                 "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
+                 "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
 _STREAM_SOURCE = ("; times stream_rms, the residual stream's rms measured at the first block: "
                   "a branch starts at the scale of the stream it adds to (GPT-2's N(0, 0.02) "
                   "next to its 0.02-scale embeddings)")
@@ -276,30 +284,12 @@ def _hook(trace: _Trace, name: str, module: nn.Module, handles: HookHandles) -> 
         handles.add(module.register_forward_hook(normalized))
 
 
-@contextlib.contextmanager
-def _quiet(model: nn.Module, batch_statistics: bool = False) -> Iterator[None]:
-    """Eval mode and no grad for the pass (BatchNorm in training mode with
-    ``batch_statistics``, normalizing by the batch as in the first steps of training); modes
-    and RNG states restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            model.eval()
-            for module in model.modules():
-                if batch_statistics and isinstance(module, _NormBase):
-                    module.train()
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _trace(model: nn.Module, sample: Any, forward: Any, batch_statistics: bool = False) -> _Trace:
+def _trace(model: nn.Module, sample: Any, forward: Any) -> _Trace:
     trace = _Trace()
     with HookHandles() as handles:
         for name, module in model.named_modules():
             _hook(trace, name, module, handles)
-        with _quiet(model, batch_statistics), _ActivationCalls(trace):
+        with quiet(model), _ActivationCalls(trace):
             if forward is not None:
                 forward(model, sample)
             else:
@@ -362,6 +352,12 @@ def _blocks(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def _outputs(module: nn.Module) -> int:
+    """How many outputs a weight layer has (a head's logits); HF ``Conv1D`` is (in, out)."""
+    weight = module.weight
+    return int(weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0])
+
+
 def _first_child(glob: str) -> str:
     """``"transformer.h.*"`` -> ``"transformer.h.0"`` (its first block, by name)."""
     return glob[:-1] + "0" if glob != "*" else "0"
@@ -383,6 +379,7 @@ class _Builder:
     tied: set[int] = field(default_factory=set)  # ids of weights the output layer shares
     tied_embedding: bool = False
     prior: float | None = None
+    queries: bool = False  # query projections scaled by the measured attention logits
 
     @property
     def width(self) -> int:
@@ -412,7 +409,7 @@ class _Builder:
             self.tied.add(id(modules[output].weight))
             self.tied_embedding = any(isinstance(m, nn.Embedding) and id(m.weight) in self.tied
                                       for m in modules.values())
-            self.head(output)
+            self.head(output, _outputs(modules[output]))
         residual: dict[str, list[str]] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for name in order:
@@ -423,7 +420,8 @@ class _Builder:
             if name.rsplit(".", 1)[-1] in _RESIDUAL_NAMES and glob and kind == "linear":
                 residual.setdefault(glob, []).append(name)
             elif glob in normed:
-                groups.setdefault((kind, "stream"), []).append(name)
+                query = name.rsplit(".", 1)[-1] in _QUERY_NAMES and kind == "linear"
+                groups.setdefault((kind, "query" if query else "stream"), []).append(name)
                 self.stream = self.stream or _first_child(glob)
             else:
                 fan = "fan_out" if name in batch_normed else "fan_in"
@@ -439,6 +437,13 @@ class _Builder:
             self.add(f"inside a normalized residual block, followed by {kind}", names, {
                 "weight": {"init": "normal", "std": f"{gain} / sqrt(fan_in) * stream_rms"},
                 "bias": "zeros"}, source + _STREAM_SOURCE)
+            return
+        if fan == "query":
+            self.queries = True
+            self.add("attention query projection", names, {
+                "weight": {"init": "normal",
+                           "std": f"{gain} / sqrt(fan_in) * stream_rms / attention_logit_rms"},
+                "bias": "zeros"}, source + _STREAM_SOURCE + _QUERY_SOURCE)
             return
         role = "no activation follows" if kind == "linear" else f"followed by {kind}"
         if fan == "fan_out":
@@ -462,15 +467,18 @@ class _Builder:
                 "GPT-2 (Radford et al. 2019, section 2.3) and Megatron-LM (arXiv:1909.08053): "
                 "residual projections scaled by 1/sqrt(2 * number of blocks)")
 
-    def head(self, name: str) -> None:
-        """The output layer: outputs of std ``head_gain = 0.5`` on the sample batch, whatever
-        scale its inputs have (a final norm, a pooled feature, a rescaled hidden state).
+    def head(self, name: str, outputs: int) -> None:
+        """The output layer: outputs of std ``head_gain`` on the sample batch, whatever scale
+        its inputs have (a final norm, a pooled feature, a rescaled hidden state).
 
         For C logits of std s, E[cross-entropy] is about ln(C) + s^2 / 2 (the log-sum-exp's
-        second-order expansion): at s = 0.5 the loss starts within 0.125 of ln(C) (Karpathy
-        2019, 'A Recipe for Training Neural Networks')."""
-        self.rules.variables["head_gain"] = _HEAD_GAIN
-        self.rules.variables["head_input_rms"] = 1.0  # measured by _measured
+        second-order expansion), so ``head_gain = sqrt(0.2 * ln(C))`` starts the loss within
+        10% of ln(C) (Karpathy 2019, 'A Recipe for Training Neural Networks'); at least 0.5,
+        for regression and binary heads. C is ``num_classes``, else the layer's outputs."""
+        classes = self.num_classes or outputs
+        gain = max(_HEAD_GAIN, math.sqrt(2 * _LOSS_EXCESS * math.log(max(classes, 1))))
+        self.rules.variables["head_gain"] = float(f"{gain:.4g}")
+        self.rules.variables["head_input_rms"] = 1.0  # measured by _calibrate
         role = "output layer (classifier head)" if self.num_classes else "output layer"
         bias: Any = "zeros"
         source = ("bias 0 is the uniform class prior (-ln(C) on every logit is the same under "
@@ -481,9 +489,9 @@ class _Builder:
             source = (f"bias ln(p / (1 - p)) for the prior p = {self.prior}: sigmoid outputs "
                       "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
         self.add(role, [name], {"weight": {"init": "normal", "std": self.head_std}, "bias": bias},
-                 "outputs of std head_gain, head_input_rms measured on the sample batch: an "
-                 "initial loss within 0.125 of ln(C) (Karpathy 2019, 'A Recipe for Training "
-                 "Neural Networks'); " + source
+                 f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}, with "
+                 "head_input_rms measured on the sample batch: an initial loss within 10% of "
+                 "ln(C) (Karpathy 2019, 'A Recipe for Training Neural Networks'); " + source
                  + ("; the tied embedding shares this weight" if self.tied_embedding else ""))
 
     def structure(self, called: set[str]) -> None:
@@ -584,35 +592,26 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     builder.rules.uncalled = [name for name, module in model.named_modules()
                               if _is_weight_layer(module) and name not in trace.called
                               and name not in order]
-    variables = builder.rules.variables
-    if builder.stream is not None:
-        variables["stream_rms"] = 1.0
-    if output is not None:
-        variables["head_input_rms"] = _measured(model, sample, forward, builder.rules, output)
-    if builder.stream is not None:
-        variables["stream_rms"] = _measured(model, sample, forward, builder.rules,
-                                            builder.stream)
+    _calibrate(builder, model, sample, forward, output)
     return builder.rules
 
 
-def _measured(model: nn.Module, sample: Any, forward: Any, rules: AutoRules,
-              name: str) -> float:
-    """The rms of module ``name``'s input once the rules are applied: measured on a deep copy
-    initialized by the policy, so that it sees the values it will see."""
-    trial = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        rules.policy().apply(trial)
-    found: list[torch.Tensor] = []
-
-    def record(_m: nn.Module, inputs: Any) -> None:
-        first = inputs[0] if isinstance(inputs, tuple) and inputs else None
-        if not found and isinstance(first, torch.Tensor) and first.is_floating_point():
-            found.append(first.detach().float().square().mean().sqrt())
-
-    with HookHandles() as handles:
-        handles.add(trial.get_submodule(name).register_forward_pre_hook(record))
-        with _quiet(trial, batch_statistics=True):
-            (call_model(trial, sample) if forward is None else forward(trial, sample))
-    rms = float(found[0]) if found else 1.0
-    return float(f"{rms:.4g}") if math.isfinite(rms) and rms > 0 else 1.0
-
+def _calibrate(builder: _Builder, model: nn.Module, sample: Any, forward: Any,
+               output: str | None) -> None:
+    """Measure the policy's variables in order, each on a copy initialized by the policy with
+    the ones before it: the head's input, then the stream (a tied embedding is the head), then
+    the attention logits (the queries scale with the stream)."""
+    variables = builder.rules.variables
+    if builder.stream is not None:
+        variables["stream_rms"] = 1.0
+    if builder.queries:
+        variables["attention_logit_rms"] = 1.0
+    if output is not None:
+        variables["head_input_rms"] = input_rms(model, sample, forward, builder.rules.policy(),
+                                                output)
+    if builder.stream is not None:
+        variables["stream_rms"] = input_rms(model, sample, forward, builder.rules.policy(),
+                                            builder.stream)
+    if builder.queries:
+        measured = attention_logit_rms(model, sample, forward, builder.rules.policy())
+        variables["attention_logit_rms"] = max(1.0, measured or 1.0)
