@@ -143,3 +143,24 @@ def test_attention_without_its_scale_gets_it_in_the_query_init() -> None:
     bert = next(case for case in HEALTHY if case.name == "bert")
     bert_model, bert_inputs = build(bert)
     assert InitPolicy.auto(bert_model, bert_inputs).variables["attention_logit_rms"] < 1.5
+
+
+def test_post_norm_blocks_start_as_the_identity_but_cross_attention_does_not() -> None:
+    case = next(case for case in HEALTHY if case.name == "bart")
+    model, inputs = build(case)
+    rules = InitPolicy.auto(model, inputs)
+    rules.apply(model)
+    layer = model.model.decoder.layers[0]
+    # BART is post-norm (norm(x + f(x))): its branches' output projections start at zero ...
+    assert not layer.self_attn.out_proj.weight.any() and not layer.fc2.weight.any()
+    assert not model.model.encoder.layers[1].fc2.weight.any()
+    # ... except cross-attention's, which carries the encoder to the loss
+    assert layer.encoder_attn.out_proj.weight.detach().std() > 0
+    report = check_init(model, inputs)
+    assert report.ok, [problem.message for problem in report.problems]
+    assert any(note.startswith("deliberate zero-init") for note in report.notes)
+    # GPT-2 is pre-norm: nothing is zeroed
+    gpt2, gpt2_inputs = build(next(case for case in HEALTHY if case.name == "gpt2"))
+    InitPolicy.auto(gpt2, gpt2_inputs).apply(gpt2)
+    assert all(param.detach().std() > 0 for name, param in gpt2.named_parameters()
+               if name.endswith("c_proj.weight"))

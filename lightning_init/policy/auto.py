@@ -15,9 +15,11 @@ second moment of the pre-activations constant). Around that:
   the first block's input. GPT-2's ``N(0, 0.02)`` next to its 0.02-scale embeddings is the
   same idea;
 - residual output projections (``c_proj``, ``out_proj``, ``o_proj``, ``fc2``, ``down_proj``,
-  ``linear2``... inside a repeated block) are further scaled by ``1 / sqrt(2 * n_blocks)``
-  (Radford et al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019, Megatron-LM,
-  arXiv:1909.08053);
+  ``linear2``, BERT's ``output.dense``... inside a repeated block) are further scaled by
+  ``1 / sqrt(2 * n_blocks)`` (Radford et al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019,
+  Megatron-LM, arXiv:1909.08053); in a post-norm block (``norm(x + f(x))``: the block's first
+  call is a weight layer, not a norm) they start at zero, so each block starts as the
+  identity (Fixup, ReZero), except a cross-attention's, which carries the encoder to the loss;
 - attention query projections (``q``, ``q_proj``, ``query``...) are also divided by
   ``attention_logit_rms``, the attention logits' measured std (at least 1): logits of unit
   variance, the ``1 / sqrt(d_k)`` argument of Vaswani et al. 2017, which T5 leaves out of its
@@ -96,6 +98,9 @@ _ACTIVATION_NAMES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("se
 _RESIDUAL_NAMES = frozenset({"c_proj", "out_proj", "o_proj", "fc2", "down_proj", "linear2",
                              "w2", "wo", "proj"})
 _QUERY_NAMES = frozenset({"q", "q_proj", "query", "q_lin", "wq"})
+# Hugging Face's BERT-style blocks: `attention.output.dense`, `output.dense`; ALBERT's.
+_RESIDUAL_SUFFIXES = (".output.dense", "ffn_output", "attention.dense")
+_CROSS_ATTENTION = ("encoder_attn", "crossattention", "cross_attn", "encdecattention")
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
 _HEAD_GAIN = 0.5  # the least std of the output layer's outputs
 _LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
@@ -358,6 +363,27 @@ def _outputs(module: nn.Module) -> int:
     return int(weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0])
 
 
+def _is_cross_attention(name: str) -> bool:
+    """Whether a layer sits in a cross-attention (it reads the encoder's states)."""
+    return any(part in name.lower() for part in _CROSS_ATTENTION)
+
+
+def _is_residual_projection(name: str) -> bool:
+    """Whether a layer's name is that of a residual branch's output projection."""
+    return name.rsplit(".", 1)[-1] in _RESIDUAL_NAMES or name.endswith(_RESIDUAL_SUFFIXES)
+
+
+def _post_norm(trace: _Trace, blocks: dict[str, str], normed: set[str]) -> set[str]:
+    """The normalized blocks that begin with a weight layer, not a norm: post-norm blocks,
+    ``norm(x + f(x))`` (BERT, BART, the original Transformer), as opposed to pre-norm ones,
+    ``x + f(norm(x))`` (GPT-2, Llama, ViT)."""
+    first: dict[str, str] = {}
+    for event, name in trace.events:
+        if event in ("layer", "norm") and blocks.get(name) in normed:
+            first.setdefault(blocks[name], event)
+    return {glob for glob, event in first.items() if event == "layer"}
+
+
 def _first_child(glob: str) -> str:
     """``"transformer.h.*"`` -> ``"transformer.h.0"`` (its first block, by name)."""
     return glob[:-1] + "0" if glob != "*" else "0"
@@ -380,6 +406,7 @@ class _Builder:
     tied_embedding: bool = False
     prior: float | None = None
     queries: bool = False  # query projections scaled by the measured attention logits
+    post_norm: set[str] = field(default_factory=set)  # block globs with the norm after the add
 
     @property
     def width(self) -> int:
@@ -417,7 +444,7 @@ class _Builder:
                 continue
             kind = after.get(name) or "linear"
             glob = blocks.get(name)
-            if name.rsplit(".", 1)[-1] in _RESIDUAL_NAMES and glob and kind == "linear":
+            if _is_residual_projection(name) and glob and kind == "linear":
                 residual.setdefault(glob, []).append(name)
             elif glob in normed:
                 query = name.rsplit(".", 1)[-1] in _QUERY_NAMES and kind == "linear"
@@ -456,7 +483,20 @@ class _Builder:
 
     def residual(self, residual: dict[str, list[str]], normed: set[str]) -> None:
         for index, (glob, names) in enumerate(residual.items()):
-            variable = "n_blocks" if index == 0 else f"n_blocks_{index}"
+            zeroed = [name for name in names if not _is_cross_attention(name)]
+            if glob in self.post_norm and zeroed:
+                names = [name for name in names if name not in zeroed]
+                self.add("residual output projection, a norm after the add (post-norm)", zeroed,
+                         {"weight": "zeros", "bias": "zeros"},
+                         "zero-initialized branch: with the norm after the add each block starts "
+                         "as the identity and the norms keep the scale (Zhang et al. 2019, "
+                         "Fixup, arXiv:1901.09321; Bachlechner et al. 2020, ReZero, "
+                         "arXiv:2003.04887); not cross-attention, which would cut the encoder "
+                         "off from the loss")
+                if not names:
+                    continue
+            variable = "n_blocks" if not self.rules.variables.get("n_blocks") \
+                else f"n_blocks_{index}"
             self.rules.variables[variable] = {"count": glob}
             if glob in normed:
                 self.stream = self.stream or _first_child(glob)
@@ -586,7 +626,9 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     order = _order(model, trace)
     for name in order:
         after.setdefault(name, "linear")
-    builder = _Builder(model, num_classes, prior=prior)
+    blocks = _blocks(model)
+    builder = _Builder(model, num_classes, prior=prior,
+                       post_norm=_post_norm(trace, blocks, _normed_blocks(model, blocks)))
     output = builder.weights(order, after, _batch_normed(trace))
     builder.structure(trace.called)
     builder.rules.uncalled = [name for name, module in model.named_modules()
