@@ -353,3 +353,17 @@ def test_layers_the_pass_never_calls_are_named_in_the_yaml() -> None:
         "# not called by the sample pass, so left to the model's own init (1): spare_head")
     rules.policy().apply(model)
     assert torch.equal(model.spare_head.weight, before)
+
+
+def test_a_suggestion_for_a_sigmoid_head_takes_the_prior() -> None:
+    net = _he_net("pytorch_default")
+    net.append(nn.Linear(64, 1))
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(8))
+    suggestion = check_init(net, x).suggest_policy(prior=0.01)
+    assert suggestion.offered, suggestion.verdicts()
+    assert "bias: {init: constant, val: -4.59512}" in suggestion.yaml
+    assert "Focal Loss" in suggestion.yaml
+    fixed = copy.deepcopy(net)
+    suggestion.policy.apply(fixed)
+    with torch.no_grad():
+        assert 0.003 < float(torch.sigmoid(fixed(x)).mean()) < 0.03

@@ -153,7 +153,8 @@ class InitCheckReport:
         """A policy that fixes what the check found, verified on a deep copy before offered.
 
         See :func:`lightning_init.check.suggest.suggest_policy` (``model`` and ``inputs``
-        default to those the check ran on).
+        default to those the check ran on; ``prior=p`` starts a sigmoid head's bias at the
+        prior).
 
         Example:
             >>> import torch

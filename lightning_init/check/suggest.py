@@ -114,13 +114,15 @@ def _better(original: InitCheckReport, recheck: InitCheckReport) -> bool:
 
 
 def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inputs: Any = None,
-                   **options: Any) -> Suggestion:
+                   *, prior: float | None = None, **options: Any) -> Suggestion:
     """The policy that fixes what ``report`` found, re-checked on a deep copy of the model.
 
     Args:
         report: a report of :func:`~lightning_init.check_init`.
         model: the model checked (default: the one ``check_init`` ran on).
         inputs: the sample batch (default: the one ``check_init`` ran on).
+        prior: for a sigmoid head, the positive class's frequency: its bias starts at
+            ``ln(prior / (1 - prior))`` (Lin et al. 2017).
         **options: ``check_init`` options for the re-check (default: those of the check).
 
     Returns:
@@ -142,7 +144,7 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         inputs = subject.inputs if inputs is None else inputs
         options = {**subject.options, **options}
     rules = auto_rules(model, inputs, forward=options.get("forward"),
-                       num_classes=report.num_classes)
+                       num_classes=report.num_classes, prior=prior)
     _answers(rules, report.problems)
     text = rules.yaml()
     policy = rules.policy()
