@@ -28,9 +28,6 @@ from lightning_init import InitPolicy, check_init
 
 _STEPS, _LR, _SPREAD, _SEEDS = 30, 1e-3, 1.05, (0, 1, 2)
 _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
-# Cases where auto trains worse, with what was measured: xfail(strict=True), so a fix flips them.
-_WORSE: dict[str, str] = {}
-
 
 def _with_targets(model: torch.nn.Module, inputs: dict) -> dict:
     """The inputs with the labels the model's own loss needs (fixed, seeded)."""
@@ -70,12 +67,6 @@ def _trained_loss(model: torch.nn.Module, batch: dict, seed: int) -> float:
         return float(_loss(model, batch))
 
 
-def _param(case: ZooCase) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason=_WORSE[case.name])] \
-        if case.name in _WORSE else []
-    return pytest.param(case, id=case.name, marks=marks)
-
-
 @pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in HEALTHY])
 def test_auto_passes_the_check(case: ZooCase) -> None:
     model, inputs = build(case)
@@ -84,7 +75,7 @@ def test_auto_passes_the_check(case: ZooCase) -> None:
     assert report.ok, [problem.message for problem in report.problems]
 
 
-@pytest.mark.parametrize("case", [_param(case) for case in HEALTHY])
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in HEALTHY])
 def test_auto_trains_at_least_as_well_as_the_models_own_init(case: ZooCase) -> None:
     model, inputs = build(case)
     batch = _with_targets(model, inputs)

@@ -104,6 +104,9 @@ def test_gpt2_with_unit_normal_weights() -> None:
     # residual projections: stream_rms / sqrt(fan_in * 2 * 4) (GPT-2, Megatron), the stream
     # being the tied embedding's scale
     stream = suggestion.policy.variables["stream_rms"]
+    with torch.no_grad():  # the stream, measured here on its own: token plus position embeddings
+        embedded = fixed.transformer.wte(ids) + fixed.transformer.wpe(torch.arange(32))
+    assert stream == pytest.approx(float(embedded.square().mean().sqrt()), rel=0.01)
     expected = stream * (64 * 8) ** -0.5
     c_proj = fixed.transformer.h[0].attn.c_proj.weight.detach()
     assert abs(float(c_proj.std()) - expected) < 0.1 * expected

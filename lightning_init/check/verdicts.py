@@ -333,8 +333,9 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     tied = tied_embedding(modules[head.index], layers, modules) if head is not None else None
     bias = _head_bias_std(modules[head.index]) if head is not None else None
     if bias is not None and bias > _PRIOR_BIAS_STD and head is not None:
-        fix = (f"the bias of {_name(head)} (std {_number(bias)}) favours some classes at "
-               "random: start it at the class prior (zeros: the uniform prior, the same as "
+        fix = (f"the bias of {_name(head)} (std {_number(bias)}) alone moves the predictions "
+               "far from uniform: unless it holds the class prior on purpose, start it at the "
+               "class prior (zeros: the uniform prior, the same as "
                "-ln(C) on every logit; b_c = ln(p_c) for class frequencies p_c; ln(p / (1 - p)) "
                f"for a sigmoid head, Lin et al. 2017), and {weights_fix}")
     if tied is not None and head is not None:

@@ -106,7 +106,9 @@ class _AttentionLogits(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         if name == "scaled_dot_product_attention" and len(args) >= 2:
-            self.stds.append(_sdpa_logit_std(args[0], args[1], kwargs.get("scale")))
+            # positional order: query, key, value, attn_mask, dropout_p, is_causal, scale
+            scale = args[6] if len(args) > 6 else kwargs.get("scale")
+            self.stds.append(_sdpa_logit_std(args[0], args[1], scale))
         elif name == "softmax" and args and isinstance(args[0], torch.Tensor) \
                 and args[0].dim() == 4 and args[0].is_floating_point():
             logits = args[0].detach().float()

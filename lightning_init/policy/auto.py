@@ -59,14 +59,15 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
-import torch
 import yaml
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
-from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
@@ -94,13 +95,17 @@ _GAINS: dict[str, tuple[str, str]] = {
 _ACTIVATION_NAMES = (("gelu", "gelu"), ("silu", "silu"), ("swish", "silu"), ("selu", "selu"),
                      ("leakyrelu", "leaky_relu"), ("leaky_relu", "leaky_relu"),
                      ("relu", "relu"), ("tanh", "tanh"), ("sigmoid", "sigmoid"),
-                     ("mish", "silu"), ("elu", "elu"))
+                     ("mish", "mish"), ("elu", "elu"))
+_NOT_ACTIVATIONS = ("atanh", "arctanh", "tanhshrink")  # they contain "tanh"
 _RESIDUAL_NAMES = frozenset({"c_proj", "out_proj", "o_proj", "fc2", "down_proj", "linear2",
-                             "w2", "wo", "proj"})
+                             "w2", "wo", "proj", "pwconv2"})
 _QUERY_NAMES = frozenset({"q", "q_proj", "query", "q_lin", "wq"})
 # Hugging Face's BERT-style blocks: `attention.output.dense`, `output.dense`; ALBERT's.
 _RESIDUAL_SUFFIXES = (".output.dense", "ffn_output", "attention.dense")
-_CROSS_ATTENTION = ("encoder_attn", "crossattention", "cross_attn", "encdecattention")
+# torch's nn.TransformerDecoderLayer names its cross-attention `multihead_attn`.
+_CROSS_ATTENTION = ("encoder_attn", "crossattention", "cross_attn", "encdecattention",
+                    "multihead_attn")
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)")  # a ModuleList/Sequential index
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
 _HEAD_GAIN = 0.5  # the least std of the output layer's outputs
 _LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
@@ -115,6 +120,8 @@ _STREAM_SOURCE = ("; times stream_rms, the residual stream's rms measured at the
 def _activation_kind(name: str) -> str | None:
     """The activation a class or function name stands for (``"NewGELUActivation"`` -> gelu)."""
     lowered = name.lower().rstrip("_")
+    if lowered.startswith(_NOT_ACTIVATIONS):
+        return None
     for fragment, kind in _ACTIVATION_NAMES:
         if fragment in lowered:
             return kind
@@ -184,6 +191,7 @@ class AutoRules:
         """The policy as YAML text, a comment above each rule (its role, finding and source).
 
         Example:
+            >>> import torch
             >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
             >>> print(auto_rules(net, torch.randn(2, 4)).yaml())  # doctest: +ELLIPSIS
             # Written by lightning_init from the model's structure and one sample pass.
@@ -237,7 +245,6 @@ class _Trace:
     events: list[tuple[str, str]] = field(default_factory=list)
     called: set[str] = field(default_factory=set)
     inside_activation: int = 0
-    input_rms: dict[str, torch.Tensor] = field(default_factory=dict)  # first call's input
 
 
 class _ActivationCalls(TorchFunctionMode):
@@ -269,12 +276,8 @@ def _hook(trace: _Trace, name: str, module: nn.Module, handles: HookHandles) -> 
         handles.add(module.register_forward_pre_hook(enter))
         handles.add(module.register_forward_hook(leave))
     elif _is_weight_layer(module) or isinstance(module, (nn.MultiheadAttention, *_RECURRENT)):
-        def called(_m: nn.Module, inputs: Any, _o: Any) -> None:
+        def called(_m: nn.Module, _i: Any, _o: Any) -> None:
             trace.called.add(name)
-            first = inputs[0] if isinstance(inputs, tuple) and inputs else None
-            if (name not in trace.input_rms and isinstance(first, torch.Tensor)
-                    and first.is_floating_point() and first.numel()):
-                trace.input_rms[name] = first.detach().float().square().mean().sqrt()
             if not trace.inside_activation:
                 trace.events.append(("layer", name))
 
@@ -337,7 +340,8 @@ def _batch_normed(trace: _Trace) -> set[str]:
 
 # ------------------------------------------------------------------------------ structure
 def _blocks(model: nn.Module) -> dict[str, str]:
-    """Module name -> the count glob of the repeated block it sits in (``"h.*"``)."""
+    """Module name -> the count glob of the innermost repeated block it sits in (``"h.*"``;
+    ``"stages.*.layers.*"`` for blocks repeated inside repeated stages: all of them count)."""
     out: dict[str, str] = {}
     for name, module in model.named_modules():
         if not isinstance(module, (nn.ModuleList, nn.Sequential)):
@@ -349,17 +353,26 @@ def _blocks(model: nn.Module) -> dict[str, str]:
             continue
         if all(_is_weight_layer(child) for _, child in children):
             continue
-        glob = f"{name}.*" if name else "*"
+        glob = f"{_INDEX.sub('*', name)}.*" if name else "*"
         for child_name, child in children:
             prefix = f"{name}.{child_name}" if name else child_name
             for sub_name, _ in child.named_modules():
-                out.setdefault(f"{prefix}.{sub_name}" if sub_name else prefix, glob)
+                out[f"{prefix}.{sub_name}" if sub_name else prefix] = glob
     return out
+
+
+def _matches(name: str, glob: str) -> bool:
+    """Whether a qualified name matches a count glob segment by segment, at its depth."""
+    parts, globs = name.split("."), glob.split(".")
+    return len(parts) == len(globs) and all(fnmatchcase(part, pattern)
+                                            for part, pattern in zip(parts, globs, strict=True))
 
 
 def _outputs(module: nn.Module) -> int:
     """How many outputs a weight layer has (a head's logits); HF ``Conv1D`` is (in, out)."""
     weight = module.weight
+    if isinstance(module, _ConvTransposeNd):  # (in, out / groups, ...)
+        return int(weight.shape[1] * module.groups)
     return int(weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0])
 
 
@@ -374,26 +387,42 @@ def _is_residual_projection(name: str) -> bool:
 
 
 def _post_norm(trace: _Trace, blocks: dict[str, str], normed: set[str]) -> set[str]:
-    """The normalized blocks that begin with a weight layer, not a norm: post-norm blocks,
-    ``norm(x + f(x))`` (BERT, BART, the original Transformer), as opposed to pre-norm ones,
-    ``x + f(norm(x))`` (GPT-2, Llama, ViT)."""
-    first: dict[str, str] = {}
+    """The normalized blocks whose last call is a norm, the one after the add: post-norm
+    blocks, ``norm(x + f(x))`` (BERT, BART, the original Transformer), as opposed to pre-norm
+    ones, ``x + f(norm(x))`` (GPT-2, Llama, ViT, ConvNeXt), which end with a projection."""
+    last: dict[str, str] = {}
     for event, name in trace.events:
         if event in ("layer", "norm") and blocks.get(name) in normed:
-            first.setdefault(blocks[name], event)
-    return {glob for glob, event in first.items() if event == "layer"}
+            last[blocks[name]] = event
+    return {glob for glob, event in last.items() if event == "norm"}
 
 
-def _first_child(glob: str) -> str:
-    """``"transformer.h.*"`` -> ``"transformer.h.0"`` (its first block, by name)."""
-    return glob[:-1] + "0" if glob != "*" else "0"
+def _output_layer(order: list[str], after: dict[str, str | None],
+                  modules: dict[str, nn.Module]) -> str | None:
+    """The output layer: the last weight layer called with nothing but linear operations after
+    it, or the last one called when only a sigmoid follows it (a sigmoid head)."""
+    heads = [name for name in order if _is_weight_layer(modules[name])]
+    output = next((name for name in reversed(heads) if after.get(name) is None), None)
+    if output is None and heads and after.get(heads[-1]) == "sigmoid" and heads[-1] == order[-1]:
+        return heads[-1]
+    return output
+
+
+def _first_block(model: nn.Module, glob: str) -> str:
+    """The first block (in registration order) that ``glob`` counts: ``"transformer.h.0"``."""
+    return next(name for name, _ in model.named_modules() if _matches(name, glob))
 
 
 def _normed_blocks(model: nn.Module, blocks: dict[str, str]) -> set[str]:
-    """The repeated blocks holding a LayerNorm or RMSNorm: transformer-style residual blocks,
-    where every branch is normalized before it is used."""
-    return {blocks[name] for name, module in model.named_modules()
-            if name in blocks and _is_token_norm(module)}
+    """The repeated blocks holding a LayerNorm or RMSNorm and a residual output projection:
+    transformer-style residual blocks, where every branch is normalized before it is used (a
+    stack of Linear-LayerNorm-ReLU with no skip path is not one)."""
+    modules = list(model.named_modules())
+    normed = {blocks[name] for name, module in modules
+              if name in blocks and _is_token_norm(module)}
+    residual = {blocks[name] for name, module in modules
+                if name in blocks and _is_weight_layer(module) and _is_residual_projection(name)}
+    return normed & residual
 
 
 @dataclass
@@ -430,8 +459,7 @@ class _Builder:
         modules = dict(self.model.named_modules())
         blocks = _blocks(self.model)
         normed = _normed_blocks(self.model, blocks)
-        output = next((n for n in reversed(order)
-                       if after.get(n) is None and _is_weight_layer(modules[n])), None)
+        output = _output_layer(order, after, modules)
         if output is not None:
             self.tied.add(id(modules[output].weight))
             self.tied_embedding = any(isinstance(m, nn.Embedding) and id(m.weight) in self.tied
@@ -449,7 +477,7 @@ class _Builder:
             elif glob in normed:
                 query = name.rsplit(".", 1)[-1] in _QUERY_NAMES and kind == "linear"
                 groups.setdefault((kind, "query" if query else "stream"), []).append(name)
-                self.stream = self.stream or _first_child(glob)
+                self.stream = self.stream or _first_block(self.model, glob)
             else:
                 fan = "fan_out" if name in batch_normed else "fan_in"
                 groups.setdefault((kind, fan), []).append(name)
@@ -499,7 +527,7 @@ class _Builder:
                 else f"n_blocks_{index}"
             self.rules.variables[variable] = {"count": glob}
             if glob in normed:
-                self.stream = self.stream or _first_child(glob)
+                self.stream = self.stream or _first_block(self.model, glob)
             scale = f"stream_rms / sqrt(fan_in * 2 * {variable})" if glob in normed \
                 else f"1 / sqrt(fan_in * 2 * {variable})"
             self.add("residual output projection", names, {
@@ -607,6 +635,7 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         The :class:`AutoRules` (``.policy()`` gives the :class:`~lightning_init.InitPolicy`).
 
     Example:
+        >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
         ...                           torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 5))
         >>> rules = auto_rules(net, torch.randn(2, 3, 4, 4), num_classes=5)
@@ -621,6 +650,11 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     if prior is not None and not 0 < prior < 1:
         raise ValueError(f"auto policy: prior must be a probability strictly between 0 and 1 "
                          f"(the positive class's frequency, e.g. 0.01), got {prior!r}")
+    meta = next((name for name, param in model.named_parameters() if param.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"auto policy: `{meta}` is on the meta device, and the policy is built "
+                         "from a forward pass on the sample batch: materialize the model first "
+                         "(to_empty + any init), or give a fixed policy")
     trace = _trace(model, sample, forward)
     after = _following(trace)
     order = _order(model, trace)
@@ -630,6 +664,10 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     builder = _Builder(model, num_classes, prior=prior,
                        post_norm=_post_norm(trace, blocks, _normed_blocks(model, blocks)))
     output = builder.weights(order, after, _batch_normed(trace))
+    if prior is not None and output is None:
+        raise ValueError("auto policy: prior= sets the output layer's bias, but the sample pass "
+                         "found no output layer (a weight layer with nothing after it but linear "
+                         "operations or a sigmoid)")
     builder.structure(trace.called)
     builder.rules.uncalled = [name for name, module in model.named_modules()
                               if _is_weight_layer(module) and name not in trace.called
