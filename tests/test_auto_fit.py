@@ -38,6 +38,22 @@ def test_auto_policy_is_the_one_real_init_and_its_yaml_is_written(tmp_path) -> N
     assert 0.5 < policy["variables"]["head_input_rms"] < 2
 
 
+class _ReadsTheTrainer(Net):
+    """A training_step that reads ``self.trainer`` (as schedulers and curricula do)."""
+
+    def training_step(self, batch, batch_idx):
+        assert self.trainer.global_step >= 0
+        return super().training_step(batch, batch_idx)
+
+
+def test_auto_measures_through_a_training_step_that_reads_the_trainer(tmp_path) -> None:
+    model = _ReadsTheTrainer(lr=0.0)
+    trainer = _trainer(tmp_path, callbacks=[InitCallback(policy="auto")])
+    trainer.fit(model)
+    policy = yaml.safe_load((tmp_path / "init_policy.yaml").read_text())
+    assert 0.3 < policy["variables"]["head_input_rms"] < 3
+
+
 def _write_models(tmp_path, monkeypatch) -> None:
     (tmp_path / "doctor_models.py").write_text(
         "import torch\n"

@@ -56,7 +56,12 @@ def quiet(model: nn.Module, batch_statistics: bool = False) -> Iterator[None]:
 
 
 def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
+    """A deep copy initialized by ``policy``. A LightningModule's copy keeps its trainer
+    (``LightningModule.__getstate__`` drops it), so that a ``training_step`` reading
+    ``self.trainer`` runs on the copy as on the module."""
     trial = copy.deepcopy(model)
+    if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
+        trial._trainer = model._trainer
     with torch.random.fork_rng(devices=[]):
         policy.apply(trial)
     return trial
