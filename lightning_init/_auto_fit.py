@@ -73,7 +73,12 @@ class AutoPolicy:
             def forward(module: Any, batch: Any) -> Any:
                 with muted_logging(module):
                     return module.training_step(batch, 0)
-        self.rules = auto_rules(pl_module, sample.batch, forward=forward)
+        rules = auto_rules(pl_module, sample.batch, forward=forward)
+        if trainer is not None and trainer.world_size > 1:
+            # the measured variables come from each rank's own batch: rank 0's serve all,
+            # so that every rank applies the same policy
+            rules.variables = trainer.strategy.broadcast(rules.variables, src=0)
+        self.rules = rules
         self._policy = self.rules.policy()
         _log.info("InitCallback: policy 'auto' built from %s (%d rules)", sample.source,
                   len(self.rules.rules))

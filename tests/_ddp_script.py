@@ -61,6 +61,9 @@ def _run(case: str, model: L.LightningModule, policy: object, out_dir: Path) -> 
         state=callback.state_dict(),
         steps=model.steps,
     )
+    rules = getattr(callback._policy, "rules", None)
+    if hasattr(rules, "variables"):  # policy="auto": what it measured
+        result["variables"] = rules.variables
     (out_dir / f"{case}_rank{trainer.global_rank}.json").write_text(json.dumps(result))
 
 
@@ -186,6 +189,8 @@ def main() -> None:
     _diagnostics_run(out_dir)
     torch.manual_seed(500 + rank)
     _diagnostics_run(out_dir, fail_on_rank_zero=True)
+    torch.manual_seed(600 + rank)
+    _run("auto", Net(), "auto", out_dir)  # measured on each rank's own first batch
     torch.manual_seed(300 + rank)  # last: the error ends the run
     _run("rank_dependent", ConfiguredNet(), StandInPolicy(ignore_seed=True), out_dir)
 

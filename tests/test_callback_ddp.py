@@ -80,6 +80,19 @@ def test_every_rank_holds_the_policy_weights(
 
 
 @pytest.mark.slow
+def test_auto_policy_measured_on_each_ranks_batch_is_rank_zeros_everywhere(
+    ddp_results: dict[str, list[dict[str, Any]]],
+) -> None:
+    ranks = ddp_results["auto"]
+    assert [rank["rank"] for rank in ranks] == [0, 1]
+    assert all("error" not in rank for rank in ranks), ranks
+    assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
+    assert ranks[0]["state"]["applied"] and ranks[0]["state"]["policy_name"] == "auto"
+    assert ranks[0]["variables"] == ranks[1]["variables"]
+    assert 0.3 < ranks[0]["variables"]["head_input_rms"] < 3
+
+
+@pytest.mark.slow
 def test_rank_dependent_init_raises_on_every_rank(
     ddp_results: dict[str, list[dict[str, Any]]],
 ) -> None:
