@@ -356,6 +356,7 @@ _PRIOR_BIAS_STD = 0.5  # a head bias spread wider than this moves the loss off l
 
 
 def _head_bias_std(module: nn.Module) -> float | None:
+    """The std of a head's bias (``None``: no bias, or fewer than 2 values)."""
     bias = getattr(module, "bias", None)
     if not isinstance(bias, torch.Tensor) or bias.numel() < 2 or bias.is_meta:
         return None

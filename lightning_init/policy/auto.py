@@ -427,6 +427,10 @@ def _normed_blocks(model: nn.Module, blocks: dict[str, str]) -> set[str]:
 
 @dataclass
 class _Builder:
+    """Collects the rules of one model, role by role (:meth:`weights`, then :meth:`structure`);
+    what the measuring passes need (the first block, whether there are queries) is noted on the
+    way."""
+
     model: nn.Module
     num_classes: int | None
     rules: AutoRules = field(default_factory=AutoRules)
@@ -436,6 +440,7 @@ class _Builder:
     prior: float | None = None
     queries: bool = False  # query projections scaled by the measured attention logits
     post_norm: set[str] = field(default_factory=set)  # block globs with the norm after the add
+    head_std: str = "head_gain / (sqrt(fan_in) * head_input_rms)"
 
     @property
     def width(self) -> int:
@@ -443,9 +448,10 @@ class _Builder:
         other narrow lookups are not the stream's input)."""
         return max((m.embedding_dim for m in self.model.modules() if isinstance(m, nn.Embedding)),
                    default=0)
-    head_std: str = "head_gain / (sqrt(fan_in) * head_input_rms)"
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str) -> None:
+        """One rule for the modules ``names`` (none: no rule), optional so that the policy
+        applies to the model's copies and to models that lack a layer."""
         if not names:
             return
         match = ({"type": type(self.model).__name__} if names == [""]  # the model is the layer
@@ -487,6 +493,9 @@ class _Builder:
         return output
 
     def gain(self, kind: str, fan: str, names: list[str]) -> None:
+        """The rule for layers followed by the activation ``kind``: over ``fan_in``, over
+        ``fan_out`` before a BatchNorm, times ``stream_rms`` inside a normalized block
+        (``"stream"``), and over ``attention_logit_rms`` too for queries (``"query"``)."""
         gain, source = _GAINS[kind]
         if fan == "stream":
             self.add(f"inside a normalized residual block, followed by {kind}", names, {
@@ -510,6 +519,8 @@ class _Builder:
             "bias": "zeros"}, source)
 
     def residual(self, residual: dict[str, list[str]], normed: set[str]) -> None:
+        """Residual output projections, by block glob: zeros in post-norm blocks (not
+        cross-attention), else ``/ sqrt(2 * n_blocks)`` with ``n_blocks`` a count variable."""
         for index, (glob, names) in enumerate(residual.items()):
             zeroed = [name for name in names if not _is_cross_attention(name)]
             if glob in self.post_norm and zeroed:
@@ -563,6 +574,8 @@ class _Builder:
                  + ("; the tied embedding shares this weight" if self.tied_embedding else ""))
 
     def structure(self, called: set[str]) -> None:
+        """The rules read from the module types: norms, LSTM/GRU, MultiheadAttention, input
+        embeddings."""
         by_kind: dict[str, list[str]] = {}
         for name, module in self.model.named_modules():
             if _is_norm(module):
