@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_init._distributed import NORM, full_stats, is_dtensor
 from lightning_init._hooks import HookHandles, forward_hooks
+from lightning_init._no_trace import no_side_effects
 from lightning_init._sparse import stored_values
 
 __all__ = [
@@ -231,49 +230,6 @@ def recording(model: nn.Module) -> Iterator[Recording]:
     finally:
         hooks.remove()
         record.release()
-
-
-@contextlib.contextmanager
-def no_side_effects(model: nn.Module) -> Iterator[None]:
-    """Run the check's pass in the check's mode and leave no trace.
-
-    Mode: every module in eval mode (dropout off, so that the spread across samples comes from
-    the input alone) except the BatchNorm family in train mode (batch statistics, as in the
-    first training step). On exit: every module's ``training`` flag, every buffer (running
-    statistics, ``num_batches_tracked``) and the RNG states (torch CPU, initialized CUDA
-    devices, Python ``random``, NumPy if imported) are restored exactly.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()
-               if buffer is not None and not buffer.is_meta]
-    python_state = random.getstate()
-    numpy_random = _numpy_random()
-    numpy_state = numpy_random.get_state() if numpy_random is not None else None
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            model.eval()
-            for module in model.modules():
-                if isinstance(module, _BatchNorm):
-                    module.train()
-            with torch.enable_grad():
-                yield
-    finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-        for module, training in modes:
-            module.training = training
-        random.setstate(python_state)
-        if numpy_random is not None:
-            numpy_random.set_state(numpy_state)
-
-
-def _numpy_random() -> Any:
-    import sys
-
-    numpy = sys.modules.get("numpy")
-    return getattr(numpy, "random", None)
 
 
 def surrogate_loss(output: torch.Tensor) -> torch.Tensor:

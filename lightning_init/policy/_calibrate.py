@@ -10,49 +10,30 @@ policy variable: the YAML then reproduces the init without the sample batch.
 
 Example:
     >>> import torch
+    >>> from lightning_init import InitPolicy
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    >>> with quiet(net):
-    ...     net.training
-    False
-    >>> net.training
-    True
+    >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
+    ...                                           "weight": {"init": "normal", "std": 0.5}}]})
+    >>> input_rms(net, torch.ones(8, 4), None, policy, "0")  # the sample itself
+    1.0
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
+from lightning_init._no_trace import no_side_effects
 
-__all__ = ["attention_logit_rms", "input_rms", "quiet"]
-
-
-@contextlib.contextmanager
-def quiet(model: nn.Module, batch_statistics: bool = False) -> Iterator[None]:
-    """Eval mode and no grad for a pass (BatchNorm in training mode with ``batch_statistics``,
-    normalizing by the batch as in the first steps of training); modes and RNG states
-    restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            model.eval()
-            for module in model.modules():
-                if batch_statistics and isinstance(module, _NormBase):
-                    module.train()
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
+__all__ = ["attention_logit_rms", "input_rms"]
 
 
 def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
@@ -68,7 +49,8 @@ def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
 
 
 def _run(model: nn.Module, sample: Any, forward: Callable[..., Any] | None) -> None:
-    with quiet(model, batch_statistics=True):
+    """One pass in the check's mode (dropout off, BatchNorm by batch statistics), no grad."""
+    with no_side_effects(model), torch.no_grad():
         if forward is None:
             call_model(model, sample)
         else:

@@ -17,8 +17,8 @@ second moment of the pre-activations constant). Around that:
 - residual output projections (``c_proj``, ``out_proj``, ``o_proj``, ``fc2``, ``down_proj``,
   ``linear2``, BERT's ``output.dense``... inside a repeated block) are further scaled by
   ``1 / sqrt(2 * n_blocks)`` (Radford et al. 2019, GPT-2, section 2.3; Shoeybi et al. 2019,
-  Megatron-LM, arXiv:1909.08053); in a post-norm block (``norm(x + f(x))``: the block's first
-  call is a weight layer, not a norm) they start at zero, so each block starts as the
+  Megatron-LM, arXiv:1909.08053); in a post-norm block (``norm(x + f(x))``: the block's last
+  call is a norm) they start at zero, so each block starts as the
   identity (Fixup, ReZero), except a cross-attention's, which carries the encoder to the loss;
 - attention query projections (``q``, ``q_proj``, ``query``...) are also divided by
   ``attention_logit_rms``, the attention logits' measured std (at least 1): logits of unit
@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -72,7 +73,8 @@ from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
-from lightning_init.policy._calibrate import attention_logit_rms, input_rms, quiet
+from lightning_init._no_trace import no_side_effects
+from lightning_init.policy._calibrate import attention_logit_rms, input_rms
 
 __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
@@ -109,6 +111,7 @@ _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)")  # a ModuleList/Sequenti
 _RECURRENT = (nn.LSTM, nn.LSTMCell, nn.GRU, nn.GRUCell)
 _HEAD_GAIN = 0.5  # the least std of the output layer's outputs
 _LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
+_HEAD_STD = "head_gain / (sqrt(fan_in) * head_input_rms)"
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
                  "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
                  "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
@@ -139,8 +142,7 @@ def _is_token_norm(module: nn.Module) -> bool:
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or (
-        type(module).__name__.endswith(("LayerNorm", "RMSNorm")))
+    return isinstance(module, (_NormBase, nn.GroupNorm)) or _is_token_norm(module)
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,7 @@ def _trace(model: nn.Module, sample: Any, forward: Any) -> _Trace:
     with HookHandles() as handles:
         for name, module in model.named_modules():
             _hook(trace, name, module, handles)
-        with quiet(model), _ActivationCalls(trace):
+        with no_side_effects(model), torch.no_grad(), _ActivationCalls(trace):
             if forward is not None:
                 forward(model, sample)
             else:
@@ -408,6 +410,13 @@ def _output_layer(order: list[str], after: dict[str, str | None],
     return output
 
 
+def _stream_width(model: nn.Module) -> int:
+    """The residual stream's width: the widest embedding (relative-position tables and other
+    narrow lookups are not the stream's input)."""
+    return max((m.embedding_dim for m in model.modules() if isinstance(m, nn.Embedding)),
+               default=0)
+
+
 def _first_block(model: nn.Module, glob: str) -> str:
     """The first block (in registration order) that ``glob`` counts: ``"transformer.h.0"``."""
     return next(name for name, _ in model.named_modules() if _matches(name, glob))
@@ -433,21 +442,15 @@ class _Builder:
 
     model: nn.Module
     num_classes: int | None
+    blocks: dict[str, str]  # module name -> its repeated block's count glob (_blocks)
+    normed: set[str]  # the normalized residual blocks' globs (_normed_blocks)
+    post_norm: set[str]  # those with the norm after the add (_post_norm)
+    prior: float | None = None
     rules: AutoRules = field(default_factory=AutoRules)
     stream: str | None = None  # the first normalized block: its input is the residual stream
-    tied: set[int] = field(default_factory=set)  # ids of weights the output layer shares
+    head_weight: Any = None  # the output layer's weight (an embedding may share it)
     tied_embedding: bool = False
-    prior: float | None = None
     queries: bool = False  # query projections scaled by the measured attention logits
-    post_norm: set[str] = field(default_factory=set)  # block globs with the norm after the add
-    head_std: str = "head_gain / (sqrt(fan_in) * head_input_rms)"
-
-    @property
-    def width(self) -> int:
-        """The residual stream's width: the widest embedding (relative-position tables and
-        other narrow lookups are not the stream's input)."""
-        return max((m.embedding_dim for m in self.model.modules() if isinstance(m, nn.Embedding)),
-                   default=0)
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str) -> None:
         """One rule for the modules ``names`` (none: no rule), optional so that the policy
@@ -463,12 +466,10 @@ class _Builder:
                 batch_normed: set[str]) -> str | None:
         """Rules for the called weight layers; returns the output layer's name."""
         modules = dict(self.model.named_modules())
-        blocks = _blocks(self.model)
-        normed = _normed_blocks(self.model, blocks)
         output = _output_layer(order, after, modules)
         if output is not None:
-            self.tied.add(id(modules[output].weight))
-            self.tied_embedding = any(isinstance(m, nn.Embedding) and id(m.weight) in self.tied
+            self.head_weight = modules[output].weight
+            self.tied_embedding = any(isinstance(m, nn.Embedding) and m.weight is self.head_weight
                                       for m in modules.values())
             self.head(output, _outputs(modules[output]))
         residual: dict[str, list[str]] = {}
@@ -477,17 +478,17 @@ class _Builder:
             if name == output or not _is_weight_layer(modules[name]):
                 continue
             kind = after.get(name) or "linear"
-            glob = blocks.get(name)
+            glob = self.blocks.get(name)
             if _is_residual_projection(name) and glob and kind == "linear":
                 residual.setdefault(glob, []).append(name)
-            elif glob in normed:
+            elif glob in self.normed:
                 query = name.rsplit(".", 1)[-1] in _QUERY_NAMES and kind == "linear"
                 groups.setdefault((kind, "query" if query else "stream"), []).append(name)
                 self.stream = self.stream or _first_block(self.model, glob)
             else:
                 fan = "fan_out" if name in batch_normed else "fan_in"
                 groups.setdefault((kind, fan), []).append(name)
-        self.residual(residual, normed)
+        self.residual(residual)
         for (kind, fan), names in groups.items():
             self.gain(kind, fan, names)
         return output
@@ -518,7 +519,7 @@ class _Builder:
             "weight": {"init": "normal", "std": f"{gain} / sqrt({fan})"},
             "bias": "zeros"}, source)
 
-    def residual(self, residual: dict[str, list[str]], normed: set[str]) -> None:
+    def residual(self, residual: dict[str, list[str]]) -> None:
         """Residual output projections, by block glob: zeros in post-norm blocks (not
         cross-attention), else ``/ sqrt(2 * n_blocks)`` with ``n_blocks`` a count variable."""
         for index, (glob, names) in enumerate(residual.items()):
@@ -537,9 +538,9 @@ class _Builder:
             variable = "n_blocks" if not self.rules.variables.get("n_blocks") \
                 else f"n_blocks_{index}"
             self.rules.variables[variable] = {"count": glob}
-            if glob in normed:
+            if glob in self.normed:
                 self.stream = self.stream or _first_block(self.model, glob)
-            scale = f"stream_rms / sqrt(fan_in * 2 * {variable})" if glob in normed \
+            scale = f"stream_rms / sqrt(fan_in * 2 * {variable})" if glob in self.normed \
                 else f"1 / sqrt(fan_in * 2 * {variable})"
             self.add("residual output projection", names, {
                 "weight": {"init": "normal", "std": scale}, "bias": "zeros"},
@@ -567,7 +568,7 @@ class _Builder:
             bias = {"init": "constant", "val": float(f"{logit:.6g}")}
             source = (f"bias ln(p / (1 - p)) for the prior p = {self.prior}: sigmoid outputs "
                       "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
-        self.add(role, [name], {"weight": {"init": "normal", "std": self.head_std}, "bias": bias},
+        self.add(role, [name], {"weight": {"init": "normal", "std": _HEAD_STD}, "bias": bias},
                  f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}, with "
                  "head_input_rms measured on the sample batch: an initial loss within 10% of "
                  "ln(C) (Karpathy 2019, 'A Recipe for Training Neural Networks'); " + source
@@ -577,6 +578,7 @@ class _Builder:
         """The rules read from the module types: norms, LSTM/GRU, MultiheadAttention, input
         embeddings."""
         by_kind: dict[str, list[str]] = {}
+        width = _stream_width(self.model)
         for name, module in self.model.named_modules():
             if _is_norm(module):
                 by_kind.setdefault("norm", []).append(name)
@@ -586,12 +588,12 @@ class _Builder:
                 by_kind.setdefault("gru", []).append(name)
             elif name in called and isinstance(module, nn.MultiheadAttention):
                 by_kind.setdefault("mha", []).append(name)
-            elif isinstance(module, nn.Embedding) and id(module.weight) not in self.tied \
-                    and module.embedding_dim == self.width:
+            elif isinstance(module, nn.Embedding) and module.weight is not self.head_weight \
+                    and module.embedding_dim == width:
                 by_kind.setdefault("embedding", []).append(name)
         if self.tied_embedding:
             self.add("input embedding beside the tied one", by_kind.get("embedding", []),
-                     {"weight": {"init": "normal", "std": self.head_std}},
+                     {"weight": {"init": "normal", "std": _HEAD_STD}},
                      "the tied token embedding's scale (it sets the residual stream's)")
         else:
             self.add("input embedding", by_kind.get("embedding", []),
@@ -674,8 +676,9 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     for name in order:
         after.setdefault(name, "linear")
     blocks = _blocks(model)
-    builder = _Builder(model, num_classes, prior=prior,
-                       post_norm=_post_norm(trace, blocks, _normed_blocks(model, blocks)))
+    normed = _normed_blocks(model, blocks)
+    builder = _Builder(model, num_classes, blocks, normed, _post_norm(trace, blocks, normed),
+                       prior=prior)
     output = builder.weights(order, after, _batch_normed(trace))
     if prior is not None and output is None:
         raise ValueError("auto policy: prior= sets the output layer's bias, but the sample pass "
