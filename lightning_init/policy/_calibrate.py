@@ -33,7 +33,7 @@ from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
 from lightning_init._no_trace import no_side_effects
 
-__all__ = ["attention_logit_rms", "input_rms"]
+__all__ = ["attention_logit_rms", "input_rms", "quiet_pass"]
 
 
 def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
@@ -48,8 +48,9 @@ def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
     return trial
 
 
-def _run(model: nn.Module, sample: Any, forward: Callable[..., Any] | None) -> None:
-    """One pass in the check's mode (dropout off, BatchNorm by batch statistics), no grad."""
+def quiet_pass(model: nn.Module, sample: Any, forward: Callable[..., Any] | None) -> None:
+    """One pass of ``sample`` (``forward(model, sample)``, or the model called on it) in the
+    check's mode (dropout off, BatchNorm by batch statistics), no grad, leaving no trace."""
     with no_side_effects(model), torch.no_grad():
         if forward is None:
             call_model(model, sample)
@@ -76,7 +77,7 @@ def input_rms(model: nn.Module, sample: Any, forward: Callable[..., Any] | None,
 
     with HookHandles() as handles:
         handles.add(trial.get_submodule(name).register_forward_pre_hook(record))
-        _run(trial, sample, forward)
+        quiet_pass(trial, sample, forward)
     return _rounded(float(found[0]) if found else None)
 
 
@@ -119,7 +120,7 @@ def attention_logit_rms(model: nn.Module, sample: Any, forward: Callable[..., An
     ``policy``; ``None`` when the pass computes no attention it can see."""
     trial = _initialized_copy(model, policy)
     with _AttentionLogits() as logits:
-        _run(trial, sample, forward)
+        quiet_pass(trial, sample, forward)
     if not logits.stds:
         return None
     return _rounded(float(torch.stack(logits.stds).square().mean().sqrt()))

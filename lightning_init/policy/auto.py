@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-import torch
 import yaml
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -72,9 +71,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
-from lightning_init._lightning import call_model
-from lightning_init._no_trace import no_side_effects
-from lightning_init.policy._calibrate import attention_logit_rms, input_rms
+from lightning_init.policy._calibrate import attention_logit_rms, input_rms, quiet_pass
 
 __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
@@ -299,11 +296,8 @@ def _trace(model: nn.Module, sample: Any, forward: Any) -> _Trace:
     with HookHandles() as handles:
         for name, module in model.named_modules():
             _hook(trace, name, module, handles)
-        with no_side_effects(model), torch.no_grad(), _ActivationCalls(trace):
-            if forward is not None:
-                forward(model, sample)
-            else:
-                call_model(model, sample)
+        with _ActivationCalls(trace):
+            quiet_pass(model, sample, forward)
     return trace
 
 
