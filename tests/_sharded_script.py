@@ -11,7 +11,8 @@ diagnostics measure them. For each case, each rank writes ``OUT_DIR/<CASE>_rank<
 exception is recorded there, not raised.
 
 Cases: ``<mode>_<variant>`` with mode ``fsdp`` or ``tp`` and variant ``default``
-(``InitCallback()``), ``seeded`` (a seeded policy, the check and every-step diagnostics),
+(``InitCallback()``), ``auto`` (``InitCallback(policy="auto")``), ``seeded`` (a seeded policy,
+the check and every-step diagnostics),
 ``empty`` (the seeded policy on a model built under ``trainer.init_module(empty_init=True)``),
 ``resume`` (``seeded`` with a distributed checkpoint, then a new fit resumed from it with a new
 callback), ``failure`` (``seeded``, rank 1's local measurement raising at the second logged
@@ -273,6 +274,15 @@ def _replica_checks(trainer: L.Trainer, model: L.LightningModule) -> dict[str, s
     return checks
 
 
+def _callback(variant: str) -> InitCallback:
+    if variant == "default":
+        return InitCallback()
+    if variant == "auto":
+        return InitCallback(policy="auto")
+    diagnostics = {"every_n_steps": 1, "until_step": STEPS, "histogram_bins": 8}
+    return InitCallback(policy=InitPolicy.from_dict(POLICY), diagnostics=diagnostics)  # seeded
+
+
 def run(case: str, out_dir: Path) -> dict[str, Any]:
     mode, variant = case.split("_", 1)
     result: dict[str, Any] = {"case": case}
@@ -283,11 +293,7 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
         _write(result, out_dir)
 
     probe = Probe(on_error)
-    diagnostics = {"every_n_steps": 1, "until_step": STEPS, "histogram_bins": 8}
-    if variant == "default":
-        callback = InitCallback()
-    else:
-        callback = InitCallback(policy=InitPolicy.from_dict(POLICY), diagnostics=diagnostics)
+    callback = _callback(variant)
     logger = TensorBoardLogger(out_dir, name=case, version=0)
     checkpoint = ModelCheckpoint(dirpath=out_dir / f"{case}_ckpt", save_last=True)
     extra = [checkpoint] if variant == "resume" else []
@@ -329,8 +335,7 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
     from lightning_init._distributed import full_fingerprint
 
     result["fingerprint_at_end"] = full_fingerprint(model)
-    resumed_callback = InitCallback(policy=InitPolicy.from_dict(POLICY),
-                                    diagnostics=diagnostics)
+    resumed_callback = _callback(variant)  # the resumed fit's: the seeded policy
     resumed_probe = Probe()
     resumed = _trainer(mode, out_dir, [resumed_callback, resumed_probe],
                        logger=TensorBoardLogger(out_dir, name=f"{case}_resumed", version=0),

@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 _ROOT = Path(__file__).resolve().parent.parent
 
 CASES = ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded", "fsdp_empty", "tp_empty",
-         "fsdp_resume", "tp_resume", "fsdp_failure"]
+         "fsdp_resume", "tp_resume", "fsdp_failure", "fsdp_auto", "tp_auto"]
 
 
 MESH_CASES = ["mesh_default", "mesh_seeded"]
@@ -93,6 +93,22 @@ def test_the_launch_exits_cleanly(run: dict[str, Any]) -> None:
 def test_fit_finishes(run: dict[str, Any], case: str) -> None:
     results = _finished(run, case)
     assert all(r["state"]["applied"] for r in results)
+
+
+def test_auto_policy_under_sharding_is_its_yaml_on_an_unsharded_model(run: dict[str, Any]) -> None:
+    """policy="auto" built from the sharded module's sample pass (FSDP2, tensor parallel): every
+    rank holds the same full weights, and the YAML written to the log directory gives an
+    unsharded copy of the model exactly those weights."""
+    from _sharded_script import ResidualMLP
+
+    from lightning_init import InitPolicy, weights_fingerprint
+
+    results = _finished(run, "fsdp_auto") + _finished(run, "tp_auto")
+    assert all(r["state"]["applied"] and r["state"]["policy_name"] == "auto" for r in results)
+    for result in results:
+        model = ResidualMLP("none")
+        InitPolicy.from_yaml(Path(result["log_dir"]) / "init_policy.yaml").apply(model)
+        assert weights_fingerprint(model) == result["state"]["fingerprint"], result["case"]
 
 
 @pytest.mark.parametrize("case", ["fsdp_seeded", "tp_seeded"])
