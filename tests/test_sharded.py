@@ -95,6 +95,24 @@ def test_fit_finishes(run: dict[str, Any], case: str) -> None:
     assert all(r["state"]["applied"] for r in results)
 
 
+def test_the_check_runs_under_tensor_parallel_on_full_outputs(run: dict[str, Any]) -> None:
+    """A tensor-parallel fit's check runs (a row-wise layer's output is a DTensor: its
+    statistics are the full tensor's) and agrees with the FSDP fit's on the layers whose output
+    is whole on every rank. A column-wise layer's output stays a local shard: its statistics
+    are the shard's (not corrected)."""
+    reports = {}
+    for case in ("fsdp_default", "tp_default"):
+        rank_zero = next(r for r in _finished(run, case) if r["rank"] == 0)
+        report = json.loads((Path(rank_zero["log_dir"]) / "init_check.json").read_text())
+        assert report["ok"], report["problems"]
+        reports[case] = {layer["name"]: layer["output_std"] for layer in report["layers"]}
+    whole = [name for name in reports["fsdp_default"] if name.endswith(("down", "head"))]
+    assert len(whole) == 4
+    for name in whole:
+        assert reports["tp_default"][name] == pytest.approx(reports["fsdp_default"][name],
+                                                            rel=1e-5), name
+
+
 def test_auto_policy_under_sharding_is_its_yaml_on_an_unsharded_model(run: dict[str, Any]) -> None:
     """policy="auto" built from the sharded module's sample pass (FSDP2, tensor parallel): every
     rank holds the same full weights, and the YAML written to the log directory gives an

@@ -112,6 +112,12 @@ def inflow_dependence(inflow: torch.Tensor | None) -> torch.Tensor | None:
     return _spread(values / scale)
 
 
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full tensor (a tensor-parallel layer's output), else the tensor: the check's
+    statistics are the full output's, as on one device."""
+    return tensor.full_tensor() if is_dtensor(tensor) else tensor
+
+
 def _output_stats(output: torch.Tensor, module: nn.Module,
                   inflow: torch.Tensor | None = None) -> torch.Tensor:
     """Seven statistics of one output as a float32 tensor on the output's device (no sync).
@@ -209,7 +215,8 @@ class Recording:
             self.names.append(qualified_name)
             self.modules.append(module)
             self.shapes.append(tuple(tensor.shape))
-            self.stats.append(_output_stats(tensor, module, inflow))
+            self.stats.append(_output_stats(_full(tensor), module,
+                                            None if inflow is None else _full(inflow)))
 
         return hook
 
