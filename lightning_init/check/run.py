@@ -38,7 +38,8 @@ from lightning_init.check.measure import (
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.report import InitCheckReport, LayerRecord, ParameterRecord
 from lightning_init.check.suggest import CheckSubject
-from lightning_init.check.verdicts import verdicts
+from lightning_init.check.unread import unread_note, unread_parameters
+from lightning_init.check.verdicts import verdicts, zero_gradients
 
 __all__ = ["PassResult", "check_init", "check_pass"]
 
@@ -160,6 +161,7 @@ def check_pass(
     num_classes: int | None,
     num_classes_from: _NumClassesFrom | None = None,
     look_ahead: bool = True,
+    unread: frozenset[str] | None = None,
 ) -> InitCheckReport:
     """Measure the pass ``run`` makes through ``model`` and judge it; when deliberate zero
     gates exist and findings they could explain were made, a second pass with the gates
@@ -175,6 +177,9 @@ def check_pass(
         num_classes_from: ``(output, output shapes) -> C or None`` when ``num_classes`` is
             ``None``.
         look_ahead: whether the second pass may run.
+        unread: the parameters whose exact zero gradient no init changes, when known (the
+            look-ahead pass is given its first pass's); else measured here (see
+            :mod:`lightning_init.check.unread`).
 
     Returns:
         The :class:`InitCheckReport`.
@@ -217,11 +222,13 @@ def check_pass(
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None
     check_loss, check_classes = _loss_to_check(numbers, num_classes, free, use_loss_check, notes)
+    if unread is None:
+        unread = _unread(model, run, named, parameters, notes)
     problems = verdicts(
         layers, record.modules, parameters, dict(thresholds),
         input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
         loss=check_loss, num_classes=check_classes,
-        loss_is_surrogate=surrogate, labels=use_loss_check,
+        loss_is_surrogate=surrogate, labels=use_loss_check, unreachable=unread,
     )
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
@@ -238,10 +245,25 @@ def check_pass(
     if look_ahead and gates and any(p.kind in GATED_KINDS for p in problems):
         with stepped([(param, grad) for _, param, grad in gates]):
             ahead = check_pass(model, run, inputs, thresholds, num_classes, num_classes_from,
-                               look_ahead=False)
+                               look_ahead=False, unread=unread)
         report = settle(report, ahead, [name for name, _, _ in gates],
-                        thresholds["min_input_dependence"])
+                        thresholds["min_input_dependence"], unread)
     return report
+
+
+def _unread(model: nn.Module, run: Callable[[], PassResult],
+            named: Sequence[tuple[str, torch.Tensor]], parameters: Sequence[ParameterRecord],
+            notes: list[str]) -> frozenset[str]:
+    """The parameters with exactly zero gradient that no init changes (a second pass with
+    every parameter moved; see :mod:`lightning_init.check.unread`), noted."""
+    candidates = [record.name for record in zero_gradients(parameters)]
+    if not candidates:
+        return frozenset()
+    with no_side_effects(model):
+        found = unread_parameters(model, run, named, candidates)
+    if found:
+        notes.append(unread_note(found))
+    return frozenset(found)
 
 
 def _loss_to_check(

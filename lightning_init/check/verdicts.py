@@ -123,11 +123,13 @@ def verdicts(
     num_classes: int | None,
     loss_is_surrogate: bool,
     labels: bool = True,
+    unreachable: frozenset[str] = frozenset(),
 ) -> list[CheckProblem]:
     """Every problem found, most fundamental first.
 
     ``labels=False``: ``loss`` is the label-free cross-entropy of logits (see
-    ``max_loss_ratio``).
+    ``max_loss_ratio``). ``unreachable``: parameters whose exact zero gradient no init changes
+    (the loss does not read what they compute); they are left to a note.
     """
     # 1. NaN / Inf: everything measured after the first such module is meaningless.
     bad = [layer for layer in layers if layer.nonfinite]
@@ -138,7 +140,8 @@ def verdicts(
     problems += _dead_problems(dead, layers, modules, parameters, thresholds)
     problems += _saturation_problems(layers, modules, thresholds)
     problems += _dependence_problems(layers, modules, parameters, thresholds, dead, batch_size)
-    problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate)
+    problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate,
+                                   unreachable)
     problems += _loss_problems(layers, modules, thresholds, loss, num_classes, labels)
     problems += _gain_problems(layers, modules, parameters, thresholds)
     return problems
@@ -448,10 +451,10 @@ def _gradient_problems(
     parameters: Sequence[ParameterRecord],
     thresholds: dict[str, float],
     loss_is_surrogate: bool,
+    unreachable: frozenset[str] = frozenset(),
 ) -> list[CheckProblem]:
     problems = []
-    assumed = " with the surrogate loss (a random projection of the output)" \
-        if loss_is_surrogate else ""
+    assumed = SURROGATE_ASSUMED if loss_is_surrogate else ""
     nonfinite = [p for p in parameters
                  if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
     if nonfinite:
@@ -464,23 +467,39 @@ def _gradient_problems(
             f"{_layer_fix(nonfinite[0].layer, layers, modules, parameters)}",
         ))
         return problems
-    zero = [p for p in parameters if p.grad_norm == 0.0
-            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
+    zero = [p for p in zero_gradients(parameters) if p.name not in unreachable]
     if zero:
-        stuck = [p.name for p in zero if p.weight_norm == 0]
-        also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
-            f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
-            if stuck else ""
-        problems.append(CheckProblem(
-            "gradient",
-            tuple(p.layer for p in zero),
-            f"{zero[0].name} gets exactly zero gradient{assumed}; {len(zero)} parameter(s) in "
-            f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
-            f"flows back through them: look for dead units, weights that are all zeros, or an "
-            f"output that ignores them",
-        ))
+        problems.append(zero_gradient_problem(zero, assumed))
     problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
+
+
+ZERO_GRADIENT = "gets exactly zero gradient"
+SURROGATE_ASSUMED = " with the surrogate loss (a random projection of the output)"
+
+
+def zero_gradients(parameters: Sequence[ParameterRecord]) -> list[ParameterRecord]:
+    """Parameters whose gradient is exactly zero (a zero bias with zero gradient is left out:
+    nothing reads it yet, the layer it biases is judged instead)."""
+    return [p for p in parameters if p.grad_norm == 0.0
+            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
+
+
+def zero_gradient_problem(zero: Sequence[ParameterRecord], assumed: str = "") -> CheckProblem:
+    """The ``gradient`` problem of parameters that get exactly zero gradient and could get
+    one under another init (see :func:`verdicts`' ``unreachable``)."""
+    stuck = [p.name for p in zero if p.weight_norm == 0]
+    also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
+        f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
+        if stuck else ""
+    return CheckProblem(
+        "gradient",
+        tuple(dict.fromkeys(p.layer for p in zero)),
+        f"{zero[0].name} {ZERO_GRADIENT}{assumed}; {len(zero)} parameter(s) in "
+        f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
+        f"flows back through them: look for dead units, weights that are all zeros, or an "
+        f"output that ignores them",
+    )
 
 
 def _role(name: str) -> str:

@@ -1,0 +1,112 @@
+"""Exact zero gradients that no init changes, told from those an init causes.
+
+A parameter can get exactly zero gradient for two reasons. An init can cause it: an all-zero
+weight after it, dead units, a closed gate; another init would pass a gradient. Or the loss
+does not read what the parameter computes, whatever the weights: Funnel multiplies its
+relative-position and token-type attention terms by a mask that is 0 at ``<cls>``, the one
+position its classifier reads; Longformer's last layer computes the local query/key/value of
+positions nothing reads, ``<cls>`` having global attention of its own. No init changes those.
+
+The test moves every parameter by ``s N(0, 1)``, ``s`` its own root-mean-square and at least
+``0.05`` (another draw of about its scale; a fixed generator, restored exactly afterwards), and
+takes the gradients again: a gradient that stays exactly zero does not depend on the weights,
+only on the structure. A gradient that an init could open changes: a zero weight is no longer
+zero, a closed gate opens, units dead behind a bias of -10 get half their bias above zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_init._distributed import is_dtensor
+from lightning_init._sparse import stored_values
+from lightning_init.check.measure import first_float_tensor, gradients, surrogate_loss
+
+__all__ = ["NOISE", "perturbed", "unread_note", "unread_parameters"]
+
+NOISE = 0.05  # std of the move added to every parameter
+
+
+@contextlib.contextmanager
+def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[None]:
+    """Add ``s * N(0, 1)`` (a generator seeded with 0) to every floating parameter, ``s`` the
+    parameter's root-mean-square and at least ``std``, and restore each exactly on exit.
+
+    Example:
+        >>> weight = torch.zeros(3)
+        >>> with perturbed([weight]):
+        ...     bool((weight != 0).all())
+        True
+        >>> weight.tolist()
+        [0.0, 0.0, 0.0]
+    """
+    floating = [param for param in params if param.is_floating_point()]
+    saved = [param.detach().clone() for param in floating]
+    try:
+        with torch.no_grad():
+            for param in floating:
+                generator = torch.Generator(device=param.device).manual_seed(0)
+                noise = torch.randn(param.shape, generator=generator, device=param.device)
+                scale = param.detach().float().pow(2).mean().sqrt().clamp(min=std)
+                param.add_((noise * scale).to(param.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in zip(floating, saved, strict=True):
+                param.copy_(value)
+
+
+def unread_parameters(
+    model: nn.Module,
+    run: Callable[[], tuple[torch.Tensor | None, str, Any]],
+    named: Sequence[tuple[str, torch.Tensor]],
+    candidates: Sequence[str],
+) -> list[str]:
+    """The ``candidates`` (parameters with exactly zero gradient) whose gradient stays exactly
+    zero when every parameter of ``named`` is moved (:func:`perturbed`).
+
+    ``run`` makes the pass as the check's does (the loss, or ``None`` for the surrogate loss of
+    the output). Run under the check's ``no_side_effects``. Sharded (DTensor) parameters: none
+    (the move would have to be the same on every rank).
+    """
+    params = [param for _, param in named]
+    if not candidates or any(is_dtensor(param) for param in params):
+        return []
+    wanted = set(candidates)
+    chosen = [(name, param) for name, param in named if name in wanted]
+    with perturbed(params):
+        loss, _, output = run()
+        if loss is None:
+            tensor = first_float_tensor(output)
+            if tensor is None:
+                return []
+            loss = surrogate_loss(tensor)
+        if not loss.requires_grad:
+            return []
+        grads = gradients(model, loss, [param for _, param in chosen])
+        moved = torch.stack([
+            torch.zeros((), device=loss.device) if grad is None
+            else (stored_values(grad.detach()) != 0).any().float().to(loss.device)
+            for grad in grads])
+        flags = moved.tolist()  # one host transfer
+    return [name for (name, _), flag in zip(chosen, flags, strict=True) if not flag]
+
+
+def unread_note(names: Sequence[str]) -> str:
+    """The note for parameters whose zero gradient no init changes.
+
+    Example:
+        >>> unread_note(["a.weight", "b.weight"])  # doctest: +ELLIPSIS
+        '`a.weight`, `b.weight` get exactly zero gradient, and still do with every parameter ...'
+    """
+    shown = ", ".join(f"`{name}`" for name in names[:4])
+    more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+    return (f"{shown}{more} get exactly zero gradient, and still do with every parameter moved "
+            f"by N(0, 1) times its own scale (at least {NOISE:g}): the loss does not read what "
+            "they compute (a mask that multiplies it by 0, or positions the output does not "
+            "read), so no init changes it; not counted as a problem")
