@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.check.classes import ClassificationLosses
 from lightning_init.check.findings import init_findings
 from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init.check.ignore import apply_ignore, parse_ignore
@@ -78,8 +78,10 @@ def check_init(
             loss (a fixed random projection of the output: a unit-variance backward signal)
             that gradient verdicts assume.
         target: the targets for ``loss_fn``.
-        num_classes: turns on the initial-loss check against ln(C) (on by itself for
-            ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
+        num_classes: turns on the initial-loss check against ln(C) (on by itself when the
+            loss is a cross-entropy or NLL averaged over samples, ``loss_fn``'s or the
+            model's own: C is its input's class dimension; see
+            :mod:`lightning_init.check.classes`).
         ignore: globs over module names, or ``"kind:glob"``, of known findings to accept: a
             problem whose modules all match moves to ``report.ignored``.
         **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
@@ -117,7 +119,13 @@ def check_init(
     if target is not None and loss_fn is None:
         raise CheckOptionError("check_init: target= was given without loss_fn=")
 
+    losses = ClassificationLosses()
+
     def run() -> PassResult:
+        with losses.recording():
+            return _run()
+
+    def _run() -> PassResult:
         output = forward(model, inputs) if forward is not None else call_model(model, inputs)
         if loss_fn is None:
             own = loss_from_step_output(output) if isinstance(output, Mapping) else None
@@ -132,25 +140,15 @@ def check_init(
             )
         return loss, "loss_fn", output
 
-    classes_from_output = None
-    if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
-        classes_from_output = _classes_from_output
-    report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    def classes_from_loss(_output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
+        return losses.classes
+
+    report = check_pass(model, run, inputs, resolved, num_classes,
+                        classes_from_loss if num_classes is None else None)
     report._subject = CheckSubject(model, inputs, {
         "forward": forward, "loss_fn": loss_fn, "target": target,
         "num_classes": num_classes, "ignore": ignore, **thresholds})
     return apply_ignore(report, patterns)
-
-
-def _is_cross_entropy(loss_fn: Any) -> bool:
-    return isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or loss_fn in (
-        F.cross_entropy, F.nll_loss)
-
-
-def _classes_from_output(output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
-    """C of a cross-entropy loss: the output's second dimension."""
-    tensor = first_float_tensor(output)
-    return int(tensor.shape[1]) if tensor is not None and tensor.dim() >= 2 else None
 
 
 def check_pass(
