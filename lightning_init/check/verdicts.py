@@ -16,6 +16,13 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
   flagged above this multiple of ln(C). Without labels, when the output is logits over its
   last dimension, the cross-entropy against uniformly drawn labels is used (its expectation,
   ``-mean(log_softmax(logits))``, is ln(C) for uniform predictions).
+- ``max_logit_std``: the initial loss is also accepted up to the expected cross-entropy of
+  logits of this std (i.i.d. normal, labels independent of them: ln C + (1 - 1/C) s^2 / 2 to
+  second order; :mod:`lightning_init.check._theory`). A unit-gain output layer (LeCun, or He's
+  at linear gain) on unit-scale features gives logits of std about 1, and a few classes' draw
+  of C - 1 random directions spreads a seed's by up to 2x: for C = 2 unit logits alone give
+  1.3x ln 2, so the ratio above would fail valid small heads. From about C = 30 on the ratio
+  is the larger limit.
 - ``max_layer_gain``: a weight layer's forward gain ``std(W) * sqrt(fan_in)`` (the factor by
   which it multiplies the root-mean-square of a random input). Fan-in inits give 1 (LeCun),
   sqrt(2) (He et al. 2015) or 5/3 (tanh); the largest textbook gain, xavier with gain 5/3 on a
@@ -35,6 +42,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
 from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
@@ -54,6 +62,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_saturated_fraction": 0.3,
     "max_grad_drift": 1000.0,
     "max_loss_ratio": 1.5,
+    "max_logit_std": 2.0,
     "max_layer_gain": 4.0,
     "min_layer_gain": 0.01,
 }
@@ -319,12 +328,16 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     if loss is None or num_classes is None or num_classes < 2:
         return []
     expected = math.log(num_classes)
-    ratio_limit = thresholds["max_loss_ratio"]
-    if math.isfinite(loss) and loss <= ratio_limit * expected:
+    ratio_limit, spread_limit = thresholds["max_loss_ratio"], thresholds["max_logit_std"]
+    spread_loss = expected_cross_entropy(num_classes, spread_limit)
+    if math.isfinite(loss) and loss <= max(ratio_limit * expected, spread_loss):
         return []
     last = layers[-1] if layers else None
-    logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}" \
-        if last is not None else ""
+    logits = ""
+    if last is not None and math.isfinite(last.output_std):
+        logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}, " \
+            f"whose expected cross-entropy is " \
+            f"{_number(expected_cross_entropy(num_classes, last.output_std))}"
     what = "initial loss" if labels else \
         "initial cross-entropy of the logits (over their last dimension) against uniformly " \
         "drawn labels"
@@ -351,7 +364,9 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         names,
         f"{what} {_number(loss)} is {loss / expected:.2g}x ln({num_classes}) = {expected:.3f}, "
         f"the cross-entropy of uniform predictions over {num_classes} classes (expected: at "
-        f"most {ratio_limit:g}x){logits}: the model is confidently wrong at step 0 -> {fix}",
+        f"most {ratio_limit:g}x, or {_number(spread_loss)}, the expected cross-entropy of "
+        f"logits of std {spread_limit:g}){logits}: the model is confidently wrong at step 0 -> "
+        f"{fix}",
     )]
 
 
