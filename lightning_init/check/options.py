@@ -112,6 +112,7 @@ class CheckOptions:
         max_logit_std: idem.
         max_layer_gain: idem.
         min_layer_gain: idem.
+        max_embedding_ratio: idem.
         ignore: globs over module names (or ``"kind:glob"``) of accepted findings, moved to
             ``report.ignored``.
 
@@ -137,6 +138,7 @@ class CheckOptions:
     max_logit_std: float = DEFAULT_THRESHOLDS["max_logit_std"]
     max_layer_gain: float = DEFAULT_THRESHOLDS["max_layer_gain"]
     min_layer_gain: float = DEFAULT_THRESHOLDS["min_layer_gain"]
+    max_embedding_ratio: float = DEFAULT_THRESHOLDS["max_embedding_ratio"]
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -31,6 +31,10 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
 - ``min_layer_gain``: the other way: a weight layer that shrinks both a random input
   (fan_in) and a random gradient (fan_out) below this factor leaves its branch inert (an
   all-zero weight is a gate, judged by the look-ahead step instead).
+- ``max_embedding_ratio``: an embedding summed with another may be at most this many times
+  larger (rms), and the branches added to the stream an embedding starts must add at least
+  ``1 / max_embedding_ratio`` of its rms (:mod:`lightning_init.check.embeddings`). At 100x the
+  smaller operand carries 1e-4 of the sum's variance.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_logit_std": 2.0,
     "max_layer_gain": 4.0,
     "min_layer_gain": 0.01,
+    "max_embedding_ratio": 100.0,
 }
 
 _RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
