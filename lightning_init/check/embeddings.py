@@ -60,11 +60,14 @@ class EmbeddingFlow:
 
     Attributes:
         own: each called embedding's name and output rms, in call order.
+        tables: each embedding's weight (its ``id``): modules sharing one table are blamed
+            once.
         sums: ``(stream, other, stream rms, other rms)`` per addition: the embeddings the
             stream operand carries, those the other operand carries (empty for a branch).
     """
 
     own: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)
     sums: list[tuple[tuple[str, ...], tuple[str, ...], Any, Any]] = field(default_factory=list)
 
     def tensors(self) -> list[torch.Tensor]:
@@ -135,7 +138,7 @@ def embedding_flow(model: nn.Module) -> Iterator[EmbeddingFlow | None]:
     if not named:
         yield None
         return
-    flow = EmbeddingFlow()
+    flow = EmbeddingFlow(tables={name: id(module.weight) for name, module in named})
     follow = _Follow(flow)
 
     def hook_for(name: str, _module: nn.Module) -> Any:
@@ -161,12 +164,12 @@ def _loudest(names: Sequence[str], own: dict[str, float]) -> str:
 
 
 def _std(value: float) -> str:
-    return f"{value:.2g}"
+    return f"{value:.3g}"
 
 
 def _partner_problems(flow: EmbeddingFlow, limit: float) -> list[CheckProblem]:
     problems: list[CheckProblem] = []
-    blamed: set[str] = set()
+    blamed: set[Any] = set()
     for stream, other, stream_rms, other_rms in flow.sums:
         if not other or min(stream_rms, other_rms) <= 0:
             continue
@@ -176,9 +179,9 @@ def _partner_problems(flow: EmbeddingFlow, limit: float) -> list[CheckProblem]:
             continue
         big, small = _loudest(loud, flow.own), _loudest(quiet, flow.own)
         culprit = big if loud_rms > _TYPICAL else small
-        if culprit in blamed:
+        if flow.tables.get(culprit, culprit) in blamed:
             continue
-        blamed.add(culprit)
+        blamed.add(flow.tables.get(culprit, culprit))
         share = (quiet_rms / loud_rms) ** 2
         if culprit == big:
             fix = (f"draw `{big}` from N(0, 0.02) (BERT, GPT-2), or at the scale of "
@@ -197,7 +200,7 @@ def _partner_problems(flow: EmbeddingFlow, limit: float) -> list[CheckProblem]:
     return problems
 
 
-def _stream_problems(flow: EmbeddingFlow, limit: float, blamed: set[str]
+def _stream_problems(flow: EmbeddingFlow, limit: float, blamed: set[Any]
                      ) -> list[CheckProblem]:
     """Streams that no branch moves: every addition into them below 1/limit of their rms."""
     largest: dict[tuple[str, ...], tuple[float, float, int]] = {}
@@ -210,8 +213,9 @@ def _stream_problems(flow: EmbeddingFlow, limit: float, blamed: set[str]
     problems = []
     for names, (ratio, stream_rms, count) in largest.items():
         culprit = _loudest(names, flow.own)
-        if ratio * limit >= 1 or culprit in blamed:
+        if ratio * limit >= 1 or flow.tables.get(culprit, culprit) in blamed:
             continue
+        blamed.add(flow.tables.get(culprit, culprit))
         problems.append(CheckProblem(
             "embedding",
             (culprit,),
@@ -239,5 +243,5 @@ def embedding_problems(flow: EmbeddingFlow | None, thresholds: dict[str, float]
         return []
     limit = thresholds["max_embedding_ratio"]
     partners = _partner_problems(flow, limit)
-    blamed = {problem.layers[0] for problem in partners}
+    blamed = {flow.tables.get(problem.layers[0], problem.layers[0]) for problem in partners}
     return partners + _stream_problems(flow, limit, blamed)
