@@ -323,3 +323,55 @@ def test_classes_come_from_the_loss_that_consumes_the_labels() -> None:
     batch = (torch.randn(32, 12), torch.randint(0, 4, (32,)))
     report = check_lightning_module(_Classifier(7), batch, CheckOptions())
     assert report.num_classes == 7
+
+
+# ------------------------------------------------------------------------ the parts, in detail
+
+
+@pytest.mark.parametrize("classes", [2, 10, 1000])
+def test_expected_cross_entropy_agrees_with_second_order_theory(classes: int) -> None:
+    from lightning_init.check._theory import expected_cross_entropy
+
+    for std in (0.1, 0.3):
+        theory = math.log(classes) + (1 - 1 / classes) * std**2 / 2
+        assert expected_cross_entropy(classes, std) == pytest.approx(theory, abs=3e-3)
+    spreads = [expected_cross_entropy(classes, std) for std in (0.5, 1.0, 2.0, 4.0)]
+    assert spreads == sorted(spreads) and spreads[-1] > spreads[0] + 1
+
+
+def test_classes_only_from_a_mean_classification_loss() -> None:
+    from lightning_init.check.classes import ClassificationLosses
+
+    losses = ClassificationLosses()
+    logits, labels = torch.zeros(4, 5), torch.tensor([0, 1, 2, 3])
+    with losses.recording():
+        nn.functional.nll_loss(torch.log_softmax(logits, 1), labels)
+    assert losses.classes == 5
+    with losses.recording():
+        nn.functional.cross_entropy(logits, labels, reduction="sum")
+    assert losses.classes is None
+    with losses.recording():
+        nn.functional.cross_entropy(logits, labels)
+        nn.functional.cross_entropy(torch.zeros(4, 3), labels.clamp(max=2))
+    assert losses.classes is None  # two different C: no single ln(C)
+
+
+def test_the_moved_parameters_pass_leaves_no_trace() -> None:
+    from lightning_init import weights_fingerprint
+
+    model = _funnel()
+    before = weights_fingerprint(model)
+    rng = torch.get_rng_state()
+    check_init(model, {"input_ids": _tokens()})
+    assert weights_fingerprint(model) == before and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_one_post_norm_sum_is_no_stream() -> None:
+    """XLNet normalizes right after its first block's sum (no norm before the first attention):
+    its attention adds 0.7% of the raw embedding there, by its own init; the embedding's scale
+    ends at that norm, so no stream verdict."""
+    torch.manual_seed(0)
+    model = transformers.XLNetLMHeadModel(transformers.XLNetConfig(
+        vocab_size=VOCAB, d_model=64, n_layer=2, n_head=4, d_inner=128))
+    report = check_init(model, {"input_ids": _tokens()})
+    assert report.ok, _messages(report)

@@ -10,9 +10,9 @@ and nothing in front of it rescales it. Two sums judge that scale:
   the larger one and the positions (or token types) are lost.
 - **the stream**: in a pre-norm network the embedding's output is the residual stream that
   every block adds its branch to, and the final norm hands the head the stream's direction.
-  When every branch adds less than ``1 / max_embedding_ratio`` of the stream's rms, the blocks
-  change nothing the head sees: the model starts as a lookup table, and every block must grow
-  its weights by the same factor before it matters.
+  When every branch (two or more) adds less than ``1 / max_embedding_ratio`` of the stream's
+  rms, the blocks change nothing the head sees: the model starts as a lookup table, and every
+  block must grow its weights by the same factor before it matters.
 
 The sums are read from the check's own pass: a ``TorchFunctionMode`` follows each embedding's
 output through additions, scalings by a number (``* sqrt(d)``), dropout and dtype casts, and
@@ -41,9 +41,13 @@ _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 _SCALES = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "div_",
                      "__truediv__", "__itruediv__"})
 _PASSES = frozenset({"dropout", "to", "contiguous", "clone", "type_as", "float", "half",
-                     "bfloat16", "double"})
+                     "bfloat16", "double", "expand", "expand_as", "view", "reshape"})
 _EMBEDDINGS = (nn.Embedding,)
 _TYPICAL = 1.0  # N(0, 1), the widest textbook embedding draw (T5); above it an output is loud
+# Additions into one stream from which it is a residual stream across blocks. A single sum
+# normalized right away (XLNet's post-norm first block: LayerNorm(h + attention(h))) is left
+# to what follows the norm: the embedding's scale ends there.
+_STREAM = 2
 
 
 def _rms(tensor: torch.Tensor) -> torch.Tensor:
@@ -213,7 +217,7 @@ def _stream_problems(flow: EmbeddingFlow, limit: float, blamed: set[Any]
     problems = []
     for names, (ratio, stream_rms, count) in largest.items():
         culprit = _loudest(names, flow.own)
-        if ratio * limit >= 1 or flow.tables.get(culprit, culprit) in blamed:
+        if count < _STREAM or ratio * limit >= 1 or flow.tables.get(culprit, culprit) in blamed:
             continue
         blamed.add(flow.tables.get(culprit, culprit))
         problems.append(CheckProblem(
