@@ -67,6 +67,7 @@ _NOT_TRAINED = {"mobilevit", "hubert", "gemma3"} | {
     f"mlp-{classes}-class-kaiming-relu-seed-{seed}" for classes in (2, 3) for seed in range(1, 8)}
 _TRAINED = {case.name for case in HEALTHY} - _NOT_TRAINED
 
+
 def _with_targets(model: torch.nn.Module, inputs: dict) -> dict:
     """The inputs with the labels the model's own loss needs (fixed, seeded)."""
     name = type(model).__name__

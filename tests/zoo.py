@@ -2,9 +2,13 @@
 
 Every model is built from a ``transformers`` config (2-4 layers, hidden size 32-128, vocabulary
 at most 500), initialized by the library's own ``_init_weights`` under a fixed seed, and fed a
-batch of 8 samples that the builder makes. A breakage takes a healthy model and spoils one group
-of parameters the way people do by mistake; it names that group by module-name globs and the
-words the check's advice must (and must not) contain.
+batch of 8 samples that the builder makes. The wider zoo (the second block, issues 23 and 24)
+adds hand-built models where ``transformers`` has none (an MLP-Mixer) and LightningModules
+checked the way ``InitCallback`` checks them (:func:`check`).
+
+A breakage takes a healthy model and spoils one group of parameters the way people do by
+mistake; it names that group by module-name globs and the words the check's advice must (and
+must not) contain.
 
 Nothing is downloaded (``HF_HUB_OFFLINE=1``).
 """
