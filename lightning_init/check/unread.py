@@ -35,7 +35,8 @@ NOISE = 0.05  # std of the move added to every parameter
 @contextlib.contextmanager
 def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[None]:
     """Add ``s * N(0, 1)`` (a generator seeded with 0) to every floating parameter, ``s`` the
-    parameter's root-mean-square and at least ``std``, and restore each exactly on exit.
+    parameter's root-mean-square and at least ``std``, and restore each exactly on exit (from
+    a copy in host memory).
 
     Example:
         >>> weight = torch.zeros(3)
@@ -46,7 +47,9 @@ def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[No
         [0.0, 0.0, 0.0]
     """
     floating = [param for param in params if param.is_floating_point()]
-    saved = [param.detach().clone() for param in floating]
+    # The copies wait in host memory: a model near its accelerator's memory limit must not
+    # need twice its weights there.
+    saved = [param.detach().to("cpu", copy=True) for param in floating]
     try:
         with torch.no_grad():
             for param in floating:
