@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lightning_init._distributed import is_dtensor
 from lightning_init._hooks import HookHandles, forward_hooks
 from lightning_init.check.report import CheckProblem
 
@@ -51,6 +52,10 @@ _STREAM = 2
 
 
 def _rms(tensor: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square without overflow (scaled by the peak); a DTensor's is its full
+    tensor's (a collective: every rank runs the same pass)."""
+    if is_dtensor(tensor):
+        tensor = tensor.full_tensor()
     values = tensor.detach().float()
     peak = values.abs().amax() if values.numel() else values.new_zeros(())
     scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
