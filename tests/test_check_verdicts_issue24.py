@@ -375,3 +375,41 @@ def test_one_post_norm_sum_is_no_stream() -> None:
         vocab_size=VOCAB, d_model=64, n_layer=2, n_head=4, d_inner=128))
     report = check_init(model, {"input_ids": _tokens()})
     assert report.ok, _messages(report)
+
+
+class _LayerScaleLM(nn.Module):
+    """A pre-norm decoder whose branches sit behind LayerScale at 1e-4 (Touvron et al. 2021):
+    each adds 1e-4 of its output to the stream at init, by design."""
+
+    def __init__(self, scale: float = 1e-4, width: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3))
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(3))
+        self.scales = nn.ParameterList(nn.Parameter(torch.full((width,), scale))
+                                       for _ in range(3))
+        self.final = nn.LayerNorm(width)
+        self.head = nn.Linear(width, VOCAB)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        stream = self.embed(tokens)
+        for norm, branch, scale in zip(self.norms, self.branches, self.scales, strict=True):
+            stream = stream + scale * branch(norm(stream))
+        return self.head(self.final(stream))
+
+
+def test_layer_scale_branches_are_judged_before_their_scale() -> None:
+    torch.manual_seed(0)
+    model = _LayerScaleLM()
+    report = check_init(model, _tokens())
+    assert not [problem for problem in report.problems if problem.kind == "embedding"], \
+        _messages(report)
+    with torch.no_grad():
+        model.embed.weight.normal_(0.0, 100.0)
+    found = [problem for problem in check_init(model, _tokens()).problems
+             if problem.kind == "embedding"]
+    assert found and found[0].layers == ("embed",)

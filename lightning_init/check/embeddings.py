@@ -18,7 +18,8 @@ The sums are read from the check's own pass: a ``TorchFunctionMode`` follows eac
 output through additions, scalings by a number (``* sqrt(d)``), dropout and dtype casts, and
 records the root-mean-square of both operands of every addition it meets (0-d tensors on the
 device, one host transfer with the rest). A branch that adds exactly zero (a zero-init gate)
-is left out.
+is left out; a branch multiplied by a learnable scalar or per-channel scale (LayerScale, ReZero)
+is judged by what the scale multiplies: the scale is a gate that learns its own size.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _SCALES = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "div", "d
                      "__truediv__", "__itruediv__"})
 _PASSES = frozenset({"dropout", "to", "contiguous", "clone", "type_as", "float", "half",
                      "bfloat16", "double", "expand", "expand_as", "view", "reshape"})
+_MULS = frozenset({"mul", "__mul__", "__rmul__"})
 _EMBEDDINGS = (nn.Embedding,)
 _TYPICAL = 1.0  # N(0, 1), the widest textbook embedding draw (T5); above it an output is loud
 # Additions into one stream from which it is a residual stream across blocks. A single sum
@@ -106,6 +108,7 @@ class _Follow(TorchFunctionMode):
         super().__init__()
         self.flow = flow
         self.origin: dict[int, tuple[str, ...]] = {}
+        self.gated: dict[int, torch.Tensor] = {}  # a branch times a learnable scale: its rms
         self.alive: list[torch.Tensor] = []  # no id reuse while the pass runs
 
     def mark(self, tensor: Any, names: tuple[str, ...]) -> None:
@@ -131,11 +134,30 @@ class _Follow(TorchFunctionMode):
             if first or second:
                 stream, branch = (args[0], other) if first else (other, args[0])
                 self.flow.sums.append((first or second, second if first else (),
-                                       _rms(stream), _rms(branch)))
+                                       _rms(stream), self._ungated(branch)))
                 self.mark(result, (*first, *second))
         elif first and _keeps_scale(name, other):
             self.mark(result, first)
+        elif name in _MULS:
+            self._gate(result, args[0], other)
         return result
+
+    def _gate(self, result: Any, one: Any, other: Any) -> None:
+        """Remember a branch multiplied by a learnable scale (a scalar or per-channel
+        parameter: LayerScale, Touvron et al. 2021; ReZero, Bachlechner et al. 2020)."""
+        for scale, value in ((one, other), (other, one)):
+            if isinstance(scale, nn.Parameter) and scale.dim() <= 1 \
+                    and isinstance(value, torch.Tensor) and not self._of(value):
+                self.gated[id(result)] = _rms(scale)
+                self.alive.append(result)
+                return
+
+    def _ungated(self, branch: torch.Tensor) -> torch.Tensor:
+        """A branch's rms before its learnable scale: the scale is a gate that learns its own
+        size; what it multiplies is judged against the stream."""
+        rms = _rms(branch)
+        scale = self.gated.get(id(branch))
+        return rms if scale is None else torch.where(scale > 0, rms / scale, rms)
 
 
 @contextlib.contextmanager
@@ -165,6 +187,7 @@ def embedding_flow(model: nn.Module) -> Iterator[EmbeddingFlow | None]:
     finally:
         hooks.remove()
         follow.origin.clear()
+        follow.gated.clear()
         follow.alive.clear()
 
 
