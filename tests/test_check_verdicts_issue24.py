@@ -413,3 +413,12 @@ def test_layer_scale_branches_are_judged_before_their_scale() -> None:
     found = [problem for problem in check_init(model, _tokens()).problems
              if problem.kind == "embedding"]
     assert found and found[0].layers == ("embed",)
+
+
+def test_an_embedding_finding_can_be_ignored_by_kind() -> None:
+    model = _longformer()
+    with torch.no_grad():
+        model.longformer.embeddings.word_embeddings.weight.normal_(0.0, 100.0)
+    report = check_init(model, {"input_ids": _tokens()},
+                        ignore="embedding:longformer.embeddings.*")
+    assert [problem.kind for problem in report.ignored] == ["embedding"]

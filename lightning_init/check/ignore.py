@@ -16,7 +16,7 @@ from lightning_init._text import did_you_mean, format_choices
 from lightning_init.check.report import CheckProblem, InitCheckReport
 
 KINDS = ("nonfinite", "scale", "input_dependence", "dead_units", "saturation", "gradient", "loss",
-         "gain")
+         "gain", "embedding")
 
 
 def parse_ignore(value: Any, where: str, error: type[Exception] = ValueError) -> tuple[str, ...]:
