@@ -235,7 +235,10 @@ def check_pass(
         loss_is_surrogate=surrogate, labels=use_loss_check, unreachable=unread,
     )
     if not any(problem.kind == "nonfinite" for problem in problems):
-        problems += embedding_problems(flow, dict(thresholds))
+        # A head tied to the embedding: the loss verdict already says what to do with it.
+        said = {name for problem in problems if problem.kind == "loss" for name in problem.layers}
+        problems += [problem for problem in embedding_problems(flow, dict(thresholds))
+                     if problem.layers[0] not in said]
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
     report = InitCheckReport(
