@@ -72,7 +72,8 @@ def test_funnel_masked_cls_terms_are_a_note_not_a_problem() -> None:
     report = check_init(_funnel(), {"input_ids": _tokens()})
     assert report.ok, _messages(report)
     note = next(note for note in report.notes if "r_r_bias" in note)
-    assert "funnel.encoder.blocks.1.0.attention.seg_embed" in note and "no init" in note
+    assert "funnel.encoder.blocks.1.0.attention.seg_embed" in note and "No init" in note
+    assert "multiply these terms by 0 (a mask)" in note
 
 
 def test_longformer_local_projections_of_the_last_layer_are_a_note() -> None:
@@ -82,6 +83,7 @@ def test_longformer_local_projections_of_the_last_layer_are_a_note() -> None:
     assert report.ok, _messages(report)
     note = next(note for note in report.notes if "exactly zero gradient" in note)
     assert "longformer.encoder.layer.1.attention.self.query.weight" in note
+    assert "get no gradient on their outputs" in note
 
 
 def test_zero_gradient_that_an_init_changes_stays_a_problem() -> None:

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from lightning_init._distributed import is_dtensor
+from lightning_init._hooks import forward_hooks
 from lightning_init._sparse import stored_values
-from lightning_init.check.measure import first_float_tensor, gradients, surrogate_loss
+from lightning_init.check.measure import first_float_tensor, surrogate_loss
 
 __all__ = ["NOISE", "perturbed", "unread_note", "unread_parameters"]
 
@@ -64,14 +65,24 @@ def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[No
                 param.copy_(value)
 
 
+def _owners(model: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[str, nn.Module]]:
+    """The module that holds each parameter directly."""
+    held = {id(param): (name, module) for name, module in model.named_modules()
+            for param in module.parameters(recurse=False)}
+    return [held.get(id(param), ("", model)) for param in params]
+
+
 def unread_parameters(
     model: nn.Module,
     run: Callable[[], tuple[torch.Tensor | None, str, Any]],
     named: Sequence[tuple[str, torch.Tensor]],
     candidates: Sequence[str],
-) -> list[str]:
+) -> dict[str, bool]:
     """The ``candidates`` (parameters with exactly zero gradient) whose gradient stays exactly
-    zero when every parameter of ``named`` is moved (:func:`perturbed`).
+    zero when every parameter of ``named`` is moved (:func:`perturbed`), each with whether the
+    output of the module that holds it gets no gradient either (``True``: nothing the loss reads
+    depends on that output; ``False``: the output is read, the parameter's term inside it is
+    multiplied by zero).
 
     ``run`` makes the pass as the check's does (the loss, or ``None`` for the surrogate loss of
     the output). Run under the check's ``no_side_effects``. Sharded (DTensor) parameters: none
@@ -79,37 +90,76 @@ def unread_parameters(
     """
     params = [param for _, param in named]
     if not candidates or any(is_dtensor(param) for param in params):
-        return []
+        return {}
     wanted = set(candidates)
     chosen = [(name, param) for name, param in named if name in wanted]
-    with perturbed(params):
+    owners = _owners(model, [param for _, param in chosen])
+    outputs: dict[int, torch.Tensor] = {}
+
+    def hook_for(_name: str, module: nn.Module) -> Callable[..., None]:
+        def hook(_m: nn.Module, _args: Any, output: Any) -> None:
+            tensor = first_float_tensor(output)
+            if id(module) not in outputs and tensor is not None and tensor.requires_grad:
+                outputs[id(module)] = tensor
+        return hook
+
+    unique = list({id(module): (name, module) for name, module in owners}.values())
+    with perturbed(params), forward_hooks(unique, hook_for):
         loss, _, output = run()
         if loss is None:
             tensor = first_float_tensor(output)
             if tensor is None:
-                return []
+                return {}
             loss = surrogate_loss(tensor)
         if not loss.requires_grad:
-            return []
-        grads = gradients(model, loss, [param for _, param in chosen])
-        moved = torch.stack([
+            return {}
+        read = [outputs[id(module)] for _, module in unique if id(module) in outputs]
+        grads = torch.autograd.grad(loss, [param for _, param in chosen] + read,
+                                    allow_unused=True)
+        flags = torch.stack([
             torch.zeros((), device=loss.device) if grad is None
             else (stored_values(grad.detach()) != 0).any().float().to(loss.device)
-            for grad in grads])
-        flags = moved.tolist()  # one host transfer
-    return [name for (name, _), flag in zip(chosen, flags, strict=True) if not flag]
+            for grad in grads]).tolist()  # one host transfer
+    moved, output_read = flags[:len(chosen)], iter(flags[len(chosen):])
+    read_by = {id(module): bool(next(output_read)) for _, module in unique
+               if id(module) in outputs}
+    return {name: not read_by.get(id(module), False)
+            for (name, _), (_, module), flag in zip(chosen, owners, moved, strict=True)
+            if not flag}
 
 
-def unread_note(names: Sequence[str]) -> str:
-    """The note for parameters whose zero gradient no init changes.
+def unread_note(found: dict[str, bool]) -> str:
+    """The note for parameters whose zero gradient no init changes (see
+    :func:`unread_parameters`), naming why.
 
     Example:
-        >>> unread_note(["a.weight", "b.weight"])  # doctest: +ELLIPSIS
-        '`a.weight`, `b.weight` get exactly zero gradient, and still do with every parameter ...'
+        >>> unread_note({"a.weight": True, "b.bias": False})  # doctest: +ELLIPSIS
+        '`a.weight` and `b.bias` get exactly zero gradient, also with every parameter moved ...'
     """
-    shown = ", ".join(f"`{name}`" for name in names[:4])
-    more = f" and {len(names) - 4} more" if len(names) > 4 else ""
-    return (f"{shown}{more} get exactly zero gradient, and still do with every parameter moved "
-            f"by N(0, 1) times its own scale (at least {NOISE:g}): the loss does not read what "
-            "they compute (a mask that multiplies it by 0, or positions the output does not "
-            "read), so no init changes it; not counted as a problem")
+    names = list(found)
+    shown = ", ".join(f"`{name}`" for name in names[:-1][:4])
+    shown = f"{shown} and `{names[-1]}`" if len(names) > 1 else f"`{names[0]}`"
+    if len(names) > 5:
+        shown = ", ".join(f"`{name}`" for name in names[:4]) + f" and {len(names) - 4} more"
+    unread = [name for name, whole in found.items() if whole]
+    masked = [name for name, whole in found.items() if not whole]
+    mixed = bool(unread and masked)
+    them = "it" if len(names) == 1 else "them"
+    why = []
+    if unread:
+        holding = f"holding {_few(unread)}" if mixed else f"holding {them}"
+        why.append(f"the modules {holding} get no gradient on their outputs (the loss reads no "
+                   "position they compute for)")
+    if masked:
+        holding = f"holding {_few(masked)}" if mixed else f"holding {them}"
+        why.append(f"the modules {holding} pass a gradient on but multiply these terms by 0 "
+                   "(a mask)")
+    verb = "gets" if len(names) == 1 else "get"
+    return (f"{shown} {verb} exactly zero gradient, also with every parameter moved by N(0, 1) "
+            f"times its own scale (at least {NOISE:g}): " + "; ".join(why)
+            + ". No init changes that; not counted as a problem")
+
+
+def _few(names: Sequence[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names[:2]) + (
+        f" and {len(names) - 2} more" if len(names) > 2 else "")
