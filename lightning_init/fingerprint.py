@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lightning_init._sparse import coalesced
+from lightning_init.runtime.sparse import coalesced
 
 __all__ = ["weights_fingerprint"]
 

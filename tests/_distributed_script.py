@@ -1,8 +1,8 @@
 """Run by tests/test_distributed.py: ``python tests/_distributed_script.py OUT_DIR``.
 
 Spawns 2 gloo processes on CPU. Each builds the same DTensors (full values seeded alike on every
-rank), measures them with ``lightning_init._distributed`` and with ``.full_tensor()``, and writes
-``OUT_DIR/rank<r>.json``: per case, the engine's rows and the reference rows.
+rank), measures them with ``lightning_init.runtime.distributed`` and with ``.full_tensor()``,
+and writes ``OUT_DIR/rank<r>.json``: per case, the engine's rows and the reference rows.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _reference_row(full: torch.Tensor) -> list[float]:
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
-    from lightning_init._distributed import is_dtensor
+    from lightning_init.runtime.distributed import is_dtensor
 
     return tensor.full_tensor() if is_dtensor(tensor) else tensor
 
@@ -89,7 +89,7 @@ def _collective_counts(rank: int) -> dict[str, int]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, Partial, Shard, distribute_tensor
 
-    from lightning_init._distributed import full_histograms, full_stats
+    from lightning_init.runtime.distributed import full_histograms, full_stats
 
     mesh = init_device_mesh("cpu", (2,))
     many = [distribute_tensor(torch.ones(4, 3) * i, mesh, [Shard(0)]) for i in range(30)]
@@ -104,7 +104,7 @@ def _collective_counts(rank: int) -> dict[str, int]:
 
 def _failure(rank: int, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Rank 1's local part raises: it still joins the collectives, then raises."""
-    import lightning_init._distributed as engine
+    import lightning_init.runtime.distributed as engine
 
     result: dict[str, Any] = {}
     original = engine._local_rows
@@ -136,8 +136,8 @@ def _models(rank: int) -> dict[str, Any]:
         parallelize_module,
     )
 
-    from lightning_init._distributed import full_fingerprint, full_stats
     from lightning_init.fingerprint import weights_fingerprint
+    from lightning_init.runtime.distributed import full_fingerprint, full_stats
 
     mesh = init_device_mesh("cpu", (2,))
 
@@ -164,8 +164,8 @@ def _worker(rank: int, out_dir: str, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE="2", LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    from lightning_init._distributed import full_histograms, full_stats, reduce_squares
     from lightning_init.diagnostics._stats import _batched_histogram
+    from lightning_init.runtime.distributed import full_histograms, full_stats, reduce_squares
 
     tensors = _tensors(rank)
     values = list(tensors.values())

@@ -150,7 +150,7 @@ class Probe(Callback):
             self.on_error(exception)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning_init._distributed import full_fingerprint
+        from lightning_init.runtime.distributed import full_fingerprint
 
         self.fingerprint_at_start = full_fingerprint(pl_module)
 
@@ -205,7 +205,7 @@ class _FailOnRankOne:
     """Makes rank 1's shard measurement raise from its ``after``-th call on, until ``restore``."""
 
     def __init__(self, after: int) -> None:
-        import lightning_init._distributed as engine
+        import lightning_init.runtime.distributed as engine
 
         self.engine, self.original, self.calls = engine, engine._local_rows, 0
 
@@ -256,7 +256,7 @@ def _replica_checks(trainer: L.Trainer, model: L.LightningModule) -> dict[str, s
     """The callback's cross-rank verification after the fit (``None``: passed, else the error):
     as trained, then with the last rank's piece of ``head.weight`` perturbed (the last rank
     has a data-parallel replica in both ``tp`` and ``mesh``)."""
-    from lightning_init.callback import _verify_same_on_all_ranks
+    from lightning_init.callback._callback import _verify_same_on_all_ranks
 
     def verify() -> str | None:
         try:
@@ -332,7 +332,7 @@ def run(case: str, out_dir: Path) -> dict[str, Any]:
     if variant != "resume":
         return result
     # Resume: a new model, callback and probe, from the last distributed checkpoint.
-    from lightning_init._distributed import full_fingerprint
+    from lightning_init.runtime.distributed import full_fingerprint
 
     result["fingerprint_at_end"] = full_fingerprint(model)
     resumed_callback = _callback(variant)  # the resumed fit's: the seeded policy

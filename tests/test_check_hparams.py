@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import nn
 
 from lightning_init import InitCallback
-from lightning_init.check._metrics import check_metrics
+from lightning_init.check.metrics import check_metrics
 from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
 
 CLASSES = 5

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from lightning_init._sparse import coalesced
 from lightning_init.diagnostics._stats import (
     ABSMAX,
     EXACT_STD,
@@ -22,6 +21,7 @@ from lightning_init.diagnostics._stats import (
     sparse_histograms,
     sparse_stats,
 )
+from lightning_init.runtime.sparse import coalesced
 
 
 def _model_like_tensors() -> list[torch.Tensor]:

@@ -1,5 +1,5 @@
-"""``lightning_init._distributed`` on 2 gloo CPU processes: full-tensor statistics of DTensors
-from the shards' partial sums, against ``.full_tensor()``.
+"""``lightning_init.runtime.distributed`` on 2 gloo CPU processes: full-tensor statistics of
+DTensors from the shards' partial sums, against ``.full_tensor()``.
 
 ``tests/_distributed_script.py`` runs once per module in a subprocess (a hung collective is cut
 by the timeout) and writes each rank's measurements and references.

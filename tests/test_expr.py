@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_init import PolicyError
-from lightning_init._expr import FUNCTIONS, parse_expression
+from lightning_init.policy._expr import FUNCTIONS, parse_expression
 
 VALUES = {"n_layer": 12.0, "fan_in": 64.0, "d_model": 768.0, "layer_id": 0.0}
 

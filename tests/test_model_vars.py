@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from lightning_init import PolicyError
-from lightning_init._expr import parse_expression
-from lightning_init._model_vars import (
+from lightning_init.policy._expr import parse_expression
+from lightning_init.policy._model_vars import (
     count_modules,
     hidden_size,
     known_variables,

@@ -33,9 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
-from lightning_init._distributed import is_dtensor
 from lightning_init._log import warn_user
-from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import (
     Alerts,
@@ -51,6 +49,8 @@ from lightning_init.diagnostics._readout import Readout
 from lightning_init.diagnostics._selection import Watched, select
 from lightning_init.diagnostics._sharded import measure_sharded, reduce_sharded_updates
 from lightning_init.diagnostics._writers import LoggerWriters
+from lightning_init.runtime.distributed import is_dtensor
+from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["TrainingDiagnostics"]
 

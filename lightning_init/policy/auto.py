@@ -70,8 +70,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.overrides import TorchFunctionMode
 
-from lightning_init._hooks import HookHandles
 from lightning_init.policy._calibrate import attention_logit_rms, input_rms, quiet_pass
+from lightning_init.runtime.hooks import HookHandles
 
 __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 

@@ -69,8 +69,6 @@ from typing import Any, Literal
 
 import torch
 
-from lightning_init._layouts import Layout
-from lightning_init._model_vars import DERIVED_VARIABLES, PARAMETER_VARIABLES
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init.errors import PolicyError
 from lightning_init.policy import _custom, _fills
@@ -82,6 +80,8 @@ from lightning_init.policy._arguments import (
     validate,
 )
 from lightning_init.policy._catalogue import REGISTRY, SPECIAL, Fans, fmt_shape, known_initializers
+from lightning_init.policy._model_vars import DERIVED_VARIABLES, PARAMETER_VARIABLES
+from lightning_init.policy.layouts import Layout
 
 __all__ = ["Initializer", "known_initializers", "resolve_initializer"]
 
@@ -102,7 +102,7 @@ class Initializer:
         chunks: number of equal blocks along dim 0 (``chunks: N``, or the length of
             ``blocks``), else ``None``.
         blocks: one initializer per block (``chunks: [spec, ...]``), else ``None``.
-        layout: the weight layout fans are read with (:mod:`lightning_init._layouts`), set
+        layout: the weight layout fans are read with (:mod:`lightning_init.policy.layouts`), set
             by :meth:`bind`; ``None`` reads the shape as ``torch.nn.init`` does.
         groups: the module's ``groups``, for a layout that divides a fan by them.
         source: the policy file the spec came from (for error messages; not compared).

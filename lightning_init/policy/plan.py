@@ -20,14 +20,18 @@ from typing import Any
 
 from torch import nn
 
-from lightning_init._layouts import layout_of
 from lightning_init._log import LOGGER
-from lightning_init._model_vars import DERIVED_VARIABLES, model_variables, parameter_variables
 from lightning_init._text import did_you_mean, edit_distance, format_choices
 from lightning_init.errors import PolicyError
 from lightning_init.policy._catalogue import REGISTRY
 from lightning_init.policy._fills import idle_bounds
+from lightning_init.policy._model_vars import (
+    DERIVED_VARIABLES,
+    model_variables,
+    parameter_variables,
+)
 from lightning_init.policy.initializers import Initializer
+from lightning_init.policy.layouts import layout_of
 from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.schema import Rule, Schema
 from lightning_init.policy.targets import Target, is_parametrization_container, module_targets

@@ -24,13 +24,12 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
-from lightning_init._auto_fit import AutoPolicy
-from lightning_init._distributed import full_fingerprint, is_dtensor, local_fingerprints
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
 from lightning_init._log import LOGGER
-from lightning_init._provenance import weights_origin
 from lightning_init._publishing import guarded_writes
-from lightning_init._sharded_init import defer_to_materialization
+from lightning_init.callback._auto_fit import AutoPolicy
+from lightning_init.callback._provenance import weights_origin
+from lightning_init.callback._sharded_init import defer_to_materialization
 from lightning_init.check import (
     CheckOptions,
     InitCheckReport,
@@ -38,10 +37,11 @@ from lightning_init.check import (
     publish_check_report,
     raise_or_warn,
 )
-from lightning_init.check._metrics import check_metrics
+from lightning_init.check.metrics import check_metrics
 from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
 from lightning_init.errors import InitCheckError
 from lightning_init.policy import InitPolicy
+from lightning_init.runtime.distributed import full_fingerprint, is_dtensor, local_fingerprints
 
 __all__ = ["InitCallback"]
 
