@@ -2,10 +2,10 @@
 
 The reference is the real module class's own init (Hugging Face models initialize themselves in
 their constructor) or, where the source is not installable here (nanoGPT, timm, torchvision,
-OLMo, torchtitan, fairseq, Fixup), its init code transcribed in ``tests/_arch.py`` onto modules
-named as the source names them. The preset is applied to a fresh copy, built eagerly or on the
-meta device, and the group statistics are compared (``tests/_parity.py``: constants exact,
-stds within 2% where the pooled group resolves 2%).
+OLMo, torchtitan, fairseq, Fixup), its init code transcribed in ``tests/helpers/_arch.py``
+onto modules named as the source names them. The preset is applied to a fresh copy, built eagerly or
+on the meta device, and the group statistics are compared (``tests/helpers/_parity.py``: constants
+exact, stds within 2% where the pooled group resolves 2%).
 
 The presets written with ``variables:`` and expressions (``gpt2``'s ``n_layer`` count, the
 depth-scaled literature presets) are evaluated by the policy itself for the model at hand.

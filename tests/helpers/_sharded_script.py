@@ -1,4 +1,5 @@
-"""Run by tests/test_sharded.py: ``python tests/_sharded_script.py OUT_DIR CASE...``.
+"""Run by tests/callback/test_sharded.py:
+``python tests/helpers/_sharded_script.py OUT_DIR CASE...``.
 
 One ``Trainer.fit`` of a 3-block residual MLP under Lightning's ``ModelParallelStrategy`` on 2
 CPU ranks (gloo): ``fsdp`` (``data_parallel_size=2``, ``fully_shard`` per block) or ``tp``
@@ -37,7 +38,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lightning_init.callback import InitCallback
 from lightning_init.policy import InitPolicy

@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_init._publishing import PublishingWarning
 from lightning_init.callback import InitCallback
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 from _models import IN_FEATURES, LazyNet, Net, make_loader, make_policy
 from _models import quiet_trainer as _trainer
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 _TRAINER_ARGS = [
     "--trainer.max_steps=2",
     "--trainer.accelerator=cpu",
@@ -30,7 +30,8 @@ def _run_cli(tmp_path: Path, *arguments: str) -> dict[str, Any]:
     report = tmp_path / "report.json"
     environment = {**os.environ, "PYTHONPATH": str(_ROOT), "INIT_CLI_REPORT": str(report)}
     completed = subprocess.run(
-        [sys.executable, str(_ROOT / "tests" / "_cli_app.py"), "fit", *_TRAINER_ARGS, *arguments],
+        [sys.executable, str(_ROOT / "tests" / "helpers" / "_cli_app.py"), "fit", *_TRAINER_ARGS,
+         *arguments],
         cwd=tmp_path,
         env=environment,
         capture_output=True,

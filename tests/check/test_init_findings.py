@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from test_policy_presets import MODELS
+from _preset_models import MODELS
 from torch import nn
 
 from lightning_init import InitPolicy, check_init, weights_fingerprint

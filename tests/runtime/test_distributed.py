@@ -1,8 +1,8 @@
 """``lightning_init.runtime.distributed`` on 2 gloo CPU processes: full-tensor statistics of
 DTensors from the shards' partial sums, against ``.full_tensor()``.
 
-``tests/_distributed_script.py`` runs once per module in a subprocess (a hung collective is cut
-by the timeout) and writes each rank's measurements and references.
+``tests/helpers/_distributed_script.py`` runs once per module in a subprocess (a hung collective
+is cut by the timeout) and writes each rank's measurements and references.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 _BINS = 8
 
 
@@ -28,7 +28,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         environment.pop(name, None)
     completed = subprocess.run(
-        [sys.executable, str(_ROOT / "tests" / "_distributed_script.py"), str(out_dir)],
+        [sys.executable, str(_ROOT / "tests" / "helpers" / "_distributed_script.py"), str(out_dir)],
         env=environment, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Run by tests/test_callback_ddp.py: ``python tests/_ddp_script.py OUT_DIR``.
+"""Run by tests/callback/test_callback_ddp.py: ``python tests/helpers/_ddp_script.py OUT_DIR``.
 
 ``strategy="ddp"`` re-runs this script for rank 1, so every rank builds its own models, each
 after ``torch.manual_seed(100 + rank)``. Each case writes ``OUT_DIR/<case>_rank<r>.json``.
@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _models import (
     IN_FEATURES,

@@ -123,7 +123,8 @@ def test_layout_override_wins_over_the_registry():
 def test_transformers_is_not_imported():
     code = "import sys, lightning_init.policy.layouts; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                         check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.stdout.strip() == "False"
 
 

@@ -2,9 +2,9 @@
 (``data_parallel_size=2``) and tensor parallel (``tensor_parallel_size=2``); and on 4 ranks, a
 2-D mesh (both sizes 2, a launch of its own).
 
-Each case runs ``tests/_sharded_script.py`` in its own subprocess (a fit that fails under this
-strategy can end in a segfault during teardown), which writes each rank's results: the full
-fingerprint at ``on_train_start``, the full tensors' statistics where the diagnostics read
+Each case runs ``tests/helpers/_sharded_script.py`` in its own subprocess (a fit that fails
+under this strategy can end in a segfault during teardown), which writes each rank's results: the
+full fingerprint at ``on_train_start``, the full tensors' statistics where the diagnostics read
 them (``.full_tensor()``), the callback's state and the TensorBoard directory.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 CASES = ["fsdp_default", "tp_default", "fsdp_seeded", "tp_seeded", "fsdp_empty", "tp_empty",
          "fsdp_resume", "tp_resume", "fsdp_failure", "fsdp_auto", "tp_auto"]
@@ -31,7 +31,7 @@ MESH_CASES = ["mesh_default", "mesh_seeded"]
 
 
 def _launch(out_dir: Path, cases: list[str]) -> dict[str, Any]:
-    """``cases`` in one launch of ``tests/_sharded_script.py`` (each start costs seconds of
+    """``cases`` in one launch of ``tests/helpers/_sharded_script.py`` (each start costs seconds of
     imports): ``{"code", "stderr", case: per-rank results}``."""
     environment = {**os.environ, "PYTHONPATH": str(_ROOT), "PL_DISABLE_FORK": "1"}
     for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -39,7 +39,8 @@ def _launch(out_dir: Path, cases: list[str]) -> dict[str, Any]:
         environment.pop(name, None)
     try:
         completed = subprocess.run(
-            [sys.executable, str(_ROOT / "tests" / "_sharded_script.py"), str(out_dir), *cases],
+            [sys.executable, str(_ROOT / "tests" / "helpers" / "_sharded_script.py"), str(out_dir),
+             *cases],
             cwd=out_dir, env=environment, capture_output=True, text=True, timeout=400,
             check=False,
         )

@@ -1,4 +1,5 @@
-"""A LightningCLI app for tests/test_callback_cli.py: ``python tests/_cli_app.py fit ...``.
+"""A LightningCLI app for tests/callback/test_callback_cli.py:
+``python tests/helpers/_cli_app.py fit ...``.
 
 After ``fit`` it writes what the InitCallback got and did to the JSON file named by the
 ``INIT_CLI_REPORT`` environment variable.
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _models import DataModule, Net
 from lightning.pytorch.cli import LightningCLI

@@ -1,8 +1,8 @@
 """InitCallback under 2-process gloo DDP: every rank holds the policy's weights, or it raises.
 
-``tests/_ddp_script.py`` runs in a subprocess with ``Trainer(strategy="ddp", accelerator="cpu",
-devices=2)``; Lightning re-runs the script for rank 1. Each rank seeds its global RNG
-differently before building its model.
+``tests/helpers/_ddp_script.py`` runs in a subprocess with
+``Trainer(strategy="ddp", accelerator="cpu", devices=2)``; Lightning re-runs the script for rank 1.
+Each rank seeds its global RNG differently before building its model.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pytest
 from lightning_init import weights_fingerprint
 from lightning_init.policy import InitPolicy
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 from _models import RELU_POLICY, ConfiguredNet, Net
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -43,7 +43,7 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict
     ):
         environment.pop(name, None)
     completed = subprocess.run(
-        [sys.executable, str(_ROOT / "tests" / "_ddp_script.py"), str(out_dir)],
+        [sys.executable, str(_ROOT / "tests" / "helpers" / "_ddp_script.py"), str(out_dir)],
         cwd=out_dir,
         env=environment,
         capture_output=True,

@@ -17,7 +17,7 @@ from torch import nn
 from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 from _models import (
     ConfiguredNet,
     DataModule,

@@ -1,8 +1,8 @@
 """The init check on the zoo of real models: no false alarm on healthy ones, no miss on breakages.
 
-The zoo (``tests/zoo.py``) builds small ``transformers`` models from configs. A healthy model
-must pass with no problem; a broken one must fail with a problem that names a module inside the
-spoiled group and advice whose words fit the breakage. Cases the check gets wrong today are
+The zoo (``tests/helpers/zoo.py``) builds small ``transformers`` models from configs. A healthy
+model must pass with no problem; a broken one must fail with a problem that names a module inside
+the spoiled group and advice whose words fit the breakage. Cases the check gets wrong today are
 marked ``xfail(strict=True)``: each one flips to a pass when the check is fixed.
 """
 

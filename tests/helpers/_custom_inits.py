@@ -1,4 +1,4 @@
-"""Custom initializers used by tests/test_initializers.py through import paths."""
+"""Custom initializers used by tests/policy/test_initializers.py through import paths."""
 
 from __future__ import annotations
 

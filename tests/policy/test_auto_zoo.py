@@ -1,7 +1,7 @@
 """``policy="auto"`` on the zoo of real models: it passes the check and trains as well as
 their own init.
 
-Each healthy model of ``tests/zoo.py`` is initialized two ways: by its own ``_init_weights``
+Each healthy model of ``tests/helpers/zoo.py`` is initialized two ways: by its own ``_init_weights``
 (as built) and by ``InitPolicy.auto(model, batch)``. The auto-initialized one must pass the
 init check, and after the same 30 AdamW steps on the same batch (the model's own loss: language
 modelling, or cross-entropy against fixed labels; a mean-squared error for a bare backbone) its

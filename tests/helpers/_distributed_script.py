@@ -1,4 +1,5 @@
-"""Run by tests/test_distributed.py: ``python tests/_distributed_script.py OUT_DIR``.
+"""Run by tests/runtime/test_distributed.py:
+``python tests/helpers/_distributed_script.py OUT_DIR``.
 
 Spawns 2 gloo processes on CPU. Each builds the same DTensors (full values seeded alike on every
 rank), measures them with ``lightning_init.runtime.distributed`` and with ``.full_tensor()``,
@@ -18,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 BINS = 8
 
