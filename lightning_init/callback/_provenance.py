@@ -15,11 +15,13 @@ imported are not watched for loads.
 
 from __future__ import annotations
 
+import logging
+import warnings
 import weakref
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from torch.nn.modules.module import (
     register_module_module_registration_hook,
@@ -27,12 +29,15 @@ from torch.nn.modules.module import (
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["weights_origin"]
+from lightning_init.callback._arguments import Policy, policy_label
+
+__all__ = ["keeps_loaded_weights", "weights_origin"]
 
 # Marks kept on the objects themselves, so that they travel with them (deepcopy, pickling to
 # the processes of ``ddp_spawn``).
 _LOADED = "_lightning_init_loaded"  # on a module: a load_state_dict has filled it
 _STEPPED = "_lightning_init_stepped"  # on a parameter: an optimizer has stepped it
+_log = logging.getLogger("lightning_init.callback")
 _stepped_optimizers: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
 
@@ -86,3 +91,32 @@ def weights_origin(module: nn.Module) -> str | None:
     if any(getattr(parameter, _STEPPED, False) for parameter in module.parameters()):
         return "trained (an optimizer has stepped them)"
     return None
+
+
+def keeps_loaded_weights(
+    trainer: Trainer, pl_module: LightningModule, policy: Policy | None, *, overwrite: bool
+) -> bool:
+    """Whether the policy is skipped because the weights were loaded or trained before this
+    fit (rank 0 decides); says so on rank 0 either way."""
+    if policy is None:
+        return False
+    origin = weights_origin(pl_module) if trainer.is_global_zero else None
+    origin = trainer.strategy.broadcast(origin, src=0)
+    if origin is None:
+        return False
+    name, label = type(pl_module).__name__, policy_label(policy)
+    if overwrite:
+        _log.warning(
+            "InitCallback: %s's weights were %s; policy %r overwrites them as asked"
+            " (overwrite_loaded=True).", name, origin, label,
+        )
+        return False
+    if trainer.is_global_zero:
+        warnings.warn(
+            f"InitCallback: {name}'s weights were {origin} before this fit: policy {label!r}"
+            " is NOT applied and they are kept. To initialize them anyway, pass"
+            " InitCallback(..., overwrite_loaded=True).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return True

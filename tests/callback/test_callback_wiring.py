@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-import lightning_init.callback._callback as callback_module
+import lightning_init.callback._engines as callback_module
 from lightning_init import InitCheckError
 from lightning_init.callback import InitCallback
 

@@ -257,7 +257,9 @@ def _replica_checks(trainer: L.Trainer, model: L.LightningModule) -> dict[str, s
     """The callback's cross-rank verification after the fit (``None``: passed, else the error):
     as trained, then with the last rank's piece of ``head.weight`` perturbed (the last rank
     has a data-parallel replica in both ``tp`` and ``mesh``)."""
-    from lightning_init.callback._callback import _verify_same_on_all_ranks
+    from lightning_init.callback._agreement import (
+        verify_same_on_all_ranks as _verify_same_on_all_ranks,
+    )
 
     def verify() -> str | None:
         try:
