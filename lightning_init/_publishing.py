@@ -12,17 +12,9 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 
-__all__ = ["PublishingWarning", "guarded_writes"]
+from lightning_init.errors import PublishingWarning
 
-
-class PublishingWarning(UserWarning):
-    """Something the library meant to write (a table, a figure, a file) could not be written;
-    training goes on without it.
-
-    Example:
-        >>> issubclass(PublishingWarning, UserWarning)
-        True
-    """
+__all__ = ["PublishingWarning", "guarded_writes"]  # the warning lives in errors
 
 
 def _why(error: BaseException) -> str:

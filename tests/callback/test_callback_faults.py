@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_init._publishing import PublishingWarning
+from lightning_init import PublishingWarning
 from lightning_init.callback import InitCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
