@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init.check.report import LayerRecord
+from lightning_init.check.records import LayerRecord
 from lightning_init.policy._fills import idle_bounds
 from lightning_init.runtime.distributed import is_dtensor
 
