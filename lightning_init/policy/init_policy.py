@@ -177,10 +177,10 @@ class InitPolicy:
             >>> policy.explain(net).entries[0].initializer
             'normal(std=sqrt(2) / sqrt(fan_in) -> 0.707107)'
         """
-        from lightning_init.policy.auto import auto_rules
+        from lightning_init.policy._auto_rules import build_rules
 
-        return auto_rules(model, sample, forward=forward, num_classes=num_classes,
-                          prior=prior).policy()
+        return build_rules(model, sample, cls.from_dict, forward=forward,
+                           num_classes=num_classes, prior=prior).policy()
 
     # ---- pickling and repr
 

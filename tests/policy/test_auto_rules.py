@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from lightning_init import InitPolicy, check_init
-from lightning_init.policy.auto import _activation_kind, auto_rules
+from lightning_init.policy._auto_pass import activation_kind as _activation_kind
+from lightning_init.policy.auto import auto_rules
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
