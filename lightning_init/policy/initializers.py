@@ -83,7 +83,9 @@ from lightning_init.policy._catalogue import REGISTRY, SPECIAL, Fans, fmt_shape,
 from lightning_init.policy._model_vars import DERIVED_VARIABLES, PARAMETER_VARIABLES
 from lightning_init.policy.layouts import Layout
 
-__all__ = ["Initializer", "known_initializers", "resolve_initializer"]
+__all__ = ["Initializer", "idle_bounds", "known_initializers", "resolve_initializer"]
+
+idle_bounds = _fills.idle_bounds  # public here: the check's init notes use it
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_init.fingerprint import _digest
+from lightning_init.fingerprint import digest
 
 __all__ = [
     "FIELDS",
@@ -433,7 +433,7 @@ def full_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> str:
     named: list[tuple[str, Tensor]] = list(module.named_parameters())
     if include_buffers:
         named += [(n, b) for n, b in module.named_buffers() if b is not None]
-    return _digest(named, _full_tensor)
+    return digest(named, _full_tensor)
 
 
 def _full_tensor(tensor: Tensor) -> Tensor:
@@ -461,7 +461,7 @@ def local_fingerprints(module: nn.Module, *,
         named += [(n, b) for n, b in module.named_buffers() if b is not None]
     return [
         (name, zlib.crc32(repr(_shard_coordinates(tensor)).encode()),
-         _digest([(name, tensor)], _local_tensor))
+         digest([(name, tensor)], _local_tensor))
         for name, tensor in sorted(named, key=lambda item: item[0])
         if _partial_key(tensor) is None
     ]
