@@ -150,12 +150,7 @@ class InitPolicy:
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
         if isinstance(spec, str | os.PathLike):
-            path = Path(spec)
-            if path.suffix in (".yaml", ".yml") or path.exists():
-                if not path.exists() and str(spec).removesuffix(".yaml") in preset_paths():
-                    return cls.from_preset(str(spec))
-                return cls.from_yaml(path)
-            return cls.from_preset(str(spec))
+            return _from_path_or_preset(cls, spec)
         raise PolicyError(
             f"cannot make a policy from {type(spec).__name__}: give a path, a preset name, "
             "a mapping or an InitPolicy"
@@ -207,10 +202,7 @@ class InitPolicy:
 
     def _plan(self, model: nn.Module, *, recurse: bool, prefix: str,
               only: Iterable[str] | None = None) -> Plan:
-        schema = Schema(rules=self.rules, default=self.default, skip=self.skip,
-                        strict=self.strict, source=self.source, name=self.name, seed=self.seed,
-                        variables=self.variables)
-        plan = build_plan(schema, model, recurse=recurse, prefix=prefix)
+        plan = build_plan(_schema(self), model, recurse=recurse, prefix=prefix)
         if only is not None:
             plan = restrict(plan, only, model, prefix=prefix)
         if self._preset is not None and recurse:
@@ -295,3 +287,20 @@ class InitPolicy:
             ([1.0, 1.0], False)
         """
         return self.apply(module, seed=seed, recurse=False, prefix=prefix, device=device)
+
+
+def _from_path_or_preset(cls: type[InitPolicy], spec: str | os.PathLike[str]) -> InitPolicy:
+    """A YAML file (a ``.yaml`` name or an existing path), else a preset by name."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists() and str(spec).removesuffix(".yaml") in preset_paths():
+            return cls.from_preset(str(spec))
+        return cls.from_yaml(path)
+    return cls.from_preset(str(spec))
+
+
+def _schema(policy: InitPolicy) -> Schema:
+    """The policy's validated parts, as the planner reads them."""
+    return Schema(rules=policy.rules, default=policy.default, skip=policy.skip,
+                  strict=policy.strict, source=policy.source, name=policy.name,
+                  seed=policy.seed, variables=policy.variables)

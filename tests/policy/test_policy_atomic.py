@@ -125,7 +125,8 @@ def test_children_a_parent_reset_reaches_are_restored_when_a_later_rule_fails():
     model = _block_model()
     before = bits(model)
     mapping = {"default": "reset", "skip": ["0.b"], "rules": [
-        {"match": {"name": "1"}, "weight": "orthogonal", "bias": "tests.test_policy_atomic:boom"}]}
+        {"match": {"name": "1"}, "weight": "orthogonal",
+         "bias": "tests.policy.test_policy_atomic:boom"}]}
     with pytest.raises(PolicyError, match=r"'1\.bias'.*boom.*every parameter was restored"):
         policy(mapping).apply(model)
     assert_unchanged(before, model)
@@ -143,7 +144,8 @@ def test_a_tensor_that_could_not_be_restored_is_named_instead_of_claimed_restore
                         lambda tensor, value: tensor is not model[0].weight)
     with pytest.raises(PolicyError) as info:
         policy({"rules": [{"match": {"name": "0"}, "weight": "ones"},
-                          {"match": {"name": "1"}, "weight": "tests.test_policy_atomic:boom"}]}
+                          {"match": {"name": "1"},
+                           "weight": "tests.policy.test_policy_atomic:boom"}]}
                ).apply(model)
     message = str(info.value)
     assert "1 tensor(s) could not be restored" in message and "0.weight" in message
@@ -173,7 +175,7 @@ def test_keyboard_interrupt_and_system_exit_restore_and_propagate_unchanged(func
     before = bits(model)
     with pytest.raises(kind) as info:
         policy({"rules": [{"match": {"type": "Linear"},
-                           "*": f"tests.test_policy_atomic:{function}"}]}).apply(model)
+                           "*": f"tests.policy.test_policy_atomic:{function}"}]}).apply(model)
     assert_unchanged(before, model)
     if hasattr(info.value, "__notes__"):
         assert "every parameter was restored" in info.value.__notes__[0]
@@ -187,7 +189,7 @@ def test_a_failed_apply_on_a_model_mixing_meta_and_cpu_tensors_leaves_meta_tenso
     before = bits(model)
     with pytest.raises(PolicyError, match="every parameter was restored"):
         policy({"default": "reset", "rules": [
-            {"match": {"name": "0"}, "bias": "tests.test_policy_atomic:boom"}]}).apply(model)
+            {"match": {"name": "0"}, "bias": "tests.policy.test_policy_atomic:boom"}]}).apply(model)
     assert model[1].weight.is_meta and model[1].bias.is_meta
     assert_unchanged(before, model)
 
@@ -271,7 +273,7 @@ def test_an_initializer_replacing_data_is_caught_and_rolled_back(function, words
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4))
     before = bits(model)
-    path = f"tests.test_policy_atomic:{function}"
+    path = f"tests.policy.test_policy_atomic:{function}"
     with pytest.raises(PolicyError, match=rf"'0\.weight'.*{path} replaced the data of "
                                           rf"'0\.weight': {words}"):
         policy({"rules": [{"match": {"type": "Linear"}, "weight": path}]}).apply(model)
@@ -286,7 +288,8 @@ def test_an_initializer_replacing_the_data_of_a_parametrized_weight_is_caught():
     before = bits(model)
     with pytest.raises(PolicyError, match=r"replaced the data of '0\.weight'"):
         policy({"rules": [{"match": {"type": "Linear"},
-                           "weight": "tests.test_policy_atomic:to_other_shape"}]}).apply(model)
+                           "weight": "tests.policy.test_policy_atomic:to_other_shape"}]}
+               ).apply(model)
     assert_unchanged(before, model)
 
 
@@ -312,7 +315,7 @@ def test_an_orthogonal_parametrization_is_restored_with_its_base_buffer():
     before, fingerprint = bits(model), weights_fingerprint(model)
     with pytest.raises(PolicyError, match="every parameter was restored"):
         policy({"rules": [{"match": {"type": "Linear"}, "weight": "zeros",
-                           "bias": "tests.test_policy_atomic:boom"}]}).apply(model)
+                           "bias": "tests.policy.test_policy_atomic:boom"}]}).apply(model)
     assert weights_fingerprint(model) == fingerprint
     assert_unchanged(before, model)
     assert model[0].parametrizations.weight[0].base is base
