@@ -188,10 +188,7 @@ class InitPolicy:
         self._preset = state.get("preset")
 
     def __repr__(self) -> str:
-        where = f", source={self.source!r}" if self.source else ""
-        return (f"InitPolicy(name={self.name!r}, seed={self.seed!r}, rules={len(self.rules)}, "
-                f"default={self.default!r}, skip={list(self.skip)!r}, strict={self.strict}"
-                f"{where})")
+        return _repr(self)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, InitPolicy) and self._raw == other._raw
@@ -304,3 +301,10 @@ def _schema(policy: InitPolicy) -> Schema:
     return Schema(rules=policy.rules, default=policy.default, skip=policy.skip,
                   strict=policy.strict, source=policy.source, name=policy.name,
                   seed=policy.seed, variables=policy.variables)
+
+
+def _repr(policy: InitPolicy) -> str:
+    where = f", source={policy.source!r}" if policy.source else ""
+    return (f"InitPolicy(name={policy.name!r}, seed={policy.seed!r}, rules={len(policy.rules)}, "
+            f"default={policy.default!r}, skip={list(policy.skip)!r}, strict={policy.strict}"
+            f"{where})")
