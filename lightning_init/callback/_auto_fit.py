@@ -22,6 +22,7 @@ from lightning_init._lightning import (
     is_manual_optimization,
     muted_logging,
 )
+from lightning_init._publishing import guarded_writes
 from lightning_init.policy.auto import AutoRules, auto_rules
 
 __all__ = ["AutoPolicy"]
@@ -91,11 +92,14 @@ class AutoPolicy:
         return self._policy.apply(model, **kwargs)
 
     def write(self, trainer: Any) -> Path | None:
-        """Write the YAML text to ``trainer.log_dir`` (rank 0); the path, or ``None``."""
+        """Write the YAML text to ``trainer.log_dir`` (rank 0), behind the library's write
+        guard (a failed write warns, training goes on); the path, or ``None``."""
         log_dir = getattr(trainer, "log_dir", None)
         if self.rules is None or not log_dir or not trainer.is_global_zero:
             return None
         path = Path(log_dir) / POLICY_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.rules.yaml())
-        return path
+        with guarded_writes("the auto policy's YAML") as attempt, attempt(str(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.rules.yaml())
+            return path
+        return None
