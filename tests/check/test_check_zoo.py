@@ -18,7 +18,7 @@ from lightning_init import check_init, weights_fingerprint
 from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix
-# shows as a flip. All in the wider zoo (tests/zoo.py's second block).
+# shows as a flip. All in the wider zoo (tests/helpers/zoo.py's second block).
 _ZERO_GRADIENT = "issue 24: exact zero gradient that no init changes, flagged"
 _SMALL_C = "issue 24: initial-loss limit 1.5x ln C ignores ln C + s^2 / 2 at small C"
 _FALSE_ALARMS: dict[str, str] = {

@@ -30,8 +30,8 @@ from lightning_init import InitPolicy, check_init
 _STEPS, _LR, _SPREAD, _SEEDS = 30, 1e-3, 1.05, (0, 1, 2)
 _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
 
-# The wider zoo (tests/zoo.py's second block) on the library as it stands: what fails, and why
-# (xfail(strict=True): a fix shows as a flip).
+# The wider zoo (tests/helpers/zoo.py's second block) on the library as it stands: what fails,
+# and why (xfail(strict=True): a fix shows as a flip).
 _ZERO_GRADIENT = "issue 24: exact zero gradient that no init changes, flagged"
 _CHECK_FAILS: dict[str, str] = {
     "gemma2": "issue 23: sandwich norms read as post-norm, soft-capped tied head: logits' "

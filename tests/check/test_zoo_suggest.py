@@ -1,9 +1,9 @@
 """``report.suggest_policy()`` on every broken model of the zoo: offered, and its re-check passes.
 
-Each breakage of ``tests/zoo.py`` is checked (it fails), the suggestion is asked for, and the
-suggested policy's re-check (the same check on a copy initialized by it) must find nothing. Cases
-the library gets wrong today are marked ``xfail(strict=True)`` with the cause: a fix shows as a
-flip.
+Each breakage of ``tests/helpers/zoo.py`` is checked (it fails), the suggestion is asked for,
+and the suggested policy's re-check (the same check on a copy initialized by it) must find
+nothing. Cases the library gets wrong today are marked ``xfail(strict=True)`` with the cause: a
+fix shows as a flip.
 """
 
 from __future__ import annotations
