@@ -33,9 +33,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lightning_init._distributed import is_dtensor
-from lightning_init._hooks import HookHandles, forward_hooks
-from lightning_init.check.report import CheckProblem
+from lightning_init.check.records import CheckProblem
+from lightning_init.runtime.distributed import is_dtensor
+from lightning_init.runtime.hooks import HookHandles, forward_hooks
 
 __all__ = ["EmbeddingFlow", "embedding_flow", "embedding_problems"]
 

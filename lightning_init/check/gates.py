@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from lightning_init.check.report import CheckProblem, InitCheckReport, ParameterRecord
+from lightning_init.check.records import CheckProblem, ParameterRecord
+from lightning_init.check.report import InitCheckReport
 from lightning_init.check.verdicts import (
     SURROGATE_ASSUMED,
     ZERO_GRADIENT,
@@ -141,7 +142,7 @@ def settle(report: InitCheckReport, ahead: InitCheckReport, gates: Sequence[str]
     those it leaves at zero stay (``unread``: those no init changes, left to their own note).
 
     Example:
-        >>> from lightning_init.check.report import LayerRecord
+        >>> from lightning_init.check.records import LayerRecord
         >>> layer = LayerRecord(index=0, name="head", type="Linear", shape=(8, 4),
         ...                     output_mean=0.0, output_std=1.0, input_dependence=1.0,
         ...                     dead_fraction=None, saturated_fraction=None, nonfinite=0)

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._distributed import is_dtensor
-from lightning_init._hooks import forward_hooks
-from lightning_init._sparse import stored_values
 from lightning_init.check.measure import first_float_tensor, surrogate_loss
+from lightning_init.runtime.distributed import is_dtensor
+from lightning_init.runtime.hooks import forward_hooks
+from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["NOISE", "perturbed", "unread_note", "unread_parameters"]
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
-from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
     LECUN,
     advice,
