@@ -28,7 +28,7 @@ from lightning_init._auto_fit import AutoPolicy
 from lightning_init._distributed import full_fingerprint, is_dtensor, local_fingerprints
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
 from lightning_init._log import LOGGER
-from lightning_init._provenance import weights_origin
+from lightning_init._provenance import loaded_parts, loaded_tensors, weights_origin
 from lightning_init._publishing import guarded_writes
 from lightning_init._sharded_init import defer_to_materialization
 from lightning_init.check import (
@@ -84,6 +84,7 @@ class _Fit:
     # Why setup could not materialize the lazy modules (on_fit_start does, then initializes all).
     lazy_deferred: str | None = None
     keep_loaded: bool = False  # the weights were loaded or trained before: the policy is skipped
+    loaded: set[str] = field(default_factory=set)  # tensors loaded into parts: kept, not written
     state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
     reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
 
@@ -245,11 +246,15 @@ class InitCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._fit = _Fit()
         if stage == "fit" and not self._record.applied:
+            # only_missing names what to initialize: the loaded weights are kept anyway
+            overwrite = self._overwrite_loaded or self._only_missing is not False
             self._fit.keep_loaded = _keeps_loaded_weights(
-                trainer, pl_module, self._policy,
-                # only_missing names what to initialize: the loaded weights are kept anyway
-                overwrite=self._overwrite_loaded or self._only_missing is not False,
+                trainer, pl_module, self._policy, overwrite=overwrite
             )
+            if not self._fit.keep_loaded:
+                self._fit.loaded = _loaded_parts_kept(
+                    trainer, pl_module, self._policy, overwrite=overwrite
+                )
             self._initialize(trainer, pl_module)
             deferred = self._fit.lazy_deferred is not None
             self._fit.known_modules = [] if deferred else list(pl_module.modules())
@@ -341,12 +346,17 @@ class InitCallback(Callback):
         self._fit.reports = []
 
     def _only(self, pl_module: LightningModule) -> dict[str, list[str]]:
-        """``{"only": names}`` for ``apply`` under ``only_missing``, else ``{}``."""
-        if self._only_missing is False:
+        """``{"only": names}`` for ``apply`` under ``only_missing`` or when parts were loaded
+        (every tensor but those), else ``{}``."""
+        if self._only_missing is False and not self._fit.loaded:
             return {}
         from lightning_init.policy import missing_parameters
 
-        return {"only": missing_parameters(pl_module, self._only_missing)}
+        if self._only_missing is not False:
+            names = missing_parameters(pl_module, self._only_missing)
+        else:
+            names = [name for name, _ in _named_tensors(pl_module)]
+        return {"only": [name for name in names if name not in self._fit.loaded]}
 
     def _shared_seed(self, trainer: Trainer) -> int | None:
         """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""
@@ -413,6 +423,29 @@ def _keeps_loaded_weights(
             stacklevel=2,
         )
     return True
+
+
+def _loaded_parts_kept(
+    trainer: Trainer, pl_module: LightningModule, policy: _Policy | None, *, overwrite: bool
+) -> set[str]:
+    """The tensors loaded into parts of the module before this fit (rank 0's list), which the
+    policy leaves alone; one line on rank 0 names them. Empty when ``overwrite``."""
+    if policy is None or overwrite:
+        return set()
+    loaded = loaded_tensors(pl_module) if trainer.is_global_zero else None
+    loaded = trainer.strategy.broadcast(loaded, src=0)
+    if not loaded:
+        return set()
+    if trainer.is_global_zero:
+        parts = loaded_parts(pl_module, loaded)
+        shown = ", ".join(parts[:5]) + (f", ... ({len(parts) - 5} more)" if len(parts) > 5 else "")
+        _log.warning(
+            "InitCallback: %s was loaded before this fit: policy %r is applied to the rest"
+            " only and these %d tensors are kept. To initialize them too, pass"
+            " InitCallback(..., overwrite_loaded=True).",
+            shown, _policy_label(policy), len(loaded),
+        )
+    return set(loaded)
 
 
 def _materialize_lazy(
