@@ -126,9 +126,8 @@ class _CopyOnWrite(TorchDispatchMode):
             LOGGER.warning(
                 "lightning_init: the model's pass (the init check's training_step or forward)"
                 " changed %d parameter(s) in place where they could not be restored: %s."
-                " Training starts from the changed values; to keep the check from running"
-                " training_step, give the module an `example_input_array` and pass `check="
-                "False`, or move the in-place update out of training_step (on_train_batch_end).",
+                " Training starts from the changed values. Move the in-place update out of"
+                " training_step (into on_train_batch_end), or turn the check off (check=False).",
                 len(unseen), _listing(unseen))
 
 
