@@ -255,8 +255,12 @@ class TrainingDiagnostics(Callback):
         self._watched = select(pl_module, self.options)
         self._sharded = any(is_dtensor(param) for _, param in self._watched.parameters)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
-        self._charts = Charts(
-            [(name, p.dim()) for name, p in self._watched.parameters],
+        trainer = getattr(pl_module, "_trainer", None)
+        in_optimizers = {id(p) for optimizer in getattr(trainer, "optimizers", None) or []
+                         for group in optimizer.param_groups for p in group["params"]}
+        self._charts = Charts(  # the parameters trained now or held by an optimizer
+            [(name, p.dim()) for name, p in self._watched.parameters
+             if p.requires_grad or id(p) in in_optimizers],
             [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
              for name, module in self._watched.leaf_modules] if self.options.activations else [],
             update_ratio=self.options.update_ratio,
@@ -267,10 +271,10 @@ class TrainingDiagnostics(Callback):
         watched = self._watched or Watched([], [], frozenset(), torch.device("cpu"))
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         measured = {name for entry in self._pending for name in entry.names}
-        params = [
+        params = [  # what the optimizer trains now: gradual unfreezing is followed
             (name, p)
             for name, p in watched.parameters
-            if id(p) in in_optimizer and name not in measured
+            if id(p) in in_optimizer and p.requires_grad and name not in measured
         ]
         self._readout.step_bounds.update(_step_bounds(optimizer, dict(params)))
         if self._sharded:
