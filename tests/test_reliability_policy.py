@@ -1,0 +1,48 @@
+"""Issue 25, items 8, 10 and 11: policies that would write non-finite values, empty policy
+files, the ``lstm`` preset's embedding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_init import PolicyError
+from lightning_init.policy import InitPolicy
+
+
+def _policy(spec):
+    return InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"}, "weight": spec}]})
+
+
+@pytest.mark.parametrize("spec", [
+    {"init": "normal", "std": 1e300},
+    {"init": "xavier_normal", "gain": 1e300},
+    {"init": "kaiming_uniform", "a": 1e-300},  # gain sqrt(2 / (1 + a^2)): finite; kept below
+    {"init": "uniform", "a": -1e39, "b": 1e39},
+    {"init": "trunc_normal", "std": 1e300, "a": -1e300, "b": 1e300},
+    {"init": "orthogonal", "gain": 1e39},
+    {"init": "variance_scaling", "scale": 1e300},
+])
+def test_item8_a_rule_that_overflows_float32_is_refused_before_writing(spec):
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    policy = _policy(spec)
+    if spec["init"] == "kaiming_uniform":  # a finite gain: nothing to refuse
+        policy.apply(net)
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        return
+    with pytest.raises(PolicyError) as caught:
+        policy.apply(net)
+    message = str(caught.value)
+    assert "rules[0]" in message and "'0.weight'" in message, message
+    assert "torch.float32" in message and "3.40282e+38" in message, message
+    for name, tensor in before.items():
+        assert torch.equal(net.state_dict()[name], tensor), name
+
+
+def test_item8_half_precision_has_its_own_range():
+    net = nn.Linear(8, 4).half()
+    with pytest.raises(PolicyError, match=r"torch.float16.*65504"):
+        _policy({"init": "normal", "std": 1e5}).apply(net)
+    _policy({"init": "normal", "std": 1e5}).apply(nn.Linear(8, 4))  # float32 holds it
