@@ -46,3 +46,23 @@ def test_item8_half_precision_has_its_own_range():
     with pytest.raises(PolicyError, match=r"torch.float16.*65504"):
         _policy({"init": "normal", "std": 1e5}).apply(net)
     _policy({"init": "normal", "std": 1e5}).apply(nn.Linear(8, 4))  # float32 holds it
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# an init policy, to be written\n# later\n",
+                                  "name: later\n"])
+def test_item10_an_empty_policy_file_is_an_error(tmp_path, text):
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=r"policy\.yaml.*the file has no rules"):
+        InitPolicy.load(path)
+
+
+def test_item10_default_reset_alone_is_said_once(tmp_path, caplog):
+    path = tmp_path / "reset.yaml"
+    path.write_text("# reset everything\ndefault: reset\n")
+    with caplog.at_level("INFO", logger="lightning_init"):
+        policy = InitPolicy.load(path)
+    said = [r.getMessage() for r in caplog.records if "has no rules" in r.getMessage()]
+    assert len(said) == 1 and "reset.yaml" in said[0] and "default: reset" in said[0]
+    net = nn.Linear(3, 3)
+    assert policy.apply(net, seed=0).records
