@@ -66,3 +66,48 @@ def test_item10_default_reset_alone_is_said_once(tmp_path, caplog):
     assert len(said) == 1 and "reset.yaml" in said[0] and "default: reset" in said[0]
     net = nn.Linear(3, 3)
     assert policy.apply(net, seed=0).records
+
+
+class _LSTMClassifier(nn.Module):
+    """The usual LSTM classifier: Embedding, LSTM, head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(500, 32, padding_idx=0)
+        self.lstm = nn.LSTM(32, 64, batch_first=True)
+        self.head = nn.Linear(64, 5)
+
+
+def test_item11_the_lstm_preset_covers_the_embedding_that_feeds_the_lstm(caplog):
+    import warnings
+
+    model = _LSTMClassifier()
+    with warnings.catch_warnings(), caplog.at_level("INFO", logger="lightning_init"):
+        warnings.simplefilter("error")
+        report = InitPolicy.from_preset("lstm").apply(model, seed=0)
+    assert {r.qualified_name for r in report.records} == {
+        name for name, _ in model.named_parameters()}
+    assert not [r for r in caplog.records if "no rule covers" in r.getMessage()]
+    weight = model.emb.weight.detach()
+    assert weight.abs().max().item() <= 0.1 and weight[0].eq(0).all()  # padding row kept 0
+    assert weight[1:].std().item() == pytest.approx(0.2 / 12 ** 0.5, rel=0.05)
+
+
+def test_item11_a_coverage_notice_is_a_lightning_init_log_line_without_a_path(caplog):
+    import warnings
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(8, 8)
+            self.conv = nn.Conv1d(8, 8, 3)
+
+    with warnings.catch_warnings(record=True) as caught, \
+            caplog.at_level("INFO", logger="lightning_init"):
+        warnings.simplefilter("always")
+        InitPolicy.from_preset("lstm").apply(Net(), seed=0)
+    said = [r for r in caplog.records if "no rule covers" in r.getMessage()]
+    assert len(said) == 1 and said[0].name.startswith("lightning_init")
+    assert said[0].getMessage().startswith("preset 'lstm' leaves 1 weight that no rule covers:"
+                                           " conv.weight (Conv1d)")
+    assert not [w for w in caught if "no rule covers" in str(w.message)]
