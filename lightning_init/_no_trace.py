@@ -118,17 +118,17 @@ class _CopyOnWrite(TorchDispatchMode):
         unseen = [self._named[index][0] for index in changed if index not in self._copies]
         if restored:
             LOGGER.info(
-                "lightning_init: the model's pass (the init check's training_step or forward)"
-                " wrote %d parameter(s) in place: %s; they are restored bit for bit, and"
-                " training starts from the values they had before.", len(restored),
-                _listing(restored))
+                "lightning_init: the model's training_step or forward, run before training by"
+                " the init check (or policy='auto'), wrote %d parameter(s) in place: %s; they"
+                " are restored bit for bit, and training starts from their values before.",
+                len(restored), _listing(restored))
         if unseen:
             LOGGER.warning(
-                "lightning_init: the model's pass (the init check's training_step or forward)"
-                " changed %d parameter(s) in place where they could not be restored: %s."
-                " Training starts from the changed values. Move the in-place update out of"
-                " training_step (into on_train_batch_end), or turn the check off (check=False).",
-                len(unseen), _listing(unseen))
+                "lightning_init: the model's training_step or forward, run before training by"
+                " the init check (or policy='auto'), changed %d parameter(s) in place in a way"
+                " that could not be undone: %s. Training starts from the changed values: move"
+                " the in-place update out of training_step (into on_train_batch_end), or pass"
+                " check=False.", len(unseen), _listing(unseen))
 
 
 def _written(func: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:

@@ -77,3 +77,19 @@ def test_item2_check_init_restores_a_forward_that_writes_its_weights():
     check_init(net, torch.randn(16, 4))
     for name, tensor in before.items():
         assert torch.equal(net.state_dict()[name], tensor), name
+
+
+def test_item2_a_write_the_copy_cannot_see_is_named_in_a_warning_line(caplog):
+    class WritesBehindTorch(nn.Linear):
+        def forward(self, x):
+            self.weight.detach().numpy()[0, 0] = 7.0  # no operator: nothing to copy first
+            torch.autograd.graph.increment_version(self.weight)  # as a kernel would
+            return super().forward(x)
+
+    net = nn.Sequential(WritesBehindTorch(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with caplog.at_level(logging.INFO, logger="lightning_init"):
+        check_init(net, torch.randn(16, 4))
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING
+              and "could not be undone" in r.getMessage()]
+    assert len(warned) == 1 and "0.weight" in warned[0].getMessage()
+    assert "check=False" in warned[0].getMessage()
