@@ -45,6 +45,8 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     that renormalizes its weight): a parameter is copied just before its first in-place write,
     and copied back on exit. One line on the ``lightning_init`` logger names them; one that
     changed unseen (its version counter moved, no copy was taken) is named in a warning line.
+    A ``torch.compile``'d module runs eagerly inside (the same numbers; training compiles it as
+    it would without the pass).
     """
     modes = [(module, module.training) for module in model.modules()]
     watch = _CopyOnWrite(model)
@@ -60,7 +62,9 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
             for module in model.modules():
                 if isinstance(module, _BatchNorm):
                     module.train()
-            with torch.enable_grad(), watch:
+            # Eager: a compiled module would not show the copy its writes (and torch.compile
+            # would skip the frames it first meets under the copy's mode, for good).
+            with torch.enable_grad(), torch.compiler.set_stance("force_eager"), watch:
                 yield
     finally:
         with torch.no_grad():

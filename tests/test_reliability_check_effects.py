@@ -93,3 +93,17 @@ def test_item2_a_write_the_copy_cannot_see_is_named_in_a_warning_line(caplog):
               and "could not be undone" in r.getMessage()]
     assert len(warned) == 1 and "0.weight" in warned[0].getMessage()
     assert "check=False" in warned[0].getMessage()
+
+
+def test_item2_a_compiled_module_still_compiles_after_the_check():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = torch.compile(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                        backend="eager")
+    check_init(net, torch.randn(16, 4))
+    assert not counters["frames"]  # the check ran it eagerly
+    net(torch.randn(16, 4))
+    assert counters["frames"]["ok"] == 1  # training compiles it (the mode left no skip mark)
+    torch._dynamo.reset()
