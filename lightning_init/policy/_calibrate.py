@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
-from lightning_init._no_trace import no_side_effects
+from lightning_init.runtime.hooks import HookHandles
+from lightning_init.runtime.no_trace import no_side_effects
 
 __all__ = ["attention_logit_rms", "input_rms", "quiet_pass"]
 
