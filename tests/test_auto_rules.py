@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from lightning_init import InitPolicy, check_init
-from lightning_init.policy.auto import _activation_kind, auto_rules
+from lightning_init.anatomy import activation_for_function, kind_of
+from lightning_init.policy.auto import auto_rules
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,7 +37,7 @@ def test_torch_transformer_keeps_its_cross_attention_and_zeroes_the_post_norm_br
                            dim_feedforward=32, dropout=0.0, batch_first=True)
     sample = (torch.randn(4, 6, 16), torch.randn(4, 5, 16))
     rules = auto_rules(model, sample)
-    zeroed = _roles(rules)["residual output projection, a norm after the add (post-norm)"]
+    zeroed = _roles(rules)["residual branch closer, a norm after the add (post-norm)"]
     assert "decoder.layers.0.linear2" in zeroed and "encoder.layers.1.self_attn.out_proj" in zeroed
     assert not any("multihead_attn" in name for name in zeroed)
     rules.policy().apply(model)
@@ -73,16 +74,16 @@ def test_named_blocks_and_nested_stages_count_every_block() -> None:
     model = Staged()
     x = 0.1 * torch.randn(32, 16)
     rules = auto_rules(model, x)
-    # the blocks' names are not indices, and 2 stages of 3 blocks count 6 blocks
-    assert rules.variables["n_blocks"] == {"count": "stages.*.*"}
+    # the blocks' names are not indices: 2 stages of 3 blocks add 6 branches to one stream
+    assert rules.variables["n_branches"] == 6
     assert rules.variables["stream_rms"] == pytest.approx(float(x.square().mean().sqrt()),
                                                           rel=1e-3)
     plan = rules.policy().explain(model)
     fc2 = next(entry for entry in plan.entries
                if entry.qualified_name == "stages.1.third.fc2.weight")
-    assert "n_blocks" in fc2.initializer
+    assert "n_branches" in fc2.initializer
     rules.policy().apply(model)
-    expected = rules.variables["stream_rms"] / math.sqrt(32 * 2 * 6)
+    expected = rules.variables["stream_rms"] / math.sqrt(32 * 6)
     assert float(model.stages[1].third.fc2.weight.detach().std()) == pytest.approx(expected,
                                                                                    rel=0.1)
 
@@ -117,8 +118,8 @@ def test_a_transposed_convolution_head_counts_its_output_channels() -> None:
 
 
 def test_mish_has_its_own_gain_and_atanh_is_no_tanh() -> None:
-    assert _activation_kind("Mish") == "mish"
-    assert _activation_kind("atanh") is None and _activation_kind("Tanhshrink") is None
+    assert kind_of(nn.Mish()).activation == "mish"
+    assert activation_for_function("atanh") is None and kind_of(nn.Tanhshrink()) is None
     model = nn.Sequential(nn.Linear(8, 8), nn.Mish(), nn.Linear(8, 2))
     rules = auto_rules(model, torch.randn(4, 8))
     assert rules.rules[1].rule["weight"]["std"] == "1.486 / sqrt(fan_in)"
@@ -139,6 +140,7 @@ def test_a_pre_norm_block_that_starts_with_a_convolution_is_not_post_norm() -> N
     model = transformers.ConvNextForImageClassification(config)
     rules = auto_rules(model, {"pixel_values": torch.randn(2, 3, 32, 32)})
     roles = _roles(rules)
-    assert "residual output projection, a norm after the add (post-norm)" not in roles
-    assert "convnext.encoder.stages.0.layers.0.pwconv2" in roles["residual output projection"]
-    assert rules.variables["n_blocks"] == {"count": "convnext.encoder.stages.*.layers.*"}
+    assert "residual branch closer, a norm after the add (post-norm)" not in roles
+    assert "convnext.encoder.stages.0.layers.0.pwconv2" in roles["residual branch closer"]
+    # each stage's downsampling starts a stream: 2 branches, then 1
+    assert (rules.variables["n_branches"], rules.variables["n_branches_1"]) == (2, 1)

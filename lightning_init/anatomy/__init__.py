@@ -137,16 +137,25 @@ def _assemble(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float 
             next(n.index for n in trace.nodes if n.name == name and n.role == "norm")),
             offset, None if offset is None else 1 - offset, invariant)
     layers = reader.layers()
+    loss_op, target_rms = reader.loss_op(reads, heads)
     anatomy = Anatomy(
         layers=layers, branches=branches, norms=norms, heads=heads,
         embeddings=reader.embeddings(tied),
         tied=sorted({tuple(sorted((name, *others))) for name, others in tied.items()}),
         attention=reader.attention(), activations=reader.activations(), loss=loss,
-        uncalled=[name for name, module in model.named_modules()
-                  if is_weight_layer(module) and name not in layers],
+        loss_op=loss_op, target_rms=target_rms,
+        uncalled=_uncalled(model, layers, trace.called), called=set(trace.called),
         _nodes=trace.nodes, _live_params=frozenset(live), _used_params=frozenset(used))
     anatomy.gates = _gates(model, anatomy, live, norms, {h.name for h in heads})
     return anatomy
+
+
+def _uncalled(model: nn.Module, layers: dict[str, LayerSite], called: set[str]) -> list[str]:
+    """Weight layers never called, those inside a called module aside (the ``out_proj`` a
+    ``MultiheadAttention`` uses through its weight)."""
+    inside = tuple(f"{name}." for name in called if name)
+    return [name for name, module in model.named_modules() if is_weight_layer(module)
+            and name not in layers and not name.startswith(inside)]
 
 
 def _gates(model: nn.Module, anatomy: Anatomy, live: set[str], norms: dict[str, NormSite],

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from lightning_init.anatomy._trace import Node
 
-__all__ = ["ADDS", "Graph"]
+__all__ = ["ADDS", "SCALINGS", "Graph"]
 
 ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
 # One-input ops that change neither what a tensor is nor its scale's meaning.
@@ -18,7 +18,7 @@ _PASS_OPS = frozenset({
     "movedim", "view_as", "reshape_as", "detach", "dropout1d", "dropout2d", "dropout3d",
     "alpha_dropout", "feature_alpha_dropout", "pad", "roll", "unbind", "tensor_split",
     "split_with_sizes", "swapaxes", "mT", "repeat", "tile"})
-_SCALINGS = frozenset({"mul", "__mul__", "__rmul__", "div", "__truediv__", "mul_", "div_",
+SCALINGS = frozenset({"mul", "__mul__", "__rmul__", "div", "__truediv__", "mul_", "div_",
                        "__imul__", "__itruediv__"})
 
 
@@ -42,10 +42,12 @@ class Graph:
             return node.role == "pass"
         if node.params:
             return False
-        return node.name in _PASS_OPS or node.name in _SCALINGS
+        return node.name in _PASS_OPS or node.name in SCALINGS
 
     def is_weight(self, index: int) -> bool:
-        return self.nodes[index].role == "weight"
+        """A node that transforms with a weight matrix: a weight layer, a functional use of a
+        weight, or a module that holds its own (``MultiheadAttention``, an LSTM)."""
+        return self.nodes[index].role in ("weight", "attention", "recurrent")
 
     def is_add(self, index: int) -> bool:
         node = self.nodes[index]

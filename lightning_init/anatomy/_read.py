@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from lightning_init._layouts import layout_of
-from lightning_init.anatomy._graph import ADDS, Graph
+from lightning_init.anatomy._graph import ADDS, SCALINGS, Graph
 from lightning_init.anatomy._trace import Node, Trace
 from lightning_init.anatomy.record import (
     AttentionSite,
@@ -16,9 +16,15 @@ from lightning_init.anatomy.record import (
     LayerSite,
 )
 
-__all__ = ["Reader"]
+__all__ = ["CLASS_LOSSES", "LOSSES", "Reader"]
 
 _MATMULS = frozenset({"matmul", "__matmul__", "bmm", "einsum", "baddbmm"})
+#: Loss functions, class losses first.
+CLASS_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
+                          "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
+                          "multi_margin_loss", "kl_div"})
+LOSSES = CLASS_LOSSES | {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+                         "gaussian_nll_loss", "poisson_nll_loss"}
 _BATCH_NORMS = (nn.modules.batchnorm._NormBase,)
 
 
@@ -62,7 +68,7 @@ class Reader:
         sites: dict[str, LayerSite] = {}
         calls: dict[str, int] = {}
         for node in self.nodes:
-            if node.role != "weight":
+            if node.role != "weight":  # MultiheadAttention and LSTMs have rules of their own
                 continue
             name = self.site(node.index)
             calls[name] = calls.get(name, 0) + 1
@@ -75,16 +81,22 @@ class Reader:
         after = self.graph.forward_through_passes(node.index)
         inputs = tuple(dict.fromkeys(self.site(self.graph.back_through_passes(p))
                                      for p in node.parents))
+        norm = next((i for i in after if self.is_norm(i)), None)
         activation = next((self.nodes[i].activation for i in after
                            if self.nodes[i].role == "activation"), None)
-        norm = next((i for i in after if self.is_norm(i)), None)
+        if activation is None and norm is not None:  # a norm, then an activation
+            activation = next((self.nodes[i].activation
+                               for i in self.graph.forward_through_passes(norm)
+                               if self.nodes[i].role == "activation"), None)
+        first = next((p for p in node.parents if self.nodes[p].rms is not None), None)
         return LayerSite(
             name=name, calls=1, inputs=inputs,
             consumers=tuple(dict.fromkeys(self.site(i) for i in after)),
             followed_by=activation if activation else ("linear" if after else None),
-            normalized_by=self.nodes[norm].name if norm is not None and not activation
-            else None,
-            norm_kind=self.norm_kind(norm) if norm is not None and not activation else None)
+            normalized_by=self.nodes[norm].name if norm is not None else None,
+            norm_kind=self.norm_kind(norm) if norm is not None else None,
+            input_rms=self.nodes[first].rms if first is not None else None,
+            output_rms=node.rms)
 
     # ---------------------------------------------------------------- branches
     def branches(self) -> list[Branch]:
@@ -161,9 +173,7 @@ class Reader:
             [out], stop=self.graph.is_weight,
             through=lambda i: i in inside and len(self.nodes[i].parents) == 1)
         norms = self._norm_places(add, entry, out, inside)
-        place = next((p for p in ("sandwich", "pre", "post", "inner") if norms.get(p)), "none")
-        if place == "sandwich" and all(self.norm_kind(i) == "batch" for i in norms["sandwich"]):
-            place = "pre" if norms.get("pre") else "post" if norms.get("post") else "inner"
+        place = self._place(norms)
         return Branch(
             stream=chain, depth=depth, layers=layers,
             first=self._first(entry, inside),
@@ -175,6 +185,18 @@ class Reader:
             stream_rms=self.nodes[stream].rms, branch_rms=self.nodes[out].rms,
             evidence=f"an add of `{self.site(out)}`'s branch output and the stream "
                      f"(`{self.site(entry)}`) that entered it")
+
+    def _place(self, norms: dict[str, list[int]]) -> str:
+        """The branch's place: a token norm closing it makes a sandwich; else a norm reading
+        the stream, pre; else norms inside, inner (a BatchNorm closing a conv branch too);
+        else a norm reading the sum, post."""
+        if any(self.norm_kind(i) == "token" for i in norms["sandwich"]):
+            return "sandwich"
+        if norms["pre"]:
+            return "pre"
+        if norms["inner"] or norms["sandwich"]:
+            return "inner"
+        return "post" if norms["post"] else "none"
 
     def _norm_places(self, add: Node, entry: int, out: int, inside: set[int]
                      ) -> dict[str, list[int]]:
@@ -232,13 +254,28 @@ class Reader:
             return [loss[1]], loss[0]
         return ([floats[0][1]] if floats else []), None
 
+    def loss_op(self, reads: list[int], heads: list[Head]) -> tuple[str | None, float | None]:
+        """The loss function the read output comes from (``cross_entropy``, ``mse_loss``) and
+        the rms of its target (its input with no learned ancestry)."""
+        if not reads:
+            return None, None
+        stops, _ = self.graph.back_until(
+            reads, stop=lambda i: self.nodes[i].name in LOSSES,
+            through=lambda i: not self.learned_op(i))
+        if not stops:
+            return None, None
+        node = self.nodes[max(stops)]
+        targets = [self.nodes[p].rms for p in node.parents if not self.learned[p]]
+        return node.name, next((rms for rms in targets if rms is not None), None)
+
     def heads(self, reads: list[int], tied: dict[str, tuple[str, ...]]) -> list[Head]:
         keys = {index: key for key, index in self.trace.outputs}
         heads: list[Head] = []
         for read in reads:
             stops, crossed = self.graph.back_until(
                 [read], stop=lambda i: self.graph.is_weight(i) or self.nodes[i].role in (
-                    "norm", "embedding") or self.nodes[i].kind == "input")
+                    "norm", "embedding") or self.nodes[i].kind == "input",
+                through=self._squashes_logits)
             for stop in stops:
                 if not self.graph.is_weight(stop):
                     continue
@@ -248,6 +285,19 @@ class Reader:
                 heads.append(Head(name, keys.get(read, "output"), self._outputs(stop),
                                   between, tied.get(f"{name}.weight", ())))
         return heads
+
+    def _squashes_logits(self, index: int) -> bool:
+        """Whether the walk from an output back to its heads crosses this node: anything but
+        an activation, except a sigmoid (a sigmoid head) and a soft-capping tanh (its output
+        multiplied by a constant: ``tanh(z / cap) * cap``)."""
+        node = self.nodes[index]
+        if node.role != "activation":
+            return True
+        if node.activation == "sigmoid":
+            return True
+        return node.activation == "tanh" and any(
+            self.nodes[child].scalars and self.nodes[child].name in SCALINGS
+            for child in self.graph.children[index])
 
     def _outputs(self, index: int) -> int:
         node = self.nodes[index]

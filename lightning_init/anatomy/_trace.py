@@ -243,7 +243,7 @@ def trace_model(model: nn.Module, sample: Any, run: Callable[[], Any],
             out = run()
     for key, tensor in _tensors(out):
         if tensor in recorder.of:
-            recorder.trace.outputs.append((key, recorder.of[tensor]))
+            recorder.trace.outputs.append((key or "output", recorder.of[tensor]))
     if recorder.rms:
         values = torch.stack([value.to(recorder.rms[0][1].device) for _, value in recorder.rms])
         for (node, _), value in zip(recorder.rms, values.tolist(), strict=True):

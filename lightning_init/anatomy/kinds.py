@@ -179,9 +179,9 @@ def _hinted(module: nn.Module) -> LayerKind | None:
 
 
 def kind_of(module: nn.Module) -> LayerKind | None:
-    """The module's kind: registered, a registered fan layout (a weight layer), a module with
-    its own 2-D weight (a weight layer), or the hint table's guess; ``None`` for containers
-    and other modules."""
+    """The module's kind: registered, a registered fan layout (a weight layer), the hint
+    table's guess for a module without children, or a weight layer for a module without
+    children that holds a 2-D weight; ``None`` for containers and other modules."""
     kind = _registered(module)
     if kind is not None:
         return kind
@@ -189,8 +189,7 @@ def kind_of(module: nn.Module) -> LayerKind | None:
         return LayerKind("weight")
     hinted = _hinted(module)
     leaf = not any(True for _ in module.children())
-    if hinted is not None and not (hinted.role == "activation" and _own_weight(module)) \
-            and (leaf or hinted.role not in ("activation", "pass")):
+    if hinted is not None and leaf and not (hinted.role == "activation" and _own_weight(module)):
         return hinted
     if _own_weight(module) and leaf:
         return LayerKind("weight", source="shape")

@@ -29,6 +29,8 @@ class LayerSite:
         normalized_by: the norm its output goes straight into, if any.
         norm_kind: that norm's kind: ``"batch"`` (statistics over the batch: BatchNorm,
             InstanceNorm) or ``"token"`` (over features: LayerNorm, RMSNorm, GroupNorm).
+        input_rms: the rms of its (first) input in the pass.
+        output_rms: the rms of its output in the pass.
     """
 
     name: str
@@ -38,6 +40,8 @@ class LayerSite:
     followed_by: str | None
     normalized_by: str | None = None
     norm_kind: str | None = None
+    input_rms: float | None = None
+    output_rms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,12 @@ class Anatomy:
         attention: attention calls.
         activations: activation name -> the modules or ops that apply it.
         loss: the key of the loss the pass returned, if it returned one.
+        loss_op: the loss function the read output comes from (``"cross_entropy"``,
+            ``"mse_loss"``), where the pass computed one.
+        target_rms: the rms of that loss's target (its input with no learned ancestry).
         uncalled: weight layers the pass never called.
+        called: every module the pass saw as one node (weight layers, norms, activations,
+            attention and recurrent modules...).
     """
 
     layers: dict[str, LayerSite] = field(default_factory=dict)
@@ -209,7 +218,10 @@ class Anatomy:
     attention: list[AttentionSite] = field(default_factory=list)
     activations: dict[str, tuple[str, ...]] = field(default_factory=dict)
     loss: str | None = None
+    loss_op: str | None = None
+    target_rms: float | None = None
     uncalled: list[str] = field(default_factory=list)
+    called: set[str] = field(default_factory=set)
     _nodes: list[Node] = field(default_factory=list, repr=False)
     _live_params: frozenset[str] = field(default_factory=frozenset, repr=False)
     _used_params: frozenset[str] = field(default_factory=frozenset, repr=False)
@@ -254,6 +266,16 @@ class Anatomy:
     def gate_params(self) -> set[str]:
         """The parameter names of the deliberate zero-inits."""
         return {gate.param for gate in self.gates}
+
+    @property
+    def regression(self) -> bool:
+        """Whether the loss is no class loss (``mse_loss``...) or the only head has one
+        output and no class loss is seen."""
+        from lightning_init.anatomy._read import CLASS_LOSSES
+
+        if self.loss_op is not None:
+            return self.loss_op not in CLASS_LOSSES
+        return bool(self.heads) and all(head.outputs == 1 for head in self.heads)
 
     def head_names(self) -> list[str]:
         """The heads' names, in order."""

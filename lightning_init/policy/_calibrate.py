@@ -33,7 +33,8 @@ from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
 from lightning_init._no_trace import no_side_effects
 
-__all__ = ["attention_logit_rms", "input_rms", "quiet_pass"]
+__all__ = ["attention_logit_rms", "input_rms", "label_free_loss", "logit_scale_for",
+           "measured_anatomy", "quiet_pass"]
 
 
 def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
@@ -124,3 +125,57 @@ def attention_logit_rms(model: nn.Module, sample: Any, forward: Callable[..., An
     if not logits.stds:
         return None
     return _rounded(float(torch.stack(logits.stds).square().mean().sqrt()))
+
+
+def measured_anatomy(model: nn.Module, sample: Any, forward: Callable[..., Any] | None,
+                     policy: Any, head: str | None = None) -> tuple[Any, torch.Tensor | None]:
+    """The anatomy of a copy of ``model`` initialized by ``policy`` (every rms, branch ratio
+    and attention logit std as the policy leaves them, ties in place), and the output of
+    module ``head`` in that pass (its logits), if given and called."""
+    from lightning_init.anatomy import anatomy_of
+
+    trial = _initialized_copy(model, policy)
+    found: list[torch.Tensor] = []
+
+    def record(_m: nn.Module, _inputs: Any, output: Any) -> None:
+        if not found and isinstance(output, torch.Tensor) and output.is_floating_point():
+            found.append(output.detach())
+
+    with HookHandles() as handles:
+        if head is not None:
+            handles.add(trial.get_submodule(head).register_forward_hook(record))
+        anatomy = anatomy_of(trial, sample, forward=forward)
+    return anatomy, (found[0] if found else None)
+
+
+def label_free_loss(logits: torch.Tensor, scale: float = 1.0) -> float:
+    """The cross-entropy of ``scale * logits`` (classes on the last dimension) against
+    uniformly drawn labels: ``mean(logsumexp(z) - mean(z))``, ln(C) for uniform predictions.
+
+    Example:
+        >>> round(label_free_loss(torch.zeros(4, 10)), 4) == round(math.log(10), 4)
+        True
+    """
+    z = scale * logits.detach().float().reshape(-1, logits.shape[-1])
+    return float((torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).mean())
+
+
+def logit_scale_for(logits: torch.Tensor, target: float) -> float:
+    """The factor ``s <= 1`` with ``label_free_loss(logits, s) = target`` (1 when the loss is
+    already at most ``target``), by bisection: the loss grows with ``s`` (its derivative is
+    the softmax-weighted mean logit less the plain mean, never negative).
+
+    Example:
+        >>> logits = torch.zeros(2, 100)
+        >>> logits[:, 0] = 20.0  # one class far ahead: loss about 20 - 0.2
+        >>> s = logit_scale_for(logits, 1.1 * math.log(100))
+        >>> round(label_free_loss(logits, s) / math.log(100), 3)
+        1.1
+    """
+    if label_free_loss(logits) <= target:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if label_free_loss(logits, middle) < target else (low, middle)
+    return low
