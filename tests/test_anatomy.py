@@ -181,3 +181,30 @@ def test_kinds_registry_fans_and_hints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kinds, "_HINTS", list(kinds._HINTS))
     register_hint("fancynorm", "pass")
     assert kind_of(FancyNorm()).role == "pass"
+
+
+def test_the_check_reads_fans_and_weight_layers_from_the_one_registry() -> None:
+    from lightning_init import check_init
+    from lightning_init._layouts import register_layout
+    from lightning_init.check import roles
+
+    convt = nn.ConvTranspose2d(4, 6, 3, groups=2)
+    # one input channel reaches 6 / 2 output channels through 3 x 3 taps: fan_out 27, as the
+    # policy's fans count it (the check's own copy said 54)
+    assert (roles.fan_in(convt), roles.fan_out(convt)) == layer_fans(convt) == (18, 27)
+
+    class Kernel(nn.Module):  # the user's layer, its weight stored (in, out)
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 8) * 30)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.weight
+
+    register_layout(Kernel, {"in": 0, "out": 1})
+    assert roles.fan_in(Kernel()) == 16
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), Kernel(), nn.Linear(8, 2))
+    report = check_init(net, torch.randn(32, 4))
+    assert any(problem.kind == "gain" and "1" in problem.layers for problem in report.problems)
+    assert report.layers[1].transforms

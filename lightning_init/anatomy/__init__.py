@@ -65,6 +65,7 @@ from lightning_init.anatomy.kinds import (
     register_activation,
     register_hint,
     register_kind,
+    transforms,
 )
 from lightning_init.anatomy.record import (
     Anatomy,
@@ -80,7 +81,8 @@ from lightning_init.anatomy.record import (
 __all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate", "Head",
            "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
            "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
-           "measured_gain", "register_activation", "register_hint", "register_kind"]
+           "measured_gain", "register_activation", "register_hint", "register_kind",
+           "transforms"]
 
 
 def anatomy_of(model: nn.Module, sample: Any, *,

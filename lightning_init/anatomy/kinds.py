@@ -43,7 +43,8 @@ from lightning_init.errors import PolicyError
 
 __all__ = ["ROLES", "ActivationGain", "LayerKind", "activation_for_function", "gain_of",
            "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
-           "measured_gain", "register_activation", "register_hint", "register_kind"]
+           "measured_gain", "register_activation", "register_hint", "register_kind",
+           "transforms"]
 
 #: What a module can be.
 ROLES = ("weight", "norm", "embedding", "activation", "pass", "recurrent", "attention")
@@ -203,6 +204,21 @@ def is_weight_layer(module: nn.Module) -> bool:
     return kind is not None and kind.role == "weight"
 
 
+def transforms(module: nn.Module) -> bool:
+    """A module that transforms its input with its own weight matrix: a weight layer, an
+    attention or recurrent module, or a module the registry does not know that holds a
+    parameter of 2+ dimensions itself; lookups (embeddings) and norms are not.
+
+    Example:
+        >>> transforms(nn.LSTM(2, 3)), transforms(nn.Embedding(4, 2)), transforms(nn.ReLU())
+        (True, False, False)
+    """
+    kind = kind_of(module)
+    if kind is not None:
+        return kind.role in ("weight", "attention", "recurrent")
+    return _own_weight(module)
+
+
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer (registered or hinted by a class name holding ``norm``)."""
     kind = kind_of(module)
@@ -301,6 +317,7 @@ def _register_builtins() -> None:
     # "relu"); register_hint puts the user's before these.
     for fragment, role, activation in (
             ("dropout", "pass", None), ("droppath", "pass", None), ("identity", "pass", None),
+            ("flatten", "pass", None),
             ("norm", "norm", None), ("gelu", "activation", "gelu"),
             ("silu", "activation", "silu"), ("swish", "activation", "silu"),
             ("selu", "activation", "selu"), ("leakyrelu", "activation", "leaky_relu"),

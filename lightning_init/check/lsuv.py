@@ -10,28 +10,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._layouts import layout_for
 from lightning_init._lightning import call_model
+from lightning_init.anatomy import is_weight_layer
 from lightning_init.check.measure import first_float_tensor, no_side_effects
 
 __all__ = ["LSUVLayer", "LSUVReport", "lsuv_init"]
 
-_LSUV_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
-_LOOKUPS = (nn.Embedding, nn.EmbeddingBag)  # a lookup has a layout but no output variance
-
-
 def _is_weight_layer(module: nn.Module) -> bool:
-    """A ``Linear``/``Conv`` or any layer type with a registered weight layout (Hugging
-    Face's ``Conv1D``, the user's own via ``register_layout``), lookups aside.
+    """A weight layer of the kinds registry (``Linear``, convolutions, Hugging Face's
+    ``Conv1D``, the user's own via ``register_layout`` or ``register_kind``) with a ``weight``
+    of 2+ dimensions; lookups are not.
 
     Example:
         >>> _is_weight_layer(nn.Linear(2, 2)), _is_weight_layer(nn.Embedding(4, 2))
         (True, False)
     """
     weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or isinstance(module, _LOOKUPS):
-        return False
-    return isinstance(module, _LSUV_TYPES) or layout_for(module, "weight") is not None
+    return isinstance(weight, torch.Tensor) and weight.dim() >= 2 and is_weight_layer(module)
 
 _Forward = Callable[[nn.Module, Any], Any]
 

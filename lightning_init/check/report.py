@@ -48,6 +48,8 @@ class LayerRecord:
         source: the index of the module whose output this module received as is (same
             storage: a view, an in-place op); ``None`` when its input was computed in between
             (a residual sum, a functional op) or is the model's input.
+        transforms: whether the module transforms its input with its own weight matrix (the
+            kinds registry's ``transforms``: weight layers, attention, recurrent layers).
     """
 
     index: int
@@ -65,6 +67,7 @@ class LayerRecord:
     inflow_dependence: float | None = None
     inflow_rms: float | None = None
     source: int | None = None
+    transforms: bool = False
 
     grad_to_weight = property(_grad_to_weight)
 
@@ -394,12 +397,6 @@ def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[s
     return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
 
 
-def _is_weight_record(layer: LayerRecord) -> bool:
-    """A module with its own weights that is neither a normalization nor a lookup table."""
-    return layer.weight_norm is not None and not any(
-        word in layer.type for word in ("Norm", "Embedding"))
-
-
 def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerRecord | None:
     measured = [layer for layer in layers if getattr(layer, attribute) is not None
                 and math.isfinite(getattr(layer, attribute))]
@@ -413,7 +410,7 @@ def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> li
     """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
     the weight layers' output std from the first to the last."""
     margins = []
-    weighted = [layer for layer in layers if _is_weight_record(layer)
+    weighted = [layer for layer in layers if layer.transforms
                 and math.isfinite(layer.output_std) and layer.output_std > 0]
     if len(weighted) >= 2:
         first, last = weighted[0], weighted[-1]

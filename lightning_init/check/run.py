@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.anatomy import transforms
 from lightning_init.check.findings import init_findings
 from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init.check.ignore import apply_ignore, parse_ignore
@@ -362,6 +363,7 @@ def _layer_records(
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
             weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,
+            transforms=transforms(module),
         ))
     return layers
 
