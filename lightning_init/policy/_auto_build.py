@@ -60,6 +60,7 @@ class Builder:
     tied: bool = False  # the head's weight is an embedding's: the stream follows head_gain
     classifier: bool = False  # the head's logits are classes: the initial loss is measured
     rule_type: Any = None  # AutoRule, set by the caller (avoids an import cycle)
+    flagged: frozenset[str] = frozenset()  # layers a check flagged: their zeros are not kept
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str,
             evidence: str = "") -> None:
@@ -81,11 +82,13 @@ class Builder:
         self.structure()
 
     def kept_gates(self) -> set[str]:
-        """Deliberate zero-inits to keep: zero norm weights, zero heads, zero branch closers."""
+        """Deliberate zero-inits to keep: zero norm weights, zero heads, zero branch closers,
+        unless a check flagged their layer."""
         closers = set(self.anatomy.residual_projections())
         return {gate.param for gate in self.anatomy.gates
-                if gate.kind in ("norm", "head")
-                or (gate.kind == "weight" and gate.param.rpartition(".")[0] in closers)}
+                if gate.param.rpartition(".")[0] not in self.flagged
+                and (gate.kind in ("norm", "head")
+                     or (gate.kind == "weight" and gate.param.rpartition(".")[0] in closers))}
 
     # ------------------------------------------------------------------ heads
     def heads(self, kept: set[str]) -> None:

@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,7 +178,8 @@ class AutoRules:
 
 
 def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
-               num_classes: int | None = None, prior: float | None = None) -> AutoRules:
+               num_classes: int | None = None, prior: float | None = None,
+               flagged: Collection[str] = ()) -> AutoRules:
     """The automatic policy's rules for ``model``, from its anatomy and one sample pass.
 
     Args:
@@ -187,6 +189,8 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         num_classes: when the output layer is a C-class classifier head.
         prior: for a sigmoid head, the positive class's frequency: the head's bias starts at
             ``ln(prior / (1 - prior))``.
+        flagged: qualified names of layers a check flagged: their all-zero weights are not
+            kept as deliberate zero-inits.
 
     Returns:
         The :class:`AutoRules` (``.policy()`` gives the :class:`~lightning_init.InitPolicy`).
@@ -213,7 +217,8 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
                          "from a forward pass on the sample batch: materialize the model first "
                          "(to_empty + any init), or give a fixed policy")
     anatomy = anatomy_of(model, sample, forward=forward)
-    builder = Builder(model, anatomy, num_classes, prior, rule_type=AutoRule)
+    builder = Builder(model, anatomy, num_classes, prior, rule_type=AutoRule,
+                      flagged=frozenset(flagged))
     builder.build()
     if prior is not None and builder.head is None:
         raise ValueError("auto policy: prior= sets the output layer's bias, but the sample pass "
