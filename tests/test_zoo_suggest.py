@@ -21,10 +21,6 @@ _NO_FIX: dict[str, str] = {
     "longformer-word-embeddings-std-100": "issue 23: withheld, the re-check is no better: the "
                                           "suggestion zeroes attention.output.dense (read as a "
                                           "post-norm residual projection), samples look alike",
-    "pvt-v2-norm-weights-zero": "issue 23: withheld: the suggestion zeroes the patch-embedding "
-                                "conv `proj` (read as a residual projection by its name)",
-    "gemma2-linear-normal": "issue 23: withheld: after it the soft-capped tied head starts at "
-                            "3.4x ln 500 (21.3)",
     "mobilevit-bn-weight-normal": "issue 24: the re-check keeps the zero gradient of attention "
                                   "over one patch, which no init changes",
     "funnel-linear-normal": "issue 24: the re-check keeps Funnel's zero gradient at <cls>, which "

@@ -28,7 +28,8 @@ def _first(value: object) -> torch.Tensor | None:
 
 @torch.no_grad()
 def probe_norm(module: nn.Module, sample: torch.Tensor) -> tuple[bool, float | None]:
-    """``(scale_invariant, offset)`` of a norm on one of its real inputs.
+    """``(scale_invariant, offset)`` of a norm on one of its real inputs (brought to unit rms;
+    a normal draw of its shape where it is all zeros or not finite).
 
     ``offset`` is ``c`` in ``y = (c + w) * x_hat``, read from the output's rms at ``w = 0``
     over that at ``w = 1`` (biases 0): ``r = c / (c + 1)``, so ``c = r / (1 - r)``; 0 for
@@ -41,10 +42,13 @@ def probe_norm(module: nn.Module, sample: torch.Tensor) -> tuple[bool, float | N
         >>> probe_norm(nn.Linear(8, 8), torch.randn(4, 8))[0]
         False
     """
-    sample = sample.detach().float().to(sample.dtype)
     peak = _rms(sample)
-    if peak > 0:  # at unit rms: an eps that dominates a tiny input is no lack of invariance
-        sample = sample / peak
+    if not math.isfinite(peak) or peak == 0:  # a dead or broken input: a normal one instead
+        generator = torch.Generator(device=sample.device).manual_seed(0)
+        sample = torch.randn(sample.shape, generator=generator, device=sample.device).to(
+            sample.dtype)
+    else:  # at unit rms: an eps that dominates a tiny input is no lack of invariance
+        sample = sample.detach() / peak
     try:
         plain = _first(module(sample))
         tripled = _first(module(3 * sample))

@@ -82,13 +82,16 @@ class Builder:
         self.structure()
 
     def kept_gates(self) -> set[str]:
-        """Deliberate zero-inits to keep: zero norm weights, zero heads, zero branch closers,
-        unless a check flagged their layer."""
+        """Deliberate zero-inits to keep: a zero head, and a zero layer or norm that closes a
+        residual branch (the block starts as the identity: ``zero_init_last``, Fixup), unless a
+        check flagged their layer. A zero anywhere else cuts the signal: no deliberate init."""
         closers = set(self.anatomy.residual_projections())
+        closers |= {name for branch in self.anatomy.branches
+                    for name in branch.norms.get("sandwich", ())}
         return {gate.param for gate in self.anatomy.gates
                 if gate.param.rpartition(".")[0] not in self.flagged
-                and (gate.kind in ("norm", "head")
-                     or (gate.kind == "weight" and gate.param.rpartition(".")[0] in closers))}
+                and (gate.kind == "head" or (gate.kind in ("norm", "weight")
+                                             and gate.param.rpartition(".")[0] in closers))}
 
     # ------------------------------------------------------------------ heads
     def heads(self, kept: set[str]) -> None:
