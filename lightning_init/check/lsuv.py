@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lightning_init._lightning import call_model
-from lightning_init.anatomy import is_weight_layer
+from lightning_init.anatomy import anatomy_of, is_weight_layer
 from lightning_init.check.measure import first_float_tensor, no_side_effects
 
 __all__ = ["LSUVLayer", "LSUVReport", "lsuv_init"]
@@ -99,8 +99,9 @@ def lsuv_init(
     within ``tol`` of 1, at most ``max_iters`` passes per layer. Changes those weights in
     place under ``no_grad`` (by design) and nothing else: biases, buffers, train/eval modes
     stay as they were; passes run like the check's (dropout off, BatchNorm on batch
-    statistics). The orthogonal pre-init draws from the global RNG (seed it for
-    reproducibility).
+    statistics). Layers are taken in the order the pass calls them (the anatomy's), which need
+    not be the order they were registered in. The orthogonal pre-init draws from the global RNG
+    (seed it for reproducibility).
 
     Args:
         model: the model to initialize.
@@ -127,8 +128,11 @@ def lsuv_init(
         raise ValueError(f"lsuv_init: tol must be positive, got {tol!r}")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"lsuv_init: max_iters must be an integer >= 1, got {max_iters!r}")
-    candidates = [(name, module) for name, module in model.named_modules()
-                  if _is_weight_layer(module)]
+    order = {name: index for index, name in
+             enumerate(anatomy_of(model, inputs, forward=forward).layers)}
+    candidates = sorted(((name, module) for name, module in model.named_modules()
+                         if _is_weight_layer(module)),
+                        key=lambda item: order.get(item[0], len(order)))
     if orthogonal:
         for _, module in candidates:
             _orthogonal_(module.weight)
