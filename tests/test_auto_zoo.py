@@ -49,8 +49,6 @@ _TRAINS_WORSE: dict[str, str] = {
                     "691a96d as well)",
     "mamba": "issue 23: auto ends at 3.55 against the own init's 1.22",
     "funnel": "issue 23: auto ends at 0.0212 against the own init's 0.0095",
-    "pvt-v2": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.29",
-    "segformer": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.06",
     "mlp-2-class-kaiming-relu-seed-0": f"{_WORSE_THAN_KAIMING} (0.439 against 0.341)",
 }
 # The own-loss check: the decoders of the wider zoo. The training test: every case but these of

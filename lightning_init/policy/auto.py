@@ -238,10 +238,11 @@ def _rounded(value: float | None) -> float:
 def _calibrate(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any,
                forward: Any) -> None:
     """Measure the policy's variables on copies initialized by the policy as it stands, each
-    pass with the values before it: the head's input and the stream (again when the stream is
-    the tied embedding's, whose scale the head's input sets), then the attention logits and
-    the initial loss; where the loss is above its promise, ``head_gain`` is lowered (and
-    ``stream_rms`` with it when the stream is the tied embedding's) and measured again."""
+    pass with the values before it: the head's input and the stream (where the stream is the
+    tied embedding's, whose std is the head's, it is divided by the head input's rms that the
+    pass ran without), then the attention logits and the initial loss; where the loss is above
+    its promise, ``head_gain`` is lowered (and ``stream_rms`` with it when the stream is the
+    tied embedding's) and measured again."""
     variables = rules.variables
     if builder.stream_branch is not None:
         variables["stream_rms"] = 1.0
@@ -249,12 +250,14 @@ def _calibrate(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any
         variables["attention_logit_rms"] = 1.0
     if builder.head is None and builder.stream_branch is None and not builder.queries:
         return
-    for _ in range(2 if builder.tied and builder.stream_branch is not None else 1):
-        anatomy, _ = measured_anatomy(model, sample, forward, rules.policy())
-        if builder.head is not None and builder.head in anatomy.layers:
-            variables["head_input_rms"] = _rounded(anatomy.layers[builder.head].input_rms)
-        if builder.stream_branch is not None and builder.stream_branch < len(anatomy.branches):
-            variables["stream_rms"] = _rounded(anatomy.branches[builder.stream_branch].stream_rms)
+    anatomy, _ = measured_anatomy(model, sample, forward, rules.policy())
+    if builder.head is not None and builder.head in anatomy.layers:
+        variables["head_input_rms"] = _rounded(anatomy.layers[builder.head].input_rms)
+    if builder.stream_branch is not None and builder.stream_branch < len(anatomy.branches):
+        stream = anatomy.branches[builder.stream_branch].stream_rms
+        if builder.tied and stream is not None:  # the stream's embeddings follow the head's
+            stream /= variables["head_input_rms"]  # std, measured at head_input_rms = 1
+        variables["stream_rms"] = _rounded(stream)
     anatomy, logits = measured_anatomy(model, sample, forward, rules.policy(), builder.head)
     _attention(builder, rules, anatomy)
     _ratios(rules, anatomy)
