@@ -208,3 +208,21 @@ def test_the_check_reads_fans_and_weight_layers_from_the_one_registry() -> None:
     report = check_init(net, torch.randn(32, 4))
     assert any(problem.kind == "gain" and "1" in problem.layers for problem in report.problems)
     assert report.layers[1].transforms
+
+
+def test_mamba_functional_conv_through_a_weight_view_and_its_time_step_rate() -> None:
+    from lightning_init.policy.auto import auto_rules
+
+    torch.manual_seed(0)
+    model = transformers.MambaForCausalLM(transformers.MambaConfig(
+        num_hidden_layers=2, hidden_size=32, state_size=8, expand=2, conv_kernel=4,
+        vocab_size=200, use_cache=False))
+    anatomy = anatomy_of(model, _IDS)
+    # the mixer calls F.conv1d on `conv1d.weight.view(...)`: a weight layer all the same
+    assert anatomy.layers["backbone.layers.0.mixer.conv1d"].followed_by == "silu"
+    assert anatomy.uncalled == []
+    assert anatomy.layers["backbone.layers.0.mixer.dt_proj"].rate  # softplus(dt_proj(x))
+    assert not anatomy.layers["backbone.layers.0.mixer.x_proj"].rate
+    bias = model.backbone.layers[0].mixer.dt_proj.bias.detach().clone()
+    auto_rules(model, _IDS).policy().apply(model)
+    assert torch.equal(model.backbone.layers[0].mixer.dt_proj.bias, bias)  # its range kept

@@ -160,8 +160,12 @@ def test_auto_on_a_tied_language_model_measures_its_head_and_stream() -> None:
     # the stream is the embeddings' sum: the blocks' branches are scaled to it
     stream = policy.variables["stream_rms"]
     assert 0.5 * head_std < stream < 3 * head_std
+    # the branch's scale is set once, by its closer: c_attn reads the norm's unit scale and
+    # keeps it (1 / sqrt(64)); c_proj brings the branch to the stream's, over sqrt(4 branches)
     c_attn = float(model.transformer.h[0].attn.c_attn.weight.detach().std())
-    assert abs(c_attn - stream / 8) < 0.05 * stream / 8
+    assert abs(c_attn - 1 / 8) < 0.05 / 8
+    c_proj = float(model.transformer.h[0].attn.c_proj.weight.detach().std())
+    assert abs(c_proj - stream / 16) < 0.05 * stream / 16
     with torch.no_grad():
         logits = model(**inputs).logits
     assert 0.8 * gain < float(logits.std()) < 1.2 * gain

@@ -69,6 +69,26 @@ class Graph:
                 found.append(child)
         return sorted(found)
 
+    def forward_until(self, index: int, stop: Callable[[int], bool]
+                      ) -> tuple[list[int], list[int]]:
+        """Walk children from ``index`` until nodes where ``stop`` holds (collected, not
+        crossed). Returns (stops, crossed)."""
+        stops: list[int] = []
+        crossed: list[int] = []
+        queue = deque(self.children[index])
+        seen: set[int] = set()
+        while queue:
+            child = queue.popleft()
+            if child in seen:
+                continue
+            seen.add(child)
+            if stop(child):
+                stops.append(child)
+            else:
+                crossed.append(child)
+                queue.extend(self.children[child])
+        return sorted(stops), sorted(crossed)
+
     def back_through_passes(self, index: int) -> int:
         """The first node before ``index`` (itself included) that is not a pass-through."""
         while self.is_pass(index):

@@ -96,7 +96,15 @@ class Reader:
             normalized_by=self.nodes[norm].name if norm is not None else None,
             norm_kind=self.norm_kind(norm) if norm is not None else None,
             input_rms=self.nodes[first].rms if first is not None else None,
-            output_rms=node.rms)
+            output_rms=node.rms, rate=self._rate(node.index))
+
+    def _rate(self, index: int) -> bool:
+        """Whether the layer's output, through pass-throughs and sums (its bias added apart),
+        becomes a positive rate: a softplus or an exp (a state-space model's time step)."""
+        stops, _ = self.graph.forward_until(
+            index, stop=lambda i: not (self.graph.is_pass(i) or self.is_sum(i)))
+        return any(self.nodes[i].activation == "softplus" or self.nodes[i].name == "exp"
+                   for i in stops)
 
     # ---------------------------------------------------------------- branches
     def branches(self) -> list[Branch]:

@@ -30,6 +30,12 @@ __all__ = ["Node", "Trace", "trace_model"]
 _SKIPPED = frozenset({"__get__", "__set__", "size", "dim", "numel", "is_floating_point",
                       "_set_grad_enabled", "__len__", "__bool__", "item", "tolist",
                       "__format__", "__repr__", "is_complex", "data_ptr", "element_size"})
+_WEIGHT_OPS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "matmul", "addmm", "mm",
+                         "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "einsum",
+                         "__matmul__", "bmm", "baddbmm"})
+# Ops that give a parameter another shape: a weight layer may read its weight through one.
+_VIEWS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "transpose", "t", "permute",
+                    "flatten", "to", "float", "contiguous", "__getitem__", "T", "mT"})
 _COLLAPSED = ("weight", "norm", "embedding", "activation", "pass", "recurrent", "attention")
 
 
@@ -94,6 +100,9 @@ class _Recorder(TorchFunctionMode):
         self.trace = Trace()
         self.of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.params = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+        self.param_dims = {name: p.dim() for name, p in model.named_parameters(
+            remove_duplicate=False)}
+        self.views: dict[int, str] = {}  # node -> the parameter it is a view of
         self.collapsed = 0  # > 0 inside a module recorded as one node
         self.busy = False  # inside the recorder's own bookkeeping
         self.keep_inputs = keep_inputs
@@ -123,6 +132,8 @@ class _Recorder(TorchFunctionMode):
         for _, tensor in _tensors(value):
             if id(tensor) in self.params and isinstance(tensor, nn.Parameter):
                 params.append(self.params[id(tensor)])
+            elif tensor in self.of and self.of[tensor] in self.views:
+                params.append(self.views[self.of[tensor]])  # a view of a parameter
             elif tensor in self.of and self.of[tensor] not in nodes:
                 nodes.append(self.of[tensor])
         return tuple(nodes), tuple(params)
@@ -141,22 +152,20 @@ class _Recorder(TorchFunctionMode):
             return out  # a constant (positions, masks from shapes): no node
         if name in ("scaled_dot_product_attention", "softmax"):
             self.attention_call(name, args, kwargs, parents)
-        role, activation = self.op_role(name, args, params)
+        role, activation = self.op_role(name, params)
         scalars = tuple(float(a) for a in args if isinstance(a, (int, float))
                         and not isinstance(a, bool))
-        self.node("op", name, parents, out, params=params, role=role, activation=activation,
-                  scalars=scalars)
+        node = self.node("op", name, parents, out, params=params, role=role,
+                         activation=activation, scalars=scalars)
+        if not parents and len(params) == 1 and name in _VIEWS and node is not None:
+            self.views[node.index] = params[0]  # self.conv1d.weight.view(...): the parameter
         return out
 
-    def op_role(self, name: str, args: Any, params: tuple[str, ...]
-                ) -> tuple[str | None, str | None]:
+    def op_role(self, name: str, params: tuple[str, ...]) -> tuple[str | None, str | None]:
         activation = activation_for_function(name)
         if activation is not None:
             return "activation", activation
-        if any(isinstance(a, nn.Parameter) and a.dim() >= 2 for a in args) and \
-                name in ("linear", "conv1d", "conv2d", "conv3d", "matmul", "addmm", "mm",
-                         "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "einsum",
-                         "__matmul__", "bmm", "baddbmm"):
+        if name in _WEIGHT_OPS and any(self.param_dims.get(p, 0) >= 2 for p in params):
             return "weight", None
         if name == "embedding" and params:
             return "embedding", None

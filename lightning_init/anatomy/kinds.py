@@ -289,6 +289,7 @@ def _register_builtins() -> None:
         ("silu", "1.676", _he + "SiLU", ("silu", "swish")),
         ("elu", "1.245", _he + "ELU", ("elu", "celu")),
         ("mish", "1.486", _he + "Mish", ("mish",)),
+        ("softplus", "1.042", _he + "Softplus", ("softplus",)),
         ("linear", "1", "LeCun et al. 1998, gain 1 when no activation follows", ()),
     ):
         register_activation(name, expression, source, functions=functions)
@@ -311,7 +312,7 @@ def _register_builtins() -> None:
                       (nn.PReLU, "leaky_relu"), (nn.RReLU, "leaky_relu"), (nn.Tanh, "tanh"),
                       (nn.Sigmoid, "sigmoid"), (nn.SELU, "selu"), (nn.GELU, "gelu"),
                       (nn.SiLU, "silu"), (nn.ELU, "elu"), (nn.CELU, "elu"), (nn.Mish, "mish"),
-                      (nn.Softplus, "relu"), (nn.Hardswish, "silu")):
+                      (nn.Softplus, "softplus"), (nn.Hardswish, "silu")):
         register_kind(cls, "activation", activation=name)
     # The fallback hint table, least specific last ("selu" before "elu", "leakyrelu" before
     # "relu"); register_hint puts the user's before these.
@@ -323,7 +324,7 @@ def _register_builtins() -> None:
             ("selu", "activation", "selu"), ("leakyrelu", "activation", "leaky_relu"),
             ("leaky_relu", "activation", "leaky_relu"), ("relu", "activation", "relu"),
             ("tanh", "activation", "tanh"), ("sigmoid", "activation", "sigmoid"),
-            ("mish", "activation", "mish"), ("softplus", "activation", "relu"),
+            ("mish", "activation", "mish"), ("softplus", "activation", "softplus"),
             ("elu", "activation", "elu")):
         _HINTS.append((fragment, LayerKind(role, activation, "hint")))
 

@@ -31,6 +31,8 @@ class LayerSite:
             InstanceNorm) or ``"token"`` (over features: LayerNorm, RMSNorm, GroupNorm).
         input_rms: the rms of its (first) input in the pass.
         output_rms: the rms of its output in the pass.
+        rate: its output becomes a positive rate (through a softplus or an exp: a
+            state-space model's time step), whose offset its bias sets.
     """
 
     name: str
@@ -42,6 +44,7 @@ class LayerSite:
     norm_kind: str | None = None
     input_rms: float | None = None
     output_rms: float | None = None
+    rate: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from lightning_init.anatomy import is_norm as _is_norm
 from lightning_init.check.report import LayerRecord, ParameterRecord
 
 # The activations after which He et al.'s sqrt(2) (or a gain near it) is the textbook init.
-_RELU_LIKE = frozenset({"relu", "leaky_relu", "gelu", "silu", "elu", "selu", "mish"})
+_RELU_LIKE = frozenset({"relu", "leaky_relu", "gelu", "silu", "elu", "selu", "mish",
+                        "softplus"})
 
 KAIMING_RELU = ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
                 "biases (He et al. 2015: std = sqrt(2 / fan_in))")

@@ -24,9 +24,10 @@ HEAD_STD = "head_gain / (sqrt(fan_in) * head_input_rms)"
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
                  "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
                  "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
-_STREAM_SOURCE = ("; times stream_rms, the residual stream's rms measured where the first "
-                  "normalized branch leaves it: a branch starts at the scale of the stream it "
-                  "adds to (GPT-2's N(0, 0.02) next to its 0.02-scale embeddings)")
+_INNER_SOURCE = ("; inside a branch that a norm feeds at unit scale, each layer keeps that "
+                 "scale, and the layers closing the branch set its output's (stream_rms / "
+                 "sqrt(n_branches)), so that the scale is set once, not compounded layer by "
+                 "layer")
 _KEPT = ("a deliberate zero-init, kept: zeros on a path to the loss receive a gradient and "
          "open in training (Goyal et al. 2017, zero_init_last; Zhang et al. 2019, Fixup; a "
          "zero head for fine-tuning)")
@@ -61,13 +62,28 @@ class Builder:
     classifier: bool = False  # the head's logits are classes: the initial loss is measured
     rule_type: Any = None  # AutoRule, set by the caller (avoids an import cycle)
     flagged: frozenset[str] = frozenset()  # layers a check flagged: their zeros are not kept
+    rates: list[str] = field(default_factory=list)  # layers whose output becomes a rate
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str,
             evidence: str = "") -> None:
         """One rule for the modules ``names`` (none: no rule), optional so that the policy
-        applies to the model's copies and to models that lack a layer."""
+        applies to the model's copies and to models that lack a layer. The bias of a layer
+        whose output becomes a rate is left as the model set it (a rule of its own)."""
         if not names:
             return
+        rates = [name for name in names if name in self.rates and "bias" in rule]
+        if rates and len(rates) < len(names):
+            self.add(role, [n for n in names if n not in rates], rule, source, evidence)
+            self.add(role, rates, rule, source, evidence)
+            return
+        if rates:
+            rule = {key: value for key, value in rule.items() if key != "bias"}
+            role += ", its bias kept"
+            source += ("; the bias of a layer whose output becomes a positive rate (softplus, "
+                       "exp: a state-space model's time step) sets that rate's range, so it is "
+                       "left as the model's own init set it (Gu & Dao 2023, Mamba, section 3.6)")
+            evidence = (evidence + "; " if evidence else "") + \
+                "its output goes through a softplus or an exp"
         match = ({"type": type(self.model).__name__} if names == [""]  # the model is the layer
                  else {"name": list(names)})
         self.rules.append(self.rule_type(role, tuple(names), {
@@ -184,6 +200,7 @@ class Builder:
                 groups.setdefault((kind, fan), []).append(name)
             if normalized and self.stream_branch is None:
                 self.stream_branch = anatomy.branches.index(branch)
+        self.rates = [name for name, site in anatomy.layers.items() if site.rate]
         self._attention_closers(residual, zeroed)
         self.zero_branches(zeroed)
         self.residual(residual)
@@ -233,28 +250,29 @@ class Builder:
                 "weight": {"init": "normal", "std": scale}, "bias": "zeros"},
                 "GPT-2 (Radford et al. 2019, section 2.3) and Megatron-LM (arXiv:1909.08053): "
                 "the layers that close a residual branch scaled by 1/sqrt(number of branches "
-                "added to the stream)",
+                "added to the stream)" + ("; times stream_rms, the stream's rms measured where "
+                "the first normalized branch leaves it: the branch starts at the scale of the "
+                "stream it adds to" if normed else ""),
                 f"each closes one of the {count} residual branches of stream {stream} (its "
                 "output is added to the stream that entered the branch)")
 
     def gain(self, kind: str, fan: str, names: list[str]) -> None:
         """Layers followed by the activation ``kind``: over ``fan_in``, over ``fan_out`` before
-        a BatchNorm, times ``stream_rms`` inside a normalized branch, and over
-        ``attention_logit_rms`` too for queries."""
+        a BatchNorm, and over ``attention_logit_rms`` too for queries."""
         gain = gain_of(kind)
         expression, source = gain.expression, gain.source
         if fan == "stream":
             self.add(f"inside a normalized residual branch, followed by {kind}", names, {
-                "weight": {"init": "normal", "std": f"{expression} / sqrt(fan_in) * stream_rms"},
-                "bias": "zeros"}, source + _STREAM_SOURCE,
+                "weight": {"init": "normal", "std": f"{expression} / sqrt(fan_in)"},
+                "bias": "zeros"}, source + _INNER_SOURCE,
                 "inside a branch whose scale a norm sets")
             return
         if fan == "query":
             self.queries = True
-            std = f"{expression} / sqrt(fan_in) * stream_rms / attention_logit_rms"
+            std = f"{expression} / sqrt(fan_in) / attention_logit_rms"
             self.add("attention query projection", names, {
                 "weight": {"init": "normal", "std": std},
-                "bias": "zeros"}, source + _STREAM_SOURCE + _QUERY_SOURCE,
+                "bias": "zeros"}, source + _INNER_SOURCE + _QUERY_SOURCE,
                 "its output is the query of an attention's q k^T")
             return
         role = "no activation follows" if kind == "linear" else f"followed by {kind}"

@@ -7,13 +7,12 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
 - a weight layer gets the gain of the activation its output goes into (He et al. 2015,
   arXiv:1502.01852, section 2.2: ``std = gain / sqrt(fan_in)``), over ``fan_out`` when its
   output goes straight into a BatchNorm (torchvision's ResNet);
-- inside a residual branch whose scale a norm sets (pre-norm, post-norm, sandwich, or a
-  LayerNorm inside), each layer's std is multiplied by ``stream_rms``, the stream's rms
-  measured where the first such branch leaves it: a branch starts at the scale of the stream it
-  adds to;
 - the layers that close a residual branch (their output is what the add receives) are scaled
   by ``1 / sqrt(n_branches)``, the number of branches added to that stream (Radford et al.
-  2019, GPT-2, section 2.3; Megatron-LM); where only a norm reads the sum (post-norm,
+  2019, GPT-2, section 2.3; Megatron-LM), and, in a branch whose scale a norm sets (pre-norm,
+  post-norm, sandwich, or a LayerNorm inside), by ``stream_rms``, the stream's rms measured
+  where the first such branch leaves it: the branch starts at the scale of the stream it adds
+  to (the layers inside keep the norm's unit scale); where only a norm reads the sum (post-norm,
   ``norm(x + f(x))``) they start at zero, so each block starts as the identity (Fixup, ReZero),
   except in a branch that reads another stream (cross-attention);
 - the layers that make an attention's queries are also divided by ``attention_logit_rms``, the
