@@ -47,7 +47,6 @@ _WORSE_THAN_KAIMING = "issue 23: auto trains worse than the kaiming_relu preset 
 _TRAINS_WORSE: dict[str, str] = {
     "mobilenet-v2": "issue 23: auto ends at 0.405 against the own init's 0.271 (fails on main "
                     "691a96d as well)",
-    "mamba": "issue 23: auto ends at 3.55 against the own init's 1.22",
     "funnel": "issue 23: auto ends at 0.0212 against the own init's 0.0095",
     "mlp-2-class-kaiming-relu-seed-0": f"{_WORSE_THAN_KAIMING} (0.439 against 0.341)",
 }
