@@ -226,3 +226,23 @@ def test_mamba_functional_conv_through_a_weight_view_and_its_time_step_rate() ->
     bias = model.backbone.layers[0].mixer.dt_proj.bias.detach().clone()
     auto_rules(model, _IDS).policy().apply(model)
     assert torch.equal(model.backbone.layers[0].mixer.dt_proj.bias, bias)  # its range kept
+
+
+def test_masked_attention_logits_are_left_out_of_their_std() -> None:
+    class Attention(nn.Module):  # Funnel's convention: masked logits at -1e6
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k = self.q(x).unsqueeze(1), self.k(x).unsqueeze(1)
+            scores = q @ k.transpose(-1, -2) / 8 ** 0.5
+            mask = torch.ones(scores.shape[-1])
+            mask[-2:] = 0
+            scores = scores - 1e6 * (1 - mask)
+            return torch.softmax(scores, dim=-1) @ x.unsqueeze(1)
+
+    torch.manual_seed(0)
+    (site,) = anatomy_of(Attention(), torch.randn(4, 6, 8)).attention
+    assert (site.queries, site.keys) == (("q",), ("k",))
+    assert site.logit_std < 1

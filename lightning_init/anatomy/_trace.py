@@ -36,6 +36,8 @@ _WEIGHT_OPS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "matmul", "addm
 # Ops that give a parameter another shape: a weight layer may read its weight through one.
 _VIEWS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "transpose", "t", "permute",
                     "flatten", "to", "float", "contiguous", "__getitem__", "T", "mT"})
+# A masked attention logit: -1e4 (BERT's), -1e6 (Funnel's), -1e9, the dtype's min or -inf.
+_MASKED = -1e4
 _COLLAPSED = ("weight", "norm", "embedding", "activation", "pass", "recurrent", "attention")
 
 
@@ -185,7 +187,7 @@ class _Recorder(TorchFunctionMode):
             elif name == "softmax" and args and isinstance(args[0], torch.Tensor) \
                     and args[0].dim() == 4 and args[0].is_floating_point():
                 logits = args[0].detach().float()
-                kept = logits[logits > torch.finfo(args[0].dtype).min / 2]
+                kept = logits[logits > _MASKED]
                 if kept.numel() > 1:
                     self.trace.attention.append({"op": name, "std": kept.std(),
                                                  "scores": self.of.get(args[0])})
