@@ -48,6 +48,8 @@ from torch import nn
 
 from lightning_init._lightning import call_model
 from lightning_init._no_trace import no_side_effects
+from lightning_init.anatomy._attention import attention_sites
+from lightning_init.anatomy._branches import BranchReader
 from lightning_init.anatomy._probe import probe_norm
 from lightning_init.anatomy._read import Reader
 from lightning_init.anatomy._trace import trace_model
@@ -125,7 +127,7 @@ def _assemble(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float 
     reader = Reader(trace, model)
     tied = _tied(model)
     reads, loss = reader.reads()
-    branches = reader.branches()
+    branches = BranchReader(reader).branches()
     heads = reader.heads(reads, tied)
     module_params = {name: [f"{name}.{p}" if name else p for p, _ in
                             module.named_parameters(recurse=kinds.get(name) is not None)]
@@ -144,7 +146,7 @@ def _assemble(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float 
         layers=layers, branches=branches, norms=norms, heads=heads,
         embeddings=reader.embeddings(tied),
         tied=sorted({tuple(sorted((name, *others))) for name, others in tied.items()}),
-        attention=reader.attention(), activations=reader.activations(), loss=loss,
+        attention=attention_sites(reader), activations=reader.activations(), loss=loss,
         loss_op=loss_op, target_rms=target_rms,
         uncalled=_uncalled(model, layers, trace.called), called=set(trace.called),
         _nodes=trace.nodes, _live_params=frozenset(live), _used_params=frozenset(used))

@@ -9,7 +9,6 @@ from lightning_init._layouts import layout_of
 from lightning_init.anatomy._graph import ADDS, SCALINGS, Graph
 from lightning_init.anatomy._trace import Node, Trace
 from lightning_init.anatomy.record import (
-    AttentionSite,
     Branch,
     EmbeddingSite,
     Head,
@@ -18,7 +17,6 @@ from lightning_init.anatomy.record import (
 
 __all__ = ["CLASS_LOSSES", "LOSSES", "Reader"]
 
-_MATMULS = frozenset({"matmul", "__matmul__", "bmm", "einsum", "baddbmm"})
 #: Loss functions, class losses first.
 CLASS_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
                           "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
@@ -106,151 +104,9 @@ class Reader:
         return any(self.nodes[i].activation == "softplus" or self.nodes[i].name == "exp"
                    for i in stops)
 
-    # ---------------------------------------------------------------- branches
-    def branches(self) -> list[Branch]:
-        branches: list[Branch] = []
-        ends: dict[int, tuple[int, int]] = {}  # add node -> (stream, depth)
-        for node in self.nodes:
-            if not self.graph.is_add(node.index) or len(node.parents) != 2:
-                continue
-            found = self._split(node)
-            if found is None:
-                continue
-            stream, out, inside, entry = found
-            chain, depth = self._chain(entry, ends, len({s for s, _ in ends.values()}))
-            ends[node.index] = (chain, depth)
-            branches.append(self._branch(node, (stream, entry), out, inside, (chain, depth)))
-        return branches
-
-    def _split(self, node: Node) -> tuple[int, int, set[int], int] | None:
-        """(stream, branch output, nodes inside, the node the branch starts from) of a
-        residual add, or ``None``."""
-        low, high = sorted(node.parents)
-        shape = node.shape
-        if self.nodes[low].shape != shape or self.nodes[high].shape != shape:
-            return None
-        inside = self.graph.between(low, high)
-        if inside is not None:
-            members = inside | {high}
-            return (low, high, members, self.graph.back_through_passes(low)) \
-                if any(self.graph.is_weight(i) for i in members) else None
-        return self._shortcut(low, high)
-
-    def _shortcut(self, low: int, high: int) -> tuple[int, int, set[int], int] | None:
-        """Both sides descend from one node (a shortcut, with or without a projection): the
-        side with more weight layers is the branch, the other the stream; two sides with as
-        many (two heads averaged) are no residual add."""
-        common = self.graph.live([low]) & self.graph.live([high])
-        if not common:
-            return None
-        source = max(common)
-        sides = []
-        for side in (low, high):
-            inside = (self.graph.between(source, side) or set()) | {side}
-            sides.append((sum(self.graph.is_weight(i) for i in inside), side, inside))
-        sides.sort(key=lambda item: (item[0], item[1]))
-        if sides[1][0] == sides[0][0]:
-            return None
-        return sides[0][1], sides[1][1], sides[1][2], source
-
-    def _chain(self, stream: int, ends: dict[int, tuple[int, int]], count: int
-               ) -> tuple[int, int]:
-        """Which stream a branch continues, by walking back from its stream input through
-        pass-throughs, norms and activations to an earlier residual add."""
-        stops, _ = self.graph.back_until(
-            [stream], stop=lambda i: i in ends,
-            through=lambda i: self.graph.is_pass(i) or self.nodes[i].role in (
-                "norm", "activation") or (len(self.nodes[i].parents) == 1
-                                          and not self.learned_op(i)))
-        if stops:
-            chain, depth = ends[max(stops)]
-            return chain, depth + 1
-        return count, 0
-
     def learned_op(self, index: int) -> bool:
         node = self.nodes[index]
         return node.role in ("weight", "embedding") or bool(node.params)
-
-    def _branch(self, add: Node, ends: tuple[int, int], out: int, inside: set[int],
-                place_in_stream: tuple[int, int]) -> Branch:
-        stream, entry = ends
-        chain, depth = place_in_stream
-        layers = tuple(dict.fromkeys(self.site(i) for i in sorted(inside)
-                                     if self.graph.is_weight(i)))
-        last_stops, _ = self.graph.back_until(
-            [out], stop=self.graph.is_weight,
-            through=lambda i: i in inside and len(self.nodes[i].parents) == 1)
-        norms = self._norm_places(add, entry, out, inside)
-        place = self._place(norms)
-        return Branch(
-            stream=chain, depth=depth, layers=layers,
-            first=self._first(entry, inside),
-            last=tuple(dict.fromkeys(self.site(i) for i in last_stops)),
-            place=place,
-            norms={p: tuple(dict.fromkeys(self.nodes[i].name for i in found))
-                   for p, found in norms.items() if found},
-            reads=self._reads(entry, inside),
-            stream_rms=self.nodes[stream].rms, branch_rms=self.nodes[out].rms,
-            evidence=f"an add of `{self.site(out)}`'s branch output and the stream "
-                     f"(`{self.site(entry)}`) that entered it")
-
-    def _place(self, norms: dict[str, list[int]]) -> str:
-        """The branch's place: a token norm closing it makes a sandwich; else a norm reading
-        the stream, pre; else norms inside, inner (a BatchNorm closing a conv branch too);
-        else a norm reading the sum, post."""
-        if any(self.norm_kind(i) == "token" for i in norms["sandwich"]):
-            return "sandwich"
-        if norms["pre"]:
-            return "pre"
-        if norms["inner"] or norms["sandwich"]:
-            return "inner"
-        return "post" if norms["post"] else "none"
-
-    def _norm_places(self, add: Node, entry: int, out: int, inside: set[int]
-                     ) -> dict[str, list[int]]:
-        """The branch's norms by place: ``pre`` (reads the stream), ``sandwich`` (closes the
-        branch), ``inner``, and ``post``: the norms that are all that reads the sum."""
-        places: dict[str, list[int]] = {"pre": [], "sandwich": [], "post": [], "inner": []}
-        closing = self.graph.back_through_passes(out)
-        for index in sorted(inside):
-            if not self.is_norm(index):
-                continue
-            reads_stream = any(self.graph.back_through_passes(p) == entry
-                               for p in self.nodes[index].parents)
-            if index == closing and not reads_stream:
-                places["sandwich"].append(index)
-            elif reads_stream:
-                places["pre"].append(index)
-            else:
-                places["inner"].append(index)
-        readers = self.graph.forward_through_passes(add.index)
-        if readers and all(self.is_norm(i) for i in readers):
-            places["post"] = readers
-        return places
-
-    def _first(self, entry: int, inside: set[int]) -> tuple[str, ...]:
-        found: list[str] = []
-        for index in sorted(inside):
-            if not self.graph.is_weight(index):
-                continue
-            stops, _ = self.graph.back_until(
-                self.nodes[index].parents,
-                stop=lambda i: self.graph.back_through_passes(i) == entry,
-                through=lambda i: i in inside and (self.graph.is_pass(i) or self.is_norm(i)))
-            if stops:
-                found.append(self.site(index))
-        return tuple(dict.fromkeys(found))
-
-    def _reads(self, entry: int, inside: set[int]) -> tuple[str, ...]:
-        """Learned inputs of the branch from outside it and its stream."""
-        found: list[str] = []
-        for index in sorted(inside):
-            for parent in self.nodes[index].parents:
-                if parent in inside or not self.learned[parent] \
-                        or self.graph.back_through_passes(parent) == entry:
-                    continue
-                found.append(self.site(self.graph.back_through_passes(parent)))
-        return tuple(dict.fromkeys(found))
 
     # ---------------------------------------------------------------- outputs and heads
     def reads(self) -> tuple[list[int], str | None]:
@@ -350,37 +206,6 @@ class Reader:
         found = [self.site(i) for i in stops]
         found += [p for i in crossed for p in self.nodes[i].params]
         return list(dict.fromkeys(found))
-
-    # ---------------------------------------------------------------- attention
-    def attention(self) -> list[AttentionSite]:
-        sites = []
-        for call in self.trace.attention:
-            if call["op"] == "softmax":
-                query, key = self._score_operands(call.get("scores"))
-            else:
-                query, key = call.get("query"), call.get("key")
-            sites.append(AttentionSite(call["op"], float(call["std"]), self._makers(query),
-                                       self._makers(key)))
-        return sites
-
-    def _score_operands(self, scores: int | None) -> tuple[int | None, int | None]:
-        if scores is None:
-            return None, None
-        stops, _ = self.graph.back_until(
-            [scores], stop=lambda i: self.nodes[i].name in _MATMULS
-            and len(self.nodes[i].parents) == 2 and not self.nodes[i].params,
-            through=lambda i: not self.graph.is_weight(i))
-        if not stops:
-            return None, None
-        parents = self.nodes[max(stops)].parents
-        return parents[0], parents[1]
-
-    def _makers(self, index: int | None) -> tuple[str, ...]:
-        if index is None:
-            return ()
-        stops, _ = self.graph.back_until([index], stop=self.graph.is_weight,
-                                         through=lambda i: self.nodes[i].kind != "input")
-        return tuple(dict.fromkeys(self.site(i) for i in stops))
 
     # ---------------------------------------------------------------- activations
     def activations(self) -> dict[str, tuple[str, ...]]:

@@ -13,14 +13,20 @@ from typing import Any
 
 from torch import nn
 
-from lightning_init.anatomy import Anatomy, Branch, gain_of, kind_of
+from lightning_init.anatomy import Anatomy, Branch, gain_of
+from lightning_init.policy._auto_structure import (
+    HEAD_STD,
+    KEPT,
+    embedding_rules,
+    norm_rules,
+    structure_rules,
+)
 
 __all__ = ["HEAD_STD", "Builder"]
 
 HEAD_GAIN = 0.5  # the least std of a classifier's outputs
 REGRESSION_GAIN = 0.1  # a regression output starts at a tenth of its target's scale
 LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
-HEAD_STD = "head_gain / (sqrt(fan_in) * head_input_rms)"
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
                  "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
                  "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
@@ -28,9 +34,6 @@ _INNER_SOURCE = ("; inside a branch that a norm feeds at unit scale, each layer 
                  "scale, and the layers closing the branch set its output's (stream_rms / "
                  "sqrt(n_branches)), so that the scale is set once, not compounded layer by "
                  "layer")
-_KEPT = ("a deliberate zero-init, kept: zeros on a path to the loss receive a gradient and "
-         "open in training (Goyal et al. 2017, zero_init_last; Zhang et al. 2019, Fixup; a "
-         "zero head for fine-tuning)")
 
 
 def _normalized(anatomy: Anatomy, branch: Branch | None) -> bool:
@@ -93,9 +96,9 @@ class Builder:
         kept = self.kept_gates()
         self.heads(kept)
         self.weights(kept)
-        self.norms(kept)
-        self.embeddings()
-        self.structure()
+        norm_rules(self, kept)
+        embedding_rules(self)
+        structure_rules(self)
 
     def kept_gates(self) -> set[str]:
         """Deliberate zero-inits to keep: a zero head, and a zero layer or norm that closes a
@@ -116,7 +119,7 @@ class Builder:
             return
         names = [name for name in self.anatomy.head_names() if f"{name}.weight" not in kept]
         zero = [name for name in self.anatomy.head_names() if f"{name}.weight" in kept]
-        self.add("output layer, zero (kept)", zero, {"weight": "zeros", "bias": "zeros"}, _KEPT,
+        self.add("output layer, zero (kept)", zero, {"weight": "zeros", "bias": "zeros"}, KEPT,
                  "an all-zero output layer on the loss's path")
         if not names:
             return
@@ -209,7 +212,7 @@ class Builder:
         gated = sorted(p.rpartition(".")[0] for p in kept
                        if p.rpartition(".")[0] in anatomy.layers and p.rpartition(".")[0]
                        not in heads)
-        self.add("branch closer, zero (kept)", gated, {"weight": "zeros"}, _KEPT,
+        self.add("branch closer, zero (kept)", gated, {"weight": "zeros"}, KEPT,
                  "an all-zero layer closing a residual branch")
 
     def _attention_closers(self, residual: dict[int, list[str]], zeroed: list[str]) -> None:
@@ -285,82 +288,3 @@ class Builder:
             evidence = "its output goes straight into a BatchNorm"
         self.add(role, names, {"weight": {"init": "normal", "std": f"{expression} / sqrt({fan})"},
                                "bias": "zeros"}, source, evidence)
-
-    # ------------------------------------------------------------------ norms, embeddings
-    def norms(self, kept: set[str]) -> None:
-        """Norms at identity by their probed formula (weight 1 for ``w * x_hat``, 0 for
-        ``(1 + w) * x_hat``); zero gates kept."""
-        modules = dict(self.model.named_modules())
-        by_value: dict[Any, list[str]] = {}
-        for name, site in self.anatomy.norms.items():
-            if not isinstance(getattr(modules.get(name), "weight", None), nn.Parameter):
-                continue
-            value = "kept" if f"{name}.weight" in kept else site.identity
-            if value is not None:
-                by_value.setdefault(value, []).append(name)
-        for value, names in by_value.items():
-            if value == "kept":
-                self.add("normalization layer, zero scale (kept)", names,
-                         {"weight": "zeros", "bias": "zeros"}, _KEPT,
-                         "an all-zero norm weight closing a residual branch")
-                continue
-            weight = "ones" if value == 1 else "zeros" if value == 0 else \
-                {"init": "constant", "val": float(value)}
-            formula = "w * x_hat" if value == 1 else "(1 + w) * x_hat" if value == 0 \
-                else f"({1 - value:g} + w) * x_hat"
-            self.add("normalization layer", names, {"weight": weight, "bias": "zeros"},
-                     "identity at init (Ioffe & Szegedy 2015; Ba et al. 2016): the weight at "
-                     "which the norm leaves the normalized input's scale as is",
-                     f"a probe found it computes {formula}")
-
-    def embeddings(self) -> None:
-        heads = {tie for head in self.anatomy.heads for tie in head.tied}
-        sites = self.anatomy.embeddings.values()
-        width = max((site.width for site in sites), default=0)
-        names = [site.name for site in sites if f"{site.name}.weight" not in heads
-                 and site.width == width and isinstance(self._module(site.name), nn.Embedding)]
-        if self.tied:
-            self.add("input embedding beside the tied one", names,
-                     {"weight": {"init": "normal", "std": HEAD_STD}},
-                     "the tied token embedding's scale (it sets the residual stream's)",
-                     "summed into the stream with the embedding the head is tied to")
-        else:
-            self.add("input embedding", names, {"weight": {"init": "normal", "std": 1.0}},
-                     "unit-scale embeddings (Vaswani et al. 2017 scale theirs by sqrt(d_model); "
-                     "T5: N(0, 1)): the residual stream starts at scale 1",
-                     "a lookup of the stream's width")
-
-    def _module(self, name: str) -> nn.Module | None:
-        try:
-            return self.model.get_submodule(name)
-        except AttributeError:
-            return None
-
-    def structure(self) -> None:
-        """LSTM/GRU and ``MultiheadAttention`` input projections, by the kinds registry."""
-        by_kind: dict[str, list[str]] = {}
-        for name, module in self.model.named_modules():
-            kind = kind_of(module)
-            if name not in self.anatomy.called or kind is None:
-                continue
-            if isinstance(module, (nn.LSTM, nn.LSTMCell)):
-                by_kind.setdefault("lstm", []).append(name)
-            elif isinstance(module, (nn.GRU, nn.GRUCell)):
-                by_kind.setdefault("gru", []).append(name)
-            elif isinstance(module, nn.MultiheadAttention):
-                by_kind.setdefault("mha", []).append(name)
-        recurrent = ("Xavier input weights (Glorot & Bengio 2010), orthogonal hidden weights per "
-                     "gate (Saxe et al. 2014, arXiv:1312.6120)")
-        self.add("LSTM", by_kind.get("lstm", []), {
-            "weight_ih*": {"init": "xavier_uniform", "chunks": 4},
-            "weight_hh*": {"init": "orthogonal", "chunks": 4},
-            "bias_ih*": {"chunks": ["zeros", "ones", "zeros", "zeros"]},
-            "bias_hh*": "zeros"},
-            recurrent + ", forget-gate bias 1 (Jozefowicz et al. 2015)")
-        self.add("GRU", by_kind.get("gru", []), {
-            "weight_ih*": {"init": "xavier_uniform", "chunks": 3},
-            "weight_hh*": {"init": "orthogonal", "chunks": 3}, "bias_*": "zeros"}, recurrent)
-        self.add("multi-head attention input projection", by_kind.get("mha", []), {
-            "in_proj_weight": "xavier_uniform", "in_proj_bias": "zeros"},
-            "torch.nn.MultiheadAttention._reset_parameters: Xavier uniform (Glorot & Bengio "
-            "2010)")

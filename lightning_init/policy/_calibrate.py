@@ -72,6 +72,7 @@ def label_free_loss(logits: torch.Tensor, scale: float = 1.0) -> float:
     uniformly drawn labels: ``mean(logsumexp(z) - mean(z))``, ln(C) for uniform predictions.
 
     Example:
+        >>> import math
         >>> round(label_free_loss(torch.zeros(4, 10)), 4) == round(math.log(10), 4)
         True
     """
@@ -85,6 +86,7 @@ def logit_scale_for(logits: torch.Tensor, target: float) -> float:
     the softmax-weighted mean logit less the plain mean, never negative).
 
     Example:
+        >>> import math
         >>> logits = torch.zeros(2, 100)
         >>> logits[:, 0] = 20.0  # one class far ahead: loss about 20 - 0.2
         >>> s = logit_scale_for(logits, 1.1 * math.log(100))
