@@ -47,7 +47,6 @@ import torch
 from torch import nn
 
 from lightning_init._lightning import call_model
-from lightning_init._no_trace import no_side_effects
 from lightning_init.anatomy._attention import attention_sites
 from lightning_init.anatomy._branches import BranchReader
 from lightning_init.anatomy._probe import probe_norm
@@ -79,6 +78,7 @@ from lightning_init.anatomy.record import (
     LayerSite,
     NormSite,
 )
+from lightning_init.runtime.no_trace import no_side_effects
 
 __all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate", "Head",
            "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_init._layouts import layout_of
 from lightning_init.anatomy._graph import ADDS, SCALINGS, Graph
 from lightning_init.anatomy._trace import Node, Trace
 from lightning_init.anatomy.record import (
+    LOSSES,
     Branch,
     EmbeddingSite,
     Head,
     LayerSite,
 )
+from lightning_init.policy.layouts import layout_of
 
-__all__ = ["CLASS_LOSSES", "LOSSES", "Reader"]
+__all__ = ["Reader"]
 
-#: Loss functions, class losses first.
-CLASS_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
-                          "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
-                          "multi_margin_loss", "kl_div"})
-LOSSES = CLASS_LOSSES | {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
-                         "gaussian_nll_loss", "poisson_nll_loss"}
 _BATCH_NORMS = (nn.modules.batchnorm._NormBase,)
 
 

@@ -21,8 +21,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from lightning_init._hooks import HookHandles
 from lightning_init.anatomy.kinds import LayerKind, activation_for_function, kind_of
+from lightning_init.runtime.hooks import HookHandles
 
 __all__ = ["Node", "Trace", "trace_model"]
 

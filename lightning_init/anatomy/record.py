@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 
 from lightning_init.anatomy._trace import Node
 
-__all__ = ["Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate", "Head", "LayerSite",
-           "NormSite"]
+__all__ = ["CLASS_LOSSES", "LOSSES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate",
+           "Head", "LayerSite", "NormSite"]
+
+
+#: Loss functions, class losses first.
+CLASS_LOSSES = frozenset({"cross_entropy", "nll_loss", "binary_cross_entropy",
+                          "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
+                          "multi_margin_loss", "kl_div"})
+LOSSES = CLASS_LOSSES | {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+                         "gaussian_nll_loss", "poisson_nll_loss"}
 
 
 @dataclass(frozen=True)
@@ -274,8 +282,6 @@ class Anatomy:
     def regression(self) -> bool:
         """Whether the loss is no class loss (``mse_loss``...) or the only head has one
         output and no class loss is seen."""
-        from lightning_init.anatomy._read import CLASS_LOSSES
-
         if self.loss_op is not None:
             return self.loss_op not in CLASS_LOSSES
         return bool(self.heads) and all(head.outputs == 1 for head in self.heads)

@@ -15,7 +15,7 @@ from torch import nn
 
 from lightning_init.anatomy import is_embedding, kind_of, layer_fans
 from lightning_init.anatomy import is_norm as _is_norm
-from lightning_init.check.report import LayerRecord, ParameterRecord
+from lightning_init.check.records import LayerRecord, ParameterRecord
 
 # The activations after which He et al.'s sqrt(2) (or a gain near it) is the textbook init.
 _RELU_LIKE = frozenset({"relu", "leaky_relu", "gelu", "silu", "elu", "selu", "mish",

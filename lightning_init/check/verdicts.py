@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from lightning_init.anatomy import transforms
-from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
     KAIMING_RELU,
     LECUN,

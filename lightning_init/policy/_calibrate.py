@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._hooks import HookHandles
+from lightning_init.runtime.hooks import HookHandles
 
 __all__ = ["label_free_loss", "logit_scale_for", "measured_anatomy"]
 
