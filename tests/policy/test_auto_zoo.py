@@ -32,14 +32,8 @@ _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditional
 
 # The wider zoo (tests/helpers/zoo.py's second block) on the library as it stands: what fails,
 # and why (xfail(strict=True): a fix shows as a flip).
-_CHECK_FAILS: dict[str, str] = {
-    "mamba": "issue 23: auto's Mamba branches add 0.4% of the stream its embedding starts "
-             "(embedding verdict); auto trains it 3x worse than its own init (below)",
-}
-_OWN_LOSS_CHECK_FAILS: dict[str, str] = {
-    "mamba": "issue 23: auto's Mamba branches add 0.4% of the stream its embedding starts "
-             "(embedding verdict); auto trains it 3x worse than its own init (below)",
-}
+_CHECK_FAILS: dict[str, str] = {}
+_OWN_LOSS_CHECK_FAILS: dict[str, str] = {}
 _WORSE_THAN_KAIMING = "issue 23: auto trains worse than the kaiming_relu preset on a small-C MLP"
 _TRAINS_WORSE: dict[str, str] = {
     "mobilenet-v2": "issue 23: auto ends at 0.405 against the own init's 0.271 (fails on main "
