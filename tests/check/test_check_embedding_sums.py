@@ -129,8 +129,6 @@ def test_branches_that_add_exactly_zero_are_left_out_of_the_stream() -> None:
     assert any(note.startswith("deliberate zero-init") for note in report.notes)
 
 
-@pytest.mark.xfail(strict=True, reason="the embedding tracer measures an in-place add's "
-                   "stream operand after the add")
 def test_a_partner_added_in_place_is_measured_before_the_add() -> None:
     """BigBird adds its positions in place (``embeddings += position_embeddings``): the sum's
     operand is the stream before the add, not the sum (which would hide positions at std 100
