@@ -4,6 +4,7 @@ verdict judges an embedding's scale by them)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,10 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["embedding_sums"]
 
 _MULS = frozenset({"mul", "__mul__", "__rmul__"})
+# Ops whose output keeps their first argument's layout and meaning.
+_SAME_LAYOUT = frozenset({"dropout", "to", "contiguous", "clone", "type_as", "float", "half",
+                          "bfloat16", "double", "expand", "expand_as", "view", "reshape"})
 
 
 def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
-    """Each addition an embedding's output reaches through pass-throughs (reshapes, casts,
+    """Each addition an embedding's output reaches through ops that keep it (casts, views,
     dropout, scalings by a number or a one-element parameter) and earlier such additions, in
     pass order. An operand carries the embeddings whose outputs flow into it that way."""
     carried: dict[int, tuple[str, ...]] = {}
@@ -36,15 +40,17 @@ def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
         if found is not None:
             sums.append(found)
             carried[node.index] = tuple(dict.fromkeys((*found.stream, *found.other)))
-        elif _keeps_scale(reader, node):
-            carried[node.index] = carried[node.parents[0]]
+        else:
+            names = _follows(reader, node, carried)
+            if names:
+                carried[node.index] = names
     return sums
 
 
 def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
          ) -> EmbeddingSum | None:
-    """The sum a node makes of a carrying operand and another one (a traced tensor or a
-    parameter), or ``None``."""
+    """The sum a node makes of a carrying operand and another one (a traced tensor, a
+    parameter or a constant), or ``None``."""
     if node.kind != "op" or node.name not in ADDS:
         return None
     nodes = reader.nodes
@@ -53,22 +59,38 @@ def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
         stream, other = node.parents if first else node.parents[::-1]
         return EmbeddingSum(first or second, second if first else (), nodes[stream].rms,
                             nodes[other].rms if other in carried else _ungated(reader, other))
-    if len(node.parents) == 1 and len(node.params) == 1:  # x + self.position (a parameter)
+    if len(node.parents) != 1:
+        return None
+    if len(node.params) == 1:  # x + self.position (a parameter)
         param = _parameter(reader, node.params[0])
         rms = None if param is None else float(param.detach().float().square().mean().sqrt())
-        return EmbeddingSum(carried[node.parents[0]], (), nodes[node.parents[0]].rms, rms)
-    return None
+    elif node.constant_rms is not None:  # x + a constant (a sinusoidal position table)
+        rms = node.constant_rms
+    else:
+        return None
+    return EmbeddingSum(carried[node.parents[0]], (), nodes[node.parents[0]].rms, rms)
 
 
-def _keeps_scale(reader: Reader, node: Node) -> bool:
-    """An op whose output is still its one input, at a scale it sets: a pass-through, or a
-    scaling by a number or by a one-element parameter (``* sqrt(d)``, a learned scalar)."""
-    if reader.graph.is_pass(node.index):
-        return True
-    if node.kind != "op" or node.name not in SCALINGS or len(node.parents) != 1:
-        return False
-    params = [_parameter(reader, name) for name in node.params]
-    return all(param is not None and param.numel() == 1 for param in params)
+def _follows(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
+             ) -> tuple[str, ...]:
+    """The embeddings a node's output still is, at a scale the node sets: a pass-through
+    module (dropout), an op that keeps its first argument's layout (a cast, a view, dropout,
+    ``expand_as``), a scaling by a number, a one-element tensor or parameter (``* sqrt(d)``, a
+    learned scalar); ``()`` for anything else. A permuted or indexed output (an attention bias
+    from a lookup) is no longer a sum operand of the stream."""
+    first = carried.get(node.parents[0], ()) if node.parents else ()
+    if node.kind == "module":
+        return first if node.role == "pass" and len(node.parents) == 1 else ()
+    if node.params and node.name not in SCALINGS:
+        return ()
+    if node.name in _SAME_LAYOUT:
+        return first
+    if node.name not in SCALINGS:
+        return ()
+    others = [reader.nodes[index].shape for index in node.parents[1:]]
+    others += [tuple(param.shape) if param is not None else (0,)
+               for param in (_parameter(reader, name) for name in node.params)]
+    return first if all(math.prod(shape) == 1 for shape in others) else ()
 
 
 def _ungated(reader: Reader, index: int) -> float | None:

@@ -50,12 +50,16 @@ def test_gpt2_words_and_positions_then_four_branches_on_their_stream() -> None:
 
 
 class _Scaled(nn.Module):
-    """Words times sqrt(d), then two branches behind LayerScale (1e-4 per channel) and one
-    behind a closed scalar gate."""
+    """Words times sqrt(d), positions broadcast onto them (``expand_as``, XLM), a constant
+    sinusoidal table added (a buffer, XGLM), then two branches behind LayerScale (1e-4 per
+    channel) and one behind a closed scalar gate."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, length: int = 6) -> None:
         super().__init__()
         self.embed = nn.Embedding(50, width)
+        self.positions = nn.Embedding(length, width)
+        angles = torch.arange(length)[:, None] / 100 ** (torch.arange(width) / width)
+        self.register_buffer("table", torch.sin(angles))
         self.branches = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
         self.scales = nn.ParameterList([nn.Parameter(torch.full((width,), 1e-4)),
                                         nn.Parameter(torch.full((width,), 1e-4)),
@@ -64,23 +68,31 @@ class _Scaled(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         stream = self.embed(tokens) * self.width ** 0.5
+        positions = torch.arange(tokens.shape[1])[None]
+        stream = stream + self.positions(positions).expand_as(stream)
+        stream = stream + self.table[: tokens.shape[1]]
         for branch, scale in zip(self.branches, self.scales, strict=True):
             stream = stream + scale * branch(stream)
         return stream
 
 
-def test_scalings_are_followed_and_gated_branches_judged_before_their_scale() -> None:
+def test_scalings_constants_and_gated_branches() -> None:
     torch.manual_seed(0)
     model = _Scaled()
     tokens = torch.randint(0, 50, (4, 6))
     sums = anatomy_of(model, tokens).embedding_sums
-    assert [(s.stream, s.other) for s in sums] == [(("embed",), ())] * 3
+    both = ("embed", "positions")
+    assert [(s.stream, s.other) for s in sums] == [
+        (("embed",), ("positions",)), (both, ()), (both, ()), (both, ()), (both, ())]
     with torch.no_grad():
-        stream = model.embed(tokens) * 4.0
+        words = model.embed(tokens) * 4.0
+        stream = words + model.positions(torch.arange(6)) + model.table
         branch = model.branches[0](stream)
-    assert sums[0].stream_rms == pytest.approx(_rms(stream), rel=1e-4)
-    assert sums[0].other_rms == pytest.approx(_rms(branch), rel=1e-4)  # not 1e-4 of it
-    assert sums[2].other_rms == 0.0  # a closed gate adds exactly zero
+    assert sums[0].stream_rms == pytest.approx(_rms(words), rel=1e-4)
+    assert sums[1].other_rms == pytest.approx(_rms(model.table), rel=1e-4)  # the constant
+    assert sums[2].stream_rms == pytest.approx(_rms(stream), rel=1e-4)
+    assert sums[2].other_rms == pytest.approx(_rms(branch), rel=1e-4)  # not 1e-4 of it
+    assert sums[4].other_rms == 0.0  # a closed gate adds exactly zero
 
 
 def test_the_callers_pass_is_read_as_a_pass_of_its_own() -> None:
