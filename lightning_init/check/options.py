@@ -55,8 +55,7 @@ def resolve_thresholds(overrides: Mapping[str, Any], where: str) -> dict[str, fl
     for key, value in overrides.items():
         if key not in DEFAULT_THRESHOLDS:
             raise CheckOptionError(f"{where}: {unknown_name(key, DEFAULT_THRESHOLDS, 'threshold')}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-                or not math.isfinite(value):
+        if not _is_positive_number(value):
             raise CheckOptionError(
                 f"{where}: threshold {key!r} must be a positive number, got {value!r}"
             )
@@ -74,11 +73,18 @@ def validate_num_classes(value: Any, where: str) -> int | None:
         >>> validate_num_classes(10, "check")
         10
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+    if not _is_class_count(value):
         raise CheckOptionError(f"{where}: 'num_classes' must be an integer >= 2, got {value!r}")
     return value
+
+
+def _is_positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0 \
+        and math.isfinite(value)
+
+
+def _is_class_count(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and isinstance(value, int) and value >= 2)
 
 
 def _validate_on_fail(value: Any) -> Any:
@@ -134,11 +140,14 @@ class CheckOptions:
 
     def __post_init__(self) -> None:
         _validate_on_fail(self.on_fail)
-        validate_num_classes(self.num_classes, "check")
+        if not _is_class_count(self.num_classes):
+            raise _PARSER.invalid("num_classes", "an integer >= 2", self.num_classes)
         object.__setattr__(self, "ignore", parse_ignore(self.ignore, "check", CheckOptionError))
-        given = {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
-        for name, value in resolve_thresholds(given, "check").items():
-            object.__setattr__(self, name, value)  # ints become floats
+        for name in DEFAULT_THRESHOLDS:
+            value = getattr(self, name)
+            if not _is_positive_number(value):
+                raise _PARSER.invalid(name, "a positive number", value)
+            object.__setattr__(self, name, float(value))  # ints become floats
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -175,8 +184,13 @@ def _from_mapping(mapping: dict[str, Any]) -> CheckOptions:
     nested = mapping.pop("thresholds", None) or {}
     if not isinstance(nested, Mapping):
         raise _PARSER.invalid("thresholds", "a mapping", nested)
-    overrides = {**nested, **{k: mapping.pop(k) for k in DEFAULT_THRESHOLDS if k in mapping}}
-    return CheckOptions(**mapping, **resolve_thresholds(overrides, "check"))
+    for key in nested:
+        if key not in DEFAULT_THRESHOLDS:
+            raise CheckOptionError(
+                f"check option 'thresholds': {unknown_name(key, DEFAULT_THRESHOLDS, 'threshold')}",
+                option="thresholds",
+            )
+    return CheckOptions(**{**nested, **mapping})  # a threshold at the top level wins
 
 
 _PARSER = OptionsParser("check", CheckOptions, CheckOptionError, extra_keys=("thresholds",))
