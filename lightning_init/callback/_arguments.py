@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from torch import nn
@@ -115,11 +115,18 @@ def argument_repr(value: object) -> str:
 
 
 def only_arguments(
-    pl_module: nn.Module, only_missing: bool | str | os.PathLike[str] | Mapping[str, Any]
+    pl_module: nn.Module, only_missing: bool | str | os.PathLike[str] | Mapping[str, Any],
+    loaded: Collection[str] = (),
 ) -> dict[str, list[str]]:
-    """``{"only": names}`` for ``apply`` under ``InitCallback(only_missing=...)``, else ``{}``."""
-    if only_missing is False:
+    """``{"only": names}`` for ``apply`` under ``InitCallback(only_missing=...)`` or when parts
+    of the module were loaded (every tensor but the ``loaded`` ones), else ``{}``."""
+    if only_missing is False and not loaded:
         return {}
     from lightning_init.policy import missing_parameters
 
-    return {"only": missing_parameters(pl_module, only_missing)}
+    if only_missing is not False:
+        names = missing_parameters(pl_module, only_missing)
+    else:
+        names = [name for name, _ in pl_module.named_parameters()]
+        names += [name for name, buffer in pl_module.named_buffers() if buffer is not None]
+    return {"only": [name for name in names if name not in loaded]}

@@ -35,7 +35,7 @@ from lightning_init.callback._materialize import (
     raise_if_meta_left,
     visible_through_teardown,
 )
-from lightning_init.callback._provenance import keeps_loaded_weights
+from lightning_init.callback._provenance import keeps_loaded_weights, loaded_parts_kept
 from lightning_init.callback._publish import announce, publish_record
 from lightning_init.callback._sharded_init import defer_to_materialization
 from lightning_init.check import CheckOptions, InitCheckReport
@@ -68,6 +68,7 @@ class _Fit:
     # Why setup could not materialize the lazy modules (on_fit_start does, then initializes all).
     lazy_deferred: str | None = None
     keep_loaded: bool = False  # the weights were loaded or trained before: the policy is skipped
+    loaded: set[str] = field(default_factory=set)  # tensors loaded into parts: kept, not written
     state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
     reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
 
@@ -226,11 +227,15 @@ class InitCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._fit = _Fit()
         if stage == "fit" and not self._record.applied:
+            # only_missing names what to initialize: the loaded weights are kept anyway
+            overwrite = self._overwrite_loaded or self._only_missing is not False
             self._fit.keep_loaded = keeps_loaded_weights(
-                trainer, pl_module, self._policy,
-                # only_missing names what to initialize: the loaded weights are kept anyway
-                overwrite=self._overwrite_loaded or self._only_missing is not False,
+                trainer, pl_module, self._policy, overwrite=overwrite
             )
+            if not self._fit.keep_loaded:
+                self._fit.loaded = loaded_parts_kept(
+                    trainer, pl_module, self._policy, overwrite=overwrite
+                )
             self._initialize(trainer, pl_module)
             deferred = self._fit.lazy_deferred is not None
             self._fit.known_modules = [] if deferred else list(pl_module.modules())
@@ -284,7 +289,7 @@ class InitCallback(Callback):
         if has_tensors(pl_module) and self._fit.lazy_deferred is None:
             if self._auto is not None:
                 self._auto.resolve(trainer, pl_module)
-            only = only_arguments(pl_module, self._only_missing)
+            only = only_arguments(pl_module, self._only_missing, self._fit.loaded)
             with visible_through_teardown(pl_module):
                 self._fit.reports.append(
                     self._policy.apply(pl_module, seed=self._record.seed, **only)
@@ -301,7 +306,8 @@ class InitCallback(Callback):
                 self._auto.write(trainer)
             known = {id(module) for module in known_modules}
             added = modules_added_since(pl_module, known)
-            only = only_arguments(pl_module, self._only_missing) if added else {}
+            only = (only_arguments(pl_module, self._only_missing, self._fit.loaded) if added
+                    else {})
             for name, module in added:
                 within = {key: [n for n in names if n.startswith(name + ".")]
                           for key, names in only.items()}

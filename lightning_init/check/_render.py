@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lightning_init._text import markdown_table, table
+from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.records import LayerRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,7 +147,11 @@ def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[s
         return [f"initial loss {_cell(report.loss)} ({report.loss_source})"]
     ratio = report.loss / report.expected_loss
     limit = limits.get("max_loss_ratio")
-    shown = f" (limit {limit:g}x)" if limit is not None else ""
+    spread = limits.get("max_logit_std")
+    if limit is not None and spread is not None and report.num_classes:
+        limit = max(limit, expected_cross_entropy(report.num_classes, spread)
+                    / report.expected_loss)
+    shown = f" (limit {limit:.3g}x)" if limit is not None else ""
     return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
 
 

@@ -102,16 +102,19 @@ class CheckOptions:
     Attributes:
         on_fail: ``"warn"`` (default: a warning listing the problems) or ``"raise"``
             (:class:`~lightning_init.InitCheckError` before the first training step).
-        num_classes: the number of classes for the initial-loss check, when the heuristic
-            (output with C columns, integer targets below C in the batch) cannot tell.
+        num_classes: the number of classes for the initial-loss check, when
+            ``training_step`` computes no cross-entropy that tells (see
+            :mod:`lightning_init.check.classes`).
         min_input_dependence: see :data:`~lightning_init.check.verdicts.DEFAULT_THRESHOLDS`.
         max_scale_drift: idem.
         max_dead_fraction: idem.
         max_saturated_fraction: idem.
         max_grad_drift: idem.
         max_loss_ratio: idem.
+        max_logit_std: idem.
         max_layer_gain: idem.
         min_layer_gain: idem.
+        max_embedding_ratio: idem.
         ignore: globs over module names (or ``"kind:glob"``) of accepted findings, moved to
             ``report.ignored``.
 
@@ -134,8 +137,10 @@ class CheckOptions:
     max_saturated_fraction: float = DEFAULT_THRESHOLDS["max_saturated_fraction"]
     max_grad_drift: float = DEFAULT_THRESHOLDS["max_grad_drift"]
     max_loss_ratio: float = DEFAULT_THRESHOLDS["max_loss_ratio"]
+    max_logit_std: float = DEFAULT_THRESHOLDS["max_logit_std"]
     max_layer_gain: float = DEFAULT_THRESHOLDS["max_layer_gain"]
     min_layer_gain: float = DEFAULT_THRESHOLDS["min_layer_gain"]
+    max_embedding_ratio: float = DEFAULT_THRESHOLDS["max_embedding_ratio"]
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

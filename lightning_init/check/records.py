@@ -93,7 +93,7 @@ class CheckProblem:
 
     Attributes:
         kind: ``"nonfinite"``, ``"scale"``, ``"input_dependence"``, ``"dead_units"``,
-            ``"saturation"``, ``"gradient"`` or ``"loss"``.
+            ``"saturation"``, ``"gradient"``, ``"loss"``, ``"gain"`` or ``"embedding"``.
         layers: the qualified names concerned (first one first).
         message: the full sentence, naming the layer, the number, the expectation and the fix.
     """
