@@ -70,6 +70,7 @@ from lightning_init.anatomy.kinds import (
     register_kind,
     transforms,
 )
+from lightning_init.anatomy.layouts import register_layout
 from lightning_init.anatomy.record import (
     Anatomy,
     AttentionSite,
@@ -87,10 +88,9 @@ _T = TypeVar("_T")
 
 __all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "EmbeddingSum", "Gate",
            "Head", "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
-           "anatomy_of_pass",
-           "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
-           "measured_gain", "register_activation", "register_hint", "register_kind",
-           "transforms"]
+           "anatomy_of_pass", "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of",
+           "layer_fans", "measured_gain", "register_activation", "register_hint", "register_kind",
+           "register_layout", "transforms"]
 
 
 def anatomy_of(model: nn.Module, sample: Any, *,

@@ -164,7 +164,9 @@ class InitCallback(Callback):
             )
         self._overwrite_loaded = overwrite_loaded
         self._check_asked = isinstance(check, (Mapping, CheckOptions))
-        self._policy = load_policy(policy)
+        # policy="auto" is built during the fit: the callback resolves it, then applies it
+        self._auto = AutoPolicy() if isinstance(policy, str) and policy == "auto" else None
+        self._policy = self._auto or load_policy(policy)
         self._check_options = check_options(check)
         self._diagnostics = diagnostics_for(diagnostics)
         self._record = _Record()
@@ -285,8 +287,8 @@ class InitCallback(Callback):
         ):
             return  # the strategy applies it to each module's shards, after configure_model
         if has_tensors(pl_module) and self._fit.lazy_deferred is None:
-            if isinstance(self._policy, AutoPolicy):
-                self._policy.resolve(trainer, pl_module)
+            if self._auto is not None:
+                self._auto.resolve(trainer, pl_module)
             only = only_arguments(pl_module, self._only_missing, self._fit.loaded)
             with visible_through_teardown(pl_module):
                 self._fit.reports.append(
@@ -299,9 +301,9 @@ class InitCallback(Callback):
     ) -> None:
         """Apply the policy to the modules built since ``setup``; record the weights."""
         if self._policy is not None and not self._fit.keep_loaded:
-            if isinstance(self._policy, AutoPolicy):
-                self._policy.resolve(trainer, pl_module)
-                self._policy.write(trainer)
+            if self._auto is not None:
+                self._auto.resolve(trainer, pl_module)
+                self._auto.write(trainer)
             known = {id(module) for module in known_modules}
             added = modules_added_since(pl_module, known)
             only = (only_arguments(pl_module, self._only_missing, self._fit.loaded) if added
@@ -336,8 +338,8 @@ class InitCallback(Callback):
             "lightning_init/fingerprint": self._record.fingerprint or "unknown",
         }
         appendix = ""
-        if isinstance(self._policy, AutoPolicy) and self._policy.rules is not None:
-            appendix = "\n\n```yaml\n" + self._policy.rules.yaml() + "```\n"
+        if self._auto is not None and self._auto.rules is not None:
+            appendix = "\n\n```yaml\n" + self._auto.rules.yaml() + "```\n"
         metrics = {} if self._check_report is None else check_metrics(self._check_report)
         publish_record(trainer, pl_module, hparams, self._fit.reports, metrics, appendix)
 
