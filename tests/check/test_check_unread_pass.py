@@ -58,12 +58,12 @@ def test_a_moved_pass_that_fails_falls_back_to_the_zero_gradient_finding() -> No
 
     def loss_fn(out, target):
         mu, value = out
-        normal = torch.distributions.Normal(mu, net.scale)  # scale moved below 0: ValueError
+        normal = torch.distributions.Normal(mu, net.scale, validate_args=True)  # moved below 0
         return -normal.log_prob(target).mean() + 0 * value.sum()
 
     report = check_init(net, torch.randn(16, 8), loss_fn=loss_fn, target=torch.randn(16, 4))
     zero = [p for p in report.problems if "zero gradient" in p.message]
-    assert any("value.weight" in p.message for p in zero)
+    assert any("value.weight" in p.message for p in zero), (report.problems, report.notes)
     note = [n for n in report.notes if "could not" in n]
     assert len(note) == 1 and "ValueError" in note[0], report.notes
     for name, tensor in before.items():
