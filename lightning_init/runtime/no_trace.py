@@ -100,7 +100,8 @@ class _CopyOnWrite(TorchDispatchMode):
     """Copies a parameter of ``model`` just before the pass first writes it in place (any
     operator that writes an argument, on the parameter or on a view or ``.data`` of it);
     :meth:`restore` writes the copies back and gives a parameter whose ``.data`` was replaced
-    its own back. :meth:`paused` lets the library's own temporary moves through unseen."""
+    its own back. The library's own temporary moves (the check's moved and look-ahead
+    passes) are made outside the mode, never through it."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

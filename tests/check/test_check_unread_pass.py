@@ -68,3 +68,16 @@ def test_a_moved_pass_that_fails_falls_back_to_the_zero_gradient_finding() -> No
     assert len(note) == 1 and "ValueError" in note[0], report.notes
     for name, tensor in before.items():
         assert torch.equal(net.state_dict()[name], tensor), name
+
+
+def test_the_look_ahead_step_is_not_reported_as_the_models_write(caplog) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                        nn.Linear(16, 3))
+    nn.init.zeros_(net[4].weight)  # a zero head: a gate the look-ahead steps
+    with caplog.at_level(logging.INFO, logger="lightning_init"):
+        report = check_init(net, torch.randn(32, 8), loss_fn=nn.functional.cross_entropy,
+                            target=torch.randint(0, 3, (32,)))
+    assert any("look-ahead" in note for note in report.notes)  # the step was taken
+    assert not [r.getMessage() for r in caplog.records if "in place" in r.getMessage()]
+    assert (net[4].weight == 0).all()
