@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lightning_init._lightning import call_model
+from lightning_init.anatomy import transforms
 from lightning_init.check.classes import ClassificationLosses
 from lightning_init.check.embeddings import embedding_flow, embedding_problems
 from lightning_init.check.findings import init_findings
@@ -408,6 +409,7 @@ def _layer_records(
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
             weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,
+            transforms=transforms(module),
         ))
     return layers
 
