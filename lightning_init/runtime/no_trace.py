@@ -29,6 +29,7 @@ from torch.nn.parameter import is_lazy
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_init._log import LOGGER
+from lightning_init._text import listing
 
 __all__ = ["no_side_effects"]
 
@@ -155,14 +156,14 @@ class _CopyOnWrite(TorchDispatchMode):
                 " the init check (or policy='auto'), wrote %d parameter(s) in place (or gave them"
                 " other .data): %s; they"
                 " are restored bit for bit, and training starts from their values before.",
-                len(restored), _listing(restored))
+                len(restored), listing(restored))
         if unseen:
             LOGGER.warning(
                 "lightning_init: the model's training_step or forward, run before training by"
                 " the init check (or policy='auto'), changed %d parameter(s) in place in a way"
                 " that could not be undone: %s. Training starts from the changed values: move"
                 " the in-place update out of training_step (into on_train_batch_end), or pass"
-                " check=False.", len(unseen), _listing(unseen))
+                " check=False.", len(unseen), listing(unseen))
 
 
 def _written(func: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:
@@ -200,11 +201,6 @@ def _layout(tensor: torch.Tensor) -> tuple[Any, ...] | None:
     if key is None:
         return None
     return key, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:8])
-    return shown + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
 
 
 def _numpy_random() -> Any:
