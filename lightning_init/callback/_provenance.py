@@ -85,9 +85,15 @@ def _note_filled(module: nn.Module, incompatible_keys: Any) -> None:
         module.__dict__.setdefault(_TRIED, []).append((filled, error_msgs))
 
 
+def _mark_loaded(module: nn.Module, _incompatible_keys: Any) -> None:
+    """The post-hook of earlier versions, named by the modules they pickled; marks nothing."""
+
+
 def _loaded_names(module: nn.Module) -> set[str]:
     """The names of the tensors of ``module`` itself that a completed load filled."""
-    loaded = module.__dict__.setdefault(_LOADED, set())
+    loaded = module.__dict__.get(_LOADED)
+    if not isinstance(loaded, set):  # True: a whole-module mark of a module pickled earlier
+        loaded = module.__dict__[_LOADED] = set(_local_tensors(module)) if loaded else set()
     for names, error_msgs in module.__dict__.pop(_TRIED, ()):
         if not error_msgs:
             loaded.update(names)
