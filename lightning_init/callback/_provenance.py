@@ -39,6 +39,7 @@ from torch.nn.modules.module import (
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from lightning_init._text import listing
 from lightning_init.callback._arguments import Policy, policy_label
 
 __all__ = ["keeps_loaded_weights", "loaded_parts", "loaded_parts_kept", "loaded_tensors",
@@ -298,7 +299,7 @@ def loaded_parts_kept(
         return set()
     if trainer.is_global_zero:
         parts = loaded_parts(pl_module, loaded)
-        shown = ", ".join(parts[:5]) + (f", ... ({len(parts) - 5} more)" if len(parts) > 5 else "")
+        shown = listing(parts, 5)
         _log.warning(
             "InitCallback: %s was loaded before this fit: policy %r is applied to the rest"
             " only and these %d tensors are kept. To initialize them too, pass"

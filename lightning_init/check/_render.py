@@ -155,12 +155,6 @@ def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[s
     return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
 
 
-def _is_weight_record(layer: LayerRecord) -> bool:
-    """A module with its own weights that is neither a normalization nor a lookup table."""
-    return layer.weight_norm is not None and not any(
-        word in layer.type for word in ("Norm", "Embedding"))
-
-
 def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerRecord | None:
     measured = [layer for layer in layers if getattr(layer, attribute) is not None
                 and math.isfinite(getattr(layer, attribute))]
@@ -174,7 +168,7 @@ def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> li
     """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
     the weight layers' output std from the first to the last."""
     margins = []
-    weighted = [layer for layer in layers if _is_weight_record(layer)
+    weighted = [layer for layer in layers if layer.transforms
                 and math.isfinite(layer.output_std) and layer.output_std > 0]
     if len(weighted) >= 2:
         first, last = weighted[0], weighted[-1]

@@ -134,8 +134,9 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         model = subject.model if model is None else model
         inputs = subject.inputs if inputs is None else inputs
         options = {**subject.options, **options}
+    flagged = {name for problem in report.problems for name in problem.layers}
     rules = auto_rules(model, inputs, forward=options.get("forward"),
-                       num_classes=report.num_classes, prior=prior)
+                       num_classes=report.num_classes, prior=prior, flagged=flagged)
     _answers(rules, report.problems)
     text = rules.yaml()
     policy = rules.policy()

@@ -46,14 +46,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lightning_init.anatomy import transforms
 from lightning_init.check._theory import expected_cross_entropy
-from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
 from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
+    KAIMING_RELU,
     LECUN,
+    XAVIER,
+    XAVIER_TANH,
     advice,
     follower,
     gains,
+    init_for_activation,
     is_norm,
     tied_embedding,
     zero_weight,
@@ -71,9 +75,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_layer_gain": 0.01,
     "max_embedding_ratio": 100.0,
 }
-
-_RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
-              nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
 
 
 def fit_factor(values: Sequence[float]) -> float:
@@ -104,25 +105,16 @@ def _listing(names: Sequence[str], limit: int = 4) -> str:
 
 
 def suggested_init(modules: Sequence[nn.Module]) -> str:
-    """The textbook initializer for the activations the model uses."""
-    if any(isinstance(module, _RELU_LIKE) for module in modules):
-        return ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
-                "biases (He et al. 2015: std = sqrt(2 / fan_in))")
-    if any(isinstance(module, TANH_FAMILY) for module in modules):
-        return ("xavier_normal(gain=5/3) or kaiming_normal(nonlinearity=tanh) for the weights, "
-                "zeros for the biases (Glorot & Bengio 2010)")
-    if any(isinstance(module, SIGMOID_FAMILY) for module in modules):
-        return "xavier_normal for the weights, zeros for the biases (Glorot & Bengio 2010)"
-    return ("kaiming_normal(nonlinearity=linear) for the weights (LeCun: std = 1 / sqrt(fan_in)), "
-            "zeros for the biases, or a normalization layer between blocks")
+    """The textbook initializer for the activations the model uses (the kinds registry's)."""
+    found = {init_for_activation(module) for module in modules}
+    return next((init for init in (KAIMING_RELU, XAVIER_TANH, XAVIER) if init in found), LECUN)
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    """Modules that transform activations with a matrix: own parameters of 2+ dimensions.
-    Embeddings are lookups, not transformations, and are left out of depth trends."""
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-        return False
-    return any(param.dim() >= 2 for param in module.parameters(recurse=False))
+    """Modules that transform activations with their own weight matrix (the kinds registry's
+    :func:`~lightning_init.anatomy.transforms`). Embeddings are lookups, not transformations,
+    and are left out of depth trends."""
+    return transforms(module)
 
 
 def verdicts(
