@@ -143,7 +143,7 @@ class InitPolicy:
                 "`rules:` (see `lightning-init presets` for complete examples), or `default: "
                 "reset` to run every module's reset_parameters()", source=str(path))
         policy = cls.from_dict(document, source=str(path))
-        if not policy.rules and policy.default == "reset":
+        if not policy.rules and policy.default == "reset" and not _is_preset(path):
             LOGGER.warning(
                 "lightning_init: policy file %s has no rules: `default: reset` runs every "
                 "module's reset_parameters() and nothing else.", path)
@@ -337,3 +337,8 @@ def _repr(policy: InitPolicy) -> str:
     return (f"InitPolicy(name={policy.name!r}, seed={policy.seed!r}, rules={len(policy.rules)}, "
             f"default={policy.default!r}, skip={list(policy.skip)!r}, strict={policy.strict}"
             f"{where})")
+
+
+def _is_preset(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped presets (their `default: reset` is deliberate)."""
+    return path.resolve() in {preset.resolve() for preset in preset_paths().values()}

@@ -83,6 +83,13 @@ def test_item10_default_reset_alone_is_said_once(tmp_path, caplog):
     assert policy.apply(net, seed=0).records
 
 
+def test_a_shipped_preset_with_default_reset_alone_says_nothing(caplog):
+    with caplog.at_level("INFO", logger="lightning_init"):
+        policy = InitPolicy.from_preset("pytorch_default")
+    assert policy.rules == () and policy.default == "reset"
+    assert not [r for r in caplog.records if "has no rules" in r.getMessage()]
+
+
 class _LSTMClassifier(nn.Module):
     """The usual LSTM classifier: Embedding, LSTM, head."""
 
