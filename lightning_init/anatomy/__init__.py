@@ -13,7 +13,8 @@ pass, not from names.
   (``w * x_hat`` or ``(1 + w) * x_hat``);
 - activations (modules or functional calls) and their gains (:mod:`.kinds`);
 - attention calls: the logits' measured std and the layers that make queries and keys;
-- embeddings and what each is summed with; tied parameters;
+- embeddings, what each is summed with and the scales of every sum they flow into; tied
+  parameters;
 - the outputs the loss reads and the last weight layers before them (heads), through
   element-wise ops and across several heads;
 - deliberate zero-inits: all-zero parameters on a path to the loss.
@@ -41,7 +42,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ from lightning_init.anatomy._attention import attention_sites
 from lightning_init.anatomy._branches import BranchReader
 from lightning_init.anatomy._probe import probe_norm
 from lightning_init.anatomy._read import Reader
+from lightning_init.anatomy._sums import embedding_sums
 from lightning_init.anatomy._trace import trace_model
 from lightning_init.anatomy.kinds import (
     ROLES,
@@ -74,6 +76,7 @@ from lightning_init.anatomy.record import (
     AttentionSite,
     Branch,
     EmbeddingSite,
+    EmbeddingSum,
     Gate,
     Head,
     LayerSite,
@@ -81,10 +84,12 @@ from lightning_init.anatomy.record import (
 )
 from lightning_init.runtime.no_trace import no_side_effects
 
-__all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate", "Head",
-           "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
-           "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
-           "measured_gain", "register_activation", "register_hint", "register_kind",
+_T = TypeVar("_T")
+
+__all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "EmbeddingSum", "Gate",
+           "Head", "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
+           "anatomy_of_pass", "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of",
+           "layer_fans", "measured_gain", "register_activation", "register_hint", "register_kind",
            "register_layout", "transforms"]
 
 
@@ -101,13 +106,63 @@ def anatomy_of(model: nn.Module, sample: Any, *,
         forward: ``forward(model, sample)`` to call the model another way (return what the
             loss reads, or the loss).
     """
-    kinds = {name: kind_of(module) for name, module in model.named_modules()}
-    norms = {name for name, kind in kinds.items() if kind is not None and kind.role == "norm"}
+    kinds = _kinds(model)
     with no_side_effects(model), torch.no_grad():
-        trace = trace_model(model, sample, lambda: (forward or call_model)(model, sample),
-                            kinds, keep_inputs=norms)
-        probes = {name: probe_norm(model.get_submodule(name), x)
-                  for name, x in trace.inputs.items()}
+        trace, probes = _traced(model, sample, lambda: (forward or call_model)(model, sample),
+                                kinds)
+    return _finish(model, trace, probes, kinds)
+
+
+def anatomy_of_pass(model: nn.Module, sample: Any, run: Callable[[], tuple[Any, _T]]
+                    ) -> tuple[Anatomy, _T]:
+    """The :class:`Anatomy` of a pass the caller makes, and what the pass handed back: the
+    anatomy's trace follows the caller's own pass (the check's forward) instead of a pass of
+    its own.
+
+    ``run()`` makes the pass and returns what the loss reads (the loss, or the output) and
+    anything to hand back. It runs as the caller set it up (grad mode, the modules' modes);
+    the caller also undoes its side effects and those of the norm probes that follow it
+    (:func:`~lightning_init.runtime.no_trace.no_side_effects`).
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+        >>> def run():
+        ...     output = net(torch.arange(10).reshape(2, 5))
+        ...     return output, output.sum()
+        >>> anatomy, total = anatomy_of_pass(net, None, run)
+        >>> list(anatomy.embeddings), anatomy.head_names(), total.requires_grad
+        (['0'], ['1'], True)
+    """
+    kinds = _kinds(model)
+    kept: list[_T] = []
+
+    def traced() -> Any:
+        reads, result = run()
+        kept.append(result)
+        return reads
+
+    trace, probes = _traced(model, sample, traced, kinds)
+    return _finish(model, trace, probes, kinds), kept[0]
+
+
+def _kinds(model: nn.Module) -> dict[str, LayerKind | None]:
+    return {name: kind_of(module) for name, module in model.named_modules()}
+
+
+def _traced(model: nn.Module, sample: Any, run: Callable[[], Any],
+            kinds: dict[str, LayerKind | None]
+            ) -> tuple[Any, dict[str, tuple[bool, float | None]]]:
+    """The trace of ``run()`` and the norms' probes on their inputs."""
+    norms = {name for name, kind in kinds.items() if kind is not None and kind.role == "norm"}
+    trace = trace_model(model, sample, run, kinds, keep_inputs=norms)
+    probes = {name: probe_norm(model.get_submodule(name), x) for name, x in trace.inputs.items()}
+    trace.inputs.clear()
+    return trace, probes
+
+
+def _finish(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float | None]],
+            kinds: dict[str, LayerKind | None]) -> Anatomy:
     for node in trace.nodes:  # a hinted "norm" that is not scale-invariant is no norm
         if node.role == "norm" and not probes.get(node.name, (True, None))[0] \
                 and kinds[node.name] is not None and kinds[node.name].source == "hint":
@@ -145,7 +200,7 @@ def _assemble(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float 
     loss_op, target_rms = reader.loss_op(reads, heads)
     anatomy = Anatomy(
         layers=layers, branches=branches, norms=norms, heads=heads,
-        embeddings=reader.embeddings(tied),
+        embeddings=reader.embeddings(tied), embedding_sums=embedding_sums(reader),
         tied=sorted({tuple(sorted((name, *others))) for name, others in tied.items()}),
         attention=attention_sites(reader), activations=reader.activations(), loss=loss,
         loss_op=loss_op, target_rms=target_rms,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from lightning_init.anatomy._trace import Node
+from lightning_init.anatomy._trace import ADDS, Node
 
 __all__ = ["ADDS", "SCALINGS", "Graph"]
 
-ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
 # One-input ops that change neither what a tensor is nor its scale's meaning.
 _PASS_OPS = frozenset({
     "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "dropout",

@@ -178,7 +178,8 @@ class Reader:
             others = tuple(s for s in self._summed(node.index) if s != name)
             weight = f"{name}.weight" if node.kind == "module" else node.params[0]
             sites[name] = EmbeddingSite(name, int(node.shape[-1]) if node.shape else 0, others,
-                                        tied.get(weight, ()), varies=bool(node.parents))
+                                        tied.get(weight, ()), varies=bool(node.parents),
+                                        weight=weight, output_rms=node.rms)
         return sites
 
     def is_sum(self, index: int) -> bool:

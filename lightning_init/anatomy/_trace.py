@@ -22,9 +22,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from lightning_init.anatomy.kinds import LayerKind, activation_for_function, kind_of
+from lightning_init.runtime.distributed import is_dtensor
 from lightning_init.runtime.hooks import HookHandles
 
-__all__ = ["Node", "Trace", "trace_model"]
+__all__ = ["ADDS", "Node", "Trace", "trace_model"]
+
+ADDS = frozenset({"add", "__add__", "__radd__", "add_", "__iadd__"})
 
 # Calls that never make a node: attribute reads and the like.
 _SKIPPED = frozenset({"__get__", "__set__", "size", "dim", "numel", "is_floating_point",
@@ -57,6 +60,8 @@ class Node:
         activation: the activation's name in the gain table, where it is one.
         shape: the shape of its (first) output tensor.
         rms: its output's rms (float; ``None`` for integer tensors).
+        constant_rms: for an addition of a traced tensor and a constant one (a sinusoidal
+            position table, a buffer), the constant's rms.
     """
 
     index: int
@@ -69,6 +74,7 @@ class Node:
     shape: tuple[int, ...] = ()
     rms: float | None = None
     scalars: tuple[float, ...] = ()
+    constant_rms: float | None = None
 
 
 @dataclass
@@ -109,6 +115,7 @@ class _Recorder(TorchFunctionMode):
         self.busy = False  # inside the recorder's own bookkeeping
         self.keep_inputs = keep_inputs
         self.rms: list[tuple[Node, torch.Tensor]] = []
+        self.constants: list[tuple[Node, torch.Tensor]] = []  # an added constant's rms
 
     # -------------------------------------------------------------------------- nodes
     def node(self, kind: str, name: str, parents: tuple[int, ...], out: Any, **extra: Any
@@ -123,7 +130,7 @@ class _Recorder(TorchFunctionMode):
         if first is not None and first.is_floating_point() and first.numel() > 0:
             self.busy = True
             try:
-                self.rms.append((node, first.detach().float().square().mean().sqrt()))
+                self.rms.append((node, _rms(first)))
             finally:
                 self.busy = False
         return node
@@ -161,7 +168,22 @@ class _Recorder(TorchFunctionMode):
                          activation=activation, scalars=scalars)
         if not parents and len(params) == 1 and name in _VIEWS and node is not None:
             self.views[node.index] = params[0]  # self.conv1d.weight.view(...): the parameter
+        if name in ADDS and len(parents) + len(params) == 1 and node is not None:
+            self.constant(node, args)
         return out
+
+    def constant(self, node: Node, args: Any) -> None:
+        """The rms of the constant tensor an addition adds to a traced one."""
+        for value in args[:2]:
+            if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                    and value.numel() > 0 and value not in self.of \
+                    and id(value) not in self.params:
+                self.busy = True
+                try:
+                    self.constants.append((node, _rms(value)))
+                finally:
+                    self.busy = False
+                return
 
     def op_role(self, name: str, params: tuple[str, ...]) -> tuple[str | None, str | None]:
         activation = activation_for_function(name)
@@ -223,6 +245,14 @@ class _Recorder(TorchFunctionMode):
         handles.add(module.register_forward_hook(leave, with_kwargs=True, always_call=True))
 
 
+def _rms(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's rms as a 0-d tensor on its device; a DTensor's is its full tensor's (a
+    collective: every rank makes the same pass)."""
+    if is_dtensor(tensor):
+        tensor = tensor.full_tensor()
+    return tensor.detach().float().square().mean().sqrt()
+
+
 def _sdpa_logit_std(query: torch.Tensor, key: torch.Tensor, scale: float | None) -> torch.Tensor:
     query, key = query.detach().float(), key.detach().float()
     if key.dim() >= 3 and query.dim() >= 3 and key.shape[-3] != query.shape[-3]:
@@ -255,10 +285,14 @@ def trace_model(model: nn.Module, sample: Any, run: Callable[[], Any],
     for key, tensor in _tensors(out):
         if tensor in recorder.of:
             recorder.trace.outputs.append((key or "output", recorder.of[tensor]))
-    if recorder.rms:
-        values = torch.stack([value.to(recorder.rms[0][1].device) for _, value in recorder.rms])
-        for (node, _), value in zip(recorder.rms, values.tolist(), strict=True):
-            node.rms = value
+    measured = recorder.rms + recorder.constants
+    if measured:
+        values = torch.stack([value.to(measured[0][1].device) for _, value in measured])
+        for index, ((node, _), value) in enumerate(zip(measured, values.tolist(), strict=True)):
+            if index < len(recorder.rms):
+                node.rms = value
+            else:
+                node.constant_rms = value
     for call in recorder.trace.attention:
         call["std"] = float(call["std"])
     return recorder.trace

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from lightning_init.anatomy._trace import Node
 
-__all__ = ["CLASS_LOSSES", "LOSSES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate",
-           "Head", "LayerSite", "NormSite"]
+__all__ = ["CLASS_LOSSES", "LOSSES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite",
+           "EmbeddingSum", "Gate", "Head", "LayerSite", "NormSite"]
 
 
 #: Loss functions, class losses first.
@@ -152,6 +152,8 @@ class EmbeddingSite:
         tied: other parameter names that are its weight.
         varies: whether its indices come from the input (token ids) rather than from
             constants (positions).
+        weight: the qualified name of its table (the parameter it looks up).
+        output_rms: the rms of its output at its first call in the pass.
     """
 
     name: str
@@ -159,6 +161,35 @@ class EmbeddingSite:
     summed_with: tuple[str, ...]
     tied: tuple[str, ...] = ()
     varies: bool = True
+    weight: str = ""
+    output_rms: float | None = None
+
+    @property
+    def table(self) -> tuple[str, ...]:
+        """Every name of its table, sorted: equal for the embeddings that share one."""
+        return tuple(sorted({self.weight or self.name, *self.tied}))
+
+
+@dataclass(frozen=True)
+class EmbeddingSum:
+    """An addition that embeddings' outputs flow into (through scalings by a number, casts,
+    reshapes and dropout), with both operands' rms measured just before it.
+
+    Attributes:
+        stream: the embeddings one operand carries (the first operand that carries any).
+        other: the embeddings the other operand carries; ``()`` when it carries none (a
+            residual branch, a position parameter, a constant).
+        stream_rms: the rms of the ``stream`` operand.
+        other_rms: the rms of the other operand; for an operand that is a tensor multiplied
+            by a learnable scale of at most one dimension (LayerScale, Touvron et al. 2021;
+            ReZero, Bachlechner et al. 2020), the rms of what the scale multiplies (0 when the
+            product is exactly 0: a closed gate).
+    """
+
+    stream: tuple[str, ...]
+    other: tuple[str, ...]
+    stream_rms: float | None
+    other_rms: float | None
 
 
 @dataclass(frozen=True)
@@ -206,6 +237,7 @@ class Anatomy:
         norms: normalization layers by name.
         heads: the last weight layers before the outputs the loss reads.
         embeddings: embeddings by name.
+        embedding_sums: the additions the embeddings' outputs flow into, in pass order.
         tied: groups of parameter names that are one parameter.
         gates: deliberate zero-inits.
         attention: attention calls.
@@ -224,6 +256,7 @@ class Anatomy:
     norms: dict[str, NormSite] = field(default_factory=dict)
     heads: list[Head] = field(default_factory=list)
     embeddings: dict[str, EmbeddingSite] = field(default_factory=dict)
+    embedding_sums: list[EmbeddingSum] = field(default_factory=list)
     tied: list[tuple[str, ...]] = field(default_factory=list)
     gates: list[Gate] = field(default_factory=list)
     attention: list[AttentionSite] = field(default_factory=list)

@@ -213,25 +213,34 @@ class Recording:
             self.calls[qualified_name] = self.calls.get(qualified_name, 0) + 1
             if self.calls[qualified_name] > 1:
                 return
-            tensor = first_float_tensor(output)
-            if tensor is None:
-                return
-            inflow = first_tensor(args) if args else None
-            if inflow is None:
-                inflow = first_tensor(kwargs)
-            source = _storage(inflow) if inflow is not None else None
-            self.sources.append(self._producers.get(source) if source is not None else None)
-            produced = _storage(tensor)
-            if produced is not None:
-                self._producers[produced] = len(self.names)
-                self._alive.append(tensor)  # no storage reuse while the pass runs
-            self.names.append(qualified_name)
-            self.modules.append(module)
-            self.shapes.append(tuple(tensor.shape))
-            self.stats.append(_output_stats(_full(tensor), module,
-                                            None if inflow is None else _full(inflow)))
+            # The check's own arithmetic: no TorchFunctionMode following the model's pass (the
+            # anatomy's trace) sees it.
+            with torch._C.DisableTorchFunction():
+                self._record(qualified_name, module, args, kwargs, output)
 
         return hook
+
+    def _record(self, qualified_name: str, module: nn.Module, args: Any, kwargs: Any,
+                output: Any) -> None:
+        """Record one module's first call: its output's statistics and where its input came
+        from."""
+        tensor = first_float_tensor(output)
+        if tensor is None:
+            return
+        inflow = first_tensor(args) if args else None
+        if inflow is None:
+            inflow = first_tensor(kwargs)
+        source = _storage(inflow) if inflow is not None else None
+        self.sources.append(self._producers.get(source) if source is not None else None)
+        produced = _storage(tensor)
+        if produced is not None:
+            self._producers[produced] = len(self.names)
+            self._alive.append(tensor)  # no storage reuse while the pass runs
+        self.names.append(qualified_name)
+        self.modules.append(module)
+        self.shapes.append(tuple(tensor.shape))
+        self.stats.append(_output_stats(_full(tensor), module,
+                                        None if inflow is None else _full(inflow)))
 
     def release(self) -> None:
         """Drop the references that kept outputs alive during the pass."""

@@ -9,7 +9,6 @@ the verdicts. The norms of sharded (DTensor) parameters and gradients are the fu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ from torch import nn
 from lightning_init._lightning import call_model
 from lightning_init.anatomy import transforms
 from lightning_init.check.classes import ClassificationLosses
-from lightning_init.check.embeddings import embedding_flow, embedding_problems
+from lightning_init.check.embeddings import embedding_problems, traced_pass
 from lightning_init.check.findings import init_findings
 from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init.check.ignore import apply_ignore, parse_ignore
@@ -203,8 +202,9 @@ def check_pass(
     # until its backward.
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     with no_side_effects(model), recording(model) as record:
-        with embedding_flow(model) if look_ahead else contextlib.nullcontext() as flow:
-            loss, loss_source, output = run()
+        # The first pass is the anatomy's too where the embedding verdict needs it.
+        anatomy, (loss, loss_source, output) = traced_pass(model, inputs, run) if look_ahead \
+            else (None, run())
         if loss is None:
             output_tensor = first_float_tensor(output)
             if output_tensor is None:
@@ -217,10 +217,7 @@ def check_pass(
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
         free = label_free_loss(output)
-        numbers = _to_host(record, named, grads, inputs, loss, free,
-                           flow.tensors() if flow is not None else [])
-    if flow is not None:
-        flow.to_host(numbers.extra)
+        numbers = _to_host(record, named, grads, inputs, loss, free)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
     notes.extend(init_findings(model, layers))
@@ -239,7 +236,7 @@ def check_pass(
     if not any(problem.kind == "nonfinite" for problem in problems):
         # A head tied to the embedding: the loss verdict already says what to do with it.
         said = {name for problem in problems if problem.kind == "loss" for name in problem.layers}
-        problems += [problem for problem in embedding_problems(flow, dict(thresholds))
+        problems += [problem for problem in embedding_problems(anatomy, dict(thresholds))
                      if problem.layers[0] not in said]
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
@@ -327,7 +324,6 @@ class _HostNumbers:
     input_nonfinite: int
     loss: float
     free_loss: float  # the logits' cross-entropy against uniform labels (0 when not measured)
-    extra: list[float]  # the embedding flow's numbers (see EmbeddingFlow.tensors)
 
 
 def _to_host(
@@ -337,7 +333,6 @@ def _to_host(
     inputs: Any,
     loss: torch.Tensor,
     free: tuple[torch.Tensor, int] | None,
-    extra: Sequence[torch.Tensor] = (),
 ) -> _HostNumbers:
     """One host transfer for everything measured."""
     device = loss.device
@@ -356,7 +351,6 @@ def _to_host(
         else layer_stats.new_zeros(1),
         loss.detach().float().reshape(1).to(device),
         (free[0] if free else loss.new_zeros(())).detach().float().reshape(1).to(device),
-        *(value.detach().float().reshape(1).to(device) for value in extra),
     ]).tolist()
     width, count = len(STAT_FIELDS), len(record.names)
     position = count * width
@@ -369,7 +363,6 @@ def _to_host(
         input_nonfinite=int(flat[grads_end]),
         loss=flat[grads_end + 1],
         free_loss=flat[grads_end + 2],
-        extra=flat[grads_end + 3:],
     )
 
 

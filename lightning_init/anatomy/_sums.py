@@ -1,0 +1,112 @@
+"""The additions that embeddings' outputs flow into, from the traced nodes: which embeddings
+each operand carries and both operands' rms just before the add (the check's embedding
+verdict judges an embedding's scale by them)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from lightning_init.anatomy._graph import ADDS, SCALINGS
+from lightning_init.anatomy._trace import Node
+from lightning_init.anatomy.record import EmbeddingSum
+
+if TYPE_CHECKING:
+    from lightning_init.anatomy._read import Reader
+
+__all__ = ["embedding_sums"]
+
+_MULS = frozenset({"mul", "__mul__", "__rmul__"})
+# Ops whose output keeps their first argument's layout and meaning.
+_SAME_LAYOUT = frozenset({"dropout", "to", "contiguous", "clone", "type_as", "float", "half",
+                          "bfloat16", "double", "expand", "expand_as", "view", "reshape"})
+
+
+def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
+    """Each addition an embedding's output reaches through ops that keep it (casts, views,
+    dropout, scalings by a number or a one-element parameter) and earlier such additions, in
+    pass order. An operand carries the embeddings whose outputs flow into it that way."""
+    carried: dict[int, tuple[str, ...]] = {}
+    sums: list[EmbeddingSum] = []
+    for node in reader.nodes:
+        if node.role == "embedding":
+            carried[node.index] = (reader.site(node.index),)
+            continue
+        if not any(parent in carried for parent in node.parents):
+            continue
+        found = _sum(reader, node, carried)
+        if found is not None:
+            sums.append(found)
+            carried[node.index] = tuple(dict.fromkeys((*found.stream, *found.other)))
+        else:
+            names = _follows(reader, node, carried)
+            if names:
+                carried[node.index] = names
+    return sums
+
+
+def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
+         ) -> EmbeddingSum | None:
+    """The sum a node makes of a carrying operand and another one (a traced tensor, a
+    parameter or a constant), or ``None``."""
+    if node.kind != "op" or node.name not in ADDS:
+        return None
+    nodes = reader.nodes
+    if len(node.parents) == 2:
+        first, second = (carried.get(parent, ()) for parent in node.parents)
+        stream, other = node.parents if first else node.parents[::-1]
+        return EmbeddingSum(first or second, second if first else (), nodes[stream].rms,
+                            nodes[other].rms if other in carried else _ungated(reader, other))
+    if len(node.parents) != 1:
+        return None
+    if len(node.params) == 1:  # x + self.position (a parameter)
+        param = _parameter(reader, node.params[0])
+        rms = None if param is None else float(param.detach().float().square().mean().sqrt())
+    elif node.constant_rms is not None:  # x + a constant (a sinusoidal position table)
+        rms = node.constant_rms
+    else:
+        return None
+    return EmbeddingSum(carried[node.parents[0]], (), nodes[node.parents[0]].rms, rms)
+
+
+def _follows(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
+             ) -> tuple[str, ...]:
+    """The embeddings a node's output still is, at a scale the node sets: a pass-through
+    module (dropout), an op that keeps its first argument's layout (a cast, a view, dropout,
+    ``expand_as``), a scaling by a number, a one-element tensor or parameter (``* sqrt(d)``, a
+    learned scalar); ``()`` for anything else. A permuted or indexed output (an attention bias
+    from a lookup) is no longer a sum operand of the stream."""
+    first = carried.get(node.parents[0], ()) if node.parents else ()
+    if node.kind == "module":
+        return first if node.role == "pass" and len(node.parents) == 1 else ()
+    if node.params and node.name not in SCALINGS:
+        return ()
+    if node.name in _SAME_LAYOUT:
+        return first
+    if node.name not in SCALINGS:
+        return ()
+    others = [reader.nodes[index].shape for index in node.parents[1:]]
+    others += [tuple(param.shape) if param is not None else (0,)
+               for param in (_parameter(reader, name) for name in node.params)]
+    return first if all(math.prod(shape) == 1 for shape in others) else ()
+
+
+def _ungated(reader: Reader, index: int) -> float | None:
+    """An operand's rms; for a tensor multiplied by a learnable scale of at most one dimension,
+    that of the tensor (the scale is a gate that learns its own size; a closed one, 0)."""
+    node = reader.nodes[index]
+    if node.kind == "op" and node.name in _MULS and len(node.parents) == 1 \
+            and len(node.params) == 1 and node.rms:
+        param = _parameter(reader, node.params[0])
+        if param is not None and param.dim() <= 1:
+            return reader.nodes[node.parents[0]].rms
+    return node.rms
+
+
+def _parameter(reader: Reader, name: str) -> torch.Tensor | None:
+    owner, _, leaf = name.rpartition(".")
+    module = reader.modules.get(owner)
+    value = getattr(module, leaf, None) if module is not None else None
+    return value if isinstance(value, torch.Tensor) else None

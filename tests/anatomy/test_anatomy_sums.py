@@ -1,0 +1,117 @@
+"""The anatomy's embedding sums (each addition an embedding's output flows into, with both
+operands' scales) and its reading of a pass the caller makes (the check's own forward)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_init.anatomy import EmbeddingSum, anatomy_of, anatomy_of_pass
+from lightning_init.check.measure import recording
+from lightning_init.runtime.no_trace import no_side_effects
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+
+_IDS = {"input_ids": torch.randint(0, 200, (4, 12), generator=torch.Generator().manual_seed(0))}
+
+
+def _gpt2() -> nn.Module:
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=200, n_positions=64))
+
+
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.detach().float().square().mean().sqrt())
+
+
+def test_gpt2_words_and_positions_then_four_branches_on_their_stream() -> None:
+    model = _gpt2()
+    anatomy = anatomy_of(model, _IDS)
+    words, positions = ("transformer.wte",), ("transformer.wpe",)
+    first, *branches = anatomy.embedding_sums
+    assert (first.stream, first.other) == (words, positions)
+    assert [(s.stream, s.other) for s in branches] == [(words + positions, ())] * 4
+    with torch.no_grad():
+        word_rms = _rms(model.transformer.wte(_IDS["input_ids"]))
+        position_rms = _rms(model.transformer.wpe(torch.arange(12)))
+    assert first.stream_rms == pytest.approx(word_rms, rel=1e-4)
+    assert first.other_rms == pytest.approx(position_rms, rel=1e-4)
+    site = anatomy.embeddings["transformer.wte"]
+    assert site.output_rms == pytest.approx(word_rms, rel=1e-4)
+    assert site.table == ("lm_head.weight", "transformer.wte.weight")
+    # each branch against the stream it enters: the anatomy's branches say the same
+    assert [(s.stream_rms, s.other_rms) for s in branches] == [
+        (b.stream_rms, b.branch_rms) for b in anatomy.branches]
+
+
+class _Scaled(nn.Module):
+    """Words times sqrt(d), positions broadcast onto them (``expand_as``, XLM), a constant
+    sinusoidal table added (a buffer, XGLM), then two branches behind LayerScale (1e-4 per
+    channel) and one behind a closed scalar gate."""
+
+    def __init__(self, width: int = 16, length: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.positions = nn.Embedding(length, width)
+        angles = torch.arange(length)[:, None] / 100 ** (torch.arange(width) / width)
+        self.register_buffer("table", torch.sin(angles))
+        self.branches = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
+        self.scales = nn.ParameterList([nn.Parameter(torch.full((width,), 1e-4)),
+                                        nn.Parameter(torch.full((width,), 1e-4)),
+                                        nn.Parameter(torch.zeros(()))])
+        self.width = width
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        stream = self.embed(tokens) * self.width ** 0.5
+        positions = torch.arange(tokens.shape[1])[None]
+        stream = stream + self.positions(positions).expand_as(stream)
+        stream = stream + self.table[: tokens.shape[1]]
+        for branch, scale in zip(self.branches, self.scales, strict=True):
+            stream = stream + scale * branch(stream)
+        return stream
+
+
+def test_scalings_constants_and_gated_branches() -> None:
+    torch.manual_seed(0)
+    model = _Scaled()
+    tokens = torch.randint(0, 50, (4, 6))
+    sums = anatomy_of(model, tokens).embedding_sums
+    both = ("embed", "positions")
+    assert [(s.stream, s.other) for s in sums] == [
+        (("embed",), ("positions",)), (both, ()), (both, ()), (both, ()), (both, ())]
+    with torch.no_grad():
+        words = model.embed(tokens) * 4.0
+        stream = words + model.positions(torch.arange(6)) + model.table
+        branch = model.branches[0](stream)
+    assert sums[0].stream_rms == pytest.approx(_rms(words), rel=1e-4)
+    assert sums[1].other_rms == pytest.approx(_rms(model.table), rel=1e-4)  # the constant
+    assert sums[2].stream_rms == pytest.approx(_rms(stream), rel=1e-4)
+    assert sums[2].other_rms == pytest.approx(_rms(branch), rel=1e-4)  # not 1e-4 of it
+    assert sums[4].other_rms == 0.0  # a closed gate adds exactly zero
+
+
+def test_the_callers_pass_is_read_as_a_pass_of_its_own() -> None:
+    """Traced inside the check's pass (grad on, the check's hooks measuring every module),
+    the anatomy is the one its own pass reads: the hooks' arithmetic is not the model's."""
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=200))
+    alone = anatomy_of(model, _IDS)
+
+    def run() -> tuple[object, torch.Tensor]:
+        output = model(**_IDS)
+        return output, output.logits
+
+    with no_side_effects(model), recording(model):
+        inside, logits = anatomy_of_pass(model, _IDS, run)
+    assert logits.requires_grad
+    assert len(inside._nodes) == len(alone._nodes)
+    assert inside.describe() == alone.describe()
+    assert inside.embedding_sums == alone.embedding_sums
+    assert isinstance(inside.embedding_sums[0], EmbeddingSum)
