@@ -361,10 +361,14 @@ def main() -> None:
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every task's steps (a slow machine)")
     parser.add_argument("--json", default=None, help="write the results here as they come")
-    parser.add_argument("--table", default=None, help="print the table of a saved --json")
+    parser.add_argument("--table", nargs="+", default=None,
+                        help="print the table of saved --json files (their results together)")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.table).read_text())["results"]))
+        saved = [json.loads(Path(path).read_text()) for path in args.table]
+        for run in saved:
+            print(f"{run['machine']}; {run['date']}; {run['command']}")
+        print(table([result for run in saved for result in run["results"]]))
         return
     torch.set_num_threads(1)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]

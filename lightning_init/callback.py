@@ -301,11 +301,12 @@ class InitCallback(Callback):
         ):
             return  # the strategy applies it to each module's shards, after configure_model
         if _has_tensors(pl_module) and self._fit.lazy_deferred is None:
-            if isinstance(self._policy, AutoPolicy):
-                self._policy.resolve(trainer, pl_module)
+            only = self._only(pl_module)
+            if isinstance(self._policy, AutoPolicy):  # in place when the policy replaces all
+                self._policy.resolve(trainer, pl_module, in_place=not only)
             with _visible_through_teardown(pl_module):
                 self._fit.reports.append(self._policy.apply(pl_module, seed=self._record.seed,
-                                                            **self._only(pl_module)))
+                                                            **only))
             _raise_if_meta_left(pl_module)
 
     def _initialize_added(

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch import nn
 
 from lightning_init.check.findings import PREFIX
 from lightning_init.check.report import CheckProblem, InitCheckReport
+from lightning_init.policy._calibrate import model_copy
 from lightning_init.policy.auto import AutoRules, auto_rules
 
 __all__ = ["CheckSubject", "Suggestion", "suggest_policy"]
@@ -143,13 +143,14 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         model = subject.model if model is None else model
         inputs = subject.inputs if inputs is None else inputs
         options = {**subject.options, **options}
-    rules = auto_rules(model, inputs, forward=options.get("forward"),
-                       num_classes=report.num_classes, prior=prior)
+    # one copy: the policy is measured on it in place, then applied over it for the re-check
+    trial = model_copy(model)
+    rules = auto_rules(trial, inputs, forward=options.get("forward"),
+                       num_classes=report.num_classes, prior=prior, in_place=True)
     _answers(rules, report.problems)
     text = rules.yaml()
     policy = rules.policy()
-    trial = copy.deepcopy(model)
-    policy.apply(trial)
+    policy._apply(trial, atomic=False, report=False)
     recheck = check_init(trial, inputs, **options)
     offered = _better(report, recheck)
     if offered:

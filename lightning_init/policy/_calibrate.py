@@ -1,12 +1,18 @@
-"""The measured variables of the automatic policy: passes over a policy-initialized copy.
+"""The measured variables of the automatic policy: passes over a policy-initialized model.
 
 Some of the automatic policy's scales depend on values that only a forward pass shows: the rms
 of the features the output layer reads (a final norm, a pooled feature, a hidden state the
 model rescales), the rms of the residual stream the blocks add to, and the spread of the
 attention logits where a model leaves out the ``1 / sqrt(d_k)`` of scaled dot-product
-attention (T5 folds it into the query's init). Each is measured on a deep copy of the model
-initialized by the policy as it stands, so that it sees the values it will see, and becomes a
-policy variable: the YAML then reproduces the init without the sample batch.
+attention (T5 folds it into the query's init). Each is measured on the model initialized by
+the policy as it stands, so that it sees the values it will see, and becomes a policy
+variable: the YAML then reproduces the init without the sample batch.
+
+The passes run on a :class:`Trial`: one deep copy of the model, made once and initialized
+again before each pass (the model is left as it was), or, ``in_place``, the model itself, for
+weights that are about to be replaced (``InitCallback(policy="auto")``): no copy at all. The
+policy is applied without a snapshot (nothing to undo), and with its own seed, so each pass
+sees the same values on the copy and in place.
 
 Example:
     >>> import torch
@@ -14,7 +20,7 @@ Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
     ...                                           "weight": {"init": "normal", "std": 0.5}}]})
-    >>> input_rms(net, torch.ones(8, 4), None, policy, "0")  # the sample itself
+    >>> input_rms(Trial(net), torch.ones(8, 4), None, policy, "0")  # the sample itself
     1.0
 """
 
@@ -33,19 +39,52 @@ from lightning_init._hooks import HookHandles
 from lightning_init._lightning import call_model
 from lightning_init._no_trace import no_side_effects
 
-__all__ = ["attention_logit_rms", "input_rms", "quiet_pass"]
+__all__ = ["Trial", "attention_logit_rms", "input_rms", "model_copy", "quiet_pass"]
 
 
-def _initialized_copy(model: nn.Module, policy: Any) -> nn.Module:
-    """A deep copy initialized by ``policy``. A LightningModule's copy keeps its trainer
+def model_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``. A LightningModule's copy keeps its trainer
     (``LightningModule.__getstate__`` drops it), so that a ``training_step`` reading
     ``self.trainer`` runs on the copy as on the module."""
     trial = copy.deepcopy(model)
     if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
         trial._trainer = model._trainer
-    with torch.random.fork_rng(devices=[]):
-        policy.apply(trial)
     return trial
+
+
+class Trial:
+    """The model the measuring passes run on, initialized by a policy before each.
+
+    Args:
+        model: the model the policy is built for.
+        in_place: run the passes on ``model`` itself (its weights are overwritten: only for
+            weights that are about to be replaced); else on one deep copy, made on first use
+            and kept for every pass.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> trial = Trial(net)
+        >>> from lightning_init import InitPolicy
+        >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
+        ...                                           "weight": "ones"}]})
+        >>> copied = trial.initialized(policy)
+        >>> copied is trial.initialized(policy), copied is net, net.weight.sum().item() == 4
+        (True, False, False)
+        >>> Trial(net, in_place=True).initialized(policy) is net, net.weight.sum().item()
+        (True, 4.0)
+    """
+
+    def __init__(self, model: nn.Module, *, in_place: bool = False) -> None:
+        self.model = model
+        self._trial: nn.Module | None = model if in_place else None
+
+    def initialized(self, policy: Any) -> nn.Module:
+        """The trial model, with ``policy`` applied over it (no snapshot, global RNG kept)."""
+        if self._trial is None:
+            self._trial = model_copy(self.model)
+        with torch.random.fork_rng(devices=[]):
+            policy._apply(self._trial, atomic=False, report=False)
+        return self._trial
 
 
 def quiet_pass(model: nn.Module, sample: Any, forward: Callable[..., Any] | None) -> None:
@@ -63,11 +102,11 @@ def _rounded(value: float | None) -> float:
         else 1.0
 
 
-def input_rms(model: nn.Module, sample: Any, forward: Callable[..., Any] | None, policy: Any,
+def input_rms(trial: Trial, sample: Any, forward: Callable[..., Any] | None, policy: Any,
               name: str) -> float:
-    """The rms of module ``name``'s first input, on a copy of ``model`` initialized by
+    """The rms of module ``name``'s first input, on the ``trial`` model initialized by
     ``policy`` (1.0 when it is never called or not finite), to 4 significant digits."""
-    trial = _initialized_copy(model, policy)
+    model = trial.initialized(policy)
     found: list[torch.Tensor] = []
 
     def record(_m: nn.Module, inputs: Any) -> None:
@@ -76,8 +115,8 @@ def input_rms(model: nn.Module, sample: Any, forward: Callable[..., Any] | None,
             found.append(first.detach().float().square().mean().sqrt())
 
     with HookHandles() as handles:
-        handles.add(trial.get_submodule(name).register_forward_pre_hook(record))
-        quiet_pass(trial, sample, forward)
+        handles.add(model.get_submodule(name).register_forward_pre_hook(record))
+        quiet_pass(model, sample, forward)
     return _rounded(float(found[0]) if found else None)
 
 
@@ -114,13 +153,13 @@ def _sdpa_logit_std(query: torch.Tensor, key: torch.Tensor, scale: float | None)
     return (query @ key.transpose(-1, -2) * scale).std()
 
 
-def attention_logit_rms(model: nn.Module, sample: Any, forward: Callable[..., Any] | None,
+def attention_logit_rms(trial: Trial, sample: Any, forward: Callable[..., Any] | None,
                         policy: Any) -> float | None:
-    """The rms over attention calls of their logits' std, on a copy of ``model`` initialized by
-    ``policy``; ``None`` when the pass computes no attention it can see."""
-    trial = _initialized_copy(model, policy)
+    """The rms over attention calls of their logits' std, on the ``trial`` model initialized
+    by ``policy``; ``None`` when the pass computes no attention it can see."""
+    model = trial.initialized(policy)
     with _AttentionLogits() as logits:
-        quiet_pass(trial, sample, forward)
+        quiet_pass(model, sample, forward)
     if not logits.stds:
         return None
     return _rounded(float(torch.stack(logits.stds).square().mean().sqrt()))

@@ -37,9 +37,9 @@ second moment of the pre-activations constant). Around that:
 - ``MultiheadAttention``'s packed input projection is Xavier uniform, as PyTorch does.
 
 The measured values (``head_input_rms``, ``stream_rms``, ``attention_logit_rms``) are policy
-variables, read on deep copies of the model initialized by the policy
-(:mod:`lightning_init.policy._calibrate`), so the YAML reproduces the init without the sample
-batch.
+variables, read on the model initialized by the policy (one deep copy, or the model itself with
+``in_place=True``; :mod:`lightning_init.policy._calibrate`), so the YAML reproduces the init
+without the sample batch.
 
 Each rule comes with a comment saying which role it answers and its source; :class:`AutoRules`
 renders the policy as commented YAML. Weight layers the sample pass never called are left
@@ -71,7 +71,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.overrides import TorchFunctionMode
 
 from lightning_init._hooks import HookHandles
-from lightning_init.policy._calibrate import attention_logit_rms, input_rms, quiet_pass
+from lightning_init.policy._calibrate import Trial, attention_logit_rms, input_rms, quiet_pass
 
 __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
@@ -629,16 +629,21 @@ def _order(model: nn.Module, trace: _Trace) -> list[str]:
 
 
 def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
-               num_classes: int | None = None, prior: float | None = None) -> AutoRules:
+               num_classes: int | None = None, prior: float | None = None,
+               in_place: bool = False) -> AutoRules:
     """The automatic policy's rules for ``model``, from its structure and one sample pass.
 
     Args:
-        model: the model; left as it was (modes and RNG states restored, no gradient taken).
+        model: the model; left as it was (modes and RNG states restored, no gradient taken),
+            unless ``in_place``.
         sample: one batch: a tensor (``model(sample)``), a tuple/list or a dict.
         forward: ``forward(model, sample)`` to call the model another way.
         num_classes: when the output layer is a C-class classifier head (it is named so).
         prior: for a sigmoid head, the positive class's frequency: the head's bias starts at
             ``ln(prior / (1 - prior))``.
+        in_place: measure the policy's variables on ``model`` itself, not on a deep copy:
+            its weights are overwritten by the policy's (for weights about to be replaced,
+            as under ``InitCallback``; no copy of the model is made).
 
     Returns:
         The :class:`AutoRules` (``.policy()`` gives the :class:`~lightning_init.InitPolicy`).
@@ -682,26 +687,26 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
     builder.rules.uncalled = [name for name, module in model.named_modules()
                               if _is_weight_layer(module) and name not in trace.called
                               and name not in order]
-    _calibrate(builder, model, sample, forward, output)
+    _calibrate(builder, Trial(model, in_place=in_place), sample, forward, output)
     return builder.rules
 
 
-def _calibrate(builder: _Builder, model: nn.Module, sample: Any, forward: Any,
+def _calibrate(builder: _Builder, trial: Trial, sample: Any, forward: Any,
                output: str | None) -> None:
-    """Measure the policy's variables in order, each on a copy initialized by the policy with
-    the ones before it: the head's input, then the stream (a tied embedding is the head), then
-    the attention logits (the queries scale with the stream)."""
+    """Measure the policy's variables in order, each on the ``trial`` model initialized by the
+    policy with the ones before it: the head's input, then the stream (a tied embedding is the
+    head), then the attention logits (the queries scale with the stream)."""
     variables = builder.rules.variables
     if builder.stream is not None:
         variables["stream_rms"] = 1.0
     if builder.queries:
         variables["attention_logit_rms"] = 1.0
     if output is not None:
-        variables["head_input_rms"] = input_rms(model, sample, forward, builder.rules.policy(),
+        variables["head_input_rms"] = input_rms(trial, sample, forward, builder.rules.policy(),
                                                 output)
     if builder.stream is not None:
-        variables["stream_rms"] = input_rms(model, sample, forward, builder.rules.policy(),
+        variables["stream_rms"] = input_rms(trial, sample, forward, builder.rules.policy(),
                                             builder.stream)
     if builder.queries:
-        measured = attention_logit_rms(model, sample, forward, builder.rules.policy())
+        measured = attention_logit_rms(trial, sample, forward, builder.rules.policy())
         variables["attention_logit_rms"] = max(1.0, measured or 1.0)
