@@ -8,9 +8,10 @@ reproduced with a fixed policy.
 
 Under the callback the module's weights are about to be replaced, so the policy's measuring
 passes run on the module itself (``in_place``) and the policy is then applied over them
-without a snapshot: no copy of the model, in memory or on the way. Only the structural pass,
-which comes first and writes nothing, can meet an error in the user's code; a failure after it
-leaves the module with the policy's values (its own init was to be replaced anyway).
+without a snapshot: no copy of the model. An error in the user's code shows in the structural
+pass, which comes first and writes nothing; a failure after it leaves the module with the
+policy's values (its own init was to be replaced anyway). Under ``only_missing`` the loaded
+weights must stay, and the passes run on a copy.
 """
 
 from __future__ import annotations
