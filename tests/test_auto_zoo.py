@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -22,12 +23,50 @@ from torch.nn import functional as F
 
 pytest.importorskip("transformers")
 
-from zoo import BATCH, HEALTHY, ZooCase, build
+from zoo import BATCH, HEALTHY, ZooCase, build, check
 
 from lightning_init import InitPolicy, check_init
 
 _STEPS, _LR, _SPREAD, _SEEDS = 30, 1e-3, 1.05, (0, 1, 2)
 _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+
+# The wider zoo (tests/zoo.py's second block) on the library as it stands: what fails, and why
+# (xfail(strict=True): a fix shows as a flip).
+_ZERO_GRADIENT = "issue 24: exact zero gradient that no init changes, flagged"
+_CHECK_FAILS: dict[str, str] = {
+    "gemma2": "issue 23: sandwich norms read as post-norm, soft-capped tied head: logits' "
+              "cross-entropy 21.3 = 3.4x ln 500",
+    "pvt-v2": "issue 23: the patch-embedding conv `proj` zeroed as a residual projection",
+    "segformer": "issue 23: the patch-embedding conv `proj` zeroed as a residual projection",
+    "longformer": f"{_ZERO_GRADIENT} (14 parameters after auto, 3 at the own init)",
+    "funnel": f"{_ZERO_GRADIENT} (relative-position/token-type terms masked at <cls>)",
+    "mobilevit": f"{_ZERO_GRADIENT} (query/key of attention over one patch)",
+    "autoencoder-labelled-batches": "issue 24: classes guessed from labels the loss never "
+                                    "reads: a summed BCE of 3257 judged against ln 64",
+}
+_OWN_LOSS_CHECK_FAILS: dict[str, str] = {
+    "gemma2": _CHECK_FAILS["gemma2"],
+}
+_WORSE_THAN_KAIMING = "issue 23: auto trains worse than the kaiming_relu preset on a small-C MLP"
+_TRAINS_WORSE: dict[str, str] = {
+    "mobilenet-v2": "issue 23: auto ends at 0.405 against the own init's 0.271 (fails on main "
+                    "691a96d as well)",
+    "mamba": "issue 23: auto ends at 3.55 against the own init's 1.22",
+    "funnel": "issue 23: auto ends at 0.0212 against the own init's 0.0095",
+    "pvt-v2": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.29",
+    "segformer": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.06",
+    "mlp-2-class-kaiming-relu-seed-0": f"{_WORSE_THAN_KAIMING} (0.439 against 0.341)",
+}
+# The own-loss check: the decoders of the wider zoo. The training test: every case but these of
+# the wider zoo (MobileViT's 30-step runs take 14 s; HuBERT and Gemma3 repeat Wav2Vec2 and
+# Gemma2; the kaiming_relu MLPs run for seed 0 only: the preset's own draw does not vary with
+# the test's seeds, so eight of them compare one draw each).
+_OWN_LOSS_CASES = ("gemma", "gemma2", "gemma3", "olmo2", "falcon", "bloom", "phi", "gptj",
+                   "gpt-neo", "biogpt", "mamba")
+_NOT_TRAINED = {"mobilevit", "hubert", "gemma3"} | {
+    f"mlp-{classes}-class-kaiming-relu-seed-{seed}" for classes in (2, 3) for seed in range(1, 8)}
+_TRAINED = {case.name for case in HEALTHY} - _NOT_TRAINED
+
 
 def _with_targets(model: torch.nn.Module, inputs: dict) -> dict:
     """The inputs with the labels the model's own loss needs (fixed, seeded)."""
@@ -54,39 +93,59 @@ def _loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return F.mse_loss(features, target)
 
 
-def _trained_loss(model: torch.nn.Module, batch: dict, seed: int) -> float:
+def _trained_loss(case: ZooCase, model: torch.nn.Module, batch: Any, seed: int) -> float:
+    loss = case.extra.get("loss", _loss)  # the case's own loss where it is not transformers'
     torch.manual_seed(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=_LR)
     for _ in range(_STEPS):
         optimizer.zero_grad()
-        _loss(model, batch).backward()
+        loss(model, batch).backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        return float(_loss(model, batch))
+        return float(loss(model, batch))
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in HEALTHY])
+def _param(case: ZooCase, known: dict[str, str]) -> object:
+    marks = [pytest.mark.xfail(strict=True, reason=known[case.name])] if case.name in known \
+        else []
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(case, _CHECK_FAILS) for case in HEALTHY])
 def test_auto_passes_the_check(case: ZooCase) -> None:
     model, inputs = build(case)
     InitPolicy.auto(model, inputs, forward=case.forward).apply(model)
-    report = check_init(model, inputs, forward=case.forward)
+    report = check(case, model, inputs)
     assert report.ok, [problem.message for problem in report.problems]
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in HEALTHY])
+@pytest.mark.parametrize("case", [_param(case, _OWN_LOSS_CHECK_FAILS) for case in HEALTHY
+                                  if case.name in _OWN_LOSS_CASES])
+def test_auto_passes_the_check_with_the_models_own_loss(case: ZooCase) -> None:
+    """The language models of the wider zoo judged by their own cross-entropy after ``auto``:
+    the initial loss shows a head whose logits a tied embedding inflates."""
+    model, inputs = build(case)
+    InitPolicy.auto(model, inputs, forward=case.forward).apply(model)
+    report = check_init(model, _with_targets(model, inputs), forward=case.forward)
+    assert report.loss_source == "model_output"
+    assert report.ok, [problem.message for problem in report.problems]
+
+
+@pytest.mark.parametrize("case", [_param(case, _TRAINS_WORSE) for case in HEALTHY
+                                  if case.name in _TRAINED])
 def test_auto_trains_at_least_as_well_as_the_models_own_init(case: ZooCase) -> None:
     model, inputs = build(case)
-    batch = _with_targets(model, inputs)
+    batch = inputs if "loss" in case.extra else _with_targets(model, inputs)
     policy = InitPolicy.auto(model, inputs, forward=case.forward)
     own, auto = [], []
     for seed in _SEEDS:
         torch.manual_seed(seed)
         model, _ = case.make()
-        own.append(_trained_loss(copy.deepcopy(model), batch, seed))
+        own.append(_trained_loss(case, copy.deepcopy(model), batch, seed))
         policy.apply(model, seed=seed)
-        auto.append(_trained_loss(model, batch, seed))
+        auto.append(_trained_loss(case, model, batch, seed))
     own_loss, auto_loss = sum(own) / len(own), sum(auto) / len(auto)
     assert auto_loss <= _SPREAD * own_loss, (own, auto)
 

@@ -249,16 +249,20 @@ def _healthy() -> list[object]:
         from zoo import HEALTHY
     except ImportError:  # no transformers
         return []
-    return [pytest.param(case, id=case.name) for case in HEALTHY]
+    from test_check_zoo import _FALSE_ALARMS  # the check's known false alarms, as xfail there
+
+    return [pytest.param(case, id=case.name, marks=[
+        pytest.mark.xfail(strict=True, reason=_FALSE_ALARMS[case.name])]
+        if case.name in _FALSE_ALARMS else []) for case in HEALTHY]
 
 
 @pytest.mark.parametrize("case", _healthy())
 def test_healthy_zoo_has_no_uninitialized_memory_and_stays_ok(case: object) -> None:
-    from zoo import build
+    from zoo import build, check
 
     model, inputs = build(case)  # type: ignore[arg-type]
     before = weights_fingerprint(model)
-    report = check_init(model, inputs, forward=case.forward)  # type: ignore[attr-defined]
+    report = check(case, model, inputs)
     assert report.ok, [problem.message for problem in report.problems]
     assert not [note for note in report.notes if "initializer draws" in note], report.notes
     assert weights_fingerprint(model) == before
