@@ -150,9 +150,9 @@ def _logging_step(rank: int, repeats: int) -> dict[str, float]:
     from torch.distributed._composable.fsdp import fully_shard
     from torch.distributed.device_mesh import init_device_mesh
 
-    from lightning_init._distributed import full_histograms
     from lightning_init.diagnostics._sharded import ShardedSnapshot, sharded_rows
     from lightning_init.diagnostics._stats import TensorBatch
+    from lightning_init.runtime.distributed import full_histograms
 
     bins, samples = 64, 1 << 16
     generator = torch.Generator().manual_seed(rank)

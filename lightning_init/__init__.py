@@ -7,7 +7,8 @@ The few names users touch:
   checks the init and logs early-training diagnostics.
 - :func:`check_init` / :class:`InitCheckReport` -- one forward/backward pass that tells a good
   init from a bad one; :func:`lsuv_init` -- data-dependent LSUV init.
-- :class:`PolicyError`, :class:`InitCheckError` -- the errors.
+- :class:`PolicyError`, :class:`InitCheckError`, :class:`OptionError` -- the errors;
+  :class:`PublishingWarning` -- a table, figure or file that could not be written.
 - :func:`list_presets` -- the shipped presets.
 - :func:`weights_fingerprint` -- a short, bit-exact digest of a model's weights.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lightning_init.errors import InitCheckError, OptionError, PolicyError
+from lightning_init.errors import InitCheckError, OptionError, PolicyError, PublishingWarning
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "InitPolicy",
     "OptionError",
     "PolicyError",
+    "PublishingWarning",
     "__version__",
     "check_init",
     "list_presets",

@@ -1,7 +1,8 @@
 """Writes to the console, the loggers and the log directory that must never stop training.
 
 Every write the library makes outside the diagnostics (the check's console table, TensorBoard
-text and figure, ``init_check.json``, the hyperparameters, the policy's table) goes through
+text and figure, ``init_check.json``, the hyperparameters, the policy's table, the auto
+policy's ``init_policy.yaml``) goes through
 :func:`guarded_writes`: a write that raises is recorded, the others still run, and the round
 ends with ONE warning naming what could not be written and why.
 """
@@ -12,17 +13,9 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 
-__all__ = ["PublishingWarning", "guarded_writes"]
+from lightning_init.errors import PublishingWarning
 
-
-class PublishingWarning(UserWarning):
-    """Something the library meant to write (a table, a figure, a file) could not be written;
-    training goes on without it.
-
-    Example:
-        >>> issubclass(PublishingWarning, UserWarning)
-        True
-    """
+__all__ = ["PublishingWarning", "guarded_writes"]  # the warning lives in errors
 
 
 def _why(error: BaseException) -> str:

@@ -1,8 +1,9 @@
-"""The library's exception bases: one per concern, each subclassing a builtin."""
+"""The library's exception bases: one per concern, each subclassing a builtin; and
+:class:`PublishingWarning`, the warning of every part that publishes (callback, check)."""
 
 from __future__ import annotations
 
-__all__ = ["InitCheckError", "OptionError", "PolicyError"]
+__all__ = ["InitCheckError", "OptionError", "PolicyError", "PublishingWarning"]
 
 
 class PolicyError(ValueError):
@@ -77,7 +78,18 @@ class OptionError(ValueError):
     """
 
 
+class PublishingWarning(UserWarning):
+    """Something the library meant to write (a table, a figure, a file) could not be written;
+    training goes on without it.
+
+    Example:
+        >>> issubclass(PublishingWarning, UserWarning)
+        True
+    """
+
+
 # Shown under their public path (``lightning_init.PolicyError``) in tracebacks and reprs.
-for _error in (PolicyError, InitCheckError, OptionError):
+for _error in (PolicyError, InitCheckError, OptionError, PublishingWarning):
     _error.__module__ = "lightning_init"
 del _error
+

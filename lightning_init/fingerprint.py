@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lightning_init._sparse import coalesced
+from lightning_init.runtime.sparse import coalesced
 
 __all__ = ["weights_fingerprint"]
 
@@ -35,7 +35,7 @@ def weights_fingerprint(module: nn.Module, *, include_buffers: bool = True) -> s
     named: list[tuple[str, torch.Tensor]] = list(module.named_parameters())
     if include_buffers:
         named += [(n, b) for n, b in module.named_buffers() if b is not None]
-    return _digest(named, lambda tensor: _to_local(tensor.detach()))
+    return digest(named, lambda tensor: _to_local(tensor.detach()))
 
 
 def _to_local(tensor: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def _to_local(tensor: torch.Tensor) -> torch.Tensor:
     return local() if callable(local) else tensor
 
 
-def _digest(
+def digest(
     named: list[tuple[str, torch.Tensor]], read: Callable[[torch.Tensor], torch.Tensor]
 ) -> str:
     """The fingerprint of ``named`` tensors, each hashed as ``read`` returns it (in name order,

@@ -1,4 +1,6 @@
-"""Custom initializers used by tests/test_initializers.py through import paths."""
+"""Custom initializers that tests/policy/test_initializers.py names by import path
+(``tests._custom_inits:...``); it stays at the top of tests/ because the tests assert
+those paths."""
 
 from __future__ import annotations
 

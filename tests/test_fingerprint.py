@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 from _models import make_policy, quiet_trainer
 
 _EDGES = torch.tensor([[0, 1, 2, 3, 1], [1, 2, 3, 0, 1]])

@@ -9,11 +9,15 @@ used by ``InitCallback``.
 
 The check leaves no trace: hooks are removed even when the forward raises; weights, buffers
 (BatchNorm running statistics), ``.grad``, every module's train/eval mode and the RNG states are
-as before. Gradients come from ``torch.autograd.grad``, never ``.backward()``.
+as before. Gradients come from ``torch.autograd.grad`` (``.grad`` and DDP's reducer untouched);
+under FSDP2, from a ``.backward()`` with every ``.grad`` restored after.
 
 Inside: ``options`` (:class:`CheckOptions`), ``measure`` (hooks and statistics of one pass),
-``run`` (the pass, measured and judged), ``verdicts`` (numbers to problems), ``report``
-(:class:`InitCheckReport` and its renderings), ``lsuv`` and ``lightning`` (the Trainer side).
+``run`` (the pass, measured and judged), ``verdicts`` and ``roles`` (numbers to problems),
+``gates``, ``findings`` and ``ignore`` (deliberate zero gates, init notes, accepted problems),
+``records`` (what was measured), ``report`` (:class:`InitCheckReport`, rendered by
+``_render``), ``suggest`` (a policy that fixes what was found), ``metrics`` (the check as
+HParams metrics), ``lsuv`` and ``lightning`` (the Trainer side).
 
 Example:
     >>> import torch

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lightning_init.check.report import InitCheckReport, LayerRecord
+    from lightning_init.check.records import LayerRecord
+    from lightning_init.check.report import InitCheckReport
 
 __all__ = ["depth_figure"]
 

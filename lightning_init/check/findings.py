@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._distributed import is_dtensor
-from lightning_init.check.report import LayerRecord
-from lightning_init.policy._fills import idle_bounds
+from lightning_init.check.records import LayerRecord
+from lightning_init.policy.initializers import idle_bounds
+from lightning_init.runtime.distributed import is_dtensor
 
 __all__ = ["LONG_SEQUENCE", "PREFIX", "REPEAT_SAMPLE", "init_findings"]
 

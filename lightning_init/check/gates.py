@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from lightning_init.check.report import CheckProblem, InitCheckReport, ParameterRecord
+from lightning_init.check.records import CheckProblem, ParameterRecord
+from lightning_init.check.report import InitCheckReport
 
 # The gates' root-mean-square after the look-ahead step: small, so that only what the gate
 # hides changes, not the scale of anything else.

@@ -13,7 +13,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lightning_init._text import did_you_mean, format_choices
-from lightning_init.check.report import CheckProblem, InitCheckReport
+from lightning_init.check.records import CheckProblem
+from lightning_init.check.report import InitCheckReport
 
 KINDS = ("nonfinite", "scale", "input_dependence", "dead_units", "saturation", "gradient", "loss",
          "gain")

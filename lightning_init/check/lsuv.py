@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._layouts import layout_for
 from lightning_init._lightning import call_model
 from lightning_init.check.measure import first_float_tensor, no_side_effects
+from lightning_init.policy.layouts import layout_for
 
 __all__ = ["LSUVLayer", "LSUVReport", "lsuv_init"]
 

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init._distributed import NORM, full_stats, is_dtensor
-from lightning_init._hooks import HookHandles, forward_hooks
-from lightning_init._no_trace import no_side_effects
-from lightning_init._sparse import stored_values
+from lightning_init.runtime.distributed import NORM, full_stats, is_dtensor
+from lightning_init.runtime.hooks import HookHandles, forward_hooks
+from lightning_init.runtime.no_trace import no_side_effects
+from lightning_init.runtime.sparse import stored_values
 
 __all__ = [
     "RELU_FAMILY",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
-from lightning_init.check.report import LayerRecord, ParameterRecord
+from lightning_init.check.records import LayerRecord, ParameterRecord
 
 _RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
               nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)

@@ -9,6 +9,7 @@ the verdicts. The norms of sharded (DTensor) parameters and gradients are the fu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from lightning_init.check.measure import (
     tensors_in,
 )
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
-from lightning_init.check.report import InitCheckReport, LayerRecord, ParameterRecord
-from lightning_init.check.suggest import CheckSubject
+from lightning_init.check.records import CheckSubject, LayerRecord, ParameterRecord
+from lightning_init.check.report import InitCheckReport
 from lightning_init.check.verdicts import verdicts
 
 __all__ = ["PassResult", "check_init", "check_pass"]
@@ -135,9 +136,9 @@ def check_init(
     if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
         classes_from_output = _classes_from_output
     report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
-    report._subject = CheckSubject(model, inputs, {
+    report = dataclasses.replace(report, _subject=CheckSubject(model, inputs, {
         "forward": forward, "loss_fn": loss_fn, "target": target,
-        "num_classes": num_classes, "ignore": ignore, **thresholds})
+        "num_classes": num_classes, "ignore": ignore, **thresholds}))
     return apply_ignore(report, patterns)
 
 

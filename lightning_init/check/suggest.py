@@ -32,21 +32,14 @@ from typing import Any
 
 from torch import nn
 
+from lightning_init._lightning import model_copy
 from lightning_init.check.findings import PREFIX
-from lightning_init.check.report import CheckProblem, InitCheckReport
-from lightning_init.policy._calibrate import model_copy
+from lightning_init.check.records import CheckProblem, CheckSubject
+from lightning_init.check.report import InitCheckReport
+from lightning_init.check.run import check_init
 from lightning_init.policy.auto import AutoRules, auto_rules
 
 __all__ = ["CheckSubject", "Suggestion", "suggest_policy"]
-
-@dataclass(frozen=True)
-class CheckSubject:
-    """What a check ran on, kept by :func:`~lightning_init.check_init` for the re-check."""
-
-    model: nn.Module
-    inputs: Any
-    options: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass
 class Suggestion:
@@ -133,8 +126,6 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         ValueError: no model or inputs were given and the report does not know them (a report
             of ``check_lightning_module``).
     """
-    from lightning_init.check.run import check_init
-
     subject: CheckSubject | None = getattr(report, "_subject", None)
     if model is None or inputs is None:
         if subject is None:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
-from lightning_init.check.report import CheckProblem, LayerRecord, ParameterRecord
+from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
     LECUN,
     advice,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_init._hooks import HookHandles, forward_hooks
+from lightning_init.runtime.hooks import HookHandles, forward_hooks
 
 __all__ = ["ActivationWatch"]
 

@@ -33,9 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from typing_extensions import override
 
-from lightning_init._distributed import is_dtensor
 from lightning_init._log import warn_user
-from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._activations import ActivationWatch
 from lightning_init.diagnostics._alerts import (
     Alerts,
@@ -51,6 +49,8 @@ from lightning_init.diagnostics._readout import Readout
 from lightning_init.diagnostics._selection import Watched, select
 from lightning_init.diagnostics._sharded import measure_sharded, reduce_sharded_updates
 from lightning_init.diagnostics._writers import LoggerWriters
+from lightning_init.runtime.distributed import is_dtensor
+from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["TrainingDiagnostics"]
 
@@ -127,13 +127,7 @@ class TrainingDiagnostics(Callback):
     @property
     @override
     def state_key(self) -> str:
-        defaults = DiagnosticsOptions()
-        changed = {
-            option.name: getattr(self.options, option.name)
-            for option in dataclasses.fields(self.options)
-            if getattr(self.options, option.name) != getattr(defaults, option.name)
-        }
-        return self._generate_state_key(**changed)
+        return self._generate_state_key(**_changed_options(self.options))
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -255,23 +249,12 @@ class TrainingDiagnostics(Callback):
         self._watched = select(pl_module, self.options)
         self._sharded = any(is_dtensor(param) for _, param in self._watched.parameters)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
-        self._charts = Charts(
-            [(name, p.dim()) for name, p in self._watched.parameters],
-            [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
-             for name, module in self._watched.leaf_modules] if self.options.activations else [],
-            update_ratio=self.options.update_ratio,
-        )
+        self._charts = _charts_for(self._watched, self.options)
 
     def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
         """The watched parameters of ``optimizer`` not measured yet at this step."""
         watched = self._watched or Watched([], [], frozenset(), torch.device("cpu"))
-        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        measured = {name for entry in self._pending for name in entry.names}
-        params = [
-            (name, p)
-            for name, p in watched.parameters
-            if id(p) in in_optimizer and name not in measured
-        ]
+        params = _unmeasured(watched, optimizer, self._pending)
         self._readout.step_bounds.update(_step_bounds(optimizer, dict(params)))
         if self._sharded:
             return measure_sharded(step, params, self.options)
@@ -297,12 +280,7 @@ class TrainingDiagnostics(Callback):
         if activation_rows is not None:
             names = [name for name, _ in self._activations.modules]
         by_step = self._readout.values(pending, blocks, names, self._alerts)
-        for step, values in by_step.items():
-            self.logged_steps.append(step)
-            self._writers.write(
-                getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
-                self._charts,
-            )
+        _write_steps(self._writers, trainer, by_step, self._charts, self.logged_steps)
         if by_step:  # one report per logged batch, at its first step
             self._alerts.report(min(by_step), self.options.on_nonfinite)
 
@@ -363,3 +341,48 @@ def _raise_if_nonfinite(
         check_gradient(alerts, options, name, norm=0.0 if bad else 1.0, nonfinite=bad,
                        numel=p.numel())
     alerts.report(trainer.global_step, "raise")
+
+
+def _charts_for(watched: Watched, options: DiagnosticsOptions) -> Charts:
+    """The Custom Scalars layout of the watched parameters and (when on) leaf modules."""
+    return Charts(
+        [(name, p.dim()) for name, p in watched.parameters],
+        [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
+         for name, module in watched.leaf_modules] if options.activations else [],
+        update_ratio=options.update_ratio,
+    )
+
+
+def _unmeasured(
+    watched: Watched, optimizer: torch.optim.Optimizer, pending: list[Measured]
+) -> list[tuple[str, nn.Parameter]]:
+    """The watched parameters of ``optimizer`` not measured yet at this step."""
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    measured = {name for entry in pending for name in entry.names}
+    return [
+        (name, p)
+        for name, p in watched.parameters
+        if id(p) in in_optimizer and name not in measured
+    ]
+
+
+def _write_steps(
+    writers: Any, trainer: Trainer, by_step: dict[int, Any], charts: Any, logged: list[int]
+) -> None:
+    """Each step's values to the loggers, each step added to ``logged`` first."""
+    for step, values in by_step.items():
+        logged.append(step)
+        writers.write(
+            getattr(trainer, "loggers", None) or [], step, values.scalars, values.histograms,
+            charts,
+        )
+
+
+def _changed_options(options: DiagnosticsOptions) -> dict[str, Any]:
+    """The options that differ from the defaults, by name (the callback's state key)."""
+    defaults = DiagnosticsOptions()
+    return {
+        option.name: getattr(options, option.name)
+        for option in dataclasses.fields(options)
+        if getattr(options, option.name) != getattr(defaults, option.name)
+    }

@@ -10,10 +10,10 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from lightning_init._sparse import coalesced
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import TensorBatch, sparse_histograms, sparse_stats
 from lightning_init.diagnostics._tags import tag
+from lightning_init.runtime.sparse import coalesced
 
 __all__ = ["Measured", "Measurer"]
 

@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_init._sparse import stored_values
 from lightning_init.diagnostics._alerts import (
     Alerts,
     check_dead_layer,
@@ -22,6 +21,7 @@ from lightning_init.diagnostics._measure import Measured
 from lightning_init.diagnostics._options import DiagnosticsOptions
 from lightning_init.diagnostics._stats import ABSMAX, EXACT_STD, NORM, SUM, moments_from_sums
 from lightning_init.diagnostics._tags import tag as tag_of
+from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["Readout", "StepValues", "to_host"]
 

@@ -1,8 +1,9 @@
 """The diagnostics' statistics of sharded (``DTensor``) parameters: their full tensors'.
 
 Under FSDP2 and tensor parallelism no rank holds a full parameter, so every rank measures its
-shards and the ranks reduce their partial sums (:mod:`lightning_init._distributed`): a handful
-of collectives per logging step, on every rank, in the same order. Rows come in the layouts of
+shards and the ranks reduce their partial sums
+(:mod:`lightning_init.runtime.distributed`): a handful of collectives per logging step, on
+every rank, in the same order. Rows come in the layouts of
 :class:`~lightning_init.diagnostics._stats.TensorBatch`, so the writing side is shared.
 
 A rank whose local part fails still joins the collectives and contributes NaN, which reaches
@@ -18,7 +19,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_init._distributed import (
+from lightning_init.diagnostics._measure import Measured
+from lightning_init.diagnostics._options import DiagnosticsOptions
+from lightning_init.diagnostics._tags import tag
+from lightning_init.runtime.distributed import (
     ABSMAX,
     NONFINITE,
     NORM,
@@ -29,9 +33,6 @@ from lightning_init._distributed import (
     full_stats,
     reduce_squares,
 )
-from lightning_init.diagnostics._measure import Measured
-from lightning_init.diagnostics._options import DiagnosticsOptions
-from lightning_init.diagnostics._tags import tag
 
 __all__ = [
     "Precomputed",

@@ -132,6 +132,15 @@ def _sample_layout(numel: int, count: int, run: int) -> tuple[int, int]:
     return stride, int(torch.randint(0, free + 1, (1,), generator=generator))
 
 
+def _row_positions(groups: Sequence[_Group], count: int, device: torch.device) -> Tensor:
+    """Position of each tensor's row in the group-ordered results."""
+    order = [index for group in groups for index in group.members]
+    inverse = [0] * count
+    for position, index in enumerate(order):
+        inverse[index] = position
+    return torch.tensor(inverse, device=device)
+
+
 class TensorBatch:
     """Statistics of a fixed list of tensors (same shapes every call), with few kernels.
 
@@ -181,12 +190,7 @@ class TensorBatch:
         self.singles = singles
         self.grouped = grouped
         self.groups = singles + self.grouped
-        order = [index for group in self.groups for index in group.members]
-        # Position of each tensor's row in the group-ordered results.
-        inverse = [0] * self.count
-        for position, index in enumerate(order):
-            inverse[index] = position
-        self._inverse = torch.tensor(inverse, device=self.device)
+        self._inverse = _row_positions(self.groups, self.count, self.device)
         for group in self.grouped:
             group.allocate(tensors)
         self._copy_targets = [row for group in self.grouped for row in group.rows]

@@ -5,14 +5,18 @@ initializers a policy can name. Inside, one module per step:
 
 - ``schema``: a mapping or YAML document -> frozen rules that remember their file and line;
 - ``plan``: the rules matched against a model (tied parameters, ``skip``, ``default``,
-  shapes checked, typo warnings) -> a plan, before anything is written;
+  shapes checked) -> a plan, before anything is written; ``_plan_warnings``: its typo warnings;
 - ``apply``: meta parameters materialized, every value written atomically, then measured;
 - ``_snapshot``: what an apply may change, copied first and put back on any failure;
 - ``targets``: where a value lands (parametrizations, ``weight_norm``, DTensor shards);
 - ``reports``: the plan and report tables;
 - ``presets``: the shipped YAML presets; ``coverage``: the warning when a preset leaves
   weights alone (a model of another family);
-- ``finetune``: the parameters a checkpoint lacks, for ``apply(model, only=...)``.
+- ``finetune``: the parameters a checkpoint lacks, for ``apply(model, only=...)``;
+- ``initializers`` (read by ``_resolver``, registered in ``_catalogue``) and ``layouts``: the
+  initializers and the fans per layer type;
+- ``auto``: the automatic policy (``_auto_rules`` builds it from ``_auto_pass``'s sample pass
+  and ``_calibrate``'s measurements).
 
 Names are imported on first use, so ``lightning_init.policy.presets`` answers without torch.
 

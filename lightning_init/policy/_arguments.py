@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_init._expr import Expression, parse_expression
 from lightning_init._text import did_you_mean, format_choices
+from lightning_init.policy._expr import Expression, parse_expression
 
 __all__ = [
     "PASSED_BY_POLICY",

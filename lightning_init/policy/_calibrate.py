@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,21 +34,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lightning_init._hooks import HookHandles
-from lightning_init._lightning import call_model
-from lightning_init._no_trace import no_side_effects
+from lightning_init._lightning import call_model, model_copy
+from lightning_init.runtime.hooks import HookHandles
+from lightning_init.runtime.no_trace import no_side_effects
 
-__all__ = ["Trial", "attention_logit_rms", "input_rms", "model_copy", "quiet_pass"]
-
-
-def model_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model``. A LightningModule's copy keeps its trainer
-    (``LightningModule.__getstate__`` drops it), so that a ``training_step`` reading
-    ``self.trainer`` runs on the copy as on the module."""
-    trial = copy.deepcopy(model)
-    if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
-        trial._trainer = model._trainer
-    return trial
+__all__ = ["Trial", "attention_logit_rms", "input_rms", "quiet_pass"]
 
 
 class Trial:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from lightning_init.policy.plan import _warn
+from lightning_init.policy._plan_warnings import warn
 
 __all__ = ["UncoveredWeightWarning", "uncovered_weights", "warn_uncovered"]
 
@@ -86,6 +86,6 @@ def warn_uncovered(preset: str, model: nn.Module, left_alone: Iterable[tuple[str
     if not weights:
         return
     plural = "s" if len(weights) > 1 else ""
-    _warn(f"preset {preset!r} leaves {len(weights)} weight{plural} that no rule covers: "
+    warn(f"preset {preset!r} leaves {len(weights)} weight{plural} that no rule covers: "
           f"{_folded(weights)}. The preset is written for another family of models: add rules "
           "for these layers, or skip them.", UncoveredWeightWarning)

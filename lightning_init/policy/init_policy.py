@@ -150,12 +150,7 @@ class InitPolicy:
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
         if isinstance(spec, str | os.PathLike):
-            path = Path(spec)
-            if path.suffix in (".yaml", ".yml") or path.exists():
-                if not path.exists() and str(spec).removesuffix(".yaml") in preset_paths():
-                    return cls.from_preset(str(spec))
-                return cls.from_yaml(path)
-            return cls.from_preset(str(spec))
+            return _from_path_or_preset(cls, spec)
         raise PolicyError(
             f"cannot make a policy from {type(spec).__name__}: give a path, a preset name, "
             "a mapping or an InitPolicy"
@@ -177,10 +172,10 @@ class InitPolicy:
             >>> policy.explain(net).entries[0].initializer
             'normal(std=sqrt(2) / sqrt(fan_in) -> 0.707107)'
         """
-        from lightning_init.policy.auto import auto_rules
+        from lightning_init.policy._auto_rules import build_rules
 
-        return auto_rules(model, sample, forward=forward, num_classes=num_classes,
-                          prior=prior).policy()
+        return build_rules(model, sample, cls.from_dict, forward=forward,
+                           num_classes=num_classes, prior=prior).policy()
 
     # ---- pickling and repr
 
@@ -193,10 +188,7 @@ class InitPolicy:
         self._preset = state.get("preset")
 
     def __repr__(self) -> str:
-        where = f", source={self.source!r}" if self.source else ""
-        return (f"InitPolicy(name={self.name!r}, seed={self.seed!r}, rules={len(self.rules)}, "
-                f"default={self.default!r}, skip={list(self.skip)!r}, strict={self.strict}"
-                f"{where})")
+        return _repr(self)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, InitPolicy) and self._raw == other._raw
@@ -207,10 +199,7 @@ class InitPolicy:
 
     def _plan(self, model: nn.Module, *, recurse: bool, prefix: str,
               only: Iterable[str] | None = None) -> Plan:
-        schema = Schema(rules=self.rules, default=self.default, skip=self.skip,
-                        strict=self.strict, source=self.source, name=self.name, seed=self.seed,
-                        variables=self.variables)
-        plan = build_plan(schema, model, recurse=recurse, prefix=prefix)
+        plan = build_plan(_schema(self), model, recurse=recurse, prefix=prefix)
         if only is not None:
             plan = restrict(plan, only, model, prefix=prefix)
         if self._preset is not None and recurse:
@@ -309,3 +298,27 @@ class InitPolicy:
             ([1.0, 1.0], False)
         """
         return self.apply(module, seed=seed, recurse=False, prefix=prefix, device=device)
+
+
+def _from_path_or_preset(cls: type[InitPolicy], spec: str | os.PathLike[str]) -> InitPolicy:
+    """A YAML file (a ``.yaml`` name or an existing path), else a preset by name."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists() and str(spec).removesuffix(".yaml") in preset_paths():
+            return cls.from_preset(str(spec))
+        return cls.from_yaml(path)
+    return cls.from_preset(str(spec))
+
+
+def _schema(policy: InitPolicy) -> Schema:
+    """The policy's validated parts, as the planner reads them."""
+    return Schema(rules=policy.rules, default=policy.default, skip=policy.skip,
+                  strict=policy.strict, source=policy.source, name=policy.name,
+                  seed=policy.seed, variables=policy.variables)
+
+
+def _repr(policy: InitPolicy) -> str:
+    where = f", source={policy.source!r}" if policy.source else ""
+    return (f"InitPolicy(name={policy.name!r}, seed={policy.seed!r}, rules={len(policy.rules)}, "
+            f"default={policy.default!r}, skip={list(policy.skip)!r}, strict={policy.strict}"
+            f"{where})")

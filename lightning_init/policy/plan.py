@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from lightning_init._layouts import layout_of
 from lightning_init._log import LOGGER
-from lightning_init._model_vars import DERIVED_VARIABLES, model_variables, parameter_variables
-from lightning_init._text import did_you_mean, edit_distance, format_choices
+from lightning_init._text import did_you_mean
 from lightning_init.errors import PolicyError
 from lightning_init.policy._catalogue import REGISTRY
 from lightning_init.policy._fills import idle_bounds
+from lightning_init.policy._model_vars import (
+    DERIVED_VARIABLES,
+    model_variables,
+    parameter_variables,
+)
+from lightning_init.policy._plan_warnings import (
+    TiedParameterWarning,
+    UnusedRuleWarning,
+    skip_globs,
+    unknown_keys,
+    unused_rules,
+    warn,
+)
 from lightning_init.policy.initializers import Initializer
+from lightning_init.policy.layouts import layout_of
 from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.schema import Rule, Schema
 from lightning_init.policy.targets import Target, is_parametrization_container, module_targets
@@ -39,24 +48,6 @@ __all__ = [
     "UnusedRuleWarning",
     "build_plan",
 ]
-
-
-class UnusedRuleWarning(UserWarning):
-    """A rule matched no parameter (usually a typo in ``type``, ``name`` or a parameter key).
-
-    Example:
-        >>> issubclass(UnusedRuleWarning, UserWarning)
-        True
-    """
-
-
-class TiedParameterWarning(UserWarning):
-    """A tied parameter (one tensor under two names) is claimed by two different rules.
-
-    Example:
-        >>> issubclass(TiedParameterWarning, UserWarning)
-        True
-    """
 
 
 @dataclass
@@ -181,10 +172,10 @@ class _Planner:
         if self.recurse:
             self.plan.variables = self._shown_variables()
         self.plan.resets = list(self._resets.values())
-        self.plan.unused_rules = self._unused_rules()
+        self.plan.unused_rules = unused_rules(self)
         if self.recurse:
-            self._unknown_keys()
-            self._skip_globs([name for name, _ in self.named if name])
+            unknown_keys(self)
+            skip_globs(self, [name for name, _ in self.named if name])
         return self.plan
 
     # ---- matching
@@ -261,7 +252,7 @@ class _Planner:
                   if other is not rule and _described(other_init) != _described(initializer)]
         if others:
             other_name, other = others[0]
-            _warn(f"tied parameter {target.qualified_name!r} (also {', '.join(target.aliases)}) "
+            warn(f"tied parameter {target.qualified_name!r} (also {', '.join(target.aliases)}) "
                   f"is claimed by {rule.label} as {name!r} and by {other.label} as "
                   f"{other_name!r}: it is initialized once, by {rule.label}", TiedParameterWarning)
         self.used.update(claim[1].index for claim in claims)
@@ -279,7 +270,7 @@ class _Planner:
             initializer.check_shape(target.shape, where=where)
             self._idle_bounds(rule, initializer, target)
         elif not _can_reset(target.module):
-            raise self._error(
+            raise self.rule_error(
                 f"'default' (reset_parameters) asked for {target.qualified_name!r}, but "
                 f"{type(target.module).__name__} has no reset_parameters()", rule)
         else:
@@ -369,98 +360,16 @@ class _Planner:
             if _can_reset(module):
                 self._resets.setdefault(id(module), module)
             elif not self._skipped(module_name):
-                _warn(f"{module_name or type(module).__name__!r} has buffers on the meta "
+                warn(f"{module_name or type(module).__name__!r} has buffers on the meta "
                       "device and no reset_parameters(): they stay uninitialized memory",
                       UserWarning)
-
-    # ---- what looks like a typo
-
-    def _error(self, message: str, rule: Rule, suffix: str = "") -> PolicyError:
+    def rule_error(self, message: str, rule: Rule, suffix: str = "") -> PolicyError:
         return PolicyError(message, where=rule.where + suffix, source=self.schema.source,
                            line=rule.line)
-
-    def _unused_rules(self) -> list[str]:
-        if not self.recurse:  # one module of many: other rules are for other modules
-            return []
-        unused = [rule for rule in self.schema.rules
-                  if rule.index not in self.used and not rule.optional]
-        if unused:
-            # a rule whose only key is misspelled ('wieght') matches modules, no parameter
-            message = "rule matches no parameter: " + "; ".join(
-                rule.label + _key_typos(rule, self.own_names[rule.index]) for rule in unused)
-            if self.schema.strict:
-                raise self._error(message + " (strict: true)", unused[0])
-            _warn(message, UnusedRuleWarning)
-        return [rule.label for rule in unused]
-
-    def _unknown_keys(self) -> None:
-        """A parameter key that no matched module has: a typo?
-
-        A key that only names parameters the modules were built without (``bias=False``) is
-        no typo: a plainer warning. An optional rule warns only about a near miss (at most two
-        edits from a parameter its modules have).
-        """
-        for rule in self.schema.rules:
-            names = self.own_names[rule.index]
-            if rule.index not in self.used or not names:
-                continue
-            for key, _ in rule.params:
-                if fnmatch.filter(names, key):
-                    continue
-                # an optional rule (the presets') is written for several layouts of a family:
-                # a key another layout has ('mask_token') is fine, a misspelling ('bais') is not
-                if rule.optional and not any(edit_distance(key, name) <= 2 for name in names):
-                    continue
-                if fnmatch.filter(self.absent_names[rule.index], key):
-                    message = (f"{rule.label}: key {key!r} names a parameter that every module "
-                               f"the rule matches was built without (such as bias=False); "
-                               f"'optional: true' on the rule silences this")
-                else:
-                    message = (f"{rule.label}: key {key!r} names no parameter of the modules "
-                               f"the rule matches.{did_you_mean(key, names)} Their "
-                               f"parameters: {format_choices(names)}")
-                if self.schema.strict:
-                    raise self._error(message + " (strict: true)", rule, f".{key}")
-                _warn(message, UnusedRuleWarning)
-
-    def _skip_globs(self, module_names: list[str]) -> None:
-        """A ``skip`` glob that matches no module is a typo, or a glob missing its prefix."""
-        for pattern in self.schema.skip:
-            if any(fnmatch.fnmatchcase(name, pattern) for name in module_names):
-                continue
-            message = f"skip glob {pattern!r} matches no module"
-            if module_names:
-                message += (": skip globs are over full qualified names (such as "
-                            f"{module_names[0]!r}).{_skip_hint(pattern, module_names)}")
-            if self.schema.strict:
-                raise PolicyError(message + " (strict: true)", where="skip",
-                                  source=self.schema.source)
-            _warn(message, UnusedRuleWarning)
 
 
 def _described(initializer: Initializer | None) -> str | None:
     return None if initializer is None else initializer.describe()
-
-
-def _key_typos(rule: Rule, names: set[str]) -> str:
-    """``" (key 'wieght' names no parameter of its modules. Did you mean 'weight'?...)"`` for the
-    keys of ``rule`` that match none of ``names``, its modules' own parameters; else ``""``."""
-    typos = [f"key {key!r} names no parameter of its modules.{did_you_mean(key, names)}"
-             for key, _ in rule.params if names and not fnmatch.filter(names, key)]
-    if not typos:
-        return ""
-    return f" ({' '.join(typos)} Their parameters: {format_choices(names)})"
-
-
-def _skip_hint(pattern: str, module_names: list[str]) -> str:
-    suffix_matches = [n for n in module_names if fnmatch.fnmatchcase(n, "*." + pattern)]
-    if not suffix_matches:
-        return did_you_mean(pattern, module_names)
-    parts = suffix_matches[0].split(".")  # "backbone.*" for "net.backbone.0": no prefix
-    prefix = next((".".join(parts[:i]) + "." for i in range(1, len(parts))
-                   if fnmatch.fnmatchcase(suffix_matches[0], ".".join(parts[:i]) + "." + pattern)),
-                  "")
-    return f" Did you mean '{prefix}{pattern}'?"
 
 
 def _idle(initializer: Initializer) -> str | None:
@@ -474,17 +383,6 @@ def _is_preset(source: str | None) -> bool:
 
 def _can_reset(module: nn.Module) -> bool:
     return callable(getattr(module, "reset_parameters", None))
-
-
-_PACKAGE = os.path.dirname(__file__) + os.sep
-
-
-def _warn(message: str, category: type[Warning]) -> None:
-    """Warn at the first caller outside the policy package (the user's ``apply`` line)."""
-    frame, level = sys._getframe(0), 1  # stacklevel 1 is this frame
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 # --------------------------------------------------------------------------- match.type

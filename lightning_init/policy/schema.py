@@ -23,13 +23,13 @@ A policy is a list of rules, read top to bottom; the first rule that matches a p
 Rule keys other than ``match``, ``optional`` and ``fan_layout`` are globs over the module's
 *own* parameter names (``recurse=False``; ``"weight_hh_*"``); their values are initializer
 specs of :mod:`lightning_init.policy.initializers`, whose numeric arguments may be expressions
-(:mod:`lightning_init._expr`) over the ``variables`` and the per-parameter ``layer_id``,
-``fan_in``, ``fan_out`` (:mod:`lightning_init._model_vars`). ``match.type`` is a class name
+(:mod:`lightning_init.policy._expr`) over the ``variables`` and the per-parameter ``layer_id``,
+``fan_in``, ``fan_out`` (:mod:`lightning_init.policy._model_vars`). ``match.type`` is a class name
 (of ``torch.nn`` or of the model's own classes; subclasses match) or a dotted import path, or
 a list; ``match.name`` is a glob (or list) over the module's qualified name; ``match.last:
 true`` matches only the model's output layer, the last module in registration order that has
 a weight of 2 or more dimensions. ``fan_layout`` overrides the layer type's weight layout
-(:mod:`lightning_init._layouts`). ``skip`` globs cover a module and everything under it.
+(:mod:`lightning_init.policy.layouts`). ``skip`` globs cover a module and everything under it.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_init._layouts import Layout, parse_layout
-from lightning_init._model_vars import parse_variables
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import line_of
 from lightning_init.errors import PolicyError
+from lightning_init.policy._model_vars import parse_variables
 from lightning_init.policy.initializers import Initializer, resolve_initializer
+from lightning_init.policy.layouts import Layout, parse_layout
 
 __all__ = ["DEFAULTS", "TOP_KEYS", "Rule", "Schema", "parse_policy", "parse_rule", "plain"]
 
@@ -96,7 +96,7 @@ class Schema:
         source: the file the policy came from, if any.
         name: the policy's label.
         seed: the policy's seed.
-        variables: the declared variables, parsed (:func:`~lightning_init._model_vars.
+        variables: the declared variables, parsed (:func:`~lightning_init.policy._model_vars.
             parse_variables`), in order.
     """
 

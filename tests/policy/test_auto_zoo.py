@@ -1,0 +1,216 @@
+"""``policy="auto"`` on the zoo of real models: it passes the check and trains as well as
+their own init.
+
+Each healthy model of ``tests/helpers/zoo.py`` is initialized two ways: by its own ``_init_weights``
+(as built) and by ``InitPolicy.auto(model, batch)``. The auto-initialized one must pass the
+init check, and after the same 30 AdamW steps on the same batch (the model's own loss: language
+modelling, or cross-entropy against fixed labels; a mean-squared error for a bare backbone) its
+loss, averaged over three seeds (of the init draw and of training), must be at most the own
+init's, within 5%. One seed is not enough: on MobileNetV2 the loss after 30 steps moves by 3x
+from one draw to the next, and on the ResNet bottleneck, where both inits follow the same
+recipe (Kaiming fan_out before BatchNorm), the own init alone spreads from 0.684 to 0.716.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+pytest.importorskip("transformers")
+
+from zoo import BATCH, HEALTHY, ZooCase, build, check
+
+from lightning_init import InitPolicy, check_init
+
+_STEPS, _LR, _SPREAD, _SEEDS = 30, 1e-3, 1.05, (0, 1, 2)
+_LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+
+# The wider zoo (tests/helpers/zoo.py's second block) on the library as it stands: what fails,
+# and why (xfail(strict=True): a fix shows as a flip).
+_ZERO_GRADIENT = "issue 24: exact zero gradient that no init changes, flagged"
+_CHECK_FAILS: dict[str, str] = {
+    "gemma2": "issue 23: sandwich norms read as post-norm, soft-capped tied head: logits' "
+              "cross-entropy 21.3 = 3.4x ln 500",
+    "pvt-v2": "issue 23: the patch-embedding conv `proj` zeroed as a residual projection",
+    "segformer": "issue 23: the patch-embedding conv `proj` zeroed as a residual projection",
+    "longformer": f"{_ZERO_GRADIENT} (14 parameters after auto, 3 at the own init)",
+    "funnel": f"{_ZERO_GRADIENT} (relative-position/token-type terms masked at <cls>)",
+    "mobilevit": f"{_ZERO_GRADIENT} (query/key of attention over one patch)",
+    "autoencoder-labelled-batches": "issue 24: classes guessed from labels the loss never "
+                                    "reads: a summed BCE of 3257 judged against ln 64",
+}
+_OWN_LOSS_CHECK_FAILS: dict[str, str] = {
+    "gemma2": _CHECK_FAILS["gemma2"],
+}
+_WORSE_THAN_KAIMING = "issue 23: auto trains worse than the kaiming_relu preset on a small-C MLP"
+_TRAINS_WORSE: dict[str, str] = {
+    "mobilenet-v2": "issue 23: auto ends at 0.405 against the own init's 0.271 (fails on main "
+                    "691a96d as well)",
+    "mamba": "issue 23: auto ends at 3.55 against the own init's 1.22",
+    "funnel": "issue 23: auto ends at 0.0212 against the own init's 0.0095",
+    "pvt-v2": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.29",
+    "segformer": "issue 23: the patch-embedding conv `proj` zeroed: 1.94 against 1.06",
+    "mlp-2-class-kaiming-relu-seed-0": f"{_WORSE_THAN_KAIMING} (0.439 against 0.341)",
+}
+# The own-loss check: the decoders of the wider zoo. The training test: every case but these of
+# the wider zoo (MobileViT's 30-step runs take 14 s; HuBERT and Gemma3 repeat Wav2Vec2 and
+# Gemma2; the kaiming_relu MLPs run for seed 0 only: the preset's own draw does not vary with
+# the test's seeds, so eight of them compare one draw each).
+_OWN_LOSS_CASES = ("gemma", "gemma2", "gemma3", "olmo2", "falcon", "bloom", "phi", "gptj",
+                   "gpt-neo", "biogpt", "mamba")
+_NOT_TRAINED = {"mobilevit", "hubert", "gemma3"} | {
+    f"mlp-{classes}-class-kaiming-relu-seed-{seed}" for classes in (2, 3) for seed in range(1, 8)}
+_TRAINED = {case.name for case in HEALTHY} - _NOT_TRAINED
+
+
+def _with_targets(model: torch.nn.Module, inputs: dict) -> dict:
+    """The inputs with the labels the model's own loss needs (fixed, seeded)."""
+    name = type(model).__name__
+    if name.endswith(_LANGUAGE_MODELS):
+        if "decoder_input_ids" in inputs:  # teacher forcing: decoder inputs shifted right
+            labels = inputs["decoder_input_ids"]
+            shifted = torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], 1)
+            return {**inputs, "decoder_input_ids": shifted, "labels": labels}
+        return {**inputs, "labels": inputs["input_ids"]}
+    if "Classification" in name:
+        generator = torch.Generator().manual_seed(7)
+        labels = torch.randint(0, model.config.num_labels, (BATCH,), generator=generator)
+        return {**inputs, "labels": labels}
+    return inputs
+
+
+def _loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    output = model(**batch)
+    if getattr(output, "loss", None) is not None:
+        return output.loss
+    features = output.pooler_output
+    target = torch.randn(features.shape, generator=torch.Generator().manual_seed(8))
+    return F.mse_loss(features, target)
+
+
+def _trained_loss(case: ZooCase, model: torch.nn.Module, batch: Any, seed: int) -> float:
+    loss = case.extra.get("loss", _loss)  # the case's own loss where it is not transformers'
+    torch.manual_seed(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_LR)
+    for _ in range(_STEPS):
+        optimizer.zero_grad()
+        loss(model, batch).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return float(loss(model, batch))
+
+
+def _param(case: ZooCase, known: dict[str, str]) -> object:
+    marks = [pytest.mark.xfail(strict=True, reason=known[case.name])] if case.name in known \
+        else []
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(case, _CHECK_FAILS) for case in HEALTHY])
+def test_auto_passes_the_check(case: ZooCase) -> None:
+    model, inputs = build(case)
+    InitPolicy.auto(model, inputs, forward=case.forward).apply(model)
+    report = check(case, model, inputs)
+    assert report.ok, [problem.message for problem in report.problems]
+
+
+@pytest.mark.parametrize("case", [_param(case, _OWN_LOSS_CHECK_FAILS) for case in HEALTHY
+                                  if case.name in _OWN_LOSS_CASES])
+def test_auto_passes_the_check_with_the_models_own_loss(case: ZooCase) -> None:
+    """The language models of the wider zoo judged by their own cross-entropy after ``auto``:
+    the initial loss shows a head whose logits a tied embedding inflates."""
+    model, inputs = build(case)
+    InitPolicy.auto(model, inputs, forward=case.forward).apply(model)
+    report = check_init(model, _with_targets(model, inputs), forward=case.forward)
+    assert report.loss_source == "model_output"
+    assert report.ok, [problem.message for problem in report.problems]
+
+
+@pytest.mark.parametrize("case", [_param(case, _TRAINS_WORSE) for case in HEALTHY
+                                  if case.name in _TRAINED])
+def test_auto_trains_at_least_as_well_as_the_models_own_init(case: ZooCase) -> None:
+    model, inputs = build(case)
+    batch = inputs if "loss" in case.extra else _with_targets(model, inputs)
+    policy = InitPolicy.auto(model, inputs, forward=case.forward)
+    own, auto = [], []
+    for seed in _SEEDS:
+        torch.manual_seed(seed)
+        model, _ = case.make()
+        own.append(_trained_loss(case, copy.deepcopy(model), batch, seed))
+        policy.apply(model, seed=seed)
+        auto.append(_trained_loss(case, model, batch, seed))
+    own_loss, auto_loss = sum(own) / len(own), sum(auto) / len(auto)
+    assert auto_loss <= _SPREAD * own_loss, (own, auto)
+
+
+def test_auto_on_a_tied_language_model_measures_its_head_and_stream() -> None:
+    case = next(case for case in HEALTHY if case.name == "gpt2")
+    model, inputs = build(case)
+    policy = InitPolicy.auto(model, inputs)
+    # the final LayerNorm's output feeds the tied head: rms about 1
+    assert 0.8 < policy.variables["head_input_rms"] < 1.2
+    policy.apply(model)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    # 500 logits: std sqrt(0.2 ln 500) = 1.115, an initial loss within 10% of ln 500
+    gain = policy.variables["head_gain"]
+    assert gain == pytest.approx(math.sqrt(0.2 * math.log(500)), rel=1e-3)
+    head_std = gain / (64 ** 0.5 * policy.variables["head_input_rms"])
+    assert abs(float(model.transformer.wte.weight.detach().std()) - head_std) < 0.05 * head_std
+    # the stream is the embeddings' sum: the blocks' branches are scaled to it
+    stream = policy.variables["stream_rms"]
+    assert 0.5 * head_std < stream < 3 * head_std
+    c_attn = float(model.transformer.h[0].attn.c_attn.weight.detach().std())
+    assert abs(c_attn - stream / 8) < 0.05 * stream / 8
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert 0.8 * gain < float(logits.std()) < 1.2 * gain
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 500),
+                                             inputs["input_ids"][:, 1:].reshape(-1))
+    # ln 500 + 1.115^2 / 2 = 6.84, and a little more: the tied head scores the current token
+    # high (its own embedding is in the hidden state)
+    assert math.log(500) < float(loss) < 1.25 * math.log(500)
+
+
+def test_attention_without_its_scale_gets_it_in_the_query_init() -> None:
+    case = next(case for case in HEALTHY if case.name == "t5")
+    model, inputs = build(case)
+    policy = InitPolicy.auto(model, inputs)
+    # T5 computes q k^T with no 1/sqrt(d_kv): the logits are measured and the queries scaled
+    assert policy.variables["attention_logit_rms"] > 2
+    policy.apply(model)
+    q = model.encoder.block[0].layer[0].SelfAttention.q.weight.detach()
+    k = model.encoder.block[0].layer[0].SelfAttention.k.weight.detach()
+    ratio = float(k.std() / q.std())
+    assert ratio == pytest.approx(policy.variables["attention_logit_rms"], rel=0.1)
+    # and where attention is scaled (BERT's SDPA), the queries keep the keys' scale
+    bert = next(case for case in HEALTHY if case.name == "bert")
+    bert_model, bert_inputs = build(bert)
+    assert InitPolicy.auto(bert_model, bert_inputs).variables["attention_logit_rms"] < 1.5
+
+
+def test_post_norm_blocks_start_as_the_identity_but_cross_attention_does_not() -> None:
+    case = next(case for case in HEALTHY if case.name == "bart")
+    model, inputs = build(case)
+    rules = InitPolicy.auto(model, inputs)
+    rules.apply(model)
+    layer = model.model.decoder.layers[0]
+    # BART is post-norm (norm(x + f(x))): its branches' output projections start at zero ...
+    assert not layer.self_attn.out_proj.weight.any() and not layer.fc2.weight.any()
+    assert not model.model.encoder.layers[1].fc2.weight.any()
+    # ... except cross-attention's, which carries the encoder to the loss
+    assert layer.encoder_attn.out_proj.weight.detach().std() > 0
+    report = check_init(model, inputs)
+    assert report.ok, [problem.message for problem in report.problems]
+    assert any(note.startswith("deliberate zero-init") for note in report.notes)
+    # GPT-2 is pre-norm: nothing is zeroed
+    gpt2, gpt2_inputs = build(next(case for case in HEALTHY if case.name == "gpt2"))
+    InitPolicy.auto(gpt2, gpt2_inputs).apply(gpt2)
+    assert all(param.detach().std() > 0 for name, param in gpt2.named_parameters()
+               if name.endswith("c_proj.weight"))
