@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from lightning_init import InitCallback, InitPolicy  # noqa: E402
-from lightning_init._no_trace import no_side_effects  # noqa: E402
+from lightning_init.runtime.no_trace import no_side_effects  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PAGE = os.sysconf("SC_PAGE_SIZE")
