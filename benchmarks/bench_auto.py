@@ -142,7 +142,7 @@ def _gpt2() -> nn.Module:
 
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=256, n_positions=CONTEXT, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0,
-        embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False))
+        embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0, eos_token_id=0))
 
 
 class PostNormLM(nn.Module):
@@ -339,8 +339,9 @@ def table(results: list[dict[str, Any]]) -> str:
             mine = sorted((r for r in rows if r["init"] == init), key=lambda r: r["seed"])
             if not mine:
                 continue
-            cells = [_cell([r["curve"][str(s)] for r in mine if str(s) in r["curve"]])
-                     for s in (0, 100, 300, end)]
+            cells = [_cell([r["curve"][str(s)] for r in mine]) if s < end
+                     else "(end)" if s == end else "" for s in (0, 100, 300, end)]
+            cells[-1] = _cell([r["curve"][str(end)] for r in mine])
             ends[init] = [r["curve"][str(end)] for r in mine]
             checks = [r["check"] for r in mine]
             check = f"{checks.count('ok')}/{len(checks)} ok" + (
