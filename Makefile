@@ -31,6 +31,7 @@ bench: venv
 	$(PY) benchmarks/bench_diagnostics.py
 	$(PY) -c "import wandb, sklearn, transformers" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) benchmarks/bench_peers.py
+	$(PY) benchmarks/bench_auto_memory.py
 	$(PY) benchmarks/bench_auto.py --quick
 
 clean:
