@@ -359,6 +359,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="120 steps per run, 1 seed")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"of {','.join(TASKS)}")
     parser.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--inits", default=",".join(INITS), help=f"of {','.join(INITS)}")
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every task's steps (a slow machine)")
     parser.add_argument("--json", default=None, help="write the results here as they come")
@@ -386,7 +387,7 @@ def main() -> None:
         evals = sorted({s for s in (100, 300) if s < steps} | {steps})
         data = task.data()
         for seed in range(seeds):
-            for init in INITS:
+            for init in [i for i in INITS if i in args.inits.split(",")]:
                 result = run_one(task, data, init, seed, evals)
                 out["results"].append(result)
                 curve = " ".join(f"{s}:{v:.3f}" for s, v in result["curve"].items())

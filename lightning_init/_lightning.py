@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +70,55 @@ class SampleUnavailable(Exception):
 # ------------------------------------------------------------------------------ sample batch
 
 
-def _first_loader(loaders: Any) -> Any:
-    """The first loader of a loader, a CombinedLoader, or a list/dict of loaders."""
-    flattened = getattr(loaders, "flattened", None)  # lightning's CombinedLoader
-    if isinstance(flattened, list) and flattened:
-        return flattened[0]
-    if isinstance(loaders, Mapping):
-        return _first_loader(next(iter(loaders.values()))) if loaders else None
-    if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes, torch.Tensor)):
-        return _first_loader(loaders[0]) if loaders else None
-    return loaders
+def _combined(loaders: Any) -> Any:
+    """A fresh ``CombinedLoader`` over ``loaders`` in the mode the fit loop iterates them: a
+    ``CombinedLoader``'s own mode, else ``"max_size_cycle"`` (a dict or a list of loaders, one
+    loader)."""
+    from lightning.pytorch.utilities import CombinedLoader
+
+    if isinstance(loaders, CombinedLoader):
+        return CombinedLoader(loaders.iterables, getattr(loaders, "_mode", "max_size_cycle"))
+    return CombinedLoader(loaders, "max_size_cycle")
+
+
+def _first_batch(loaders: Any) -> tuple[bool, Any]:
+    """``(True, batch)``: the first batch the fit loop gives ``training_step`` (one batch of
+    each loader, in their dict or list, as Lightning combines them); ``(False, None)`` when
+    there is none. Every generator of the loaders is left as it was."""
+    combined = _combined(loaders)
+    if not combined.flattened:
+        return False, None
+    for loader in combined.flattened:
+        _refuse_one_shot(loader)
+    with _generators_kept(combined.flattened):
+        iter(combined)
+        try:
+            batch, _, _ = next(combined)
+        except StopIteration:
+            return False, None
+        finally:
+            combined.reset()  # let worker processes go now
+    return True, batch
+
+
+@contextlib.contextmanager
+def _generators_kept(loaders: list[Any]) -> Iterator[None]:
+    """The states of the loaders' own generators (a ``DataLoader``'s ``generator``, its
+    sampler's and batch sampler's) restored on exit: reading a batch draws from them."""
+    generators: dict[int, torch.Generator] = {}
+    for loader in loaders:
+        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, sampler, batch_sampler, getattr(batch_sampler, "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator):
+                generators[id(generator)] = generator
+    states = [(generator, generator.get_state()) for generator in generators.values()]
+    try:
+        yield
+    finally:
+        for generator, state in states:
+            generator.set_state(state)
 
 
 def _train_loader(trainer: Any) -> Any:
@@ -101,7 +140,7 @@ def _refuse_one_shot(loader: Any) -> None:
     """
     from torch.utils.data import DataLoader, IterableDataset
 
-    if isinstance(loader, (list, tuple)):
+    if isinstance(loader, (list, tuple, torch.Tensor)):
         return
     if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
         return
@@ -122,12 +161,15 @@ def find_sample_batch(
     """The example input, else the first training batch, moved to ``device``; ``None`` if none.
 
     ``example_first=False`` looks for a training batch only (the check runs ``training_step``
-    on it, and reads ``example_input_array`` itself when given none). A training batch goes
-    through the module's ``transfer_batch_to_device`` hook when it has one.
+    on it, and reads ``example_input_array`` itself when given none). The training batch is the
+    one the fit loop gives ``training_step`` first: several loaders (a dict, a list, a
+    ``CombinedLoader`` in its mode) give one batch each, combined as Lightning combines them,
+    and it goes through the module's batch hooks (``on_before_batch_transfer``,
+    ``transfer_batch_to_device``, ``on_after_batch_transfer``).
 
-    Drawing the batch does not move the global RNG state (a shuffling sampler draws its seed
-    from it), so training sees the same batches with and without the callback. A stream is not
-    read at all (see :class:`SampleUnavailable`).
+    Drawing the batch moves neither the global RNG state (a shuffling sampler draws its seed
+    from it) nor a loader's own ``generator``, so training sees the same batches with and
+    without the callback. A stream is not read at all (see :class:`SampleUnavailable`).
 
     Raises:
         SampleUnavailable: the training data is a stream that reading could consume.
@@ -147,20 +189,25 @@ def find_sample_batch(
     if example is not None:
         return SampleBatch(to_device(example, device), "example_input_array")
     with isolate_rng():
-        loader = _first_loader(_train_loader(trainer))
-        if loader is None:
+        loaders = _train_loader(trainer)
+        if loaders is None:
             return None
-        _refuse_one_shot(loader)
-        iterator = iter(loader)
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return None
-        finally:
-            del iterator  # let worker processes go now
+        found, batch = _first_batch(loaders)
+    if not found:
+        return None
+    return SampleBatch(_transferred(pl_module, batch, device), "train_dataloader")
+
+
+def _transferred(pl_module: Any, batch: Any, device: torch.device) -> Any:
+    """``batch`` through the batch hooks as the fit loop runs them (``on_before_batch_transfer``,
+    ``transfer_batch_to_device``, ``on_after_batch_transfer``: the datamodule's when it
+    overrides them, else the module's), or moved to ``device`` when there are none."""
+    before = getattr(pl_module, "_on_before_batch_transfer", None)
+    handler = getattr(pl_module, "_apply_batch_transfer_handler", None)
+    if callable(before) and callable(handler):  # a LightningModule
+        return handler(before(batch, 0), device, 0)
     transfer = getattr(pl_module, "transfer_batch_to_device", None)
-    batch = transfer(batch, device, 0) if callable(transfer) else to_device(batch, device)
-    return SampleBatch(batch, "train_dataloader")
+    return transfer(batch, device, 0) if callable(transfer) else to_device(batch, device)
 
 
 def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:

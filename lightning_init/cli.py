@@ -117,14 +117,37 @@ def _sample(args: argparse.Namespace):  # -> a batch
     return torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
 
 
+def _check_writable(path: str) -> None:
+    """A ``PolicyError`` before any work when ``--write`` cannot be written: its directory
+    does not exist or is no directory, or it names a directory."""
+    from pathlib import Path
+
+    target = Path(path)
+    folder = target.parent
+    if not folder.exists():
+        raise PolicyError(f"--write {path!r}: the directory {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise PolicyError(f"--write {path!r}: {str(folder)!r} is not a directory")
+    if target.is_dir():
+        raise PolicyError(f"--write {path!r}: it is a directory; give a file name")
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lightning_init.check import check_init
 
+    if args.write:
+        _check_writable(args.write)
     model = _load_model(args.model)
     sample = _sample(args)
-    report = check_init(model, sample)
+    try:
+        report = check_init(model, sample)
+    except Exception as err:  # the model cannot take the batch, or its forward failed
+        option = (f"--input {args.input!r}" if args.input is not None
+                  else f"--input-shape {args.input_shape!r}")
+        raise PolicyError(f"{option}: the model's forward on this batch raised "
+                          f"{_raised(err)}") from None
     print(report if args.table else "\n".join(report.verdict()))
     print()
     suggestion = report.suggest_policy()
@@ -133,7 +156,10 @@ def _doctor(args: argparse.Namespace) -> int:
         print()
         print(suggestion.yaml, end="")
         if args.write:
-            Path(args.write).write_text(suggestion.yaml)
+            try:
+                Path(args.write).write_text(suggestion.yaml)
+            except OSError as err:
+                raise PolicyError(f"--write {args.write!r}: {_raised(err)}") from None
             print(f"written to {args.write}")
     return 0 if report.ok or suggestion.offered else 1
 

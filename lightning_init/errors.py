@@ -72,10 +72,18 @@ class OptionError(ValueError):
 
     The message names the option, the valid choices or range, and a did-you-mean.
 
+    Attributes:
+        option: the option's name, when the error is about one.
+
     Example:
-        >>> isinstance(OptionError("check: unknown option 'on_fial'"), ValueError)
-        True
+        >>> error = OptionError("unknown check option 'on_fial'", option="on_fial")
+        >>> isinstance(error, ValueError), error.option
+        (True, 'on_fial')
     """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class PublishingWarning(UserWarning):

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch import nn
 
+from lightning_init.callback._arguments import Policy
 from lightning_init.callback._materialize import named_tensors
 from lightning_init.runtime.distributed import is_dtensor, local_fingerprints
 
@@ -16,9 +17,9 @@ __all__ = ["shared_seed", "verify_same_on_all_ranks"]
 _SEED_BOUND = 2**31 - 1
 
 
-def shared_seed(trainer: Trainer, policy: object) -> int | None:
+def shared_seed(trainer: Trainer, policy: Policy) -> int | None:
     """Rank 0's draw, broadcast; ``None`` when the policy has its own seed."""
-    if getattr(policy, "seed", None) is not None:
+    if policy.seed is not None:
         return None
     seed = int(torch.randint(_SEED_BOUND, (1,)))  # every rank draws: RNG streams stay aligned
     return int(trainer.strategy.broadcast(seed, src=0))

@@ -1,16 +1,15 @@
-"""InitCallback's arguments: the policy argument loaded, the options arguments checked, and
-how ``repr`` shows them."""
+"""InitCallback's arguments: the policy argument loaded and how ``repr`` shows the arguments
+(the options arguments are read by the check's and the diagnostics' ``from_arg``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
 
 from torch import nn
 
-from lightning_init.callback._auto_fit import AutoPolicy
 from lightning_init.policy import InitPolicy
 
 __all__ = [
@@ -18,17 +17,24 @@ __all__ = [
     "argument_repr",
     "load_policy",
     "only_arguments",
-    "options_arg",
     "policy_label",
 ]
 
-_O = TypeVar("_O")
-
 
 class Policy(Protocol):
-    """What the callback needs of a policy: :class:`~lightning_init.InitPolicy`, or any object
-    with its ``apply`` (a ``name`` and a ``seed`` are read when present; ``only`` is passed
-    under ``only_missing``)."""
+    """What the callback needs of a policy: its ``name`` (the label in logs and the
+    checkpoint; ``None`` for the class name), its ``seed`` (``None``: the callback draws one
+    for all ranks) and ``apply`` (``only`` is passed under ``only_missing``).
+
+    :class:`~lightning_init.InitPolicy` and the auto policy are policies; :func:`load_policy`
+    makes one of any other object with an ``apply``.
+    """
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def seed(self) -> int | None: ...
 
     def apply(
         self,
@@ -40,14 +46,46 @@ class Policy(Protocol):
     ) -> object: ...
 
 
+class _Foreign:
+    """A :class:`Policy` of an object that has ``apply`` but may lack ``name`` (then its class's
+    name) or ``seed`` (then ``None``); everything else is the object's own.
+
+    Example:
+        >>> class Zeros:
+        ...     def apply(self, model, **kwargs): return "applied"
+        >>> policy = _Foreign(Zeros())
+        >>> policy.name, policy.seed, policy.apply(nn.Linear(2, 2))
+        ('Zeros', None, 'applied')
+        >>> policy_label(policy)
+        'Zeros'
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    @property
+    def name(self) -> str | None:
+        return getattr(self.policy, "name", None) or type(self.policy).__name__
+
+    @property
+    def seed(self) -> int | None:
+        return getattr(self.policy, "seed", None)
+
+    def __getattr__(self, attribute: str) -> Any:  # apply, init_module, ...: the object's own
+        if attribute == "policy":  # not set yet (while unpickling)
+            raise AttributeError(attribute)
+        return getattr(self.policy, attribute)
+
+
 def load_policy(spec: object) -> Policy | None:
-    """``None``, an ``InitPolicy`` (or anything with ``apply``) as is, else ``InitPolicy.load``."""
+    """``None``; an ``InitPolicy`` as is; anything else with ``apply`` as a :class:`Policy`;
+    else ``InitPolicy.load`` (``"auto"`` is the callback's: :class:`AutoPolicy`)."""
     if spec is None:
         return None
-    if spec == "auto":
-        return AutoPolicy()
+    if isinstance(spec, InitPolicy):
+        return spec
     if callable(getattr(spec, "apply", None)):
-        return cast(Policy, spec)
+        return _Foreign(spec)
     if not isinstance(spec, (str, os.PathLike, Mapping)):
         raise TypeError(
             "InitCallback(policy=...) takes a YAML path, a preset name, a mapping, an InitPolicy"
@@ -57,22 +95,10 @@ def load_policy(spec: object) -> Policy | None:
 
 
 def policy_label(policy: Policy | None) -> str | None:
+    """The policy's name, else its class's; ``None`` without a policy."""
     if policy is None:
         return None
-    return getattr(policy, "name", None) or type(policy).__name__
-
-
-def options_arg(
-    argument: str, value: bool | Mapping[str, Any] | _O, options_class: type[_O]
-) -> bool | dict[str, Any] | _O:
-    """``value`` for ``<options_class>.from_arg`` (a mapping copied to a ``dict``), or a
-    ``TypeError`` in the user's words."""
-    if not isinstance(value, (bool, Mapping, options_class)):
-        raise TypeError(
-            f"InitCallback({argument}=...) takes True, False or a mapping of options (or "
-            f"{options_class.__name__}), got {value!r} of type {type(value).__name__}"
-        )
-    return dict(value) if isinstance(value, Mapping) else value
+    return policy.name or type(policy).__name__
 
 
 def argument_repr(value: object) -> str:
@@ -89,11 +115,18 @@ def argument_repr(value: object) -> str:
 
 
 def only_arguments(
-    pl_module: nn.Module, only_missing: bool | str | os.PathLike[str] | Mapping[str, Any]
+    pl_module: nn.Module, only_missing: bool | str | os.PathLike[str] | Mapping[str, Any],
+    loaded: Collection[str] = (),
 ) -> dict[str, list[str]]:
-    """``{"only": names}`` for ``apply`` under ``InitCallback(only_missing=...)``, else ``{}``."""
-    if only_missing is False:
+    """``{"only": names}`` for ``apply`` under ``InitCallback(only_missing=...)`` or when parts
+    of the module were loaded (every tensor but the ``loaded`` ones), else ``{}``."""
+    if only_missing is False and not loaded:
         return {}
     from lightning_init.policy import missing_parameters
 
-    return {"only": missing_parameters(pl_module, only_missing)}
+    if only_missing is not False:
+        names = missing_parameters(pl_module, only_missing)
+    else:
+        names = [name for name, _ in pl_module.named_parameters()]
+        names += [name for name, buffer in pl_module.named_buffers() if buffer is not None]
+    return {"only": [name for name in names if name not in loaded]}

@@ -35,7 +35,7 @@ from lightning_init.callback._materialize import (
     raise_if_meta_left,
     visible_through_teardown,
 )
-from lightning_init.callback._provenance import keeps_loaded_weights
+from lightning_init.callback._provenance import keeps_loaded_weights, loaded_parts_kept
 from lightning_init.callback._publish import announce, publish_record
 from lightning_init.callback._sharded_init import defer_to_materialization
 from lightning_init.check import CheckOptions, InitCheckReport
@@ -68,6 +68,7 @@ class _Fit:
     # Why setup could not materialize the lazy modules (on_fit_start does, then initializes all).
     lazy_deferred: str | None = None
     keep_loaded: bool = False  # the weights were loaded or trained before: the policy is skipped
+    loaded: set[str] = field(default_factory=set)  # tensors loaded into parts: kept, not written
     state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
     reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
 
@@ -163,7 +164,9 @@ class InitCallback(Callback):
             )
         self._overwrite_loaded = overwrite_loaded
         self._check_asked = isinstance(check, (Mapping, CheckOptions))
-        self._policy = load_policy(policy)
+        # policy="auto" is built during the fit: the callback resolves it, then applies it
+        self._auto = AutoPolicy() if isinstance(policy, str) and policy == "auto" else None
+        self._policy = self._auto or load_policy(policy)
         self._check_options = check_options(check)
         self._diagnostics = diagnostics_for(diagnostics)
         self._record = _Record()
@@ -224,11 +227,15 @@ class InitCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._fit = _Fit()
         if stage == "fit" and not self._record.applied:
+            # only_missing names what to initialize: the loaded weights are kept anyway
+            overwrite = self._overwrite_loaded or self._only_missing is not False
             self._fit.keep_loaded = keeps_loaded_weights(
-                trainer, pl_module, self._policy,
-                # only_missing names what to initialize: the loaded weights are kept anyway
-                overwrite=self._overwrite_loaded or self._only_missing is not False,
+                trainer, pl_module, self._policy, overwrite=overwrite
             )
+            if not self._fit.keep_loaded:
+                self._fit.loaded = loaded_parts_kept(
+                    trainer, pl_module, self._policy, overwrite=overwrite
+                )
             self._initialize(trainer, pl_module)
             deferred = self._fit.lazy_deferred is not None
             self._fit.known_modules = [] if deferred else list(pl_module.modules())
@@ -280,9 +287,9 @@ class InitCallback(Callback):
         ):
             return  # the strategy applies it to each module's shards, after configure_model
         if has_tensors(pl_module) and self._fit.lazy_deferred is None:
-            only = only_arguments(pl_module, self._only_missing)
-            if isinstance(self._policy, AutoPolicy):  # in place when the policy replaces all
-                self._policy.resolve(trainer, pl_module, in_place=not only)
+            only = only_arguments(pl_module, self._only_missing, self._fit.loaded)
+            if self._auto is not None:  # in place when the policy replaces all
+                self._auto.resolve(trainer, pl_module, in_place=not only)
             with visible_through_teardown(pl_module):
                 self._fit.reports.append(
                     self._policy.apply(pl_module, seed=self._record.seed, **only)
@@ -294,12 +301,13 @@ class InitCallback(Callback):
     ) -> None:
         """Apply the policy to the modules built since ``setup``; record the weights."""
         if self._policy is not None and not self._fit.keep_loaded:
-            if isinstance(self._policy, AutoPolicy):
-                self._policy.resolve(trainer, pl_module)
-                self._policy.write(trainer)
+            if self._auto is not None:
+                self._auto.resolve(trainer, pl_module)
+                self._auto.write(trainer)
             known = {id(module) for module in known_modules}
             added = modules_added_since(pl_module, known)
-            only = only_arguments(pl_module, self._only_missing) if added else {}
+            only = (only_arguments(pl_module, self._only_missing, self._fit.loaded) if added
+                    else {})
             for name, module in added:
                 within = {key: [n for n in names if n.startswith(name + ".")]
                           for key, names in only.items()}
@@ -330,8 +338,8 @@ class InitCallback(Callback):
             "lightning_init/fingerprint": self._record.fingerprint or "unknown",
         }
         appendix = ""
-        if isinstance(self._policy, AutoPolicy) and self._policy.rules is not None:
-            appendix = "\n\n```yaml\n" + self._policy.rules.yaml() + "```\n"
+        if self._auto is not None and self._auto.rules is not None:
+            appendix = "\n\n```yaml\n" + self._auto.rules.yaml() + "```\n"
         metrics = {} if self._check_report is None else check_metrics(self._check_report)
         publish_record(trainer, pl_module, hparams, self._fit.reports, metrics, appendix)
 

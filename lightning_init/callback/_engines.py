@@ -16,7 +16,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from lightning_init._lightning import SampleUnavailable, find_sample_batch
-from lightning_init.callback._arguments import options_arg
 from lightning_init.check import (
     CheckOptions,
     InitCheckReport,
@@ -34,16 +33,14 @@ _log = logging.getLogger("lightning_init.callback")
 
 def check_options(check: bool | Mapping[str, Any] | CheckOptions) -> CheckOptions | None:
     """The check's options from ``InitCallback(check=...)``; ``None`` when it is off."""
-    return CheckOptions.from_arg(options_arg("check", check, CheckOptions))
+    return CheckOptions.from_arg(check)
 
 
 def diagnostics_for(
     diagnostics: bool | Mapping[str, Any] | DiagnosticsOptions,
 ) -> TrainingDiagnostics | None:
     """The diagnostics callback of ``InitCallback(diagnostics=...)``; ``None`` when off."""
-    options = DiagnosticsOptions.from_arg(
-        options_arg("diagnostics", diagnostics, DiagnosticsOptions)
-    )
+    options = DiagnosticsOptions.from_arg(diagnostics)
     return None if options is None else TrainingDiagnostics(options)
 
 

@@ -14,7 +14,10 @@ under FSDP2, from a ``.backward()`` with every ``.grad`` restored after.
 
 Inside: ``options`` (:class:`CheckOptions`), ``measure`` (hooks and statistics of one pass),
 ``run`` (the pass, measured and judged), ``verdicts`` and ``roles`` (numbers to problems),
-``gates``, ``findings`` and ``ignore`` (deliberate zero gates, init notes, accepted problems),
+``embeddings`` (the embedding verdict), ``unread`` (zero gradients no init changes),
+``classes`` (C from the classification loss), ``_theory`` (the initial loss of logits of a given
+spread), ``gates``, ``findings`` and ``ignore`` (deliberate zero gates, init notes, accepted
+problems),
 ``records`` (what was measured), ``report`` (:class:`InitCheckReport`, rendered by
 ``_render``), ``suggest`` (a policy that fixes what was found), ``metrics`` (the check as
 HParams metrics), ``lsuv`` and ``lightning`` (the Trainer side).

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lightning_init._text import markdown_table, table
+from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.records import LayerRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,14 +147,12 @@ def _loss_margin(report: InitCheckReport, limits: Mapping[str, float]) -> list[s
         return [f"initial loss {_cell(report.loss)} ({report.loss_source})"]
     ratio = report.loss / report.expected_loss
     limit = limits.get("max_loss_ratio")
-    shown = f" (limit {limit:g}x)" if limit is not None else ""
+    spread = limits.get("max_logit_std")
+    if limit is not None and spread is not None and report.num_classes:
+        limit = max(limit, expected_cross_entropy(report.num_classes, spread)
+                    / report.expected_loss)
+    shown = f" (limit {limit:.3g}x)" if limit is not None else ""
     return [f"initial loss {_cell(report.loss)} = {ratio:.2f}x ln({report.num_classes}){shown}"]
-
-
-def _is_weight_record(layer: LayerRecord) -> bool:
-    """A module with its own weights that is neither a normalization nor a lookup table."""
-    return layer.weight_norm is not None and not any(
-        word in layer.type for word in ("Norm", "Embedding"))
 
 
 def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerRecord | None:
@@ -169,7 +168,7 @@ def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> li
     """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
     the weight layers' output std from the first to the last."""
     margins = []
-    weighted = [layer for layer in layers if _is_weight_record(layer)
+    weighted = [layer for layer in layers if layer.transforms
                 and math.isfinite(layer.output_std) and layer.output_std > 0]
     if len(weighted) >= 2:
         first, last = weighted[0], weighted[-1]

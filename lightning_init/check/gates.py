@@ -20,6 +20,12 @@ import torch
 
 from lightning_init.check.records import CheckProblem, ParameterRecord
 from lightning_init.check.report import InitCheckReport
+from lightning_init.check.verdicts import (
+    SURROGATE_ASSUMED,
+    ZERO_GRADIENT,
+    zero_gradient_problem,
+    zero_gradients,
+)
 
 # The gates' root-mean-square after the look-ahead step: small, so that only what the gate
 # hides changes, not the scale of anything else.
@@ -71,16 +77,82 @@ def stepped(gates: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None
                 param.copy_(value)
 
 
+def _signature(problem: CheckProblem) -> tuple[str, str]:
+    """What a problem is, finer than its kind: a zero gradient, a NaN/Inf one and a drift over
+    depth are three ``gradient`` findings, none the persistence of another."""
+    if problem.kind != "gradient":
+        return problem.kind, ""
+    if ZERO_GRADIENT in problem.message:
+        return problem.kind, "zero"
+    return problem.kind, "nonfinite" if "gradient norm is" in problem.message else "drift"
+
+
 def _persists(problem: CheckProblem, later: Sequence[CheckProblem]) -> bool:
-    return any(other.kind == problem.kind and set(other.layers) & set(problem.layers)
+    return any(_signature(other) == _signature(problem) and set(other.layers) & set(problem.layers)
                for other in later)
 
 
+def _still_zero(problem: CheckProblem, report: InitCheckReport, ahead: InitCheckReport,
+                unread: frozenset[str]) -> tuple[list[ParameterRecord], list[ParameterRecord]]:
+    """A zero-gradient problem's parameters, split: those still at exactly zero gradient after
+    the look-ahead step, and those it opened."""
+    layers = set(problem.layers)
+    listed = [param for param in zero_gradients(report.parameters)
+              if param.layer in layers and param.name not in unread]
+    zero_ahead = {param.name for param in zero_gradients(ahead.parameters)}
+    return ([param for param in listed if param.name in zero_ahead],
+            [param for param in listed if param.name not in zero_ahead])
+
+
+def _judged(report: InitCheckReport, ahead: InitCheckReport, unread: frozenset[str]
+            ) -> tuple[list[CheckProblem], list[str]]:
+    """Each problem after the look-ahead step: kept, narrowed to the parameters still stuck,
+    or gated (then only its description, for the note). Only the kinds a closed gate can cause
+    are stepped; the others (``loss``, ``nonfinite``, ``embedding``, ...) are kept as they are,
+    and a new finding of the look-ahead pass is no persistence of another one."""
+    kept: list[CheckProblem] = []
+    gated: list[str] = []
+    for problem in report.problems:
+        if problem.kind not in GATED_KINDS:
+            kept.append(problem)
+        elif _signature(problem) == ("gradient", "zero"):
+            stuck, opened = _still_zero(problem, report, ahead, unread)
+            if not opened:
+                kept.append(problem)
+                continue
+            if stuck:
+                assumed = SURROGATE_ASSUMED if report.loss_source is None else ""
+                kept.append(zero_gradient_problem(stuck, assumed))
+            gated.append(f"zero gradient of {len(opened)} parameter(s) from "
+                         f"`{opened[0].name}` on")
+        elif _persists(problem, ahead.problems):
+            kept.append(problem)
+        else:
+            gated.append(f"{problem.kind} at `{problem.layers[0]}`")
+    return kept, gated
+
+
 def settle(report: InitCheckReport, ahead: InitCheckReport, gates: Sequence[str],
-           min_input_dependence: float) -> InitCheckReport:
+           min_input_dependence: float, unread: frozenset[str] = frozenset()
+           ) -> InitCheckReport:
     """Turn the findings that a look-ahead step on the gates removes into a note, when the
-    zero-init is deliberate (see the module docstring); return ``report`` otherwise."""
-    gated = [problem for problem in report.problems if not _persists(problem, ahead.problems)]
+    zero-init is deliberate (see the module docstring); return ``report`` otherwise.
+
+    Judged per parameter for zero gradients: the parameters the step opens leave the problem,
+    those it leaves at zero stay (``unread``: those no init changes, left to their own note).
+
+    Example:
+        >>> from lightning_init.check.records import LayerRecord
+        >>> layer = LayerRecord(index=0, name="head", type="Linear", shape=(8, 4),
+        ...                     output_mean=0.0, output_std=1.0, input_dependence=1.0,
+        ...                     dead_fraction=None, saturated_fraction=None, nonfinite=0)
+        >>> loss = CheckProblem("loss", ("head",), "initial loss ...")
+        >>> report = InitCheckReport(problems=[loss], layers=[layer])
+        >>> ahead = InitCheckReport(problems=[], layers=[layer])
+        >>> settle(report, ahead, ["head.weight"], 0.01).problems == [loss]
+        True
+    """
+    kept, gated = _judged(report, ahead, unread)
     if not gated:
         return report
     output = report.layers[-1] if report.layers else None
@@ -94,9 +166,8 @@ def settle(report: InitCheckReport, ahead: InitCheckReport, gates: Sequence[str]
         else "the skip paths carry the input to the output"
     note = (f"deliberate zero-init: {shown} start at zero and get a nonzero gradient, so they "
             f"open at the first step ({where}); {len(gated)} finding(s) behind them vanish after "
-            f"one look-ahead step and are not counted: "
-            + "; ".join(f"{problem.kind} at `{problem.layers[0]}`" for problem in gated))
-    report.problems = [problem for problem in report.problems if problem not in gated]
+            f"one look-ahead step and are not counted: " + "; ".join(gated))
+    report.problems = kept
     report.notes.append(note)
     return report
 

@@ -17,7 +17,7 @@ from lightning_init.check.records import CheckProblem
 from lightning_init.check.report import InitCheckReport
 
 KINDS = ("nonfinite", "scale", "input_dependence", "dead_units", "saturation", "gradient", "loss",
-         "gain")
+         "gain", "embedding")
 
 
 def parse_ignore(value: Any, where: str, error: type[Exception] = ValueError) -> tuple[str, ...]:

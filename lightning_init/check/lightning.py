@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
 from lightning_init._lightning import (
     convert_input,
     forward_input,
@@ -21,8 +19,9 @@ from lightning_init._lightning import (
 )
 from lightning_init._log import warn_user
 from lightning_init._publishing import guarded_writes
+from lightning_init.check.classes import ClassificationLosses
 from lightning_init.check.ignore import apply_ignore
-from lightning_init.check.measure import first_float_tensor, loss_from_step_output, tensors_in
+from lightning_init.check.measure import first_float_tensor, loss_from_step_output
 from lightning_init.check.options import CheckOptions
 from lightning_init.check.report import InitCheckReport
 from lightning_init.check.run import PassResult, check_init, check_pass
@@ -46,8 +45,9 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
     else the batch's input (a tensor batch, the first element of a tuple, a dict whose keys
     ``forward`` takes).
 
-    The initial-loss check uses ``options.num_classes``, or when the model's last output is
-    ``(N, C)`` and the batch holds integer targets of shape ``(N,)`` in ``[0, C)``, C.
+    The initial-loss check uses ``options.num_classes``, or the C of the classification loss
+    that ``training_step`` computes (``F.cross_entropy`` / ``F.nll_loss`` averaged over
+    samples: :mod:`lightning_init.check.classes`); never a guess from the batch.
 
     Args:
         pl_module: the (inner, unwrapped) LightningModule.
@@ -93,8 +93,10 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
 
     batch = convert_input(pl_module, to_device(batch, device))
 
+    losses = ClassificationLosses()
+
     def run() -> PassResult:
-        with muted_logging(pl_module), precision_context(pl_module):
+        with muted_logging(pl_module), precision_context(pl_module), losses.recording():
             step_output = pl_module.training_step(batch, 0)
         loss = loss_from_step_output(step_output)
         if loss is None:
@@ -107,29 +109,12 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
             return None, "surrogate", step_output
         return loss, "training_step", loss
 
-    def classes_from_batch(_output: Any, shapes: list[tuple[int, ...]]) -> int | None:
-        return _guess_num_classes(batch, shapes)
+    def classes_from_loss(_output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
+        return losses.classes
 
-    if options.num_classes is not None:
-        report = check_pass(pl_module, run, batch, options.thresholds, options.num_classes)
-    else:
-        report = check_pass(pl_module, run, batch, options.thresholds, None, classes_from_batch)
+    report = check_pass(pl_module, run, batch, options.thresholds, options.num_classes,
+                        None if options.num_classes is not None else classes_from_loss)
     return apply_ignore(report, options.ignore)
-
-
-def _guess_num_classes(batch: Any, shapes: list[tuple[int, ...]]) -> int | None:
-    """C when the last 2-D output is ``(N, C)`` and the batch has integer targets in [0, C)."""
-    last = next((shape for shape in reversed(shapes) if len(shape) == 2), None)
-    if last is None or last[1] < 2:
-        return None
-    rows, classes = last
-    for tensor in tensors_in(batch):
-        if tensor.dim() == 1 and tensor.shape[0] == rows and not tensor.is_floating_point() \
-                and tensor.dtype != torch.bool and not tensor.is_complex():
-            low, high = torch.stack([tensor.min(), tensor.max()]).tolist()
-            if low >= 0 and high < classes:
-                return classes
-    return None
 
 
 def publish_check_report(

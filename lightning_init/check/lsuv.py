@@ -11,27 +11,22 @@ import torch
 from torch import nn
 
 from lightning_init._lightning import call_model
+from lightning_init.anatomy import anatomy_of, is_weight_layer
 from lightning_init.check.measure import first_float_tensor, no_side_effects
-from lightning_init.policy.layouts import layout_for
 
 __all__ = ["LSUVLayer", "LSUVReport", "lsuv_init"]
 
-_LSUV_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
-_LOOKUPS = (nn.Embedding, nn.EmbeddingBag)  # a lookup has a layout but no output variance
-
-
 def _is_weight_layer(module: nn.Module) -> bool:
-    """A ``Linear``/``Conv`` or any layer type with a registered weight layout (Hugging
-    Face's ``Conv1D``, the user's own via ``register_layout``), lookups aside.
+    """A weight layer of the kinds registry (``Linear``, convolutions, Hugging Face's
+    ``Conv1D``, the user's own via ``register_layout`` or ``register_kind``) with a ``weight``
+    of 2+ dimensions; lookups are not.
 
     Example:
         >>> _is_weight_layer(nn.Linear(2, 2)), _is_weight_layer(nn.Embedding(4, 2))
         (True, False)
     """
     weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or isinstance(module, _LOOKUPS):
-        return False
-    return isinstance(module, _LSUV_TYPES) or layout_for(module, "weight") is not None
+    return isinstance(weight, torch.Tensor) and weight.dim() >= 2 and is_weight_layer(module)
 
 _Forward = Callable[[nn.Module, Any], Any]
 
@@ -104,8 +99,9 @@ def lsuv_init(
     within ``tol`` of 1, at most ``max_iters`` passes per layer. Changes those weights in
     place under ``no_grad`` (by design) and nothing else: biases, buffers, train/eval modes
     stay as they were; passes run like the check's (dropout off, BatchNorm on batch
-    statistics). The orthogonal pre-init draws from the global RNG (seed it for
-    reproducibility).
+    statistics). Layers are taken in the order the pass calls them (the anatomy's), which need
+    not be the order they were registered in. The orthogonal pre-init draws from the global RNG
+    (seed it for reproducibility).
 
     Args:
         model: the model to initialize.
@@ -132,8 +128,11 @@ def lsuv_init(
         raise ValueError(f"lsuv_init: tol must be positive, got {tol!r}")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"lsuv_init: max_iters must be an integer >= 1, got {max_iters!r}")
-    candidates = [(name, module) for name, module in model.named_modules()
-                  if _is_weight_layer(module)]
+    order = {name: index for index, name in
+             enumerate(anatomy_of(model, inputs, forward=forward).layers)}
+    candidates = sorted(((name, module) for name, module in model.named_modules()
+                         if _is_weight_layer(module)),
+                        key=lambda item: order.get(item[0], len(order)))
     if orthogonal:
         for _, module in candidates:
             _orthogonal_(module.weight)

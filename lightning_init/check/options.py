@@ -1,8 +1,10 @@
-"""The init check's options: one frozen dataclass with typed fields, one parser.
+"""The init check's options: one frozen dataclass with typed fields.
 
 Typed fields let LightningCLI (jsonargparse) validate ``check: {...}`` key by key; the same
-checks run again in ``__post_init__`` (a dataclass built directly, or by jsonargparse) and the
-parser :meth:`CheckOptions.from_arg` adds the did-you-mean for unknown keys.
+checks run again in ``__post_init__`` (a dataclass built directly, or by jsonargparse) and
+:meth:`CheckOptions.from_arg` reads the argument with the library's one options parser
+(:class:`lightning_init.runtime.options.OptionsParser`), which adds the did-you-mean for
+unknown keys.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lightning_init._text import did_you_mean, format_choices
+from lightning_init._text import format_choices
 from lightning_init.check.ignore import parse_ignore
 from lightning_init.check.verdicts import DEFAULT_THRESHOLDS
 from lightning_init.errors import OptionError
+from lightning_init.runtime.options import OptionsParser, unknown_name
 
 __all__ = ["CheckOptionError", "CheckOptions", "resolve_thresholds", "validate_num_classes"]
 
 _ON_FAIL = ("warn", "raise")
-_OWN_KEYS = ("on_fail", "num_classes", "thresholds", "ignore")
 
 
 class CheckOptionError(OptionError):
@@ -30,7 +32,7 @@ class CheckOptionError(OptionError):
         >>> CheckOptions.from_arg({"on_fial": "raise"})
         Traceback (most recent call last):
         ...
-        lightning_init.check.CheckOptionError: check: unknown option 'on_fial'. Did you mean ...
+        lightning_init.check.CheckOptionError: unknown check option 'on_fial'. Did you mean ...
     """
 
 
@@ -52,12 +54,8 @@ def resolve_thresholds(overrides: Mapping[str, Any], where: str) -> dict[str, fl
     resolved = dict(DEFAULT_THRESHOLDS)
     for key, value in overrides.items():
         if key not in DEFAULT_THRESHOLDS:
-            raise CheckOptionError(
-                f"{where}: unknown threshold {key!r}.{did_you_mean(str(key), DEFAULT_THRESHOLDS)}"
-                f" Valid thresholds: {format_choices(DEFAULT_THRESHOLDS)}"
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-                or not math.isfinite(value):
+            raise CheckOptionError(f"{where}: {unknown_name(key, DEFAULT_THRESHOLDS, 'threshold')}")
+        if not _is_positive_number(value):
             raise CheckOptionError(
                 f"{where}: threshold {key!r} must be a positive number, got {value!r}"
             )
@@ -75,19 +73,23 @@ def validate_num_classes(value: Any, where: str) -> int | None:
         >>> validate_num_classes(10, "check")
         10
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+    if not _is_class_count(value):
         raise CheckOptionError(f"{where}: 'num_classes' must be an integer >= 2, got {value!r}")
     return value
 
 
+def _is_positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0 \
+        and math.isfinite(value)
+
+
+def _is_class_count(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and isinstance(value, int) and value >= 2)
+
+
 def _validate_on_fail(value: Any) -> Any:
     if value not in _ON_FAIL:
-        raise CheckOptionError(
-            f"check: 'on_fail' must be one of {format_choices(_ON_FAIL)}, got {value!r}."
-            f"{did_you_mean(str(value), _ON_FAIL)}"
-        )
+        raise _PARSER.invalid("on_fail", f"one of {format_choices(_ON_FAIL)}", value, _ON_FAIL)
     return value
 
 
@@ -100,16 +102,19 @@ class CheckOptions:
     Attributes:
         on_fail: ``"warn"`` (default: a warning listing the problems) or ``"raise"``
             (:class:`~lightning_init.InitCheckError` before the first training step).
-        num_classes: the number of classes for the initial-loss check, when the heuristic
-            (output with C columns, integer targets below C in the batch) cannot tell.
+        num_classes: the number of classes for the initial-loss check, when
+            ``training_step`` computes no cross-entropy that tells (see
+            :mod:`lightning_init.check.classes`).
         min_input_dependence: see :data:`~lightning_init.check.verdicts.DEFAULT_THRESHOLDS`.
         max_scale_drift: idem.
         max_dead_fraction: idem.
         max_saturated_fraction: idem.
         max_grad_drift: idem.
         max_loss_ratio: idem.
+        max_logit_std: idem.
         max_layer_gain: idem.
         min_layer_gain: idem.
+        max_embedding_ratio: idem.
         ignore: globs over module names (or ``"kind:glob"``) of accepted findings, moved to
             ``report.ignored``.
 
@@ -132,17 +137,22 @@ class CheckOptions:
     max_saturated_fraction: float = DEFAULT_THRESHOLDS["max_saturated_fraction"]
     max_grad_drift: float = DEFAULT_THRESHOLDS["max_grad_drift"]
     max_loss_ratio: float = DEFAULT_THRESHOLDS["max_loss_ratio"]
+    max_logit_std: float = DEFAULT_THRESHOLDS["max_logit_std"]
     max_layer_gain: float = DEFAULT_THRESHOLDS["max_layer_gain"]
     min_layer_gain: float = DEFAULT_THRESHOLDS["min_layer_gain"]
+    max_embedding_ratio: float = DEFAULT_THRESHOLDS["max_embedding_ratio"]
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate_on_fail(self.on_fail)
-        validate_num_classes(self.num_classes, "check")
+        if not _is_class_count(self.num_classes):
+            raise _PARSER.invalid("num_classes", "an integer >= 2", self.num_classes)
         object.__setattr__(self, "ignore", parse_ignore(self.ignore, "check", CheckOptionError))
-        given = {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
-        for name, value in resolve_thresholds(given, "check").items():
-            object.__setattr__(self, name, value)  # ints become floats
+        for name in DEFAULT_THRESHOLDS:
+            value = getattr(self, name)
+            if not _is_positive_number(value):
+                raise _PARSER.invalid(name, "a positive number", value)
+            object.__setattr__(self, name, float(value))  # ints become floats
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -156,45 +166,36 @@ class CheckOptions:
 
     @classmethod
     def from_arg(cls, arg: bool | Mapping[str, Any] | CheckOptions | None) -> CheckOptions | None:
-        """Parse what ``InitCallback(check=...)`` was given.
+        """Parse what ``InitCallback(check=...)`` was given, with the library's one options
+        parser (:class:`lightning_init.runtime.options.OptionsParser`).
 
         ``True`` -> defaults; ``False``/``None`` -> ``None`` (check off); a ``CheckOptions`` as
-        is; a mapping of ``on_fail``, ``num_classes`` and thresholds (top level or under
-        ``thresholds``).
+        is; a mapping of ``on_fail``, ``num_classes``, ``ignore`` and thresholds (top level or
+        under ``thresholds``).
 
         Raises:
-            CheckOptionError: unknown key (with a did-you-mean), invalid value or type.
+            CheckOptionError: unknown key (with a did-you-mean) or invalid value; for an
+                ``arg`` of another type, one that is also a ``TypeError``.
 
         Example:
             >>> CheckOptions.from_arg({"thresholds": {"max_grad_drift": 50}}).max_grad_drift
             50.0
         """
-        if arg is None or arg is False:
-            return None
-        if arg is True:
-            return cls()
-        if isinstance(arg, CheckOptions):
-            return arg
-        if not isinstance(arg, Mapping):
-            raise CheckOptionError(
-                f"check: expected True, False or a mapping of options, got {arg!r}"
-            )
-        valid = (*_OWN_KEYS, *DEFAULT_THRESHOLDS)
-        for key in arg:
-            if key not in valid:
-                raise CheckOptionError(
-                    f"check: unknown option {key!r}.{did_you_mean(str(key), valid)} "
-                    f"Valid options: {format_choices(valid)}"
-                )
-        on_fail = _validate_on_fail(arg.get("on_fail", "warn"))
-        nested = arg.get("thresholds") or {}
-        if not isinstance(nested, Mapping):
-            raise CheckOptionError(f"check: 'thresholds' must be a mapping, got {nested!r}")
-        overrides = {**nested, **{k: v for k, v in arg.items() if k in DEFAULT_THRESHOLDS}}
-        return cls(
-            on_fail=on_fail,
-            num_classes=arg.get("num_classes"),
-            ignore=arg.get("ignore", ()),
-            **resolve_thresholds(overrides, "check"),
-        )
+        return _PARSER.parse(arg, _from_mapping)
 
+
+def _from_mapping(mapping: dict[str, Any]) -> CheckOptions:
+    """Options from a mapping of known keys: thresholds at the top level or nested."""
+    nested = mapping.pop("thresholds", None) or {}
+    if not isinstance(nested, Mapping):
+        raise _PARSER.invalid("thresholds", "a mapping", nested)
+    for key in nested:
+        if key not in DEFAULT_THRESHOLDS:
+            raise CheckOptionError(
+                f"check option 'thresholds': {unknown_name(key, DEFAULT_THRESHOLDS, 'threshold')}",
+                option="thresholds",
+            )
+    return CheckOptions(**{**nested, **mapping})  # a threshold at the top level wins
+
+
+_PARSER = OptionsParser("check", CheckOptions, CheckOptionError, extra_keys=("thresholds",))

@@ -47,6 +47,8 @@ class LayerRecord:
         source: the index of the module whose output this module received as is (same
             storage: a view, an in-place op); ``None`` when its input was computed in between
             (a residual sum, a functional op) or is the model's input.
+        transforms: whether the module transforms its input with its own weight matrix (the
+            kinds registry's ``transforms``: weight layers, attention, recurrent layers).
     """
 
     index: int
@@ -64,6 +66,7 @@ class LayerRecord:
     inflow_dependence: float | None = None
     inflow_rms: float | None = None
     source: int | None = None
+    transforms: bool = False
 
     grad_to_weight = property(_grad_to_weight)
 
@@ -93,7 +96,7 @@ class CheckProblem:
 
     Attributes:
         kind: ``"nonfinite"``, ``"scale"``, ``"input_dependence"``, ``"dead_units"``,
-            ``"saturation"``, ``"gradient"`` or ``"loss"``.
+            ``"saturation"``, ``"gradient"``, ``"loss"``, ``"gain"`` or ``"embedding"``.
         layers: the qualified names concerned (first one first).
         message: the full sentence, naming the layer, the number, the expectation and the fix.
     """

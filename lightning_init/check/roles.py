@@ -13,16 +13,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init.anatomy import is_embedding, kind_of, layer_fans
+from lightning_init.anatomy import is_norm as _is_norm
 from lightning_init.check.records import LayerRecord, ParameterRecord
 
-_RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
-              nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
-# Activations of other libraries, known by class name (transformers' GELUActivation, ...).
-_RELU_LIKE_NAMES = ("relu", "gelu", "silu", "swish", "mish", "elu", "softplus")
-_PASS_THROUGH = (nn.Dropout, nn.Identity, nn.Flatten, nn.modules.dropout._DropoutNd)
-_PASS_THROUGH_NAMES = ("dropout", "droppath", "identity", "flatten")
-_NORM_NAMES = ("norm",)  # BatchNorm2d, LayerNorm, GroupNorm, LlamaRMSNorm, T5LayerNorm, ...
+# The activations after which He et al.'s sqrt(2) (or a gain near it) is the textbook init.
+_RELU_LIKE = frozenset({"relu", "leaky_relu", "gelu", "silu", "elu", "selu", "mish",
+                        "softplus"})
 
 KAIMING_RELU = ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
                 "biases (He et al. 2015: std = sqrt(2 / fan_in))")
@@ -37,26 +34,24 @@ EMBEDDING = ("draw the embedding from N(0, 0.02) (BERT, GPT-2) or N(0, 1 / dim),
              "enters the network at the scale of the other inputs it is summed with")
 
 
-def _named(module: nn.Module, names: Sequence[str]) -> bool:
-    lowered = type(module).__name__.lower()
-    return any(name in lowered for name in names)
+def _activation(module: nn.Module) -> str | None:
+    kind = kind_of(module)
+    return kind.activation if kind is not None and kind.role == "activation" else None
 
 
 def is_norm(module: nn.Module) -> bool:
-    """Normalization layers, by type or by a class name containing ``Norm``."""
-    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) \
-        or _named(module, _NORM_NAMES)
+    """Normalization layers, by the kinds registry (``lightning_init.anatomy.kinds``)."""
+    return _is_norm(module)
 
 
 def is_relu_like(module: nn.Module) -> bool:
-    """ReLU-family and smooth ReLU-like activations (GELU, SiLU, ...), torch's or by name."""
-    return isinstance(module, _RELU_LIKE) or (
-        not any(True for _ in module.parameters(recurse=False))
-        and _named(module, _RELU_LIKE_NAMES))
+    """ReLU-family and smooth ReLU-like activations (GELU, SiLU, ...), by the kinds registry."""
+    return _activation(module) in _RELU_LIKE
 
 
 def _passes_through(module: nn.Module) -> bool:
-    return isinstance(module, _PASS_THROUGH) or _named(module, _PASS_THROUGH_NAMES)
+    kind = kind_of(module)
+    return kind is not None and kind.role == "pass"
 
 
 def follower(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]) -> int | None:
@@ -76,11 +71,12 @@ def init_for_activation(module: nn.Module | None) -> str:
     """The textbook initializer for the layer that feeds ``module`` (an activation or not)."""
     if module is None:
         return LECUN
-    if is_relu_like(module):
+    activation = _activation(module)
+    if activation in _RELU_LIKE:
         return KAIMING_RELU
-    if isinstance(module, TANH_FAMILY) or _named(module, ("tanh",)):
+    if activation == "tanh":
         return XAVIER_TANH
-    if isinstance(module, SIGMOID_FAMILY) or _named(module, ("sigmoid",)):
+    if activation == "sigmoid":
         return XAVIER
     return LECUN
 
@@ -111,7 +107,7 @@ def advice(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Modul
     module = modules[index]
     if is_norm(module) and zero_weight(index, modules, parameters, layers):
         return NORM_ONES
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+    if is_embedding(module):
         return EMBEDDING
     following = follower(index, layers, modules)
     return init_for_activation(modules[following] if following is not None else None)
@@ -124,41 +120,24 @@ def tied_embedding(head: nn.Module, layers: Sequence[LayerRecord],
     if weight is None:
         return None
     for layer, module in zip(layers, modules, strict=True):
-        if module is not head and isinstance(module, (nn.Embedding, nn.EmbeddingBag)) \
-                and module.weight is weight:
+        if module is not head and is_embedding(module) and module.weight is weight:
             return layer
     return None
 
 
 def fan_in(module: nn.Module) -> int | None:
-    """Inputs per output unit of a weight layer (``Linear``, convolutions, transformers'
-    ``Conv1D`` whose weight is stored transposed); ``None`` for other modules."""
-    weight = getattr(module, "weight", None)
-    if weight is None or not hasattr(weight, "dim") or weight.dim() < 2 \
-            or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-        return None
-    if type(module).__name__ == "Conv1D":  # transformers.pytorch_utils.Conv1D: (in, out)
-        return int(weight.shape[0])
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return int(weight.shape[0] // module.groups * math.prod(weight.shape[2:]))
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-        return int(math.prod(weight.shape[1:]))
-    return None
+    """Inputs per output unit of a weight layer, through its registered layout (transformers'
+    ``Conv1D`` stored transposed, a layer of the user's from ``register_layout``); ``None``
+    for other modules."""
+    fans = layer_fans(module)
+    return fans[0] if fans is not None else None
 
 
 def fan_out(module: nn.Module) -> int | None:
     """Outputs per input unit, as He et al. (2015) count them for the backward pass: output
     units times receptive field (``None`` where :func:`fan_in` is)."""
-    fan = fan_in(module)
-    if fan is None:
-        return None
-    weight = module.weight
-    if type(module).__name__ == "Conv1D":
-        return int(weight.shape[1])
-    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return int(weight.shape[1] * module.groups * receptive)
-    return int(weight.shape[0] * receptive)
+    fans = layer_fans(module)
+    return fans[1] if fans is not None else None
 
 
 def gains(module: nn.Module, weight_norm: float) -> tuple[float, float] | None:

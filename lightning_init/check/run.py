@@ -9,6 +9,7 @@ the verdicts. The norms of sharded (DTensor) parameters and gradients are the fu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -17,9 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lightning_init._lightning import call_model
+from lightning_init.anatomy import transforms
+from lightning_init.check.classes import ClassificationLosses
+from lightning_init.check.embeddings import embedding_flow, embedding_problems
 from lightning_init.check.findings import init_findings
 from lightning_init.check.gates import GATED_KINDS, is_gate, settle, stepped
 from lightning_init.check.ignore import apply_ignore, parse_ignore
@@ -39,7 +42,8 @@ from lightning_init.check.measure import (
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.records import CheckSubject, LayerRecord, ParameterRecord
 from lightning_init.check.report import InitCheckReport
-from lightning_init.check.verdicts import verdicts
+from lightning_init.check.unread import unread_note, unread_parameters
+from lightning_init.check.verdicts import verdicts, zero_gradients
 
 __all__ = ["PassResult", "check_init", "check_pass"]
 
@@ -78,8 +82,10 @@ def check_init(
             loss (a fixed random projection of the output: a unit-variance backward signal)
             that gradient verdicts assume.
         target: the targets for ``loss_fn``.
-        num_classes: turns on the initial-loss check against ln(C) (on by itself for
-            ``nn.CrossEntropyLoss`` / ``F.cross_entropy`` / NLL, with C = output.shape[1]).
+        num_classes: turns on the initial-loss check against ln(C) (on by itself when the
+            loss is a cross-entropy or NLL averaged over samples, ``loss_fn``'s or the
+            model's own: C is its input's class dimension; see
+            :mod:`lightning_init.check.classes`).
         ignore: globs over module names, or ``"kind:glob"``, of known findings to accept: a
             problem whose modules all match moves to ``report.ignored``.
         **thresholds: overrides of the defaults (``min_input_dependence=0.01``,
@@ -117,7 +123,13 @@ def check_init(
     if target is not None and loss_fn is None:
         raise CheckOptionError("check_init: target= was given without loss_fn=")
 
+    losses = ClassificationLosses()
+
     def run() -> PassResult:
+        with losses.recording():
+            return _run()
+
+    def _run() -> PassResult:
         output = forward(model, inputs) if forward is not None else call_model(model, inputs)
         if loss_fn is None:
             own = loss_from_step_output(output) if isinstance(output, Mapping) else None
@@ -132,25 +144,15 @@ def check_init(
             )
         return loss, "loss_fn", output
 
-    classes_from_output = None
-    if loss_fn is not None and num_classes is None and _is_cross_entropy(loss_fn):
-        classes_from_output = _classes_from_output
-    report = check_pass(model, run, inputs, resolved, num_classes, classes_from_output)
+    def classes_from_loss(_output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
+        return losses.classes
+
+    report = check_pass(model, run, inputs, resolved, num_classes,
+                        classes_from_loss if num_classes is None else None)
     report = dataclasses.replace(report, _subject=CheckSubject(model, inputs, {
         "forward": forward, "loss_fn": loss_fn, "target": target,
         "num_classes": num_classes, "ignore": ignore, **thresholds}))
     return apply_ignore(report, patterns)
-
-
-def _is_cross_entropy(loss_fn: Any) -> bool:
-    return isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or loss_fn in (
-        F.cross_entropy, F.nll_loss)
-
-
-def _classes_from_output(output: Any, _shapes: list[tuple[int, ...]]) -> int | None:
-    """C of a cross-entropy loss: the output's second dimension."""
-    tensor = first_float_tensor(output)
-    return int(tensor.shape[1]) if tensor is not None and tensor.dim() >= 2 else None
 
 
 def check_pass(
@@ -161,6 +163,7 @@ def check_pass(
     num_classes: int | None,
     num_classes_from: _NumClassesFrom | None = None,
     look_ahead: bool = True,
+    unread: frozenset[str] | None = None,
 ) -> InitCheckReport:
     """Measure the pass ``run`` makes through ``model`` and judge it; when deliberate zero
     gates exist and findings they could explain were made, a second pass with the gates
@@ -176,6 +179,9 @@ def check_pass(
         num_classes_from: ``(output, output shapes) -> C or None`` when ``num_classes`` is
             ``None``.
         look_ahead: whether the second pass may run.
+        unread: the parameters whose exact zero gradient no init changes, when known (the
+            look-ahead pass is given its first pass's); else measured here (see
+            :mod:`lightning_init.check.unread`).
 
     Returns:
         The :class:`InitCheckReport`.
@@ -197,7 +203,8 @@ def check_pass(
     # until its backward.
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     with no_side_effects(model), recording(model) as record:
-        loss, loss_source, output = run()
+        with embedding_flow(model) if look_ahead else contextlib.nullcontext() as flow:
+            loss, loss_source, output = run()
         if loss is None:
             output_tensor = first_float_tensor(output)
             if output_tensor is None:
@@ -210,7 +217,10 @@ def check_pass(
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
         free = label_free_loss(output)
-        numbers = _to_host(record, named, grads, inputs, loss, free)
+        numbers = _to_host(record, named, grads, inputs, loss, free,
+                           flow.tensors() if flow is not None else [])
+    if flow is not None:
+        flow.to_host(numbers.extra)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
     notes.extend(init_findings(model, layers))
@@ -218,12 +228,19 @@ def check_pass(
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None
     check_loss, check_classes = _loss_to_check(numbers, num_classes, free, use_loss_check, notes)
+    if unread is None:
+        unread = _unread(model, run, named, parameters, notes)
     problems = verdicts(
         layers, record.modules, parameters, dict(thresholds),
         input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
         loss=check_loss, num_classes=check_classes,
-        loss_is_surrogate=surrogate, labels=use_loss_check,
+        loss_is_surrogate=surrogate, labels=use_loss_check, unreachable=unread,
     )
+    if not any(problem.kind == "nonfinite" for problem in problems):
+        # A head tied to the embedding: the loss verdict already says what to do with it.
+        said = {name for problem in problems if problem.kind == "loss" for name in problem.layers}
+        problems += [problem for problem in embedding_problems(flow, dict(thresholds))
+                     if problem.layers[0] not in said]
     if not layers:
         notes.append("no module produced a floating-point output: nothing measured")
     report = InitCheckReport(
@@ -239,10 +256,25 @@ def check_pass(
     if look_ahead and gates and any(p.kind in GATED_KINDS for p in problems):
         with stepped([(param, grad) for _, param, grad in gates]):
             ahead = check_pass(model, run, inputs, thresholds, num_classes, num_classes_from,
-                               look_ahead=False)
+                               look_ahead=False, unread=unread)
         report = settle(report, ahead, [name for name, _, _ in gates],
-                        thresholds["min_input_dependence"])
+                        thresholds["min_input_dependence"], unread)
     return report
+
+
+def _unread(model: nn.Module, run: Callable[[], PassResult],
+            named: Sequence[tuple[str, torch.Tensor]], parameters: Sequence[ParameterRecord],
+            notes: list[str]) -> frozenset[str]:
+    """The parameters with exactly zero gradient that no init changes (a second pass with
+    every parameter moved; see :mod:`lightning_init.check.unread`), noted."""
+    candidates = [record.name for record in zero_gradients(parameters)]
+    if not candidates:
+        return frozenset()
+    with no_side_effects(model):
+        found = unread_parameters(model, run, named, candidates)
+    if found:
+        notes.append(unread_note(found))
+    return frozenset(found)
 
 
 def _loss_to_check(
@@ -285,6 +317,7 @@ class _HostNumbers:
     input_nonfinite: int
     loss: float
     free_loss: float  # the logits' cross-entropy against uniform labels (0 when not measured)
+    extra: list[float]  # the embedding flow's numbers (see EmbeddingFlow.tensors)
 
 
 def _to_host(
@@ -294,6 +327,7 @@ def _to_host(
     inputs: Any,
     loss: torch.Tensor,
     free: tuple[torch.Tensor, int] | None,
+    extra: Sequence[torch.Tensor] = (),
 ) -> _HostNumbers:
     """One host transfer for everything measured."""
     device = loss.device
@@ -312,6 +346,7 @@ def _to_host(
         else layer_stats.new_zeros(1),
         loss.detach().float().reshape(1).to(device),
         (free[0] if free else loss.new_zeros(())).detach().float().reshape(1).to(device),
+        *(value.detach().float().reshape(1).to(device) for value in extra),
     ]).tolist()
     width, count = len(STAT_FIELDS), len(record.names)
     position = count * width
@@ -324,6 +359,7 @@ def _to_host(
         input_nonfinite=int(flat[grads_end]),
         loss=flat[grads_end + 1],
         free_loss=flat[grads_end + 2],
+        extra=flat[grads_end + 3:],
     )
 
 
@@ -363,6 +399,7 @@ def _layer_records(
             grad_norm=math.sqrt(sum((p.grad_norm or 0.0) ** 2 for p in with_grad))
             if with_grad else None,
             weight_norm=math.sqrt(sum(p.weight_norm**2 for p in own)) if own else None,
+            transforms=transforms(module),
         ))
     return layers
 

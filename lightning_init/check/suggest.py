@@ -134,10 +134,12 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         model = subject.model if model is None else model
         inputs = subject.inputs if inputs is None else inputs
         options = {**subject.options, **options}
+    flagged = {name for problem in report.problems for name in problem.layers}
     # one copy: the policy is measured on it in place, then applied over it for the re-check
     trial = model_copy(model)
     rules = auto_rules(trial, inputs, forward=options.get("forward"),
-                       num_classes=report.num_classes, prior=prior, in_place=True)
+                       num_classes=report.num_classes, prior=prior, flagged=flagged,
+                       in_place=True)
     _answers(rules, report.problems)
     text = rules.yaml()
     policy = rules.policy()

@@ -16,6 +16,13 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
   flagged above this multiple of ln(C). Without labels, when the output is logits over its
   last dimension, the cross-entropy against uniformly drawn labels is used (its expectation,
   ``-mean(log_softmax(logits))``, is ln(C) for uniform predictions).
+- ``max_logit_std``: the initial loss is also accepted up to the expected cross-entropy of
+  logits of this std (i.i.d. normal, labels independent of them: ln C + (1 - 1/C) s^2 / 2 to
+  second order; :mod:`lightning_init.check._theory`). A unit-gain output layer (LeCun, or He's
+  at linear gain) on unit-scale features gives logits of std about 1, and a few classes' draw
+  of C - 1 random directions spreads a seed's by up to 2x: for C = 2 unit logits alone give
+  1.3x ln 2, so the ratio above would fail valid small heads. From about C = 30 on the ratio
+  is the larger limit.
 - ``max_layer_gain``: a weight layer's forward gain ``std(W) * sqrt(fan_in)`` (the factor by
   which it multiplies the root-mean-square of a random input). Fan-in inits give 1 (LeCun),
   sqrt(2) (He et al. 2015) or 5/3 (tanh); the largest textbook gain, xavier with gain 5/3 on a
@@ -24,6 +31,10 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
 - ``min_layer_gain``: the other way: a weight layer that shrinks both a random input
   (fan_in) and a random gradient (fan_out) below this factor leaves its branch inert (an
   all-zero weight is a gate, judged by the look-ahead step instead).
+- ``max_embedding_ratio``: an embedding summed with another may be at most this many times
+  larger (rms), and the branches added to the stream an embedding starts must add at least
+  ``1 / max_embedding_ratio`` of its rms (:mod:`lightning_init.check.embeddings`). At 100x the
+  smaller operand carries 1e-4 of the sum's variance.
 """
 
 from __future__ import annotations
@@ -35,13 +46,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_init.check.measure import RELU_FAMILY, SIGMOID_FAMILY, TANH_FAMILY
+from lightning_init.anatomy import transforms
+from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
+    KAIMING_RELU,
     LECUN,
+    XAVIER,
+    XAVIER_TANH,
     advice,
     follower,
     gains,
+    init_for_activation,
     is_norm,
     tied_embedding,
     zero_weight,
@@ -54,12 +70,11 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_saturated_fraction": 0.3,
     "max_grad_drift": 1000.0,
     "max_loss_ratio": 1.5,
+    "max_logit_std": 2.0,
     "max_layer_gain": 4.0,
     "min_layer_gain": 0.01,
+    "max_embedding_ratio": 100.0,
 }
-
-_RELU_LIKE = (*RELU_FAMILY, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
-              nn.GELU, nn.SiLU, nn.Mish, nn.Softplus)
 
 
 def fit_factor(values: Sequence[float]) -> float:
@@ -90,25 +105,16 @@ def _listing(names: Sequence[str], limit: int = 4) -> str:
 
 
 def suggested_init(modules: Sequence[nn.Module]) -> str:
-    """The textbook initializer for the activations the model uses."""
-    if any(isinstance(module, _RELU_LIKE) for module in modules):
-        return ("kaiming_normal(mode=fan_in, nonlinearity=relu) for the weights, zeros for the "
-                "biases (He et al. 2015: std = sqrt(2 / fan_in))")
-    if any(isinstance(module, TANH_FAMILY) for module in modules):
-        return ("xavier_normal(gain=5/3) or kaiming_normal(nonlinearity=tanh) for the weights, "
-                "zeros for the biases (Glorot & Bengio 2010)")
-    if any(isinstance(module, SIGMOID_FAMILY) for module in modules):
-        return "xavier_normal for the weights, zeros for the biases (Glorot & Bengio 2010)"
-    return ("kaiming_normal(nonlinearity=linear) for the weights (LeCun: std = 1 / sqrt(fan_in)), "
-            "zeros for the biases, or a normalization layer between blocks")
+    """The textbook initializer for the activations the model uses (the kinds registry's)."""
+    found = {init_for_activation(module) for module in modules}
+    return next((init for init in (KAIMING_RELU, XAVIER_TANH, XAVIER) if init in found), LECUN)
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    """Modules that transform activations with a matrix: own parameters of 2+ dimensions.
-    Embeddings are lookups, not transformations, and are left out of depth trends."""
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-        return False
-    return any(param.dim() >= 2 for param in module.parameters(recurse=False))
+    """Modules that transform activations with their own weight matrix (the kinds registry's
+    :func:`~lightning_init.anatomy.transforms`). Embeddings are lookups, not transformations,
+    and are left out of depth trends."""
+    return transforms(module)
 
 
 def verdicts(
@@ -123,11 +129,13 @@ def verdicts(
     num_classes: int | None,
     loss_is_surrogate: bool,
     labels: bool = True,
+    unreachable: frozenset[str] = frozenset(),
 ) -> list[CheckProblem]:
     """Every problem found, most fundamental first.
 
     ``labels=False``: ``loss`` is the label-free cross-entropy of logits (see
-    ``max_loss_ratio``).
+    ``max_loss_ratio``). ``unreachable``: parameters whose exact zero gradient no init changes
+    (the loss does not read what they compute); they are left to a note.
     """
     # 1. NaN / Inf: everything measured after the first such module is meaningless.
     bad = [layer for layer in layers if layer.nonfinite]
@@ -138,7 +146,8 @@ def verdicts(
     problems += _dead_problems(dead, layers, modules, parameters, thresholds)
     problems += _saturation_problems(layers, modules, thresholds)
     problems += _dependence_problems(layers, modules, parameters, thresholds, dead, batch_size)
-    problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate)
+    problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate,
+                                   unreachable)
     problems += _loss_problems(layers, modules, thresholds, loss, num_classes, labels)
     problems += _gain_problems(layers, modules, parameters, thresholds)
     return problems
@@ -316,12 +325,16 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     if loss is None or num_classes is None or num_classes < 2:
         return []
     expected = math.log(num_classes)
-    ratio_limit = thresholds["max_loss_ratio"]
-    if math.isfinite(loss) and loss <= ratio_limit * expected:
+    ratio_limit, spread_limit = thresholds["max_loss_ratio"], thresholds["max_logit_std"]
+    spread_loss = expected_cross_entropy(num_classes, spread_limit)
+    if math.isfinite(loss) and loss <= max(ratio_limit * expected, spread_loss):
         return []
     last = layers[-1] if layers else None
-    logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}" \
-        if last is not None else ""
+    logits = ""
+    if last is not None and math.isfinite(last.output_std):
+        logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}, " \
+            f"whose expected cross-entropy is " \
+            f"{_number(expected_cross_entropy(num_classes, last.output_std))}"
     what = "initial loss" if labels else \
         "initial cross-entropy of the logits (over their last dimension) against uniformly " \
         "drawn labels"
@@ -348,7 +361,9 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         names,
         f"{what} {_number(loss)} is {loss / expected:.2g}x ln({num_classes}) = {expected:.3f}, "
         f"the cross-entropy of uniform predictions over {num_classes} classes (expected: at "
-        f"most {ratio_limit:g}x){logits}: the model is confidently wrong at step 0 -> {fix}",
+        f"most {ratio_limit:g}x, or {_number(spread_loss)}, the expected cross-entropy of "
+        f"logits of std {spread_limit:g}){logits}: the model is confidently wrong at step 0 -> "
+        f"{fix}",
     )]
 
 
@@ -448,10 +463,10 @@ def _gradient_problems(
     parameters: Sequence[ParameterRecord],
     thresholds: dict[str, float],
     loss_is_surrogate: bool,
+    unreachable: frozenset[str] = frozenset(),
 ) -> list[CheckProblem]:
     problems = []
-    assumed = " with the surrogate loss (a random projection of the output)" \
-        if loss_is_surrogate else ""
+    assumed = SURROGATE_ASSUMED if loss_is_surrogate else ""
     nonfinite = [p for p in parameters
                  if p.grad_norm is not None and not math.isfinite(p.grad_norm)]
     if nonfinite:
@@ -464,23 +479,39 @@ def _gradient_problems(
             f"{_layer_fix(nonfinite[0].layer, layers, modules, parameters)}",
         ))
         return problems
-    zero = [p for p in parameters if p.grad_norm == 0.0
-            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
+    zero = [p for p in zero_gradients(parameters) if p.name not in unreachable]
     if zero:
-        stuck = [p.name for p in zero if p.weight_norm == 0]
-        also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
-            f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
-            if stuck else ""
-        problems.append(CheckProblem(
-            "gradient",
-            tuple(p.layer for p in zero),
-            f"{zero[0].name} gets exactly zero gradient{assumed}; {len(zero)} parameter(s) in "
-            f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
-            f"flows back through them: look for dead units, weights that are all zeros, or an "
-            f"output that ignores them",
-        ))
+        problems.append(zero_gradient_problem(zero, assumed))
     problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
+
+
+ZERO_GRADIENT = "gets exactly zero gradient"
+SURROGATE_ASSUMED = " with the surrogate loss (a random projection of the output)"
+
+
+def zero_gradients(parameters: Sequence[ParameterRecord]) -> list[ParameterRecord]:
+    """Parameters whose gradient is exactly zero (a zero bias with zero gradient is left out:
+    nothing reads it yet, the layer it biases is judged instead)."""
+    return [p for p in parameters if p.grad_norm == 0.0
+            and (p.weight_norm > 0 or not p.name.rpartition(".")[2].startswith("bias"))]
+
+
+def zero_gradient_problem(zero: Sequence[ParameterRecord], assumed: str = "") -> CheckProblem:
+    """The ``gradient`` problem of parameters that get exactly zero gradient and could get
+    one under another init (see :func:`verdicts`' ``unreachable``)."""
+    stuck = [p.name for p in zero if p.weight_norm == 0]
+    also = f"; {_listing(stuck)} {'is' if len(stuck) == 1 else 'are'} all zeros as well: " \
+        f"stuck at zero, no step will move {'it' if len(stuck) == 1 else 'them'}" \
+        if stuck else ""
+    return CheckProblem(
+        "gradient",
+        tuple(dict.fromkeys(p.layer for p in zero)),
+        f"{zero[0].name} {ZERO_GRADIENT}{assumed}; {len(zero)} parameter(s) in "
+        f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
+        f"flows back through them: look for dead units, weights that are all zeros, or an "
+        f"output that ignores them",
+    )
 
 
 def _role(name: str) -> str:

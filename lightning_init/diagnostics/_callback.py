@@ -249,7 +249,7 @@ class TrainingDiagnostics(Callback):
         self._watched = select(pl_module, self.options)
         self._sharded = any(is_dtensor(param) for _, param in self._watched.parameters)
         self._activations.watch(self._watched.leaf_modules, self._watched.device)
-        self._charts = _charts_for(self._watched, self.options)
+        self._charts = _charts_for(self._watched, self.options, pl_module)
 
     def _measure(self, step: int, optimizer: torch.optim.Optimizer) -> Measured:
         """The watched parameters of ``optimizer`` not measured yet at this step."""
@@ -343,10 +343,15 @@ def _raise_if_nonfinite(
     alerts.report(trainer.global_step, "raise")
 
 
-def _charts_for(watched: Watched, options: DiagnosticsOptions) -> Charts:
-    """The Custom Scalars layout of the watched parameters and (when on) leaf modules."""
+def _charts_for(watched: Watched, options: DiagnosticsOptions, pl_module: nn.Module) -> Charts:
+    """The Custom Scalars layout of the watched parameters trained now or held by an optimizer
+    (a layer unfrozen later by ``requires_grad_``), and (when on) of the leaf modules."""
+    trainer = getattr(pl_module, "_trainer", None)
+    in_optimizers = {id(p) for optimizer in getattr(trainer, "optimizers", None) or []
+                     for group in optimizer.param_groups for p in group["params"]}
     return Charts(
-        [(name, p.dim()) for name, p in watched.parameters],
+        [(name, p.dim()) for name, p in watched.parameters
+         if p.requires_grad or id(p) in in_optimizers],
         [(name, isinstance(module, (nn.ReLU, nn.ReLU6)))
          for name, module in watched.leaf_modules] if options.activations else [],
         update_ratio=options.update_ratio,
@@ -356,13 +361,14 @@ def _charts_for(watched: Watched, options: DiagnosticsOptions) -> Charts:
 def _unmeasured(
     watched: Watched, optimizer: torch.optim.Optimizer, pending: list[Measured]
 ) -> list[tuple[str, nn.Parameter]]:
-    """The watched parameters of ``optimizer`` not measured yet at this step."""
+    """The watched parameters ``optimizer`` trains now (in a group, ``requires_grad`` on: a
+    layer unfrozen mid-run counts from then on) not measured yet at this step."""
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     measured = {name for entry in pending for name in entry.names}
     return [
         (name, p)
         for name, p in watched.parameters
-        if id(p) in in_optimizer and name not in measured
+        if id(p) in in_optimizer and p.requires_grad and name not in measured
     ]
 
 

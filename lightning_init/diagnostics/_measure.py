@@ -137,7 +137,7 @@ class Measurer:
         if not params:
             return Measured(step, [], [], [], torch.zeros(0, 4), [], None, [])
         names = [name for name, _ in params]
-        weights = [p.detach() for _, p in params]
+        weights = [_real(p.detach()) for _, p in params]
         weight_batch = self._batch("weight", names, weights, row_sparse)
         # With update_ratio, this also copies the weights: the snapshot read after the step.
         weight_stats = weight_batch.stats(weights)
@@ -155,7 +155,7 @@ class Measurer:
         self, params: list[tuple[str, nn.Parameter]], row_sparse: Collection[str]
     ) -> _Gradients:
         rows = [i for i, (_, p) in enumerate(params) if p.grad is not None]
-        tensors = [params[i][1].grad.detach() for i in rows]  # type: ignore[union-attr]
+        tensors = [_real(params[i][1].grad.detach()) for i in rows]  # type: ignore[union-attr]
         # Sparse gradients (embeddings with sparse=True) are measured from their values.
         sparse = [k for k, grad in enumerate(tensors) if grad.layout is not torch.strided]
         for k in sparse:
@@ -198,3 +198,18 @@ class Measurer:
                  sparse_histograms([grads.tensors[k] for k in grads.sparse], bins, samples))
             )
         return blocks
+
+
+def _real(tensor: Tensor) -> Tensor:
+    """A complex tensor as the real view of its parts (``[..., 2]``, sharing its storage): its
+    norm, and the norm of a change, are the true ones (of the magnitudes); the sum, max |x|,
+    std and histogram are the real and imaginary parts'. Any other tensor as it is.
+
+    Example:
+        >>> z = torch.tensor([3 + 4j, 0j])
+        >>> float(torch.linalg.vector_norm(_real(z))), tuple(_real(z).shape)
+        (5.0, (2, 2))
+    """
+    if tensor.is_complex() and tensor.layout is torch.strided:
+        return torch.view_as_real(tensor)
+    return tensor

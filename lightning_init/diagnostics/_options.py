@@ -7,9 +7,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lightning_init._text import did_you_mean, format_choices
-from lightning_init._yaml import line_of
 from lightning_init.errors import OptionError
+from lightning_init.runtime.options import OptionsParser
 
 __all__ = ["DiagnosticsOptionError", "DiagnosticsOptions"]
 
@@ -26,10 +25,6 @@ class DiagnosticsOptionError(OptionError):
         (True, 'histogram')
     """
 
-    def __init__(self, message: str, *, option: str | None = None) -> None:
-        super().__init__(message)
-        self.option = option
-
 
 DiagnosticsOptionError.__module__ = "lightning_init.diagnostics"  # its public path
 
@@ -37,10 +32,8 @@ DiagnosticsOptionError.__module__ = "lightning_init.diagnostics"  # its public p
 _MAX_HISTOGRAM_BINS = 1024  # TensorBoard shows a few dozen; more only costs memory
 
 
-def _invalid(name: str, expected: str, value: Any) -> DiagnosticsOptionError:
-    return DiagnosticsOptionError(
-        f"diagnostics option {name!r} must be {expected}, got {value!r}", option=name
-    )
+def _invalid(name: str, expected: str, value: Any, choices: tuple[str, ...] = ()) -> OptionError:
+    return _PARSER.invalid(name, expected, value, choices)
 
 
 def _is_int(value: Any) -> bool:
@@ -109,11 +102,7 @@ def _band(name: str, value: Any) -> tuple[float, float]:
 
 def _nonfinite_action(name: str, value: Any) -> str:
     if value not in ("warn", "raise"):
-        raise DiagnosticsOptionError(
-            f"diagnostics option {name!r} must be 'warn' or 'raise', got {value!r}."
-            f"{did_you_mean(str(value), ('warn', 'raise'))}",
-            option=name,
-        )
+        raise _invalid(name, "'warn' or 'raise'", value, ("warn", "raise"))
     return value
 
 
@@ -209,14 +198,16 @@ class DiagnosticsOptions:
         DiagnosticsOptions | None
     ):
         """Options from the ``diagnostics=`` argument: ``True`` (defaults), ``False``/``None``
-        (off), a mapping of option names to values, or options already built.
+        (off), a mapping of option names to values, or options already built; read by the
+        library's one options parser (:class:`lightning_init.runtime.options.OptionsParser`).
 
         A mapping loaded from YAML by :func:`lightning_init._yaml.load_yaml` knows its lines:
         the error then starts with the line of the offending key.
 
         Raises:
             DiagnosticsOptionError: an unknown key (with the valid keys and a did-you-mean) or
-                an invalid value.
+                an invalid value; for an ``arg`` of another type, one that is also a
+                ``TypeError``.
 
         Example:
             >>> DiagnosticsOptions.from_arg(True).until_step
@@ -226,23 +217,7 @@ class DiagnosticsOptions:
             ...
             lightning_init.diagnostics.DiagnosticsOptionError: unknown diagnostics option 'histogram'. Did you mean 'histograms'? Valid options: activations, alerts, dead_fraction, dense_start, every_n_steps, exclude, exploding_grad_norm, histogram_bins, histogram_max_samples, histograms, modules, on_nonfinite, parameters, until_step, update_ratio, update_ratio_band, update_ratio_max_samples, vanishing_grad_norm.
         """  # noqa: E501
-        if arg is None or arg is False:
-            return None
-        if arg is True:
-            return cls()
-        if isinstance(arg, DiagnosticsOptions):
-            return arg
-        if not isinstance(arg, Mapping):
-            raise DiagnosticsOptionError(
-                f"diagnostics must be true, false or a mapping of options, got {arg!r}"
-            )
-        try:
-            return cls(**_known_options(cls, arg))
-        except DiagnosticsOptionError as error:
-            line = None if error.option is None else line_of(arg, error.option)
-            if line is None:
-                raise
-            raise DiagnosticsOptionError(f"line {line}: {error}", option=error.option) from None
+        return _PARSER.parse(arg)
 
     def is_logged_step(self, step: int) -> bool:
         """Whether optimizer step ``step`` (0-based, ``trainer.global_step``) is logged.
@@ -270,14 +245,5 @@ class DiagnosticsOptions:
         return [step for step in range(self.until_step + 1) if self.is_logged_step(step)]
 
 
-def _known_options(cls: type[DiagnosticsOptions], arg: Mapping[Any, Any]) -> dict[str, Any]:
-    """``arg`` as keyword arguments of ``cls``, refusing an unknown key with a did-you-mean."""
-    valid = [option.name for option in dataclasses.fields(cls)]
-    for key in arg:
-        if key not in valid:
-            raise DiagnosticsOptionError(
-                f"unknown diagnostics option {str(key)!r}.{did_you_mean(str(key), valid)} "
-                f"Valid options: {format_choices(valid)}.",
-                option=str(key),
-            )
-    return dict(arg)
+
+_PARSER = OptionsParser("diagnostics", DiagnosticsOptions, DiagnosticsOptionError)

@@ -52,8 +52,7 @@ def _watched_modules(
 
 def _is_watched(name: str, parameter: nn.Parameter, options: DiagnosticsOptions) -> bool:
     return (
-        parameter.requires_grad
-        and _matches(name, options.parameters)
+        _matches(name, options.parameters)
         and not _matches(name, options.exclude)
         and parameter.numel() > 0
     )
@@ -63,7 +62,10 @@ def select(root: nn.Module, options: DiagnosticsOptions) -> Watched:
     """The parameters and leaf modules of ``root`` the options watch.
 
     A parameter is watched when its module is and its own name matches too; a parameter
-    shared by several modules is watched once, under the first name that qualifies.
+    shared by several modules is watched once, under the first name that qualifies. Frozen
+    parameters are watched too: each logged step measures those its optimizer trains then
+    (``requires_grad`` on, in one of its parameter groups), so parameters unfrozen mid-run are
+    logged from that step on.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Embedding(5, 2))

@@ -1,11 +1,12 @@
-"""The measured variables of the automatic policy: passes over a policy-initialized model.
+"""The measured variables of the automatic policy: passes over a policy-initialized copy.
 
 Some of the automatic policy's scales depend on values that only a forward pass shows: the rms
-of the features the output layer reads (a final norm, a pooled feature, a hidden state the
-model rescales), the rms of the residual stream the blocks add to, and the spread of the
-attention logits where a model leaves out the ``1 / sqrt(d_k)`` of scaled dot-product
-attention (T5 folds it into the query's init). Each is measured on the model initialized by
-the policy as it stands, so that it sees the values it will see, and becomes a policy
+of the features a head reads (a final norm, a pooled feature, a hidden state the model
+rescales), the rms of the residual stream the branches add to, the spread of the attention
+logits where a model leaves out the ``1 / sqrt(d_k)`` of scaled dot-product attention (T5 folds
+it into the query's init), and the initial loss the head's scale gives once ties are in place.
+Each is read from the anatomy of the model initialized by the policy as it stands
+(:func:`measured_anatomy`), so that it sees the values it will see, and becomes a policy
 variable: the YAML then reproduces the init without the sample batch.
 
 The passes run on a :class:`Trial`: one deep copy of the model, made once and initialized
@@ -20,25 +21,23 @@ Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> policy = InitPolicy.from_dict({"rules": [{"match": {"type": "Linear"},
     ...                                           "weight": {"init": "normal", "std": 0.5}}]})
-    >>> input_rms(Trial(net), torch.ones(8, 4), None, policy, "0")  # the sample itself
-    1.0
+    >>> anatomy, logits = measured_anatomy(Trial(net), torch.ones(8, 4), None, policy, "2")
+    >>> anatomy.layers["0"].input_rms, tuple(logits.shape)  # the sample itself; the head's
+    (1.0, (8, 2))
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from lightning_init._lightning import call_model, model_copy
+from lightning_init._lightning import model_copy
 from lightning_init.runtime.hooks import HookHandles
-from lightning_init.runtime.no_trace import no_side_effects
 
-__all__ = ["Trial", "attention_logit_rms", "input_rms", "quiet_pass"]
+__all__ = ["Trial", "label_free_loss", "logit_scale_for", "measured_anatomy"]
 
 
 class Trial:
@@ -76,79 +75,57 @@ class Trial:
         return self._trial
 
 
-def quiet_pass(model: nn.Module, sample: Any, forward: Callable[..., Any] | None) -> None:
-    """One pass of ``sample`` (``forward(model, sample)``, or the model called on it) in the
-    check's mode (dropout off, BatchNorm by batch statistics), no grad, leaving no trace."""
-    with no_side_effects(model), torch.no_grad():
-        if forward is None:
-            call_model(model, sample)
-        else:
-            forward(model, sample)
+def measured_anatomy(trial: Trial, sample: Any, forward: Callable[..., Any] | None,
+                     policy: Any, head: str | None = None) -> tuple[Any, torch.Tensor | None]:
+    """The anatomy of the ``trial`` model initialized by ``policy`` (every rms, branch ratio
+    and attention logit std as the policy leaves them, ties in place), and the output of
+    module ``head`` in that pass (its logits), if given and called."""
+    from lightning_init.anatomy import anatomy_of
 
-
-def _rounded(value: float | None) -> float:
-    return float(f"{value:.4g}") if value is not None and math.isfinite(value) and value > 0 \
-        else 1.0
-
-
-def input_rms(trial: Trial, sample: Any, forward: Callable[..., Any] | None, policy: Any,
-              name: str) -> float:
-    """The rms of module ``name``'s first input, on the ``trial`` model initialized by
-    ``policy`` (1.0 when it is never called or not finite), to 4 significant digits."""
     model = trial.initialized(policy)
     found: list[torch.Tensor] = []
 
-    def record(_m: nn.Module, inputs: Any) -> None:
-        first = inputs[0] if isinstance(inputs, tuple) and inputs else None
-        if not found and isinstance(first, torch.Tensor) and first.is_floating_point():
-            found.append(first.detach().float().square().mean().sqrt())
+    def record(_m: nn.Module, _inputs: Any, output: Any) -> None:
+        if not found and isinstance(output, torch.Tensor) and output.is_floating_point():
+            found.append(output.detach())
 
     with HookHandles() as handles:
-        handles.add(model.get_submodule(name).register_forward_pre_hook(record))
-        quiet_pass(model, sample, forward)
-    return _rounded(float(found[0]) if found else None)
+        if head is not None:
+            handles.add(model.get_submodule(head).register_forward_hook(record))
+        anatomy = anatomy_of(model, sample, forward=forward)
+    return anatomy, (found[0] if found else None)
 
 
-class _AttentionLogits(TorchFunctionMode):
-    """The std of each attention's logits: ``q k^T * scale`` of every
-    ``scaled_dot_product_attention`` call, and the input of every softmax over a 4-D
-    (batch, heads, queries, keys) tensor, masked entries left out."""
+def label_free_loss(logits: torch.Tensor, scale: float = 1.0) -> float:
+    """The cross-entropy of ``scale * logits`` (classes on the last dimension) against
+    uniformly drawn labels: ``mean(logsumexp(z) - mean(z))``, ln(C) for uniform predictions.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stds: list[torch.Tensor] = []
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name == "scaled_dot_product_attention" and len(args) >= 2:
-            # positional order: query, key, value, attn_mask, dropout_p, is_causal, scale
-            scale = args[6] if len(args) > 6 else kwargs.get("scale")
-            self.stds.append(_sdpa_logit_std(args[0], args[1], scale))
-        elif name == "softmax" and args and isinstance(args[0], torch.Tensor) \
-                and args[0].dim() == 4 and args[0].is_floating_point():
-            logits = args[0].detach().float()
-            kept = logits[logits > torch.finfo(args[0].dtype).min / 2]
-            if kept.numel() > 1:
-                self.stds.append(kept.std())
-        return func(*args, **kwargs)
+    Example:
+        >>> import math
+        >>> round(label_free_loss(torch.zeros(4, 10)), 4) == round(math.log(10), 4)
+        True
+    """
+    z = scale * logits.detach().float().reshape(-1, logits.shape[-1])
+    return float((torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).mean())
 
 
-def _sdpa_logit_std(query: torch.Tensor, key: torch.Tensor, scale: float | None) -> torch.Tensor:
-    query, key = query.detach().float(), key.detach().float()
-    if key.dim() >= 3 and query.dim() >= 3 and key.shape[-3] != query.shape[-3]:
-        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)  # grouped heads
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    return (query @ key.transpose(-1, -2) * scale).std()
+def logit_scale_for(logits: torch.Tensor, target: float) -> float:
+    """The factor ``s <= 1`` with ``label_free_loss(logits, s) = target`` (1 when the loss is
+    already at most ``target``), by bisection: the loss grows with ``s`` (its derivative is
+    the softmax-weighted mean logit less the plain mean, never negative).
 
-
-def attention_logit_rms(trial: Trial, sample: Any, forward: Callable[..., Any] | None,
-                        policy: Any) -> float | None:
-    """The rms over attention calls of their logits' std, on the ``trial`` model initialized
-    by ``policy``; ``None`` when the pass computes no attention it can see."""
-    model = trial.initialized(policy)
-    with _AttentionLogits() as logits:
-        quiet_pass(model, sample, forward)
-    if not logits.stds:
-        return None
-    return _rounded(float(torch.stack(logits.stds).square().mean().sqrt()))
+    Example:
+        >>> import math
+        >>> logits = torch.zeros(2, 100)
+        >>> logits[:, 0] = 20.0  # one class far ahead: loss about 20 - 0.2
+        >>> s = logit_scale_for(logits, 1.1 * math.log(100))
+        >>> round(label_free_loss(logits, s) / math.log(100), 3)
+        1.1
+    """
+    if label_free_loss(logits) <= target:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if label_free_loss(logits, middle) < target else (low, middle)
+    return low

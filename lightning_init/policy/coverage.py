@@ -4,19 +4,21 @@ A shipped preset is written for the module types and names of one family (GPT-2'
 BERT's ``Linear``, ...). On a model of another family its rules can miss whole layers, which
 then keep whatever values they had: HF GPT-2's 16 ``Conv1D`` weights (4 layers) under the
 ``bert`` preset, for instance. A weight (a parameter of 2 or more dimensions) that no rule
-covers is named in an :class:`UncoveredWeightWarning`, layer indices folded.
+covers is named in one warning line on the ``lightning_init`` logger, layer indices folded.
 
 Example:
-    >>> import warnings
+    >>> import logging
     >>> from torch import nn
     >>> from lightning_init.policy import InitPolicy
     >>> model = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(4, 4, 3))
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = InitPolicy.from_preset("bert").explain(model)
-    >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
+    >>> class Lines(logging.Handler):
+    ...     def emit(self, record):
+    ...         print(record.getMessage())
+    >>> logging.getLogger("lightning_init").addHandler(lines := Lines())
+    >>> _ = InitPolicy.from_preset("bert").explain(model)  # doctest: +NORMALIZE_WHITESPACE
     preset 'bert' leaves 1 weight that no rule covers: 1.weight (Conv1d). The preset is
     written for another family of models: add rules for these layers, or skip them.
+    >>> logging.getLogger("lightning_init").removeHandler(lines)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from lightning_init.policy._plan_warnings import warn
+from lightning_init._log import LOGGER
 
 __all__ = ["UncoveredWeightWarning", "uncovered_weights", "warn_uncovered"]
 
@@ -35,7 +37,8 @@ _SHOWN = 8
 
 
 class UncoveredWeightWarning(UserWarning):
-    """A preset left weights alone: no rule of it covers their layer type or name.
+    """A preset left weights alone: no rule of it covers their layer type or name. Kept for
+    code that filters it; the notice itself is a ``lightning_init`` log line.
 
     Example:
         >>> issubclass(UncoveredWeightWarning, UserWarning)
@@ -81,11 +84,13 @@ def _folded(weights: list[tuple[str, str]]) -> str:
 
 def warn_uncovered(preset: str, model: nn.Module, left_alone: Iterable[tuple[str, str]], *,
                    prefix: str = "") -> None:
-    """Warn, naming the weights of ``model`` that the preset ``preset`` left alone."""
+    """One warning line on the ``lightning_init`` logger, naming the weights of ``model`` that
+    the preset ``preset`` left alone."""
     weights = uncovered_weights(model, left_alone, prefix=prefix)
     if not weights:
         return
     plural = "s" if len(weights) > 1 else ""
-    warn(f"preset {preset!r} leaves {len(weights)} weight{plural} that no rule covers: "
-          f"{_folded(weights)}. The preset is written for another family of models: add rules "
-          "for these layers, or skip them.", UncoveredWeightWarning)
+    LOGGER.warning(
+        f"preset {preset!r} leaves {len(weights)} weight{plural} that no rule covers: "
+        f"{_folded(weights)}. The preset is written for another family of models: add rules "
+        "for these layers, or skip them.")

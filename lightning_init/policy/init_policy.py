@@ -21,8 +21,9 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
+from lightning_init._log import LOGGER
 from lightning_init._text import did_you_mean, format_choices
-from lightning_init._yaml import LinedDict, load_yaml
+from lightning_init._yaml import load_yaml
 from lightning_init.errors import PolicyError
 from lightning_init.policy._only import restrict
 from lightning_init.policy.apply import apply_plan, measure
@@ -116,9 +117,18 @@ class InitPolicy:
             raise PolicyError(f"cannot read policy file: {err.strerror or err}",
                               source=str(path)) from None
         document = load_yaml(data, source=str(path))
-        if document is None:
-            document = LinedDict()
-        return cls.from_dict(document, source=str(path))
+        policy = None if document is None else cls.from_dict(document, source=str(path))
+        if policy is None or ("rules" not in document and policy.default == "keep"):
+            what = "is empty" if document is None else "has no 'rules' key"
+            raise PolicyError(
+                f"the file has no rules: it {what}, so the policy would change nothing. Add "
+                "`rules:` (see `lightning-init presets` for complete examples), or `default: "
+                "reset` to run every module's reset_parameters()", source=str(path))
+        if not policy.rules and policy.default == "reset":
+            LOGGER.warning(
+                "lightning_init: policy file %s has no rules: `default: reset` runs every "
+                "module's reset_parameters() and nothing else.", path)
+        return policy
 
     @classmethod
     def from_preset(cls, name: str) -> InitPolicy:

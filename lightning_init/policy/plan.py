@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lightning_init._log import LOGGER
@@ -268,6 +270,7 @@ class _Planner:
             where = f"{rule.where}.{key} -> {target.qualified_name}"
             initializer = self._bind(initializer, rule, target, where)
             initializer.check_shape(target.shape, where=where)
+            self._check_range(rule, initializer, target)
             self._idle_bounds(rule, initializer, target)
         elif not _can_reset(target.module):
             raise self.rule_error(
@@ -276,6 +279,24 @@ class _Planner:
         else:
             self._resets[id(target.module)] = target.module
         self.plan.items.append(PlanItem(target, rule.index, rule.label, initializer))
+
+    def _check_range(self, rule: Rule, initializer: Initializer, target: Target) -> None:
+        """A ``PolicyError`` when the initializer would write values beyond the range of the
+        parameter's dtype (Inf, then NaN): ``normal(std=1e300)`` on float32. Nothing is
+        written yet."""
+        dtype = target.tensors[0].dtype if target.tensors else None
+        if dtype is None or not (dtype.is_floating_point or dtype.is_complex):
+            return
+        shape = tuple(int(size) for size in target.shape)
+        reach = _reach(initializer, shape)
+        largest = torch.finfo(dtype).max
+        if reach is None or reach <= largest:
+            return
+        raise self.rule_error(
+            f"{initializer.describe()} would write values of about {reach:.3g} into "
+            f"{target.qualified_name!r}, beyond the range of its dtype {dtype} (largest finite "
+            f"value {largest:.6g}): they would be Inf or NaN. Give it a smaller scale (std, "
+            "gain, bounds) or the parameter a wider dtype", rule)
 
     def _idle_bounds(self, rule: Rule, initializer: Initializer, target: Target) -> None:
         """Log, once per rule, a ``trunc_normal`` whose bounds truncate nothing at its resolved
@@ -370,6 +391,45 @@ class _Planner:
 
 def _described(initializer: Initializer | None) -> str | None:
     return None if initializer is None else initializer.describe()
+
+
+_UNIFORM = frozenset({"uniform", "xavier_uniform", "kaiming_uniform"})
+# A normal draw beyond 6 std has a probability of about 2e-9: a tensor of a billion values
+# reaches it.
+_NORMAL_REACH = 6.0
+
+
+def _reach(initializer: Initializer, shape: tuple[int, ...]) -> float | None:
+    """The largest magnitude a built-in initializer writes into a tensor of ``shape`` (a uniform
+    one's bound, a normal one's mean + 6 std, a truncated one's bounds at most), infinite when
+    the number itself overflows; ``None`` when unknown (custom, keep, reset). Per block when
+    chunked.
+
+    Example:
+        >>> from lightning_init.policy.initializers import resolve_initializer
+        >>> _reach(resolve_initializer({"init": "uniform", "a": -3, "b": 1}), (4, 4))
+        3.0
+        >>> _reach(resolve_initializer({"init": "normal", "std": 1e300}), (4, 4))
+        6e+300
+    """
+    if initializer.kind != "tensor":
+        return None
+    if initializer.chunks is not None:
+        block = (shape[0] // initializer.chunks, *shape[1:])
+        reaches = [_reach(one, block) for one in initializer._block_initializers()]
+        return None if any(r is None for r in reaches) else max(reaches)  # type: ignore[type-var]
+    entry = REGISTRY.get(initializer.name)
+    mean, std = initializer.expected_mean(shape), initializer.expected_std(shape)
+    if entry is None or mean is None or std is None:
+        return None
+    args = entry.args(initializer.kwargs)
+    if initializer.name == "orthogonal":  # entries of a semi-orthogonal matrix are at most 1
+        return abs(float(args["gain"]))
+    uniform = initializer.name in _UNIFORM or args.get("distribution") == "uniform"
+    reach = abs(mean) + (math.sqrt(3.0) if uniform else _NORMAL_REACH) * std
+    if initializer.name == "trunc_normal":
+        reach = min(reach, max(abs(float(args["a"])), abs(float(args["b"]))))
+    return reach if not math.isnan(reach) else math.inf
 
 
 def _idle(initializer: Initializer) -> str | None:

@@ -25,6 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lightning_init._log import LOGGER
 
 __all__ = ["no_side_effects"]
 
@@ -37,9 +40,16 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     the input alone) except the BatchNorm family in train mode (batch statistics, as in the
     first training step). On exit: every module's ``training`` flag, every buffer (running
     statistics, ``num_batches_tracked``) and the RNG states (torch CPU, initialized CUDA
-    devices, Python ``random``, NumPy if imported) are restored exactly.
+    devices, Python ``random``, NumPy if imported) are restored exactly, and so is every
+    parameter the pass wrote in place (an EMA teacher updated in ``training_step``, a forward
+    that renormalizes its weight): a parameter is copied just before its first in-place write,
+    and copied back on exit. One line on the ``lightning_init`` logger names them; one that
+    changed unseen (its version counter moved, no copy was taken) is named in a warning line.
+    A ``torch.compile``'d module runs eagerly inside (the same numbers; training compiles it as
+    it would without the pass).
     """
     modes = [(module, module.training) for module in model.modules()]
+    watch = _CopyOnWrite(model)
     buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()
                if buffer is not None and not buffer.is_meta]
     python_state = random.getstate()
@@ -52,17 +62,111 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
             for module in model.modules():
                 if isinstance(module, _BatchNorm):
                     module.train()
-            with torch.enable_grad():
+            # Eager: a compiled module would not show the copy its writes (and torch.compile
+            # would skip the frames it first meets under the copy's mode, for good).
+            with torch.enable_grad(), torch.compiler.set_stance("force_eager"), watch:
                 yield
     finally:
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
+        watch.restore()
         for module, training in modes:
             module.training = training
         random.setstate(python_state)
         if numpy_random is not None:
             numpy_random.set_state(numpy_state)
+
+
+class _CopyOnWrite(TorchDispatchMode):
+    """Copies a parameter of ``model`` just before the pass first writes it in place (any
+    operator that writes an argument, on the parameter or on a view or ``.data`` of it);
+    :meth:`restore` writes the copies back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._named = [(name, param) for name, param in model.named_parameters()
+                       if not param.is_meta]
+        self._versions = [param._version for _, param in self._named]
+        self._by_storage: dict[int, list[int]] = {}
+        for index, (_, param) in enumerate(self._named):
+            key = _storage_key(param)
+            if key is not None:
+                self._by_storage.setdefault(key, []).append(index)
+        self._by_id = {id(param): index for index, (_, param) in enumerate(self._named)}
+        self._copies: dict[int, torch.Tensor] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
+        kwargs = kwargs or {}
+        for tensor in _written(func, args, kwargs):
+            self._save(tensor)
+        return func(*args, **kwargs)
+
+    def _save(self, tensor: Any) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            return
+        index = self._by_id.get(id(tensor))
+        indices = [index] if index is not None else self._by_storage.get(_storage_key(tensor), [])
+        for index in indices:
+            if index not in self._copies:
+                self._copies[index] = self._named[index][1].detach().clone()
+
+    def restore(self) -> None:
+        """Write the copies back; one line names what was restored, one what changed unseen."""
+        changed = [index for index, (_, param) in enumerate(self._named)
+                   if param._version != self._versions[index]]
+        with torch.no_grad():
+            for index, saved in self._copies.items():
+                self._named[index][1].copy_(saved)
+        restored = [self._named[index][0] for index in sorted(self._copies)]
+        unseen = [self._named[index][0] for index in changed if index not in self._copies]
+        if restored:
+            LOGGER.info(
+                "lightning_init: the model's training_step or forward, run before training by"
+                " the init check (or policy='auto'), wrote %d parameter(s) in place: %s; they"
+                " are restored bit for bit, and training starts from their values before.",
+                len(restored), _listing(restored))
+        if unseen:
+            LOGGER.warning(
+                "lightning_init: the model's training_step or forward, run before training by"
+                " the init check (or policy='auto'), changed %d parameter(s) in place in a way"
+                " that could not be undone: %s. Training starts from the changed values: move"
+                " the in-place update out of training_step (into on_train_batch_end), or pass"
+                " check=False.", len(unseen), _listing(unseen))
+
+
+def _written(func: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """The tensors an operator writes: the arguments its schema marks as written (``Tensor(a!)``:
+    ``self`` of ``add_``, ``out=``, the lists of ``_foreach_*_``)."""
+    positions = _WRITES.get(func)
+    if positions is None:
+        schema = getattr(func, "_schema", None)
+        arguments = [] if schema is None else schema.arguments
+        positions = _WRITES[func] = tuple(
+            (index, argument.name) for index, argument in enumerate(arguments)
+            if argument.alias_info is not None and argument.alias_info.is_write
+        )
+    written: list[Any] = []
+    for index, name in positions:
+        value = args[index] if index < len(args) else kwargs.get(name)
+        written.extend(value if isinstance(value, (list, tuple)) else [value])
+    return written
+
+
+_WRITES: dict[Any, tuple[tuple[int, str], ...]] = {}
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    """The address of the tensor's storage (a view and ``.data`` share it), when it has one."""
+    try:
+        return int(tensor.untyped_storage().data_ptr()) or None
+    except (RuntimeError, NotImplementedError, TypeError):  # a wrapper subclass (DTensor)
+        return None
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:8])
+    return shown + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
 
 
 def _numpy_random() -> Any:

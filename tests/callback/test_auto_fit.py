@@ -30,12 +30,16 @@ def test_auto_policy_is_the_one_real_init_and_its_yaml_is_written(tmp_path) -> N
     assert rules[0]["weight"] == {"init": "normal",
                                   "std": "head_gain / (sqrt(fan_in) * head_input_rms)"}
     assert "# followed by relu: net.0" in text
-    # the head's input rms is measured on a policy-initialized copy: the head's outputs have
-    # std 0.5 on a batch of the fit
-    x = next(iter(make_loader()))[0]
+    # a regression (mse_loss): the head's outputs start at a tenth of the target's rms, with
+    # the head's input rms measured on a policy-initialized copy
+    assert "# evidence: mse_loss against a target of rms" in text
+    x, y = next(iter(make_loader()))
+    target_rms = float(y.square().mean().sqrt())
+    gain = policy["variables"]["head_gain"]
+    assert 0.05 * target_rms < gain < 0.2 * target_rms
     with torch.no_grad():
         outputs = model(x)
-    assert 0.35 < float(outputs.std()) < 0.7, float(outputs.std())
+    assert 0.6 * gain < float(outputs.square().mean().sqrt()) < 1.6 * gain
     assert 0.5 < policy["variables"]["head_input_rms"] < 2
 
 

@@ -230,8 +230,10 @@ def test_pickle_and_state_dict_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "error", "words"),
     [
-        ({"check": "yes"}, TypeError, "check=...) takes True, False or a mapping"),
-        ({"diagnostics": 3}, TypeError, "diagnostics=...) takes True, False or a mapping"),
+        ({"check": "yes"}, TypeError, "check= takes True, False or a mapping of options (or "
+                                      "CheckOptions), got 'yes' of type str"),
+        ({"diagnostics": 3}, TypeError, "diagnostics= takes True, False or a mapping of options "
+                                        "(or DiagnosticsOptions), got 3 of type int"),
         ({"policy": 42}, TypeError, "a YAML path, a preset name, a mapping"),
     ],
 )

@@ -115,3 +115,21 @@ def test_lsuv_on_half_precision_weights(dtype: torch.dtype) -> None:
         scale = gram.diagonal().mean()
         # orthogonal rows, up to LSUV's scalar rescaling and half-precision rounding
         assert torch.allclose(gram / scale, torch.eye(32), atol=3e-2)
+
+
+def test_lsuv_rescales_in_call_order_not_registration_order() -> None:
+    class Reversed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.second = torch.nn.Linear(32, 32)  # registered first, called second
+            self.first = torch.nn.Linear(32, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.second(torch.relu(self.first(x)))
+
+    torch.manual_seed(0)
+    model, x = Reversed(), torch.randn(512, 32)
+    report = lsuv_init(model, x, tol=0.01)
+    assert [layer.name for layer in report.layers] == ["first", "second"]
+    with torch.no_grad():  # the last layer's output is at unit variance with the first's final
+        assert abs(float(model(x).var(correction=0)) - 1) < 0.02

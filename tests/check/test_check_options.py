@@ -41,7 +41,8 @@ def test_from_arg_reads_thresholds_at_the_top_or_nested_and_keeps_options_as_the
         CheckOptions.from_arg({"thresholds": {"max_grad_drfit": 50}})
     with pytest.raises(CheckOptionError, match=r"'thresholds' must be a mapping, got 3"):
         CheckOptions.from_arg({"thresholds": 3})
-    with pytest.raises(CheckOptionError, match=r"expected True, False or a mapping"):
+    with pytest.raises(CheckOptionError, match=r"^check= takes True, False or a mapping of options "
+                                               r"\(or CheckOptions\), got 'raise' of type str$"):
         CheckOptions.from_arg("raise")  # type: ignore[arg-type]
 
 

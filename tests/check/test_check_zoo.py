@@ -18,32 +18,11 @@ from lightning_init import check_init, weights_fingerprint
 from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix
-# shows as a flip. All in the wider zoo (tests/helpers/zoo.py's second block).
-_ZERO_GRADIENT = "issue 24: exact zero gradient that no init changes, flagged"
-_SMALL_C = "issue 24: initial-loss limit 1.5x ln C ignores ln C + s^2 / 2 at small C"
-_FALSE_ALARMS: dict[str, str] = {
-    "longformer": f"{_ZERO_GRADIENT} (last layer's local q/k/v; the classifier reads <cls>)",
-    "funnel": f"{_ZERO_GRADIENT} (relative-position/token-type terms masked at <cls>)",
-    "mobilevit": f"{_ZERO_GRADIENT} (query/key of attention over one patch)",
-    "mlp-zero-head": "issue 24: the zero output layer docs/policy.md recommends: 'exactly zero "
-                     "gradient' on the layers behind it",
-    "autoencoder-labelled-batches": "issue 24: classes guessed from labels the loss never reads: "
-                                    "a summed BCE of 2844 judged against ln 64",
-    "mlp-2-class-kaiming-relu-seed-3": f"{_SMALL_C} (1.06 = 1.53x ln 2)",
-    "mlp-3-class-kaiming-relu-seed-0": f"{_SMALL_C} (1.72 = 1.57x ln 3)",
-    "mlp-3-class-kaiming-relu-seed-4": f"{_SMALL_C} (1.70 = 1.55x ln 3)",
-}
-_MISSES: dict[str, str] = {
-    "phi-embed-tokens-std-100": "issue 24: no embedding verdict (untied head, word embedding "
-                                "std 100): nothing found",
-    "longformer-word-embeddings-std-100": "issue 24: no embedding verdict (word embeddings swamp "
-                                          "the positions): only the classifier's input "
-                                          "dependence is flagged, not the embeddings",
-}
+# shows as a flip (none today).
+_FALSE_ALARMS: dict[str, str] = {}
+_MISSES: dict[str, str] = {}
 # The same, judged by the language models' own loss.
-_OWN_LOSS_WRONG: dict[str, str] = {
-    "phi-embed-tokens-std-100": _MISSES["phi-embed-tokens-std-100"],
-}
+_OWN_LOSS_WRONG: dict[str, str] = {}
 
 
 def _param(case: ZooCase, known: dict[str, str]) -> object:

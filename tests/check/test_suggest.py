@@ -98,11 +98,11 @@ def test_gpt2_with_unit_normal_weights() -> None:
     report = check_init(model, {"input_ids": ids}, loss_fn=loss_fn, num_classes=500)
     assert not report.ok
     suggestion = report.suggest_policy()
-    assert "n_blocks:\n    count: transformer.h.*" in suggestion.yaml
-    assert "std: stream_rms / sqrt(fan_in * 2 * n_blocks)" in suggestion.yaml
+    assert "n_branches: 8" in suggestion.yaml  # 4 blocks of 2 residual branches each
+    assert "std: stream_rms / sqrt(fan_in * n_branches)" in suggestion.yaml
     fixed = _suggested(model, report)
-    # residual projections: stream_rms / sqrt(fan_in * 2 * 4) (GPT-2, Megatron), the stream
-    # being the tied embedding's scale
+    # branch closers: stream_rms / sqrt(fan_in * 8) (GPT-2, Megatron), the stream being the
+    # tied embedding's scale
     stream = suggestion.policy.variables["stream_rms"]
     with torch.no_grad():  # the stream, measured here on its own: token plus position embeddings
         embedded = fixed.transformer.wte(ids) + fixed.transformer.wpe(torch.arange(32))

@@ -504,7 +504,11 @@ def test_option_bounds_are_inclusive() -> None:
         ({"histograms": "yes"}, r"'histograms' must be true or false, got 'yes'"),
         ({"update_ratio_band": [1e-1, 1e-3]}, r"'update_ratio_band' must be \[low, high\]"),
         ({"parameters": 3}, r"'parameters' must be a glob or a list of globs"),
-        ("on", r"diagnostics must be true, false or a mapping"),
+        (
+            "on",
+            r"^diagnostics= takes True, False or a mapping of options \(or DiagnosticsOptions\), "
+            r"got 'on' of type str$",
+        ),
     ],
 )
 def test_option_errors(arg, match) -> None:

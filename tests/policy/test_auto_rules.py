@@ -15,9 +15,10 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lightning_init import InitPolicy, check_init
-from lightning_init.policy._auto_pass import activation_kind as _activation_kind
+from lightning_init.anatomy import activation_for_function, kind_of
 from lightning_init.policy.auto import auto_rules
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +38,7 @@ def test_torch_transformer_keeps_its_cross_attention_and_zeroes_the_post_norm_br
                            dim_feedforward=32, dropout=0.0, batch_first=True)
     sample = (torch.randn(4, 6, 16), torch.randn(4, 5, 16))
     rules = auto_rules(model, sample)
-    zeroed = _roles(rules)["residual output projection, a norm after the add (post-norm)"]
+    zeroed = _roles(rules)["residual branch closer, a norm after the add (post-norm)"]
     assert "decoder.layers.0.linear2" in zeroed and "encoder.layers.1.self_attn.out_proj" in zeroed
     assert not any("multihead_attn" in name for name in zeroed)
     rules.policy().apply(model)
@@ -74,16 +75,16 @@ def test_named_blocks_and_nested_stages_count_every_block() -> None:
     model = Staged()
     x = 0.1 * torch.randn(32, 16)
     rules = auto_rules(model, x)
-    # the blocks' names are not indices, and 2 stages of 3 blocks count 6 blocks
-    assert rules.variables["n_blocks"] == {"count": "stages.*.*"}
+    # the blocks' names are not indices: 2 stages of 3 blocks add 6 branches to one stream
+    assert rules.variables["n_branches"] == 6
     assert rules.variables["stream_rms"] == pytest.approx(float(x.square().mean().sqrt()),
                                                           rel=1e-3)
     plan = rules.policy().explain(model)
     fc2 = next(entry for entry in plan.entries
                if entry.qualified_name == "stages.1.third.fc2.weight")
-    assert "n_blocks" in fc2.initializer
+    assert "n_branches" in fc2.initializer
     rules.policy().apply(model)
-    expected = rules.variables["stream_rms"] / math.sqrt(32 * 2 * 6)
+    expected = rules.variables["stream_rms"] / math.sqrt(32 * 6)
     assert float(model.stages[1].third.fc2.weight.detach().std()) == pytest.approx(expected,
                                                                                    rel=0.1)
 
@@ -118,8 +119,8 @@ def test_a_transposed_convolution_head_counts_its_output_channels() -> None:
 
 
 def test_mish_has_its_own_gain_and_atanh_is_no_tanh() -> None:
-    assert _activation_kind("Mish") == "mish"
-    assert _activation_kind("atanh") is None and _activation_kind("Tanhshrink") is None
+    assert kind_of(nn.Mish()).activation == "mish"
+    assert activation_for_function("atanh") is None and kind_of(nn.Tanhshrink()) is None
     model = nn.Sequential(nn.Linear(8, 8), nn.Mish(), nn.Linear(8, 2))
     rules = auto_rules(model, torch.randn(4, 8))
     assert rules.rules[1].rule["weight"]["std"] == "1.486 / sqrt(fan_in)"
@@ -140,6 +141,125 @@ def test_a_pre_norm_block_that_starts_with_a_convolution_is_not_post_norm() -> N
     model = transformers.ConvNextForImageClassification(config)
     rules = auto_rules(model, {"pixel_values": torch.randn(2, 3, 32, 32)})
     roles = _roles(rules)
-    assert "residual output projection, a norm after the add (post-norm)" not in roles
-    assert "convnext.encoder.stages.0.layers.0.pwconv2" in roles["residual output projection"]
-    assert rules.variables["n_blocks"] == {"count": "convnext.encoder.stages.*.layers.*"}
+    assert "residual branch closer, a norm after the add (post-norm)" not in roles
+    assert "convnext.encoder.stages.0.layers.0.pwconv2" in roles["residual branch closer"]
+    # each stage's downsampling starts a stream: 2 branches, then 1
+    assert (rules.variables["n_branches"], rules.variables["n_branches_1"]) == (2, 1)
+
+
+_IDS = {"input_ids": torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(1))}
+_PIXELS = {"pixel_values": torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+
+
+def _label_free_loss_ratio(logits: torch.Tensor) -> float:
+    z = logits.detach().float().reshape(-1, logits.shape[-1])
+    return float((torch.logsumexp(z, -1) - z.mean(-1)).mean()) / math.log(z.shape[-1])
+
+
+def test_gemma_norms_start_at_their_identity_and_sandwiches_are_not_post_norm() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, vocab_size=256, final_logit_softcapping=30.0))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)  # 1 + w = 2: every norm doubles its input
+    rules = auto_rules(model, _IDS)
+    text = rules.yaml()
+    assert "a probe found it computes (1 + w) * x_hat" in text
+    assert "post-norm" not in text  # x + norm(f(x)) is a sandwich, its closers stay drawn
+    rules.policy().apply(model)
+    layer = model.model.layers[0]
+    assert not layer.post_attention_layernorm.weight.any() and not model.model.norm.weight.any()
+    assert layer.self_attn.o_proj.weight.detach().std() > 0
+    with torch.no_grad():  # soft-capped, tied head found: the initial loss keeps its promise
+        assert _label_free_loss_ratio(model(**_IDS).logits) < 1.2
+
+
+def test_a_tied_decoder_without_learned_positions_starts_near_ln_c() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True))
+    rules = auto_rules(model, _IDS)
+    # at head_gain = sqrt(0.2 ln 256) each token's own embedding, which is the head's row,
+    # dominates the normalized stream: the loss was measured and the gain lowered
+    assert rules.variables["head_gain"] < math.sqrt(0.2 * math.log(256))
+    assert any(line.startswith("initial loss") for line in rules.measured)
+    rules.policy().apply(model)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    with torch.no_grad():
+        loss = model(**_IDS, labels=_IDS["input_ids"]).loss
+    assert float(loss) < 1.2 * math.log(256)
+
+
+def test_a_patch_embedding_named_proj_is_drawn_and_stages_count_their_own_branches() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.PvtV2ForImageClassification(transformers.PvtV2Config(
+        depths=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2], sr_ratios=[2, 1],
+        mlp_ratios=[2, 2], num_encoder_blocks=2, patch_sizes=[7, 3], strides=[4, 2],
+        num_labels=5))
+    rules = auto_rules(model, _PIXELS, num_classes=5)
+    closers = _roles(rules)["residual branch closer"]
+    assert "pvt_v2.encoder.layers.0.blocks.0.attention.proj" in closers
+    assert not any("patch_embedding" in name for name in closers)
+    assert (rules.variables["n_branches"], rules.variables["n_branches_1"]) == (4, 2)
+    rules.policy().apply(model)
+    patch = model.pvt_v2.encoder.layers[0].patch_embedding.proj.weight.detach()
+    assert patch.std() > 0
+    assert check_init(model, _PIXELS).ok
+
+
+def test_deliberate_zero_inits_are_kept_unless_a_check_flags_them() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.ResNetForImageClassification(transformers.ResNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic",
+        num_labels=5))
+    last = [stage.layers[0].layer[-1].normalization for stage in model.resnet.encoder.stages]
+    with torch.no_grad():
+        for norm in last:
+            norm.weight.zero_()
+    inputs = {"pixel_values": torch.randn(8, 3, 32, 32)}
+    policy = InitPolicy.auto(model, inputs)
+    policy.apply(model)
+    assert all(not norm.weight.any() for norm in last)
+    assert model.resnet.embedder.embedder.normalization.weight.eq(1).all()
+    flagged = {"resnet.encoder.stages.0.layers.0.layer.1.normalization"}
+    released = auto_rules(model, inputs, flagged=flagged).policy()
+    released.apply(model)
+    assert last[0].weight.eq(1).all() and not last[1].weight.any()
+
+
+def test_a_regression_head_starts_small_next_to_its_target() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 1))
+    x, y = torch.randn(256, 10), 3.0 * torch.randn(256, 1)
+    rules = auto_rules(model, (x, y), forward=lambda m, batch: F.mse_loss(m(batch[0]), batch[1]))
+    assert _roles(rules)["output layer (regression)"] == ("4",)
+    assert rules.variables["head_gain"] == pytest.approx(0.1 * float(y.square().mean().sqrt()),
+                                                         rel=1e-3)
+    rules.policy().apply(model)
+    with torch.no_grad():  # one output unit: its offset is a single draw, so only a bound
+        out = model(x)
+    assert 0.01 < float(out.square().mean().sqrt()) < 0.45  # small next to the target's 3
+    # without a loss, one output is read as a regression with a unit target
+    assert auto_rules(model, x).variables["head_gain"] == 0.1
+
+
+def test_each_rule_says_what_the_anatomy_found() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+        vocab_size=256, num_labels=3))
+    text = auto_rules(model, _IDS).yaml()
+    blocks = text.split("  - match:")
+    assert all("  # evidence: " in block for block in blocks[:-1])
+    assert "# anatomy: branches by norm place: post 4" in text
+    assert "its output is the branch's at an add whose sum only a norm reads" in text

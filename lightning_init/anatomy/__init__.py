@@ -1,0 +1,192 @@
+"""The anatomy of a model: what its parts are and how data flows between them, from one traced
+pass, not from names.
+
+:func:`anatomy_of` runs the model once on a sample batch, with module hooks and a
+``TorchFunctionMode`` that follows every tensor (``_trace``), and reads from the data flow
+(``_read``):
+
+- each weight layer: what feeds it, what reads its output, the activation it goes into;
+- residual branches: an add of a branch's output and the stream that entered the branch (or,
+  with a projection shortcut, of two paths from one node); their stream, depth, first and last
+  weight layers, the learned inputs they read from outside (cross-attention);
+- each norm's place (pre, post, sandwich, final, after a layer) and formula, by a probe
+  (``w * x_hat`` or ``(1 + w) * x_hat``);
+- activations (modules or functional calls) and their gains (:mod:`.kinds`);
+- attention calls: the logits' measured std and the layers that make queries and keys;
+- embeddings and what each is summed with; tied parameters;
+- the outputs the loss reads and the last weight layers before them (heads), through
+  element-wise ops and across several heads;
+- deliberate zero-inits: all-zero parameters on a path to the loss.
+
+What a module *is* comes from one registry (:mod:`.kinds`), extended like ``register_layout``;
+class-name fragments are only a fallback hint that the probes can overrule.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.norm, self.fc = nn.LayerNorm(8), nn.Linear(8, 8)
+    ...     def forward(self, x):
+    ...         return x + self.fc(self.norm(x))
+    >>> net = nn.Sequential(nn.Linear(4, 8), Block(), Block(), nn.Linear(8, 3))
+    >>> anatomy = anatomy_of(net, torch.randn(16, 4))
+    >>> [(b.depth, b.place, b.last) for b in anatomy.branches]
+    [(0, 'pre', ('1.fc',)), (1, 'pre', ('2.fc',))]
+    >>> anatomy.head_names(), anatomy.layers["0"].followed_by
+    (['3'], 'linear')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_init._lightning import call_model
+from lightning_init.anatomy._attention import attention_sites
+from lightning_init.anatomy._branches import BranchReader
+from lightning_init.anatomy._probe import probe_norm
+from lightning_init.anatomy._read import Reader
+from lightning_init.anatomy._trace import trace_model
+from lightning_init.anatomy.kinds import (
+    ROLES,
+    LayerKind,
+    activation_for_function,
+    gain_of,
+    is_embedding,
+    is_norm,
+    is_weight_layer,
+    kind_of,
+    layer_fans,
+    measured_gain,
+    register_activation,
+    register_hint,
+    register_kind,
+    transforms,
+)
+from lightning_init.anatomy.record import (
+    Anatomy,
+    AttentionSite,
+    Branch,
+    EmbeddingSite,
+    Gate,
+    Head,
+    LayerSite,
+    NormSite,
+)
+from lightning_init.runtime.no_trace import no_side_effects
+
+__all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate", "Head",
+           "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
+           "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
+           "measured_gain", "register_activation", "register_hint", "register_kind",
+           "transforms"]
+
+
+def anatomy_of(model: nn.Module, sample: Any, *,
+               forward: Callable[[nn.Module, Any], Any] | None = None) -> Anatomy:
+    """The model's :class:`Anatomy` from one pass of ``sample``.
+
+    The pass runs like the check's (dropout off, BatchNorm by batch statistics, no grad), and
+    leaves no trace: modes, buffers and RNG states are restored.
+
+    Args:
+        model: the model.
+        sample: a batch: a tensor, a tuple/list (positional) or a mapping (keywords).
+        forward: ``forward(model, sample)`` to call the model another way (return what the
+            loss reads, or the loss).
+    """
+    kinds = {name: kind_of(module) for name, module in model.named_modules()}
+    norms = {name for name, kind in kinds.items() if kind is not None and kind.role == "norm"}
+    with no_side_effects(model), torch.no_grad():
+        trace = trace_model(model, sample, lambda: (forward or call_model)(model, sample),
+                            kinds, keep_inputs=norms)
+        probes = {name: probe_norm(model.get_submodule(name), x)
+                  for name, x in trace.inputs.items()}
+    for node in trace.nodes:  # a hinted "norm" that is not scale-invariant is no norm
+        if node.role == "norm" and not probes.get(node.name, (True, None))[0] \
+                and kinds[node.name] is not None and kinds[node.name].source == "hint":
+            node.role = None
+    return _assemble(model, trace, probes, kinds)
+
+
+def _tied(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return {name: tuple(n for n in names if n != name)
+            for names in groups.values() if len(names) > 1 for name in names}
+
+
+def _assemble(model: nn.Module, trace: Any, probes: dict[str, tuple[bool, float | None]],
+              kinds: dict[str, LayerKind | None]) -> Anatomy:
+    reader = Reader(trace, model)
+    tied = _tied(model)
+    reads, loss = reader.reads()
+    branches = BranchReader(reader).branches()
+    heads = reader.heads(reads, tied)
+    module_params = {name: [f"{name}.{p}" if name else p for p, _ in
+                            module.named_parameters(recurse=kinds.get(name) is not None)]
+                     for name, module in model.named_modules()}
+    used, live = reader.used_and_live(reads, module_params)
+    places = reader.norm_places(branches, heads)
+    norms = {}
+    for name, place in places.items():
+        invariant, offset = probes.get(name, (True, None))
+        norms[name] = NormSite(name, place, reader.norm_kind(
+            next(n.index for n in trace.nodes if n.name == name and n.role == "norm")),
+            offset, None if offset is None else 1 - offset, invariant)
+    layers = reader.layers()
+    loss_op, target_rms = reader.loss_op(reads, heads)
+    anatomy = Anatomy(
+        layers=layers, branches=branches, norms=norms, heads=heads,
+        embeddings=reader.embeddings(tied),
+        tied=sorted({tuple(sorted((name, *others))) for name, others in tied.items()}),
+        attention=attention_sites(reader), activations=reader.activations(), loss=loss,
+        loss_op=loss_op, target_rms=target_rms,
+        uncalled=_uncalled(model, layers, trace.called), called=set(trace.called),
+        _nodes=trace.nodes, _live_params=frozenset(live), _used_params=frozenset(used))
+    anatomy.gates = _gates(model, anatomy, live, norms, {h.name for h in heads})
+    return anatomy
+
+
+def _uncalled(model: nn.Module, layers: dict[str, LayerSite], called: set[str]) -> list[str]:
+    """Weight layers never called, those inside a called module aside (the ``out_proj`` a
+    ``MultiheadAttention`` uses through its weight)."""
+    inside = tuple(f"{name}." for name in called if name)
+    return [name for name, module in model.named_modules() if is_weight_layer(module)
+            and name not in layers and not name.startswith(inside)]
+
+
+def _gates(model: nn.Module, anatomy: Anatomy, live: set[str], norms: dict[str, NormSite],
+           heads: set[str]) -> list[Gate]:
+    """All-zero parameters (not biases) on a path to the loss; a norm's weight where its scale
+    ``c + w`` is zero (``w = 0`` for ``w * x_hat``, ``w = -1`` for ``(1 + w) * x_hat``)."""
+    gates = []
+    for name, param in model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        if name not in live or leaf.startswith("bias") or param.is_meta or param.numel() == 0:
+            continue
+        norm = norms.get(owner)
+        zero = norm.identity - 1.0 if norm is not None and norm.identity is not None else 0.0
+        if norm is not None and norm.identity is None:
+            continue
+        if not bool(torch.all(param.detach() == zero)):
+            continue
+        gates.append(Gate(name, _gate_kind(anatomy, name, owner, norm is not None, heads)))
+    return gates
+
+
+def _gate_kind(anatomy: Anatomy, name: str, owner: str, norm: bool, heads: set[str]) -> str:
+    if norm:
+        return "norm"
+    if owner in heads:
+        return "head"
+    if owner in anatomy.layers:
+        return "weight"
+    reader = next((node.name for node in anatomy._nodes if name in node.params), "")
+    return "scale" if reader in ("mul", "__mul__", "__rmul__", "mul_", "__imul__") else "added"
