@@ -335,7 +335,9 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         end = max(int(s) for r in rows for s in r["curve"])
         ends: dict[str, list[float]] = {}
-        for init in INITS:
+        inits = sorted({r["init"] for r in rows},  # a renamed init (an older auto) after auto
+                       key=lambda i: (INITS.index(i) if i in INITS else 1.5, i))
+        for init in inits:
             mine = sorted((r for r in rows if r["init"] == init), key=lambda r: r["seed"])
             if not mine:
                 continue
@@ -348,8 +350,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 "" if all(c == "ok" for c in checks) else
                 " (" + "; ".join(sorted({c for c in checks if c != "ok"})) + ")")
             label = f"{init} ({task.preset})" if init == "preset" else init
-            verdict = _verdict(ends.get("own", []), ends[init]) if init == "auto" else ""
-            title = f"{task.title}, {task.metric}, {end} steps" if init == INITS[0] else ""
+            verdict = _verdict(ends.get("own", []), ends[init]) if init.startswith("auto") \
+                else ""
+            title = f"{task.title}, {task.metric}, {end} steps" if init == inits[0] else ""
             lines.append(f"| {title} | {label} | {' | '.join(cells)} | {check} | {verdict} |")
     return "\n".join(lines)
 
