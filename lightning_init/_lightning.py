@@ -103,16 +103,19 @@ def _first_batch(loaders: Any) -> tuple[bool, Any]:
 
 @contextlib.contextmanager
 def _generators_kept(loaders: list[Any]) -> Iterator[None]:
-    """The states of the loaders' own generators (a ``DataLoader``'s ``generator``, its
-    sampler's and batch sampler's) restored on exit: reading a batch draws from them."""
+    """The states of the loaders' own generators restored on exit: reading a batch draws from
+    them. Kept: every ``torch.Generator`` attribute (whatever its name) of a loader, its
+    dataset, its sampler, its batch sampler and the batch sampler's sampler; NumPy's and
+    Python's generators are not."""
     generators: dict[int, torch.Generator] = {}
     for loader in loaders:
-        sampler = getattr(loader, "sampler", None)
         batch_sampler = getattr(loader, "batch_sampler", None)
-        for owner in (loader, sampler, batch_sampler, getattr(batch_sampler, "sampler", None)):
-            generator = getattr(owner, "generator", None)
-            if isinstance(generator, torch.Generator):
-                generators[id(generator)] = generator
+        owners = (loader, getattr(loader, "dataset", None), getattr(loader, "sampler", None),
+                  batch_sampler, getattr(batch_sampler, "sampler", None))
+        for owner in owners:
+            for value in getattr(owner, "__dict__", {}).values():
+                if isinstance(value, torch.Generator):
+                    generators[id(value)] = value
     states = [(generator, generator.get_state()) for generator in generators.values()]
     try:
         yield
@@ -167,8 +170,9 @@ def find_sample_batch(
     and it goes through the module's batch hooks (``on_before_batch_transfer``,
     ``transfer_batch_to_device``, ``on_after_batch_transfer``).
 
-    Drawing the batch moves neither the global RNG state (a shuffling sampler draws its seed
-    from it) nor a loader's own ``generator``, so training sees the same batches with and
+    Drawing the batch and running its batch hooks moves neither the global RNG states (a
+    shuffling sampler draws its seed from them, an augmentation its noise) nor the loaders' own
+    generators (:func:`_generators_kept`), so training sees the same batches with and
     without the callback. A stream is not read at all (see :class:`SampleUnavailable`).
 
     Raises:
@@ -188,14 +192,14 @@ def find_sample_batch(
     example = getattr(pl_module, "example_input_array", None) if example_first else None
     if example is not None:
         return SampleBatch(to_device(example, device), "example_input_array")
-    with isolate_rng():
+    with isolate_rng():  # the batch hooks too: an augmentation may draw random numbers
         loaders = _train_loader(trainer)
         if loaders is None:
             return None
         found, batch = _first_batch(loaders)
-    if not found:
-        return None
-    return SampleBatch(_transferred(pl_module, batch, device), "train_dataloader")
+        if not found:
+            return None
+        return SampleBatch(_transferred(pl_module, batch, device), "train_dataloader")
 
 
 def _transferred(pl_module: Any, batch: Any, device: torch.device) -> Any:

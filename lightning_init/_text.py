@@ -12,6 +12,7 @@ __all__ = [
     "edit_distance",
     "format_choices",
     "format_number",
+    "listing",
     "markdown_table",
     "table",
 ]
@@ -71,6 +72,19 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" Did you mean '{hit}'?" if hit is not None else ""
 
 
+def listing(items: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and how many more there are.
+
+    Example:
+        >>> listing(["a", "b"])
+        'a, b'
+        >>> listing(["a", "b", "c", "d"], limit=2)
+        'a, b, ... (2 more)'
+    """
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
 def format_choices(choices: Iterable[str], *, limit: int = 40) -> str:
     """A sorted, comma-separated listing of the valid choices, shortened past ``limit``.
 
@@ -78,10 +92,7 @@ def format_choices(choices: Iterable[str], *, limit: int = 40) -> str:
         >>> format_choices(["b", "a"])
         'a, b'
     """
-    items = sorted(dict.fromkeys(str(c) for c in choices))
-    if len(items) > limit:
-        return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
-    return ", ".join(items)
+    return listing(sorted(dict.fromkeys(str(c) for c in choices)), limit)
 
 
 def format_number(value: float | None, *, digits: int = 4, missing: str = "-") -> str:

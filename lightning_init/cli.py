@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from lightning_init._text import did_you_mean
-from lightning_init.errors import PolicyError
+from lightning_init.errors import OptionError, PolicyError
 from lightning_init.policy.presets import preset_paths
 
 __all__ = ["main"]
@@ -106,30 +106,50 @@ def _sample(args: argparse.Namespace):  # -> a batch
         try:
             return make() if callable(make) else make
         except Exception as err:  # the user's batch factory failed
-            raise PolicyError(f"--input {args.input!r}: it raised {_raised(err)}") from None
+            raise OptionError(f"--input {args.input!r}: it raised {_raised(err)}") from None
     try:
         shape = [int(part) for part in args.input_shape.split(",")]
     except ValueError:
         shape = []
     if not shape or min(shape) < 1:
-        raise PolicyError(f"--input-shape {args.input_shape!r}: expected positive integers "
+        raise OptionError(f"--input-shape {args.input_shape!r}: expected positive integers "
                           "separated by commas, such as 8,3,32,32")
     return torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
 
 
 def _check_writable(path: str) -> None:
-    """A ``PolicyError`` before any work when ``--write`` cannot be written: its directory
+    """An ``OptionError`` before any work when ``--write`` cannot be written: its directory
     does not exist or is no directory, or it names a directory."""
     from pathlib import Path
 
     target = Path(path)
     folder = target.parent
     if not folder.exists():
-        raise PolicyError(f"--write {path!r}: the directory {str(folder)!r} does not exist")
+        raise OptionError(f"--write {path!r}: the directory {str(folder)!r} does not exist")
     if not folder.is_dir():
-        raise PolicyError(f"--write {path!r}: {str(folder)!r} is not a directory")
+        raise OptionError(f"--write {path!r}: {str(folder)!r} is not a directory")
     if target.is_dir():
-        raise PolicyError(f"--write {path!r}: it is a directory; give a file name")
+        raise OptionError(f"--write {path!r}: it is a directory; give a file name")
+
+
+def _takes(model, sample, option: str) -> None:
+    """An ``OptionError`` naming ``option`` when ``model`` cannot take ``sample``: one
+    no-grad forward in eval mode (the modules' modes restored after)."""
+    import torch
+
+    from lightning_init._lightning import call_model
+
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()
+            call_model(model, sample)
+    except Exception as err:  # the model cannot take the batch, or its forward failed
+        raise OptionError(f"{option}: the model's forward on this batch raised "
+                          f"{_raised(err)}") from None
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -141,13 +161,9 @@ def _doctor(args: argparse.Namespace) -> int:
         _check_writable(args.write)
     model = _load_model(args.model)
     sample = _sample(args)
-    try:
-        report = check_init(model, sample)
-    except Exception as err:  # the model cannot take the batch, or its forward failed
-        option = (f"--input {args.input!r}" if args.input is not None
-                  else f"--input-shape {args.input_shape!r}")
-        raise PolicyError(f"{option}: the model's forward on this batch raised "
-                          f"{_raised(err)}") from None
+    _takes(model, sample, f"--input {args.input!r}" if args.input is not None
+           else f"--input-shape {args.input_shape!r}")
+    report = check_init(model, sample)
     print(report if args.table else "\n".join(report.verdict()))
     print()
     suggestion = report.suggest_policy()
@@ -159,7 +175,7 @@ def _doctor(args: argparse.Namespace) -> int:
             try:
                 Path(args.write).write_text(suggestion.yaml)
             except OSError as err:
-                raise PolicyError(f"--write {args.write!r}: {_raised(err)}") from None
+                raise OptionError(f"--write {args.write!r}: {_raised(err)}") from None
             print(f"written to {args.write}")
     return 0 if report.ok or suggestion.offered else 1
 
@@ -214,7 +230,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "doctor":
         try:
             return _doctor(args)
-        except PolicyError as err:
+        except (PolicyError, OptionError) as err:
             print(f"lightning-init: error: {err}", file=sys.stderr)
             return 2
     try:

@@ -187,7 +187,8 @@ def test_the_root_holds_at_most_eight_modules_beside_its_subpackages() -> None:
         ("lightning_init.policy", ("check", "diagnostics", "callback")),
         ("lightning_init.check", ("diagnostics", "callback")),
         ("lightning_init.diagnostics", ("check", "callback")),
-        ("lightning_init.runtime", ("policy", "check", "diagnostics", "callback")),
+        ("lightning_init.runtime", ("anatomy", "policy", "check", "diagnostics", "callback")),
+        ("lightning_init.anatomy", ("policy", "check", "diagnostics", "callback")),
     ],
 )
 def test_dependencies_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
@@ -198,6 +199,22 @@ def test_dependencies_point_one_way(package: str, forbidden: tuple[str, ...]) ->
                 assert top not in {f"lightning_init.{other}" for other in forbidden}, (
                     f"{name} imports {module}"
                 )
+
+
+def test_subpackages_depend_on_each_other_without_a_cycle() -> None:
+    """Package level: anatomy -> policy -> ... may not come back (a module-level DAG can still
+    hide a cycle between two packages)."""
+    packages: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        top = ".".join(name.split(".")[:2])
+        for module, _ in _imports(path):
+            other = ".".join(module.split(".")[:2])
+            if other != top and other in MODULES and MODULES[other].name == "__init__.py":
+                packages.setdefault(top, set()).add(other)
+    packages.pop("lightning_init", None)  # the root's lazy public names
+    for edges in packages.values():
+        edges.discard("lightning_init")
+    assert _cycles(packages) == [], packages
 
 
 def test_dependencies_point_one_way_nothing_imports_the_callback() -> None:

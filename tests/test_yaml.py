@@ -113,9 +113,10 @@ def test_files_that_are_not_utf8_text_name_the_file(tmp_path, data, words, line)
 
 def test_utf8_with_and_without_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "bom.yaml"
-    path.write_bytes(codecs.BOM_UTF8 + "name: café\nrules: []\n".encode())
+    rule = "rules: [{match: {type: Linear}, bias: zeros}]"
+    path.write_bytes(codecs.BOM_UTF8 + f"name: café\n{rule}\n".encode())
     assert InitPolicy.from_yaml(path).name == "café"
-    path.write_bytes("name: café\r\nrules: []\r\n".encode())
+    path.write_bytes(f"name: café\r\n{rule}\r\n".encode())
     assert InitPolicy.from_yaml(path).name == "café"
     assert load_yaml("name: café".encode()) == {"name": "café"}
 

@@ -68,6 +68,7 @@ from lightning_init.anatomy.kinds import (
     register_kind,
     transforms,
 )
+from lightning_init.anatomy.layouts import register_layout
 from lightning_init.anatomy.record import (
     Anatomy,
     AttentionSite,
@@ -84,7 +85,7 @@ __all__ = ["ROLES", "Anatomy", "AttentionSite", "Branch", "EmbeddingSite", "Gate
            "LayerKind", "LayerSite", "NormSite", "activation_for_function", "anatomy_of",
            "gain_of", "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
            "measured_gain", "register_activation", "register_hint", "register_kind",
-           "transforms"]
+           "register_layout", "transforms"]
 
 
 def anatomy_of(model: nn.Module, sample: Any, *,

@@ -7,6 +7,7 @@ from torch import nn
 
 from lightning_init.anatomy._graph import ADDS, SCALINGS, Graph
 from lightning_init.anatomy._trace import Node, Trace
+from lightning_init.anatomy.layouts import layout_of
 from lightning_init.anatomy.record import (
     LOSSES,
     Branch,
@@ -14,7 +15,6 @@ from lightning_init.anatomy.record import (
     Head,
     LayerSite,
 )
-from lightning_init.policy.layouts import layout_of
 
 __all__ = ["Reader"]
 

@@ -4,8 +4,8 @@ and LSUV.
 
 A module's kind is looked up by its classes, nearest first (the class object, its path
 ``"package.module.Class"``, its bare name), the latest registration winning, like
-:func:`~lightning_init.policy.layouts.register_layout`. A weight layer's fans come from its
-layout (``policy.layouts``): a class registered with ``register_layout`` is a weight layer here
+:func:`~lightning_init.anatomy.layouts.register_layout`. A weight layer's fans come from its
+layout (``anatomy.layouts``): a class registered with ``register_layout`` is a weight layer here
 too. Where no class is registered, the *hint table* (class-name fragments such as ``"norm"``
 or ``"gelu"``, user-extensible with :func:`register_hint`) gives a guess, which the anatomy's
 probes confirm or overrule: a "norm" whose output is not scale-invariant is no norm.
@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_init.anatomy.layouts import fans, layout_for, register_layout
 from lightning_init.errors import PolicyError
-from lightning_init.policy.layouts import fans, layout_for, register_layout
 
 __all__ = ["ROLES", "ActivationGain", "LayerKind", "activation_for_function", "gain_of",
            "is_embedding", "is_norm", "is_weight_layer", "kind_of", "layer_fans",
@@ -105,7 +105,7 @@ def register_kind(type_or_name: type | str, role: str, *, activation: str | None
         role: one of :data:`ROLES`.
         activation: for ``role="activation"``, the name in the gain table.
         layout: for a weight layer, its fan layout (``{in: 0, out: 1}``), passed to
-            :func:`~lightning_init.policy.layouts.register_layout`.
+            :func:`~lightning_init.anatomy.layouts.register_layout`.
         param: the weight's parameter name for ``layout``.
 
     Raises:

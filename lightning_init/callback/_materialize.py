@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from lightning_init._lightning import SampleUnavailable, find_sample_batch, run_sample_forward
+from lightning_init._text import listing
 from lightning_init.callback._arguments import Policy
 
 __all__ = [
@@ -103,7 +104,7 @@ def raise_if_meta_left(module: nn.Module) -> None:
     left = [name for name, tensor in named_tensors(module) if tensor.is_meta]
     if left:
         _allocate_meta(module)  # so that Lightning's teardown does not hide this error
-        shown = ", ".join(left[:10]) + (f", ... ({len(left) - 10} more)" if len(left) > 10 else "")
+        shown = listing(left, 10)
         raise ValueError(
             f"InitCallback: after the policy, {len(left)} tensor(s) are still on the meta device:"
             f" {shown}. Add rules for them or set `default: reset` in the policy."

@@ -1,11 +1,15 @@
 """Whether a LightningModule's weights came from somewhere other than its constructor.
 
-Two process-wide torch hooks, registered when this module is imported (the callback imports it),
+Process-wide torch hooks, registered when this module is imported (the callback imports it),
 keep the evidence:
 
-- every module that registers a submodule or a parameter gets a ``load_state_dict`` post-hook
-  that marks it loaded (``load_state_dict`` on the module or on any module above it,
-  ``Model.load_from_checkpoint``, Lightning's restore from ``ckpt_path``);
+- every module in a LightningModule's tree (the LightningModule, each module it registers and
+  that module's submodules, and any module registered later under a watched one) gets a
+  ``load_state_dict`` pre-hook and post-hook: they mark, tensor by tensor, what a load that
+  completed filled (``load_state_dict`` on the module or on any module above it,
+  ``Model.load_from_checkpoint``, Lightning's restore from ``ckpt_path``); a key a
+  ``strict=False`` load lacked, and every key of a load that raised, leave no mark. Modules
+  outside a LightningModule get nothing, so they pickle without this library;
 - an optimizer's first ``step()`` marks the parameters it holds as trained.
 
 Hugging Face's ``from_pretrained`` does not call ``load_state_dict``: it marks each parameter it
@@ -13,7 +17,8 @@ loads with ``_is_hf_initialized``, read here too.
 
 The marks are attributes of the modules and of the parameters, so they travel with a deepcopy
 and to the processes of ``ddp_spawn``. Modules built before ``lightning_init.callback`` is
-imported are not watched for loads, and values written into a tensor in place
+imported, and loads into a module before it joins a LightningModule, are not seen, and
+values written into a tensor in place
 (``param.copy_(...)``, ``param.data = ...``) leave no mark.
 """
 
@@ -28,11 +33,13 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
     register_module_module_registration_hook,
     register_module_parameter_registration_hook,
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from lightning_init._text import listing
 from lightning_init.callback._arguments import Policy, policy_label
 
 __all__ = ["keeps_loaded_weights", "loaded_parts", "loaded_parts_kept", "loaded_tensors",
@@ -40,22 +47,81 @@ __all__ = ["keeps_loaded_weights", "loaded_parts", "loaded_parts_kept", "loaded_
 
 # Marks kept on the objects themselves, so that they travel with them (deepcopy, pickling to
 # the processes of ``ddp_spawn``).
-_LOADED = "_lightning_init_loaded"  # on a module: a load_state_dict has filled it
+_LOADED = "_lightning_init_loaded"  # on a module: the names of its tensors a load filled
+_TRIED = "_lightning_init_tried"  # on a module: [(names, the load's error list)], until read
+_PENDING = "_lightning_init_pending"  # on a module: (prefix, names) while a load runs
 _STEPPED = "_lightning_init_stepped"  # on a parameter: an optimizer has stepped it
-_WATCHED = "_lightning_init_watched"  # on a module: the load post-hook is registered
+_WATCHED = "_lightning_init_watched"  # on a module: the load hooks are registered
 _HF_LOADED = "_is_hf_initialized"  # on a parameter: Hugging Face's from_pretrained loaded it
 _log = logging.getLogger("lightning_init.callback")
 _stepped_optimizers: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
 
+def _local_tensors(module: nn.Module) -> list[str]:
+    """The names of the tensors ``module`` itself holds that a state dict carries."""
+    skipped = module._non_persistent_buffers_set
+    return [*(key for key, value in module._parameters.items() if value is not None),
+            *(key for key, value in module._buffers.items()
+              if value is not None and key not in skipped)]
+
+
+def _note_present(module: nn.Module, state_dict: Any, prefix: str, metadata: Any,
+                  _strict: Any, _missing: Any, _unexpected: Any, error_msgs: list[str]) -> None:
+    names = [key for key in _local_tensors(module) if prefix + key in state_dict]
+    if isinstance(module, nn.modules.batchnorm._NormBase) and (metadata.get("version") or 0) < 2:
+        # an old-format state dict: batch norm itself puts a zero num_batches_tracked in it
+        names = [key for key in names if key != "num_batches_tracked"]
+    module.__dict__[_PENDING] = (prefix, names, error_msgs)
+
+
+def _note_filled(module: nn.Module, incompatible_keys: Any) -> None:
+    pending = module.__dict__.pop(_PENDING, None)
+    if pending is None:
+        return
+    prefix, names, error_msgs = pending
+    refused = {*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys}
+    filled = [key for key in names if prefix + key not in refused]
+    if filled:  # committed when read, if the load raised no error (load_state_dict raises
+        # after the post-hooks ran, exactly when this list of errors is not empty)
+        module.__dict__.setdefault(_TRIED, []).append((filled, error_msgs))
+
+
 def _mark_loaded(module: nn.Module, _incompatible_keys: Any) -> None:
-    module.__dict__[_LOADED] = True
+    """The post-hook of earlier versions, named by the modules they pickled; marks nothing."""
 
 
-def _watch(module: nn.Module, _name: str, _value: Any) -> None:
+def _loaded_names(module: nn.Module) -> set[str]:
+    """The names of the tensors of ``module`` itself that a completed load filled."""
+    loaded = module.__dict__.get(_LOADED)
+    if not isinstance(loaded, set):  # True: a whole-module mark of a module pickled earlier
+        loaded = module.__dict__[_LOADED] = set(_local_tensors(module)) if loaded else set()
+    for names, error_msgs in module.__dict__.pop(_TRIED, ()):
+        if not error_msgs:
+            loaded.update(names)
+    return loaded
+
+
+def _watch(module: nn.Module) -> None:
     if not module.__dict__.get(_WATCHED, False):
         module.__dict__[_WATCHED] = True
-        module.register_load_state_dict_post_hook(_mark_loaded)
+        module.register_load_state_dict_pre_hook(_note_present)
+        module.register_load_state_dict_post_hook(_note_filled)
+
+
+def _on_module(module: nn.Module, _name: str, value: Any) -> None:
+    # Only a LightningModule's tree is watched: a plain torch module keeps no reference to
+    # this library (it pickles and loads without it).
+    if value is None or not (isinstance(module, LightningModule)
+                             or module.__dict__.get(_WATCHED, False)):
+        return
+    _watch(module)
+    for sub in value.modules():
+        _watch(sub)
+
+
+def _on_tensor(module: nn.Module, _name: str, _value: Any) -> None:
+    if isinstance(module, LightningModule):
+        _watch(module)
 
 
 def _mark_trained(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
@@ -67,8 +133,9 @@ def _mark_trained(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) ->
             setattr(parameter, _STEPPED, True)
 
 
-register_module_module_registration_hook(_watch)
-register_module_parameter_registration_hook(_watch)
+register_module_module_registration_hook(_on_module)
+register_module_parameter_registration_hook(_on_tensor)
+register_module_buffer_registration_hook(_on_tensor)
 register_optimizer_step_post_hook(_mark_trained)
 
 
@@ -80,21 +147,26 @@ def loaded_tensors(module: nn.Module) -> dict[str, str]:
     A tensor shared by several modules is named once, by its first name.
 
     Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-        >>> _ = net[0].load_state_dict(nn.Linear(2, 2).state_dict())
+        >>> import lightning as L
+        >>> net = L.LightningModule()
+        >>> net.body, net.head = nn.Linear(2, 2), nn.Linear(2, 1)
+        >>> _ = net.load_state_dict(nn.Sequential(nn.Linear(2, 2)).state_dict(), strict=False)
+        >>> loaded_tensors(net)  # a new head: not loaded
+        {}
+        >>> _ = net.body.load_state_dict(nn.Linear(2, 2).state_dict())
         >>> loaded_tensors(net)
-        {'0.weight': 'load_state_dict', '0.bias': 'load_state_dict'}
+        {'body.weight': 'load_state_dict', 'body.bias': 'load_state_dict'}
     """
     loaded: dict[str, str] = {}
     seen: set[int] = set()
     for name, sub in module.named_modules():
-        by_load = sub.__dict__.get(_LOADED, False)
+        by_load = _loaded_names(sub) if sub.__dict__.get(_WATCHED, False) else set()
         lead = f"{name}." if name else ""
         for key, tensor in [*sub._parameters.items(), *sub._buffers.items()]:
             if tensor is None or id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            if by_load:
+            if key in by_load:
                 loaded[lead + key] = "load_state_dict"
             elif getattr(tensor, _HF_LOADED, False) is True:
                 loaded[lead + key] = "from_pretrained"
@@ -110,20 +182,42 @@ def loaded_parts(module: nn.Module, loaded: dict[str, str]) -> list[str]:
         >>> loaded_parts(net, {"0.weight": "load_state_dict", "0.bias": "load_state_dict"})
         ['0 (load_state_dict)']
     """
+    ways: dict[int, set[str] | None] = {}  # by module: how its tensors were all loaded
+
+    def whole(sub: nn.Module, lead: str) -> set[str] | None:  # one walk, each module once
+        if id(sub) not in ways:
+            ways[id(sub)] = found = set()
+            for key in _local_tensors(sub):
+                way = loaded.get(lead + key)
+                found = None if way is None or found is None else found | {way}
+            for key, child in sub._modules.items():
+                inner = set() if child is None else whole(child, f"{lead}{key}.")
+                found = None if inner is None or found is None else found | inner
+            ways[id(sub)] = found
+        return ways[id(sub)]
+
+    whole(module, "")
     parts: list[str] = []
     covered: set[str] = set()
-    for name, sub in module.named_modules():
-        if not name or any(name.startswith(f"{outer}.") for outer in covered):
+    stack, seen = [("", module)], set()
+    while stack:  # outermost modules first; a covered module's subtree is skipped
+        name, sub = stack.pop()
+        if id(sub) in seen:
             continue
-        lead = f"{name}."
-        names = [lead + key for key, _ in sub.named_parameters()]
-        names += [lead + key for key, _ in sub.named_buffers()]
-        ways = {loaded.get(key) for key in names}
-        if names and None not in ways:
+        seen.add(id(sub))
+        if name and ways[id(sub)]:
             covered.add(name)
-            parts.append(f"{name} ({', '.join(sorted(ways))})")  # type: ignore[arg-type]
-    lone = [key for key in loaded if not any(key.startswith(f"{outer}.") for outer in covered)]
+            parts.append(f"{name} ({', '.join(sorted(ways[id(sub)]))})")  # type: ignore[arg-type]
+            continue
+        stack.extend((f"{name}.{key}" if name else key, child)
+                     for key, child in reversed(sub._modules.items()) if child is not None)
+    lone = [key for key in loaded if not _under(key, covered)]
     return parts + [f"{key} ({loaded[key]})" for key in lone]
+
+
+def _under(key: str, covered: set[str]) -> bool:
+    parts = key.split(".")
+    return any(".".join(parts[:end]) in covered for end in range(1, len(parts)))
 
 
 def weights_origin(module: nn.Module) -> str | None:
@@ -131,7 +225,7 @@ def weights_origin(module: nn.Module) -> str | None:
 
     Returns:
         ``"loaded (load_state_dict, load_from_checkpoint or from_pretrained)"`` when
-        ``module`` itself was loaded or loads into its submodules filled every parameter,
+        loads (into ``module`` or its submodules) filled every parameter,
         ``"trained (an optimizer has stepped them)"``, or ``None`` when neither is known to
         have happened (a load into a part only: :func:`loaded_tensors` names it).
 
@@ -148,7 +242,7 @@ def weights_origin(module: nn.Module) -> str | None:
         >>> weights_origin(net)
         'loaded (load_state_dict, load_from_checkpoint or from_pretrained)'
     """
-    if module.__dict__.get(_LOADED, False) or _all_loaded(module):
+    if _all_loaded(module):
         return "loaded (load_state_dict, load_from_checkpoint or from_pretrained)"
     if any(getattr(parameter, _STEPPED, False) for parameter in module.parameters()):
         return "trained (an optimizer has stepped them)"
@@ -205,7 +299,7 @@ def loaded_parts_kept(
         return set()
     if trainer.is_global_zero:
         parts = loaded_parts(pl_module, loaded)
-        shown = ", ".join(parts[:5]) + (f", ... ({len(parts) - 5} more)" if len(parts) > 5 else "")
+        shown = listing(parts, 5)
         _log.warning(
             "InitCallback: %s was loaded before this fit: policy %r is applied to the rest"
             " only and these %d tensors are kept. To initialize them too, pass"

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lightning_init.check.measure import rms as _rms
 from lightning_init.check.records import CheckProblem
-from lightning_init.runtime.distributed import is_dtensor
 from lightning_init.runtime.hooks import HookHandles, forward_hooks
 
 __all__ = ["EmbeddingFlow", "embedding_flow", "embedding_problems"]
@@ -51,17 +51,6 @@ _TYPICAL = 1.0  # N(0, 1), the widest textbook embedding draw (T5); above it an 
 # normalized right away (XLNet's post-norm first block: LayerNorm(h + attention(h))) is left
 # to what follows the norm: the embedding's scale ends there.
 _STREAM = 2
-
-
-def _rms(tensor: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square without overflow (scaled by the peak); a DTensor's is its full
-    tensor's (a collective: every rank runs the same pass)."""
-    if is_dtensor(tensor):
-        tensor = tensor.full_tensor()
-    values = tensor.detach().float()
-    peak = values.abs().amax() if values.numel() else values.new_zeros(())
-    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
-    return (values / scale).pow(2).mean().sqrt() * scale if values.numel() else peak
 
 
 @dataclass

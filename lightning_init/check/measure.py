@@ -28,6 +28,7 @@ __all__ = [
     "no_side_effects",
     "norms",
     "recording",
+    "rms",
     "safe_norm",
     "surrogate_loss",
     "tensors_in",
@@ -92,9 +93,21 @@ def _spread(values: torch.Tensor) -> torch.Tensor:
     return torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
 
 
-def _rms(tensor: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square in float32 without overflow (scaled by the peak first)."""
+def rms(tensor: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square in float32 without overflow (scaled by the peak first), 0 for an empty
+    tensor; a DTensor's is its full tensor's (a collective: every rank runs the same pass).
+
+    Example:
+        >>> f"{float(rms(torch.tensor([3e20, -4e20]))):.3g}"  # their float32 squares overflow
+        '3.54e+20'
+        >>> float(rms(torch.empty(0)))
+        0.0
+    """
+    if is_dtensor(tensor):
+        tensor = tensor.full_tensor()
     values = tensor.detach().float()
+    if not values.numel():
+        return values.new_zeros(())
     peak = values.abs().amax()
     scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
     return (values / scale).pow(2).mean().sqrt() * scale
@@ -134,7 +147,7 @@ def _output_stats(output: torch.Tensor, module: nn.Module,
     nan = torch.full((), float("nan"), device=values.device)
     inflow_dep = inflow_dependence(inflow)
     inflow_dep = nan if inflow_dep is None else inflow_dep.to(values.device)
-    inflow_rms = _rms(inflow).to(values.device) \
+    inflow_rms = rms(inflow).to(values.device) \
         if inflow is not None and inflow.is_floating_point() and inflow.numel() else nan
     if values.numel() == 0:
         return torch.stack([nan, nan, nan, nan, nan, torch.zeros((), device=values.device),

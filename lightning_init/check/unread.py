@@ -26,6 +26,7 @@ from torch import nn
 from lightning_init.check.measure import first_float_tensor, surrogate_loss
 from lightning_init.runtime.distributed import is_dtensor
 from lightning_init.runtime.hooks import forward_hooks
+from lightning_init.runtime.no_trace import no_side_effects
 from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["NOISE", "perturbed", "unread_note", "unread_parameters"]
@@ -85,8 +86,10 @@ def unread_parameters(
     multiplied by zero).
 
     ``run`` makes the pass as the check's does (the loss, or ``None`` for the surrogate loss of
-    the output). Run under the check's ``no_side_effects``. Sharded (DTensor) parameters: none
-    (the move would have to be the same on every rank).
+    the output). The pass runs in the check's mode (``no_side_effects``), entered after the
+    move and left before the move is undone: the move is the check's, not a write of the
+    model's. Sharded (DTensor) parameters: none (the move would have to be the same on every
+    rank).
     """
     params = [param for _, param in named]
     if not candidates or any(is_dtensor(param) for param in params):
@@ -104,7 +107,7 @@ def unread_parameters(
         return hook
 
     unique = list({id(module): (name, module) for name, module in owners}.values())
-    with perturbed(params), forward_hooks(unique, hook_for):
+    with perturbed(params), no_side_effects(model), forward_hooks(unique, hook_for):
         loss, _, output = run()
         if loss is None:
             tensor = first_float_tensor(output)

@@ -2,9 +2,9 @@
 embedding, head and recurrent layer, read from the model's anatomy (:mod:`lightning_init.anatomy`;
 the builder is :mod:`lightning_init.policy._auto_build`), and the measured variables
 (:mod:`lightning_init.policy._calibrate`). The rules build their policy through the factory they
-are given (:mod:`lightning_init.policy.auto` gives ``InitPolicy.from_dict``), so this module does
-not import ``init_policy``; see :mod:`lightning_init.policy.auto` for the roles and their
-sources."""
+are given (:mod:`lightning_init.policy.auto` gives one that also takes an empty rule list: a
+model without weight layers), so this module does not import ``init_policy``; see
+:mod:`lightning_init.policy.auto` for the roles and their sources."""
 
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def build_rules(model: nn.Module, sample: Any, factory: PolicyFactory, *, forwar
     """The automatic policy's rules for ``model``, from its anatomy and one sample pass.
 
     Args and result as :func:`lightning_init.policy.auto.auto_rules`; ``factory`` builds the
-    policy from its mapping (``InitPolicy.from_dict``).
+    policy from its mapping (empty rules allowed).
     """
     if prior is not None and not 0 < prior < 1:
         raise ValueError(f"auto policy: prior must be a probability strictly between 0 and 1 "

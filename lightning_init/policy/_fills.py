@@ -2,7 +2,7 @@
 
 Every function fills ``tensor`` in place and returns it, like ``torch.nn.init``. The fan-based
 ones take ``fans=(fan_in, fan_out)`` from the policy, which reads them by the layer type's
-weight layout (:mod:`lightning_init.policy.layouts`); without it they read the shape as
+weight layout (:mod:`lightning_init.anatomy.layouts`); without it they read the shape as
 ``torch.nn.init`` does. Given torch's fans they draw exactly what ``torch.nn.init`` draws.
 """
 

@@ -15,7 +15,7 @@ integer of ``hidden_size``, ``n_embd``, ``d_model``, as Hugging Face configs nam
 Per parameter, three more are defined: ``layer_id``, the first integer segment of the
 module's qualified name (``transformer.h.3.attn.c_proj`` is layer 3; a name without one has
 no layer_id), and ``fan_in`` and ``fan_out`` of the weight under its layer type's layout
-(:mod:`lightning_init.policy.layouts`).
+(:mod:`lightning_init.anatomy.layouts`).
 
 Example:
     >>> from torch import nn
@@ -40,9 +40,9 @@ from typing import Any
 from torch import nn
 
 from lightning_init._text import closest, did_you_mean, format_choices
+from lightning_init.anatomy.layouts import Layout, fans
 from lightning_init.errors import PolicyError
 from lightning_init.policy._expr import FUNCTIONS, Expression, parse_expression
-from lightning_init.policy.layouts import Layout, fans
 
 __all__ = [
     "DERIVED_VARIABLES",

@@ -97,6 +97,6 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         >>> auto_rules(net, torch.randn(2, 3, 4, 4), prior=0.01).rules[0].rule["bias"]
         {'init': 'constant', 'val': -4.59512}
     """
-    return build_rules(model, sample, InitPolicy.from_dict, forward=forward,
+    return build_rules(model, sample, InitPolicy._parsed, forward=forward,
                        num_classes=num_classes, prior=prior, flagged=flagged,
                        in_place=in_place)

@@ -84,16 +84,36 @@ class InitPolicy:
         """Build a policy from a mapping with the YAML schema's keys.
 
         Raises:
-            PolicyError: an unknown key, a bad value or an unknown initializer.
+            PolicyError: an unknown key, a bad value or an unknown initializer; no rules and
+                ``default: keep`` (a policy that would change nothing).
 
         Example:
             >>> InitPolicy.from_dict({"rulez": []})  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
             lightning_init.PolicyError: unknown policy key 'rulez'. Did you mean 'rules'?...
+            >>> InitPolicy.from_dict({"rules": []})  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            lightning_init.PolicyError: the policy has no rules: the mapping has an empty ...
         """
         if isinstance(mapping, InitPolicy):
             return mapping
+        policy = cls._parsed(mapping, source=source)
+        if not policy.rules and policy.default == "keep":
+            what = "file" if source is not None else "mapping"
+            empty = ("has an empty 'rules' list" if isinstance(mapping, Mapping)
+                     and "rules" in mapping else "has no 'rules' key")
+            raise PolicyError(
+                f"the policy has no rules: the {what} {empty}, so it would change nothing. Add "
+                "rules (see `lightning-init presets` for complete examples), or `default: "
+                "reset` to run every module's reset_parameters()", source=source)
+        return policy
+
+    @classmethod
+    def _parsed(cls, mapping: Mapping[str, Any], *, source: str | None = None) -> InitPolicy:
+        """The policy of ``mapping``, also one that changes nothing (an auto policy of a
+        model without weight layers)."""
         schema = parse_policy(mapping, source=source)
         return cls(name=schema.name, seed=schema.seed, rules=schema.rules,
                    default=schema.default, skip=schema.skip, strict=schema.strict,
@@ -117,14 +137,13 @@ class InitPolicy:
             raise PolicyError(f"cannot read policy file: {err.strerror or err}",
                               source=str(path)) from None
         document = load_yaml(data, source=str(path))
-        policy = None if document is None else cls.from_dict(document, source=str(path))
-        if policy is None or ("rules" not in document and policy.default == "keep"):
-            what = "is empty" if document is None else "has no 'rules' key"
+        if document is None:
             raise PolicyError(
-                f"the file has no rules: it {what}, so the policy would change nothing. Add "
+                "the policy has no rules: the file is empty, so it would change nothing. Add "
                 "`rules:` (see `lightning-init presets` for complete examples), or `default: "
                 "reset` to run every module's reset_parameters()", source=str(path))
-        if not policy.rules and policy.default == "reset":
+        policy = cls.from_dict(document, source=str(path))
+        if not policy.rules and policy.default == "reset" and not _is_preset(path):
             LOGGER.warning(
                 "lightning_init: policy file %s has no rules: `default: reset` runs every "
                 "module's reset_parameters() and nothing else.", path)
@@ -184,7 +203,7 @@ class InitPolicy:
         """
         from lightning_init.policy._auto_rules import build_rules
 
-        return build_rules(model, sample, cls.from_dict, forward=forward,
+        return build_rules(model, sample, cls._parsed, forward=forward,
                            num_classes=num_classes, prior=prior).policy()
 
     # ---- pickling and repr
@@ -193,7 +212,7 @@ class InitPolicy:
         return {"raw": self._raw, "source": self.source, "preset": self._preset}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        other = InitPolicy.from_dict(state["raw"], source=state["source"])
+        other = InitPolicy._parsed(state["raw"], source=state["source"])
         self.__dict__.update(other.__dict__)
         self._preset = state.get("preset")
 
@@ -332,3 +351,8 @@ def _repr(policy: InitPolicy) -> str:
     return (f"InitPolicy(name={policy.name!r}, seed={policy.seed!r}, rules={len(policy.rules)}, "
             f"default={policy.default!r}, skip={list(policy.skip)!r}, strict={policy.strict}"
             f"{where})")
+
+
+def _is_preset(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped presets (their `default: reset` is deliberate)."""
+    return path.resolve() in {preset.resolve() for preset in preset_paths().values()}

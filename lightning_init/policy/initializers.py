@@ -69,6 +69,7 @@ from typing import Any, Literal
 import torch
 
 from lightning_init._text import format_choices
+from lightning_init.anatomy.layouts import Layout
 from lightning_init.errors import PolicyError
 from lightning_init.policy import _custom, _fills
 from lightning_init.policy._arguments import (
@@ -79,7 +80,6 @@ from lightning_init.policy._arguments import (
 from lightning_init.policy._catalogue import REGISTRY, Fans, fmt_shape, known_initializers
 from lightning_init.policy._model_vars import DERIVED_VARIABLES, PARAMETER_VARIABLES
 from lightning_init.policy._resolver import Resolver
-from lightning_init.policy.layouts import Layout
 
 __all__ = ["Initializer", "idle_bounds", "known_initializers", "resolve_initializer"]
 
@@ -102,7 +102,7 @@ class Initializer:
         chunks: number of equal blocks along dim 0 (``chunks: N``, or the length of
             ``blocks``), else ``None``.
         blocks: one initializer per block (``chunks: [spec, ...]``), else ``None``.
-        layout: the weight layout fans are read with (:mod:`lightning_init.policy.layouts`), set
+        layout: the weight layout fans are read with (:mod:`lightning_init.anatomy.layouts`), set
             by :meth:`bind`; ``None`` reads the shape as ``torch.nn.init`` does.
         groups: the module's ``groups``, for a layout that divides a fan by them.
         source: the policy file the spec came from (for error messages; not compared).

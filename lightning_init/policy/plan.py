@@ -21,6 +21,7 @@ from torch import nn
 
 from lightning_init._log import LOGGER
 from lightning_init._text import did_you_mean
+from lightning_init.anatomy.layouts import layout_of
 from lightning_init.errors import PolicyError
 from lightning_init.policy._catalogue import REGISTRY
 from lightning_init.policy._fills import idle_bounds
@@ -38,7 +39,6 @@ from lightning_init.policy._plan_warnings import (
     warn,
 )
 from lightning_init.policy.initializers import Initializer
-from lightning_init.policy.layouts import layout_of
 from lightning_init.policy.presets import preset_paths
 from lightning_init.policy.schema import Rule, Schema
 from lightning_init.policy.targets import Target, is_parametrization_container, module_targets

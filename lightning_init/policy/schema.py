@@ -29,7 +29,7 @@ specs of :mod:`lightning_init.policy.initializers`, whose numeric arguments may 
 a list; ``match.name`` is a glob (or list) over the module's qualified name; ``match.last:
 true`` matches only the model's output layer, the last module in registration order that has
 a weight of 2 or more dimensions. ``fan_layout`` overrides the layer type's weight layout
-(:mod:`lightning_init.policy.layouts`). ``skip`` globs cover a module and everything under it.
+(:mod:`lightning_init.anatomy.layouts`). ``skip`` globs cover a module and everything under it.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Any, Literal
 
 from lightning_init._text import did_you_mean, format_choices
 from lightning_init._yaml import line_of
+from lightning_init.anatomy.layouts import Layout, parse_layout
 from lightning_init.errors import PolicyError
 from lightning_init.policy._model_vars import parse_variables
 from lightning_init.policy.initializers import Initializer, resolve_initializer
-from lightning_init.policy.layouts import Layout, parse_layout
 
 __all__ = ["DEFAULTS", "TOP_KEYS", "Rule", "Schema", "parse_policy", "parse_rule", "plain"]
 

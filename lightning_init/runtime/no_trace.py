@@ -25,9 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import is_lazy
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_init._log import LOGGER
+from lightning_init._text import listing
 
 __all__ = ["no_side_effects"]
 
@@ -45,13 +47,16 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     that renormalizes its weight): a parameter is copied just before its first in-place write,
     and copied back on exit. One line on the ``lightning_init`` logger names them; one that
     changed unseen (its version counter moved, no copy was taken) is named in a warning line.
-    A ``torch.compile``'d module runs eagerly inside (the same numbers; training compiles it as
-    it would without the pass).
+    A parameter given other data (``param.data = ...``, which no operator and no version
+    counter sees) is found by its storage, shape and dtype on exit and given its own back.
+    Lazy parameters not yet materialized are left out (the pass materializes them, as the
+    first training step would). A ``torch.compile``'d module runs eagerly inside (the same
+    numbers; training compiles it as it would without the pass).
     """
     modes = [(module, module.training) for module in model.modules()]
     watch = _CopyOnWrite(model)
     buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()
-               if buffer is not None and not buffer.is_meta]
+               if buffer is not None and not buffer.is_meta and not is_lazy(buffer)]
     python_state = random.getstate()
     numpy_random = _numpy_random()
     numpy_state = numpy_random.get_state() if numpy_random is not None else None
@@ -64,7 +69,7 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
                     module.train()
             # Eager: a compiled module would not show the copy its writes (and torch.compile
             # would skip the frames it first meets under the copy's mode, for good).
-            with torch.enable_grad(), torch.compiler.set_stance("force_eager"), watch:
+            with torch.enable_grad(), _eager(), watch:
                 yield
     finally:
         with torch.no_grad():
@@ -78,16 +83,35 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
             numpy_random.set_state(numpy_state)
 
 
+def _eager() -> contextlib.AbstractContextManager[Any]:
+    """Compiled code runs eagerly inside: ``torch.compiler.set_stance`` (torch 2.6 on), else
+    dynamo's ``disable`` setting (the same numbers; a frame dynamo first meets inside may then
+    stay eager afterwards), else nothing."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is not None:
+        return set_stance("force_eager")
+    try:
+        from torch._dynamo import config
+        return config.patch(disable=True)
+    except (ImportError, AttributeError, KeyError):  # pragma: no cover - torch without dynamo
+        return contextlib.nullcontext()
+
+
 class _CopyOnWrite(TorchDispatchMode):
     """Copies a parameter of ``model`` just before the pass first writes it in place (any
     operator that writes an argument, on the parameter or on a view or ``.data`` of it);
-    :meth:`restore` writes the copies back."""
+    :meth:`restore` writes the copies back and gives a parameter whose ``.data`` was replaced
+    its own back. The library's own temporary moves (the check's moved and look-ahead
+    passes) are made outside the mode, never through it."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self._named = [(name, param) for name, param in model.named_parameters()
-                       if not param.is_meta]
+                       if not param.is_meta and not is_lazy(param)]
         self._versions = [param._version for _, param in self._named]
+        # ``.data`` (storage, offset, shape, strides, dtype), held: its setter bumps no version.
+        self._data = [param.data for _, param in self._named]
+        self._layouts = [_layout(data) for data in self._data]
         self._by_storage: dict[int, list[int]] = {}
         for index, (_, param) in enumerate(self._named):
             key = _storage_key(param)
@@ -113,26 +137,33 @@ class _CopyOnWrite(TorchDispatchMode):
 
     def restore(self) -> None:
         """Write the copies back; one line names what was restored, one what changed unseen."""
+        rebound = {index for index, (_, param) in enumerate(self._named)
+                   if self._layouts[index] is not None
+                   and _layout(param.data) != self._layouts[index]}
+        for index in rebound:
+            self._named[index][1].data = self._data[index]
         changed = [index for index, (_, param) in enumerate(self._named)
                    if param._version != self._versions[index]]
         with torch.no_grad():
             for index, saved in self._copies.items():
                 self._named[index][1].copy_(saved)
-        restored = [self._named[index][0] for index in sorted(self._copies)]
+        self._data = []
+        restored = [self._named[index][0] for index in sorted(rebound | set(self._copies))]
         unseen = [self._named[index][0] for index in changed if index not in self._copies]
         if restored:
             LOGGER.info(
                 "lightning_init: the model's training_step or forward, run before training by"
-                " the init check (or policy='auto'), wrote %d parameter(s) in place: %s; they"
+                " the init check (or policy='auto'), wrote %d parameter(s) in place (or gave them"
+                " other .data): %s; they"
                 " are restored bit for bit, and training starts from their values before.",
-                len(restored), _listing(restored))
+                len(restored), listing(restored))
         if unseen:
             LOGGER.warning(
                 "lightning_init: the model's training_step or forward, run before training by"
                 " the init check (or policy='auto'), changed %d parameter(s) in place in a way"
                 " that could not be undone: %s. Training starts from the changed values: move"
                 " the in-place update out of training_step (into on_train_batch_end), or pass"
-                " check=False.", len(unseen), _listing(unseen))
+                " check=False.", len(unseen), listing(unseen))
 
 
 def _written(func: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:
@@ -160,13 +191,16 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
     """The address of the tensor's storage (a view and ``.data`` share it), when it has one."""
     try:
         return int(tensor.untyped_storage().data_ptr()) or None
-    except (RuntimeError, NotImplementedError, TypeError):  # a wrapper subclass (DTensor)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # DTensor, lazy
         return None
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:8])
-    return shown + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+def _layout(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    """Where and how the tensor's values lie (``None``: no storage of its own, as DTensor)."""
+    key = _storage_key(tensor)
+    if key is None:
+        return None
+    return key, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype
 
 
 def _numpy_random() -> Any:

@@ -185,8 +185,8 @@ def test_kinds_registry_fans_and_hints(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_check_reads_fans_and_weight_layers_from_the_one_registry() -> None:
     from lightning_init import check_init
+    from lightning_init.anatomy.layouts import register_layout
     from lightning_init.check import roles
-    from lightning_init.policy.layouts import register_layout
 
     convt = nn.ConvTranspose2d(4, 6, 3, groups=2)
     # one input channel reaches 6 / 2 output channels through 3 x 3 taps: fan_out 27, as the

@@ -115,3 +115,72 @@ def test_item5_a_loaders_own_generator_gives_training_the_same_batches(tmp_path)
         quiet_trainer(tmp_path, max_steps=1, callbacks=[callback, first]).fit(_SetupLoader())
         firsts.append(first.batch)
     assert torch.equal(firsts[0][1], firsts[1][1]) and torch.equal(firsts[0][0], firsts[1][0])
+
+
+class _Augmented(L.LightningModule):
+    """Noise added in ``on_after_batch_transfer`` (a GPU augmentation, as Lightning's docs show)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(6, 3)
+
+    def train_dataloader(self):
+        return _loader(3)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch
+        return x + 0.1 * torch.randn_like(x), y
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_batch_hook_that_draws_random_numbers_gives_training_the_same_batches(tmp_path):
+    firsts = []
+    for check in (False, True):
+        first = _FirstBatch()
+        callback = InitCallback(None, check=check, diagnostics=False)
+        torch.manual_seed(7)
+        quiet_trainer(tmp_path, max_steps=1, callbacks=[callback, first]).fit(_Augmented())
+        assert (callback.check_report is not None) == check  # the check read a batch
+        firsts.append(first.batch)
+    assert torch.equal(firsts[0][0], firsts[1][0])
+
+
+class _NoisyData(torch.utils.data.Dataset):
+    """Each item drawn with the dataset's own generator, held under a name of its own."""
+
+    def __init__(self):
+        self.rng = torch.Generator().manual_seed(11)
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return torch.randn(6, generator=self.rng), index % 3
+
+
+class _OwnNoise(_Augmented):
+    def setup(self, stage):
+        self.data = _NoisyData()  # one dataset, read by the check and by training
+
+    def train_dataloader(self):
+        return DataLoader(self.data, batch_size=4)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return batch
+
+
+def test_a_generator_under_any_name_gives_training_the_same_batches(tmp_path):
+    firsts = []
+    for check in (False, True):
+        first = _FirstBatch()
+        callback = InitCallback(None, check=check, diagnostics=False)
+        quiet_trainer(tmp_path, max_steps=1, callbacks=[callback, first]).fit(_OwnNoise())
+        assert (callback.check_report is not None) == check
+        firsts.append(first.batch)
+    assert torch.equal(firsts[0][0], firsts[1][0])

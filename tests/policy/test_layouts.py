@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lightning_init import PolicyError
-from lightning_init.policy import layouts as _layouts
-from lightning_init.policy.layouts import Layout, fans, layout_for, parse_layout, register_layout
+from lightning_init.anatomy import layouts as _layouts
+from lightning_init.anatomy.layouts import Layout, fans, layout_for, parse_layout, register_layout
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -121,7 +121,7 @@ def test_layout_override_wins_over_the_registry():
 
 
 def test_transformers_is_not_imported():
-    code = "import sys, lightning_init.policy.layouts; print('transformers' in sys.modules)"
+    code = "import sys, lightning_init.anatomy.layouts; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

@@ -257,11 +257,11 @@ def test_report_table_markdown_fingerprint():
 
 
 def test_load_forms_pickle_repr_and_presets(tmp_path):
-    path = _write(tmp_path, "name: from-file\nrules: []\n")
+    path = _write(tmp_path, "name: from-file\nrules:\n  - {match: {type: Linear}, bias: zeros}\n")
     assert InitPolicy.load(path).name == "from-file"
     assert InitPolicy.load(str(path)).name == "from-file"
     assert InitPolicy.load("kaiming_relu").name == "kaiming_relu"
-    mapping_policy = InitPolicy.load({"name": "m", "seed": 2, "rules": []})
+    mapping_policy = InitPolicy.load({"name": "m", "seed": 2, "default": "reset"})
     assert InitPolicy.load(mapping_policy) is mapping_policy
     with pytest.raises(PolicyError, match="Did you mean 'kaiming_relu'"):
         InitPolicy.load("kaiming_rel")

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from lightning_init import PolicyError
+from lightning_init.anatomy.layouts import TORCH_LAYOUT, Layout
 from lightning_init.policy import InitPolicy, UnusedRuleWarning
 from lightning_init.policy.initializers import resolve_initializer
-from lightning_init.policy.layouts import TORCH_LAYOUT, Layout
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")

@@ -49,12 +49,27 @@ def test_item8_half_precision_has_its_own_range():
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# an init policy, to be written\n# later\n",
-                                  "name: later\n"])
+                                  "name: later\n", "rules:\n", "rules: []\n",
+                                  "name: x\nrules: []\ndefault: keep\n"])
 def test_item10_an_empty_policy_file_is_an_error(tmp_path, text):
     path = tmp_path / "policy.yaml"
     path.write_text(text)
-    with pytest.raises(PolicyError, match=r"policy\.yaml.*the file has no rules"):
+    with pytest.raises(PolicyError, match=r"policy\.yaml: the policy has no rules: the file"):
         InitPolicy.load(path)
+
+
+@pytest.mark.parametrize("mapping", [{}, {"rules": []}, {"name": "x", "default": "keep"}])
+def test_an_empty_policy_mapping_is_an_error(mapping):
+    with pytest.raises(PolicyError, match=r"^the policy has no rules: the mapping"):
+        InitPolicy.from_dict(mapping)
+    assert InitPolicy.from_dict({**mapping, "default": "reset"}).default == "reset"
+
+
+def test_an_auto_policy_of_a_model_without_weight_layers_is_built():
+    import pickle
+
+    policy = InitPolicy.auto(nn.Sequential(nn.ReLU()), torch.randn(2, 3))
+    assert policy.rules == () and pickle.loads(pickle.dumps(policy)).rules == ()
 
 
 def test_item10_default_reset_alone_is_said_once(tmp_path, caplog):
@@ -66,6 +81,13 @@ def test_item10_default_reset_alone_is_said_once(tmp_path, caplog):
     assert len(said) == 1 and "reset.yaml" in said[0] and "default: reset" in said[0]
     net = nn.Linear(3, 3)
     assert policy.apply(net, seed=0).records
+
+
+def test_a_shipped_preset_with_default_reset_alone_says_nothing(caplog):
+    with caplog.at_level("INFO", logger="lightning_init"):
+        policy = InitPolicy.from_preset("pytorch_default")
+    assert policy.rules == () and policy.default == "reset"
+    assert not [r for r in caplog.records if "has no rules" in r.getMessage()]
 
 
 class _LSTMClassifier(nn.Module):
