@@ -29,8 +29,10 @@ lint: venv
 bench: venv
 	$(PY) benchmarks/bench_policy_apply.py
 	$(PY) benchmarks/bench_diagnostics.py
-	$(PY) -c "import wandb" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
+	$(PY) -c "import wandb, sklearn, transformers" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) benchmarks/bench_peers.py
+	$(PY) benchmarks/bench_auto_memory.py
+	$(PY) benchmarks/bench_auto.py --quick
 
 clean:
 	rm -rf $(VENV) lightning_logs build *.egg-info

@@ -19,6 +19,7 @@ Lightning itself is imported on first use, so :func:`~lightning_init.check_init`
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "find_sample_batch",
     "forward_input",
     "is_manual_optimization",
+    "model_copy",
     "muted_logging",
     "precision_context",
     "run_sample_forward",
@@ -427,3 +429,13 @@ def to_device(batch: Any, device: torch.device | None) -> Any:
     from lightning.pytorch.utilities import move_data_to_device
 
     return move_data_to_device(batch, device)
+
+
+def model_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` (any module). A LightningModule's copy keeps its trainer
+    (``LightningModule.__getstate__`` drops it), so that a ``training_step`` reading
+    ``self.trainer`` runs on the copy as on the module."""
+    trial = copy.deepcopy(model)
+    if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
+        trial._trainer = model._trainer
+    return trial

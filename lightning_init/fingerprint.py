@@ -64,9 +64,10 @@ def digest(
     return digest.hexdigest()[:16]
 
 
-def _bytes(tensor: torch.Tensor) -> bytes:
-    """The raw bytes of a dense tensor's elements, in row-major order."""
+def _bytes(tensor: torch.Tensor) -> bytes | memoryview:
+    """The raw bytes of a dense tensor's elements, in row-major order: a view of a contiguous
+    CPU tensor's memory, no copy."""
     if tensor.numel() == 0:
         return b""
     flat = tensor.contiguous().view(-1).cpu()
-    return flat.view(torch.uint8).numpy().tobytes()
+    return memoryview(flat.view(torch.uint8).numpy())

@@ -5,6 +5,13 @@
 else the first training batch through ``training_step``), then applies it like any policy.
 Its YAML text goes to the run's log directory as ``init_policy.yaml`` so the run can be
 reproduced with a fixed policy.
+
+Under the callback the module's weights are about to be replaced, so the policy's measuring
+passes run on the module itself (``in_place``) and the policy is then applied over them
+without a snapshot: no copy of the model. An error in the user's code shows in the structural
+pass, which comes first and writes nothing; a failure after it leaves the module with the
+policy's values (its own init was to be replaced anyway). Under ``only_missing`` the loaded
+weights must stay, and the passes run on a copy.
 """
 
 from __future__ import annotations
@@ -55,9 +62,11 @@ class AutoPolicy:
     def __init__(self) -> None:
         self.rules: AutoRules | None = None
         self._policy: Any = None
+        self._overwritten: nn.Module | None = None  # the module measured in place
 
-    def resolve(self, trainer: Any, pl_module: nn.Module) -> AutoRules:
-        """Build the rules from ``pl_module`` and one sample batch (once)."""
+    def resolve(self, trainer: Any, pl_module: nn.Module, *, in_place: bool = False) -> AutoRules:
+        """Build the rules from ``pl_module`` and one sample batch (once); ``in_place``: measure
+        on ``pl_module`` itself, whose weights the policy then replaces (no copy)."""
         if self.rules is not None:
             return self.rules
         device = next((p.device for p in pl_module.parameters()), None)
@@ -74,7 +83,8 @@ class AutoPolicy:
             def forward(module: Any, batch: Any) -> Any:
                 with muted_logging(module):
                     return module.training_step(batch, 0)
-        rules = auto_rules(pl_module, sample.batch, forward=forward)
+        rules = auto_rules(pl_module, sample.batch, forward=forward, in_place=in_place)
+        self._overwritten = pl_module if in_place else None
         if trainer is not None and trainer.world_size > 1:
             # the measured variables come from each rank's own batch: rank 0's serve all,
             # so that every rank applies the same policy
@@ -86,9 +96,12 @@ class AutoPolicy:
         return self.rules
 
     def apply(self, model: nn.Module, **kwargs: Any) -> Any:
-        """Apply the built policy (:meth:`resolve` first, or it resolves without a trainer)."""
+        """Apply the built policy (:meth:`resolve` first, or it resolves without a trainer);
+        over a module measured in place, without a snapshot (its weights are the policy's)."""
         if self._policy is None:
             self.resolve(None, model)
+        if model is self._overwritten and kwargs.get("only") is None:
+            return self._policy._apply(model, atomic=False, **kwargs)
         return self._policy.apply(model, **kwargs)
 
     def write(self, trainer: Any) -> Path | None:

@@ -287,9 +287,9 @@ class InitCallback(Callback):
         ):
             return  # the strategy applies it to each module's shards, after configure_model
         if has_tensors(pl_module) and self._fit.lazy_deferred is None:
-            if self._auto is not None:
-                self._auto.resolve(trainer, pl_module)
             only = only_arguments(pl_module, self._only_missing, self._fit.loaded)
+            if self._auto is not None:  # in place when the policy replaces all
+                self._auto.resolve(trainer, pl_module, in_place=not only)
             with visible_through_teardown(pl_module):
                 self._fit.reports.append(
                     self._policy.apply(pl_module, seed=self._record.seed, **only)

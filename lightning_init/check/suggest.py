@@ -27,12 +27,12 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from lightning_init._lightning import model_copy
 from lightning_init.check.findings import PREFIX
 from lightning_init.check.records import CheckProblem, CheckSubject
 from lightning_init.check.report import InitCheckReport
@@ -135,13 +135,15 @@ def suggest_policy(report: InitCheckReport, model: nn.Module | None = None, inpu
         inputs = subject.inputs if inputs is None else inputs
         options = {**subject.options, **options}
     flagged = {name for problem in report.problems for name in problem.layers}
-    rules = auto_rules(model, inputs, forward=options.get("forward"),
-                       num_classes=report.num_classes, prior=prior, flagged=flagged)
+    # one copy: the policy is measured on it in place, then applied over it for the re-check
+    trial = model_copy(model)
+    rules = auto_rules(trial, inputs, forward=options.get("forward"),
+                       num_classes=report.num_classes, prior=prior, flagged=flagged,
+                       in_place=True)
     _answers(rules, report.problems)
     text = rules.yaml()
     policy = rules.policy()
-    trial = copy.deepcopy(model)
-    policy.apply(trial)
+    policy._apply(trial, atomic=False, report=False)
     recheck = check_init(trial, inputs, **options)
     offered = _better(report, recheck)
     if offered:

@@ -20,7 +20,12 @@ from torch import nn
 from lightning_init._yaml import load_yaml
 from lightning_init.anatomy import Anatomy, anatomy_of
 from lightning_init.policy._auto_build import LOSS_EXCESS, Builder
-from lightning_init.policy._calibrate import label_free_loss, logit_scale_for, measured_anatomy
+from lightning_init.policy._calibrate import (
+    Trial,
+    label_free_loss,
+    logit_scale_for,
+    measured_anatomy,
+)
 
 __all__ = ["AutoRule", "AutoRules", "PolicyFactory", "build_rules"]
 
@@ -135,7 +140,7 @@ class AutoRules:
 
 def build_rules(model: nn.Module, sample: Any, factory: PolicyFactory, *, forward: Any = None,
                 num_classes: int | None = None, prior: float | None = None,
-                flagged: Collection[str] = ()) -> AutoRules:
+                flagged: Collection[str] = (), in_place: bool = False) -> AutoRules:
     """The automatic policy's rules for ``model``, from its anatomy and one sample pass.
 
     Args and result as :func:`lightning_init.policy.auto.auto_rules`; ``factory`` builds the
@@ -159,7 +164,7 @@ def build_rules(model: nn.Module, sample: Any, factory: PolicyFactory, *, forwar
                          "element-wise operations before what the loss reads)")
     rules = AutoRules(rules=builder.rules, variables=builder.variables, anatomy=anatomy,
                       uncalled=list(anatomy.uncalled), factory=factory)
-    _calibrate(builder, rules, model, sample, forward)
+    _calibrate(builder, rules, Trial(model, in_place=in_place), sample, forward)
     return rules
 
 
@@ -168,14 +173,14 @@ def _rounded(value: float | None) -> float:
         else 1.0
 
 
-def _calibrate(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any,
+def _calibrate(builder: Builder, rules: AutoRules, trial: Trial, sample: Any,
                forward: Any) -> None:
-    """Measure the policy's variables on copies initialized by the policy as it stands, each
-    pass with the values before it: the head's input and the stream (where the stream is the
-    tied embedding's, whose std is the head's, it is divided by the head input's rms that the
-    pass ran without), then the attention logits and the initial loss; where the loss is above
-    its promise, ``head_gain`` is lowered (and ``stream_rms`` with it when the stream is the
-    tied embedding's) and measured again."""
+    """Measure the policy's variables on the ``trial`` model (one copy, or the model itself)
+    initialized by the policy as it stands, each pass with the values before it: the head's
+    input and the stream (where the stream is the tied embedding's, whose std is the head's, it
+    is divided by the head input's rms that the pass ran without), then the attention logits and
+    the initial loss; where the loss is above its promise, ``head_gain`` is lowered (and
+    ``stream_rms`` with it when the stream is the tied embedding's) and measured again."""
     variables = rules.variables
     if builder.stream_branch is not None:
         variables["stream_rms"] = 1.0
@@ -183,7 +188,7 @@ def _calibrate(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any
         variables["attention_logit_rms"] = 1.0
     if builder.head is None and builder.stream_branch is None and not builder.queries:
         return
-    anatomy, _ = measured_anatomy(model, sample, forward, rules.policy())
+    anatomy, _ = measured_anatomy(trial, sample, forward, rules.policy())
     if builder.head is not None and builder.head in anatomy.layers:
         variables["head_input_rms"] = _rounded(anatomy.layers[builder.head].input_rms)
     if builder.stream_branch is not None and builder.stream_branch < len(anatomy.branches):
@@ -191,11 +196,11 @@ def _calibrate(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any
         if builder.tied and stream is not None:  # the stream's embeddings follow the head's
             stream /= variables["head_input_rms"]  # std, measured at head_input_rms = 1
         variables["stream_rms"] = _rounded(stream)
-    anatomy, logits = measured_anatomy(model, sample, forward, rules.policy(), builder.head)
+    anatomy, logits = measured_anatomy(trial, sample, forward, rules.policy(), builder.head)
     _attention(builder, rules, anatomy)
     _ratios(rules, anatomy)
     if builder.classifier and logits is not None:
-        _promise_the_loss(builder, rules, model, sample, forward, logits)
+        _promise_the_loss(builder, rules, trial, sample, forward, logits)
 
 
 def _attention(builder: Builder, rules: AutoRules, anatomy: Anatomy) -> None:
@@ -209,7 +214,7 @@ def _attention(builder: Builder, rules: AutoRules, anatomy: Anatomy) -> None:
         measured * rules.variables["attention_logit_rms"]))
 
 
-def _promise_the_loss(builder: Builder, rules: AutoRules, model: nn.Module, sample: Any,
+def _promise_the_loss(builder: Builder, rules: AutoRules, trial: Trial, sample: Any,
                       forward: Any, logits: Any) -> None:
     """Lower ``head_gain`` until the label-free initial loss is within ``LOSS_EXCESS`` of
     ln(C), measured with ties in place; twice at most (the second pass checks the first)."""
@@ -227,7 +232,7 @@ def _promise_the_loss(builder: Builder, rules: AutoRules, model: nn.Module, samp
             rules.variables["stream_rms"] = _rounded(rules.variables["stream_rms"] * scale)
         rules.measured.append(f"initial loss {loss:.3g} = {loss / expected:.2f}x ln({classes}) "
                               f"with the head at its first scale: head_gain x {scale:.3g}")
-        anatomy, logits = measured_anatomy(model, sample, forward, rules.policy(), builder.head)
+        anatomy, logits = measured_anatomy(trial, sample, forward, rules.policy(), builder.head)
         if logits is None:
             return
         _attention(builder, rules, anatomy)

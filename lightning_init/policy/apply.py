@@ -8,6 +8,11 @@ which tensors, if any, could not be restored. A ``skip``ped or ``keep`` tensor t
 ``reset_parameters()`` reaches is restored right after the resets. With a seed, each
 parameter's generator is seeded from ``blake2b(seed, qualified_name, shape)`` only: its values
 do not depend on the order of initialization, on the other parameters or on the global RNG.
+
+``atomic=False`` copies nothing (but what a ``reset_parameters()`` must have put back): for
+weights that are about to be replaced anyway, such as the automatic policy's measuring passes
+(:mod:`lightning_init.policy._calibrate`) and its apply over them. A failure then leaves the
+tensors written before it with their new values, and the error says so.
 """
 
 from __future__ import annotations
@@ -76,8 +81,10 @@ def materialize(model: nn.Module, items: list[PlanItem], *, recurse: bool,
 
 def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = "",
                source: str | None = None, recurse: bool = True,
-               device: torch.device | str | None = None) -> list[tuple[PlanItem, torch.Tensor]]:
-    """Materialize ``model``'s meta tensors and write every item of ``plan``, atomically.
+               device: torch.device | str | None = None,
+               atomic: bool = True) -> list[tuple[PlanItem, torch.Tensor]]:
+    """Materialize ``model``'s meta tensors and write every item of ``plan``, atomically
+    (``atomic=False``: without copying the tensors it writes first, no undo).
 
     Returns:
         ``(item, tensor written)`` pairs in plan order (the effective weight for resets).
@@ -107,7 +114,8 @@ def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = 
     try:
         with torch.no_grad():
             materialize(model, plan.items, recurse=recurse, device=device, undo=snapshot)
-            _take(snapshot, plan, model)
+            if atomic or plan.resets:
+                _take(snapshot, plan, model)
             step = "reset_parameters()"
             _reset(model, plan, seed, prefix, snapshot)
             for item in plan.items:
@@ -115,7 +123,9 @@ def apply_plan(plan: Plan, model: nn.Module, *, seed: int | None, prefix: str = 
                 tensor = effective(item.target) if item.resets else _fill(item, seed)
                 written.append((item, tensor))
     except BaseException as err:
-        raise _rolled_back(err, snapshot, model, prefix, step, source) from err
+        if not atomic:
+            snapshot = Snapshot()  # nothing is put back: the written values stay
+        raise _rolled_back(err, snapshot, model, prefix, step, source, atomic) from err
     return written
 
 
@@ -138,10 +148,13 @@ def _take(snapshot: Snapshot, plan: Plan, model: nn.Module) -> None:
 
 
 def _rolled_back(err: BaseException, snapshot: Snapshot, model: nn.Module, prefix: str,
-                 step: str, source: str | None) -> BaseException:
+                 step: str, source: str | None, atomic: bool = True) -> BaseException:
     """Restore everything; the error to raise, saying truthfully what was restored."""
     lost = snapshot.roll_back()
-    if lost:
+    if not atomic:
+        outcome = ("applied without a snapshot (its weights were to be replaced), so the "
+                   "tensors written before it keep their new values")
+    elif lost:
         names = _names(model, prefix)
         shown = [names.get(id(tensor), f"a tensor of shape {tuple(tensor.shape)}")
                  for tensor in lost]
@@ -305,13 +318,23 @@ def _device_stats(written: list[tuple[PlanItem, torch.Tensor]], device: torch.de
 _CANCELLATION = 1e-2
 
 
+_CHUNK = 1 << 20  # elements widened to float64 at a time by the exact statistics
+
+
 def _exact_row(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``[mean, std, 0]`` in float64 by ``torch.std_mean`` (two-pass accuracy); a sparse
     tensor counts its zeros, a complex one gives the real part of its mean and the std of
-    its modulus around it."""
+    its modulus around it. A large real tensor takes both passes in chunks of ``_CHUNK``
+    elements, so that the float64 copy is one chunk, never the whole tensor."""
     if values.layout != torch.strided:
         values = values.to_dense()
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    if values.numel() > _CHUNK and not values.is_complex():
+        chunks = values.reshape(-1).split(_CHUNK)
+        mean = torch.stack([chunk.sum(dtype=torch.float64) for chunk in chunks]).sum()
+        mean = mean / values.numel()
+        square = torch.stack([(chunk.double() - mean).square().sum() for chunk in chunks]).sum()
+        return torch.stack([mean, (square / values.numel()).sqrt(), zero]).float()
     wide = torch.complex128 if values.is_complex() else torch.float64
     std, mean = torch.std_mean(values.to(wide), correction=0)
-    return torch.stack([mean.real if mean.is_complex() else mean, std,
-                        torch.zeros((), dtype=torch.float64, device=device)]).float()
+    return torch.stack([mean.real if mean.is_complex() else mean, std, zero]).float()

@@ -35,11 +35,11 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
   ``MultiheadAttention``'s packed input projection Xavier uniform.
 
 The measured values (``head_input_rms``, ``stream_rms``, ``attention_logit_rms``, the corrected
-``head_gain``) are policy variables, read on copies of the model initialized by the policy
-(:mod:`lightning_init.policy._calibrate`), so the YAML reproduces the init without the sample
-batch. Each rule comes with comments: its role, what the anatomy found (evidence) and its
-source. Weight layers the sample pass never called are left alone, and the YAML's last
-comment names them.
+``head_gain``) are policy variables, read on the model initialized by the policy (one deep
+copy, or the model itself with ``in_place=True``; :mod:`lightning_init.policy._calibrate`), so
+the YAML reproduces the init without the sample batch. Each rule comes with comments: its
+role, what the anatomy found (evidence) and its source. Weight layers the sample pass never
+called are left alone, and the YAML's last comment names them.
 
 Example:
     >>> import torch
@@ -67,11 +67,12 @@ __all__ = ["AutoRule", "AutoRules", "auto_rules"]
 
 def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
                num_classes: int | None = None, prior: float | None = None,
-               flagged: Collection[str] = ()) -> AutoRules:
+               flagged: Collection[str] = (), in_place: bool = False) -> AutoRules:
     """The automatic policy's rules for ``model``, from its anatomy and one sample pass.
 
     Args:
-        model: the model; left as it was (modes and RNG states restored, no gradient taken).
+        model: the model; left as it was (modes and RNG states restored, no gradient taken),
+            unless ``in_place``.
         sample: one batch: a tensor (``model(sample)``), a tuple/list or a dict.
         forward: ``forward(model, sample)`` to call the model another way.
         num_classes: when the output layer is a C-class classifier head.
@@ -79,6 +80,9 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
             ``ln(prior / (1 - prior))``.
         flagged: qualified names of layers a check flagged: their all-zero weights are not
             kept as deliberate zero-inits.
+        in_place: measure the policy's variables on ``model`` itself, not on a deep copy:
+            its weights are overwritten by the policy's (for weights about to be replaced,
+            as under ``InitCallback``; no copy of the model is made).
 
     Returns:
         The :class:`AutoRules` (``.policy()`` gives the :class:`~lightning_init.InitPolicy`).
@@ -97,4 +101,5 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         {'init': 'constant', 'val': -4.59512}
     """
     return build_rules(model, sample, InitPolicy._parsed, forward=forward,
-                       num_classes=num_classes, prior=prior, flagged=flagged)
+                       num_classes=num_classes, prior=prior, flagged=flagged,
+                       in_place=in_place)

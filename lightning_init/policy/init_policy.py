@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -290,9 +290,23 @@ class InitPolicy:
             >>> torch.equal(a.weight, b.weight)
             True
         """
+        report = self._apply(model, seed=seed, recurse=recurse, prefix=prefix, device=device,
+                             only=only)
+        return cast(InitReport, report)  # report=True: never None
+
+    def _apply(self, model: nn.Module, *, seed: int | None = None, recurse: bool = True,
+               prefix: str = "", device: torch.device | str | None = None,
+               only: Iterable[str] | None = None, atomic: bool = True,
+               report: bool = True) -> InitReport | None:
+        """:meth:`apply`; ``atomic=False`` copies no tensor first (over weights that are about
+        to be replaced: the automatic policy's measuring passes and its apply over them);
+        ``report=False`` measures nothing and returns ``None``."""
         plan = self._plan(model, recurse=recurse, prefix=prefix, only=only)
         written = apply_plan(plan, model, seed=self.seed if seed is None else seed,
-                             prefix=prefix, source=self.source, recurse=recurse, device=device)
+                             prefix=prefix, source=self.source, recurse=recurse, device=device,
+                             atomic=atomic)
+        if not report:
+            return None
         return InitReport(self.name, measure(written), plan.left_alone, plan.unused_rules,
                           model, variables=plan.variables)
 
