@@ -182,6 +182,7 @@ class Builder:
         queries = set(anatomy.query_layers())
         residual: dict[int, list[str]] = {}
         zeroed: list[str] = []
+        mixing: dict[int, list[str]] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for name, site in anatomy.layers.items():
             if name in heads or f"{name}.weight" in kept:
@@ -192,7 +193,10 @@ class Builder:
             if branch is not None and name in branch.last and kind == "linear" \
                     and site.normalized_by is None:
                 if branch.place == "post" and not branch.reads:
-                    zeroed.append(name)
+                    if _mixes_positions(anatomy, branch):
+                        mixing.setdefault(anatomy.branches.index(branch), []).append(name)
+                    else:
+                        zeroed.append(name)
                 else:
                     residual.setdefault(branch.stream, []).append(name)
             elif normalized:
@@ -204,8 +208,9 @@ class Builder:
             if normalized and self.stream_branch is None:
                 self.stream_branch = anatomy.branches.index(branch)
         self.rates = [name for name, site in anatomy.layers.items() if site.rate]
-        self._attention_closers(residual, zeroed)
+        self._attention_closers(residual, zeroed, mixing)
         self.zero_branches(zeroed)
+        self.mixing_branches(mixing)
         self.residual(residual)
         for (kind, fan), names in groups.items():
             self.gain(kind, fan, names)
@@ -215,13 +220,15 @@ class Builder:
         self.add("branch closer, zero (kept)", gated, {"weight": "zeros"}, KEPT,
                  "an all-zero layer closing a residual branch")
 
-    def _attention_closers(self, residual: dict[int, list[str]], zeroed: list[str]) -> None:
+    def _attention_closers(self, residual: dict[int, list[str]], zeroed: list[str],
+                           mixing: dict[int, list[str]]) -> None:
         """A ``MultiheadAttention`` closing a branch: its ``out_proj`` is the projection."""
         modules = dict(self.model.named_modules())
-        for branch in self.anatomy.branches:
+        for index, branch in enumerate(self.anatomy.branches):
             for name in branch.last:
                 if isinstance(modules.get(name), nn.MultiheadAttention):
-                    target = zeroed if branch.place == "post" and not branch.reads \
+                    post = branch.place == "post" and not branch.reads
+                    target = mixing.setdefault(index, []) if post \
                         else residual.setdefault(branch.stream, [])
                     target.append(f"{name}.out_proj" if name else "out_proj")
 
@@ -234,6 +241,25 @@ class Builder:
                  "branch that reads another stream (cross-attention), which would cut it off "
                  "from the loss",
                  "its output is the branch's at an add whose sum only a norm reads")
+
+    def mixing_branches(self, mixing: dict[int, list[str]]) -> None:
+        """Post-norm branches that mix positions (an attention call inside): drawn at DeepNet's
+        ``beta = (8 N)^(-1/4)`` of the normal scale, ``N`` the number of such branches."""
+        if not mixing:
+            return
+        names = [name for names in mixing.values() for name in names]
+        self.variables["postnorm_beta"] = float(f"{(8 * len(mixing)) ** -0.25:.4g}")
+        self.add("residual branch closer, attention with a norm after the add (post-norm)",
+                 names, {"weight": {"init": "normal", "std": "postnorm_beta / sqrt(fan_in)"},
+                         "bias": "zeros"},
+                 "DeepNet (Wang et al. 2022, arXiv:2203.00555, section 3): the projections of a "
+                 "post-norm encoder's branches scaled by beta = (8 N)^(-1/4), N the number of "
+                 "layers; small, not zero: a zero attention branch leaves a position's state "
+                 "blind to the other positions at step 0 (a classifier reading one token would "
+                 "see the same vector for every sample), while a zero feed-forward branch, "
+                 "per position, starts at the identity (Fixup)",
+                 "its branch holds an attention call (a softmax over positions whose queries or "
+                 "keys its layers make) at an add whose sum only a norm reads")
 
     def residual(self, residual: dict[int, list[str]]) -> None:
         """Branch closers, per stream: ``/ sqrt(n_branches)``, times the stream's rms where a
@@ -288,3 +314,10 @@ class Builder:
             evidence = "its output goes straight into a BatchNorm"
         self.add(role, names, {"weight": {"init": "normal", "std": f"{expression} / sqrt({fan})"},
                                "bias": "zeros"}, source, evidence)
+
+
+def _mixes_positions(anatomy: Anatomy, branch: Branch) -> bool:
+    """Whether a branch mixes positions: an attention call's queries or keys come from its
+    layers."""
+    inside = set(branch.layers)
+    return any(inside & {*site.queries, *site.keys} for site in anatomy.attention)

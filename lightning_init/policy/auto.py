@@ -14,7 +14,10 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
   where the first such branch leaves it: the branch starts at the scale of the stream it adds
   to (the layers inside keep the norm's unit scale); where only a norm reads the sum (post-norm,
   ``norm(x + f(x))``) they start at zero, so each block starts as the identity (Fixup, ReZero),
-  except in a branch that reads another stream (cross-attention);
+  except in a branch that reads another stream (cross-attention) and in one that mixes positions
+  (an attention call's queries or keys made inside it), drawn at DeepNet's
+  ``beta = (8 N)^(-1/4)`` of ``1 / sqrt(fan_in)`` (Wang et al. 2022, arXiv:2203.00555) so that
+  every position sees the others from step 0;
 - the layers that make an attention's queries are also divided by ``attention_logit_rms``, the
   attention logits' measured std (at least 1), as T5 folds ``1 / sqrt(d_k)`` into its queries;
 - the heads (the last weight layers before what the loss reads, through soft-capping and

@@ -16,12 +16,6 @@ from zoo import BREAKAGES, ZooCase, build, check
 
 # Cases where no suggestion is offered or its re-check fails, by name, with the cause.
 _NO_FIX: dict[str, str] = {
-    "longformer-word-embeddings-std-100": "issue 23: withheld: the suggestion starts Longformer's "
-                                          "post-norm branches at zero (Fixup, found by data "
-                                          "flow: only a norm reads each sum), so at step 0 the "
-                                          "<cls> the classifier reads is the same for every "
-                                          "sample; one step opens them (30 steps: 0.050 against "
-                                          "0.057 with the branches drawn)",
 }
 
 

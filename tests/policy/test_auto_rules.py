@@ -38,11 +38,19 @@ def test_torch_transformer_keeps_its_cross_attention_and_zeroes_the_post_norm_br
                            dim_feedforward=32, dropout=0.0, batch_first=True)
     sample = (torch.randn(4, 6, 16), torch.randn(4, 5, 16))
     rules = auto_rules(model, sample)
-    zeroed = _roles(rules)["residual branch closer, a norm after the add (post-norm)"]
-    assert "decoder.layers.0.linear2" in zeroed and "encoder.layers.1.self_attn.out_proj" in zeroed
-    assert not any("multihead_attn" in name for name in zeroed)
+    roles = _roles(rules)
+    zeroed = roles["residual branch closer, a norm after the add (post-norm)"]
+    mixing = roles["residual branch closer, attention with a norm after the add (post-norm)"]
+    # the per-position feed-forward branches start at zero (Fixup), the self-attention ones
+    # small (DeepNet's beta = (8 N)^(-1/4), N = 4 self-attention branches), cross-attention drawn
+    assert "decoder.layers.0.linear2" in zeroed and "encoder.layers.1.linear2" in zeroed
+    assert "encoder.layers.1.self_attn.out_proj" in mixing and not any("self_attn" in name
+                                                                        for name in zeroed)
+    assert not any("multihead_attn" in name for name in zeroed + mixing)
     rules.policy().apply(model)
     assert not model.decoder.layers[0].linear2.weight.any()
+    std = float(model.encoder.layers[1].self_attn.out_proj.weight.detach().std())
+    assert std == pytest.approx(32 ** -0.25 / 4, rel=0.15)
     assert model.decoder.layers[0].multihead_attn.out_proj.weight.detach().std() > 0
     report = check_init(model, sample)
     assert report.ok, [problem.message for problem in report.problems]

@@ -189,9 +189,11 @@ def test_post_norm_blocks_start_as_the_identity_but_cross_attention_does_not() -
     rules = InitPolicy.auto(model, inputs)
     rules.apply(model)
     layer = model.model.decoder.layers[0]
-    # BART is post-norm (norm(x + f(x))): its branches' output projections start at zero ...
-    assert not layer.self_attn.out_proj.weight.any() and not layer.fc2.weight.any()
-    assert not model.model.encoder.layers[1].fc2.weight.any()
+    # BART is post-norm (norm(x + f(x))): its feed-forward branches' output projections start
+    # at zero, its self-attention's small (DeepNet's beta = (8 N)^(-1/4), N = 4 of them) ...
+    assert not layer.fc2.weight.any() and not model.model.encoder.layers[1].fc2.weight.any()
+    std = float(layer.self_attn.out_proj.weight.detach().std())
+    assert std == pytest.approx(32 ** -0.25 / 8, rel=0.1)
     # ... except cross-attention's, which carries the encoder to the loss
     assert layer.encoder_attn.out_proj.weight.detach().std() > 0
     report = check_init(model, inputs)
