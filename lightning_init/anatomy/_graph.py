@@ -54,19 +54,7 @@ class Graph:
 
     def forward_through_passes(self, index: int) -> list[int]:
         """The first nodes after ``index`` that are not pass-throughs (in index order)."""
-        found: list[int] = []
-        queue = deque(self.children[index])
-        seen: set[int] = set()
-        while queue:
-            child = queue.popleft()
-            if child in seen:
-                continue
-            seen.add(child)
-            if self.is_pass(child):
-                queue.extend(self.children[child])
-            else:
-                found.append(child)
-        return sorted(found)
+        return self.forward_until(index, lambda child: not self.is_pass(child))[0]
 
     def forward_until(self, index: int, stop: Callable[[int], bool]
                       ) -> tuple[list[int], list[int]]:
