@@ -26,6 +26,7 @@ from lightning_init.check.verdicts import (
     zero_gradient_problem,
     zero_gradients,
 )
+from lightning_init.runtime.no_trace import values_kept
 
 # The gates' root-mean-square after the look-ahead step: small, so that only what the gate
 # hides changes, not the scale of anything else.
@@ -63,18 +64,13 @@ def stepped(gates: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None
         >>> weight.tolist()
         [0.0, 0.0, 0.0]
     """
-    saved = [param.detach().clone() for param, _ in gates]
-    try:
+    with values_kept([param for param, _ in gates]):
         with torch.no_grad():
             for param, grad in gates:
                 direction = grad.detach().to(param.dtype)
                 rms = direction.pow(2).mean().sqrt()
                 param.sub_(direction * (_STEP_RMS / rms))
         yield
-    finally:
-        with torch.no_grad():
-            for (param, _), value in zip(gates, saved, strict=True):
-                param.copy_(value)
 
 
 def _signature(problem: CheckProblem) -> tuple[str, str]:

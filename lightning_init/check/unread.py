@@ -26,7 +26,7 @@ from torch import nn
 from lightning_init.check.measure import first_float_tensor, surrogate_loss
 from lightning_init.runtime.distributed import is_dtensor
 from lightning_init.runtime.hooks import forward_hooks
-from lightning_init.runtime.no_trace import no_side_effects
+from lightning_init.runtime.no_trace import no_side_effects, values_kept
 from lightning_init.runtime.sparse import stored_values
 
 __all__ = ["NOISE", "perturbed", "unread_note", "unread_parameters"]
@@ -49,10 +49,7 @@ def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[No
         [0.0, 0.0, 0.0]
     """
     floating = [param for param in params if param.is_floating_point()]
-    # The copies wait in host memory: a model near its accelerator's memory limit must not
-    # need twice its weights there.
-    saved = [param.detach().to("cpu", copy=True) for param in floating]
-    try:
+    with values_kept(floating, on_host=True):
         with torch.no_grad():
             for param in floating:
                 generator = torch.Generator(device=param.device).manual_seed(0)
@@ -60,10 +57,6 @@ def perturbed(params: Sequence[torch.Tensor], std: float = NOISE) -> Iterator[No
                 scale = param.detach().float().pow(2).mean().sqrt().clamp(min=std)
                 param.add_((noise * scale).to(param.dtype))
         yield
-    finally:
-        with torch.no_grad():
-            for param, value in zip(floating, saved, strict=True):
-                param.copy_(value)
 
 
 def _owners(model: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[str, nn.Module]]:

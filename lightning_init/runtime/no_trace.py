@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +31,30 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lightning_init._log import LOGGER
 from lightning_init._text import listing
 
-__all__ = ["no_side_effects"]
+__all__ = ["no_side_effects", "values_kept"]
+
+
+@contextlib.contextmanager
+def values_kept(tensors: Sequence[torch.Tensor], *, on_host: bool = False) -> Iterator[None]:
+    """Give every tensor its values back exactly on exit, from a copy taken on entry (in host
+    memory with ``on_host``: a model near its accelerator's memory limit must not need twice
+    its weights there).
+
+    Example:
+        >>> weight = torch.zeros(3)
+        >>> with values_kept([weight], on_host=True):
+        ...     _ = weight.add_(1.0)
+        >>> weight.tolist()
+        [0.0, 0.0, 0.0]
+    """
+    saved = [tensor.detach().to("cpu", copy=True) if on_host else tensor.detach().clone()
+             for tensor in tensors]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved, strict=True):
+                tensor.copy_(value)
 
 
 @contextlib.contextmanager
@@ -55,7 +78,7 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     """
     modes = [(module, module.training) for module in model.modules()]
     watch = _CopyOnWrite(model)
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()
+    buffers = [buffer for buffer in model.buffers()
                if buffer is not None and not buffer.is_meta and not is_lazy(buffer)]
     python_state = random.getstate()
     numpy_random = _numpy_random()
@@ -69,12 +92,9 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
                     module.train()
             # Eager: a compiled module would not show the copy its writes (and torch.compile
             # would skip the frames it first meets under the copy's mode, for good).
-            with torch.enable_grad(), _eager(), watch:
+            with values_kept(buffers), torch.enable_grad(), _eager(), watch:
                 yield
     finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
         watch.restore()
         for module, training in modes:
             module.training = training
