@@ -242,6 +242,14 @@ class Recording:
         self.stats.append(_output_stats(_full(tensor), module,
                                         None if inflow is None else _full(inflow)))
 
+    def producers(self, value: Any) -> list[int]:
+        """The recorded modules whose output is one of the floating-point tensors in ``value``
+        (the model's output), as is: the same storage (a view, an in-place op). Only while the
+        pass's outputs are alive (before :meth:`release`)."""
+        found = [self._producers.get(_storage(tensor)) for tensor in tensors_in(value)
+                 if tensor.is_floating_point()]
+        return list(dict.fromkeys(index for index in found if index is not None))
+
     def release(self) -> None:
         """Drop the references that kept outputs alive during the pass."""
         self._alive.clear()
