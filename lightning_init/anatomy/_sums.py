@@ -18,6 +18,7 @@ import torch
 from lightning_init.anatomy._graph import ADDS, SCALINGS
 from lightning_init.anatomy._trace import Node
 from lightning_init.anatomy.record import EmbeddingSum
+from lightning_init.runtime.distributed import rms as rms_of
 
 if TYPE_CHECKING:
     from lightning_init.anatomy._read import Reader
@@ -98,7 +99,7 @@ def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
         return None
     if len(node.params) == 1:  # x + self.position (a parameter)
         param = _parameter(reader, node.params[0])
-        rms = None if param is None else float(param.detach().float().square().mean().sqrt())
+        rms = None if param is None else float(rms_of(param))
         table = _table(reader, node.params)
     elif node.constant_rms is not None:  # x + a constant (a sinusoidal position table)
         rms, table = node.constant_rms, ""

@@ -246,3 +246,13 @@ def test_masked_attention_logits_are_left_out_of_their_std() -> None:
     (site,) = anatomy_of(Attention(), torch.randn(4, 6, 8)).attention
     assert (site.queries, site.keys) == (("q",), ("k",))
     assert site.logit_std < 1
+
+
+def test_scales_beyond_float32_squares_are_measured_not_infinite() -> None:
+    """An output of 1e20 has a float32 square of inf: the trace's rms scales by the peak
+    first, so the next layer's input rms reads 1e20·sqrt(4), not inf."""
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1e20)
+    anatomy = anatomy_of(model, torch.ones(3, 4))
+    assert anatomy.layers["1"].input_rms == pytest.approx(4e20, rel=1e-5)
