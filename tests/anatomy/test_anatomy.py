@@ -256,3 +256,24 @@ def test_scales_beyond_float32_squares_are_measured_not_infinite() -> None:
         model[0].weight.fill_(1e20)
     anatomy = anatomy_of(model, torch.ones(3, 4))
     assert anatomy.layers["1"].input_rms == pytest.approx(4e20, rel=1e-5)
+
+
+def test_the_zero_gate_scan_reads_every_parameter_in_one_transfer(monkeypatch) -> None:
+    """The all-zero tests of every parameter come to the host together: no tensor is turned
+    into a Python bool one at a time (a device sync each on an accelerator)."""
+    import lightning_init.anatomy as anatomy_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    with torch.no_grad():
+        model[5].weight.zero_()
+    anatomy = anatomy_of(model, torch.randn(2, 4))
+    live = {name for name, _ in model.named_parameters()}
+    transfers = []
+    real_tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: pytest.fail("one bool each"))
+    monkeypatch.setattr(torch.Tensor, "tolist",
+                        lambda self: transfers.append(self.shape) or real_tolist(self))
+    gates = anatomy_module._gates(model, anatomy, live, {}, {"5"})
+    assert [(gate.param, gate.kind) for gate in gates] == [("5.weight", "head")]
+    assert transfers == [torch.Size([6])]
