@@ -164,3 +164,26 @@ def test_a_position_table_drowned_by_the_patch_projection_is_named() -> None:
     assert problem.layers[0] == table
     assert f"is summed with `{table}`" in problem.message
     assert f"draw `{table}` at the scale of" in problem.message
+
+
+class _FunctionalLookups(nn.Module):
+    """Tables as bare parameters, looked up by ``F.embedding`` (no ``nn.Embedding`` module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words = nn.Parameter(torch.randn(VOCAB, WIDTH) * 100.0)
+        self.positions = nn.Parameter(torch.randn(SEQ, WIDTH) * 0.02)
+        self.norm = nn.LayerNorm(WIDTH)
+        self.head = nn.Linear(WIDTH, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        words = nn.functional.embedding(tokens, self.words)
+        positions = nn.functional.embedding(torch.arange(tokens.shape[1]), self.positions)
+        return self.head(self.norm(words + positions).mean(1))
+
+
+def test_functional_lookups_of_bare_tables_are_traced_and_judged() -> None:
+    torch.manual_seed(0)
+    (problem,) = _embedding_problems(check_init(_FunctionalLookups(), _tokens()))
+    assert problem.layers[0] == "words"
+    assert "is summed with `positions`" in problem.message
