@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init.runtime.distributed import NORM, full_stats, is_dtensor
+from lightning_init.runtime.distributed import NORM, full_stats, is_dtensor, rms
 from lightning_init.runtime.hooks import HookHandles, forward_hooks
 from lightning_init.runtime.no_trace import no_side_effects
 from lightning_init.runtime.sparse import stored_values
@@ -91,26 +91,6 @@ def _spread(values: torch.Tensor) -> torch.Tensor:
     spread = rows.var(dim=0, correction=0).mean().sqrt()
     rms = rows.pow(2).mean().sqrt()
     return torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
-
-
-def rms(tensor: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square in float32 without overflow (scaled by the peak first), 0 for an empty
-    tensor; a DTensor's is its full tensor's (a collective: every rank runs the same pass).
-
-    Example:
-        >>> f"{float(rms(torch.tensor([3e20, -4e20]))):.3g}"  # their float32 squares overflow
-        '3.54e+20'
-        >>> float(rms(torch.empty(0)))
-        0.0
-    """
-    if is_dtensor(tensor):
-        tensor = tensor.full_tensor()
-    values = tensor.detach().float()
-    if not values.numel():
-        return values.new_zeros(())
-    peak = values.abs().amax()
-    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
-    return (values / scale).pow(2).mean().sqrt() * scale
 
 
 def inflow_dependence(inflow: torch.Tensor | None) -> torch.Tensor | None:
