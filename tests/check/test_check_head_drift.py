@@ -4,7 +4,9 @@ A head drawn at scale s has a grad/weight norm ratio of about 1/s, and multiplie
 of every layer below it by s: a head started small on purpose (``InitPolicy.auto``'s regression
 head, outputs of std 0.1 x the target's scale; the check's own advice for a loud classifier,
 std 0.01) makes a step of about 1/s^2 between the head and the body, which is no vanishing over
-depth. A body whose gradient does vanish is still told.
+depth. A body whose gradient does vanish is still told. The output layers are found by data
+flow: each output the model returns, back through what each module received as is (not
+through a sum written in place).
 """
 
 from __future__ import annotations
@@ -132,3 +134,29 @@ def test_every_output_layer_is_left_out_of_the_depth_trend() -> None:
     assert min(ratios["main"], ratios["aux"]) / ratios["body.0"] > _LIMIT
     body = [ratios[name] for name in ("body.0", "body.2", "body.4")]
     assert max(body) / min(body) < 10
+
+
+class _InPlaceResidual(nn.Module):
+    """A headless block whose residual sum is written into its branch's output in place
+    (``h += x``, as Hugging Face's and torchvision's ResNets do), then activated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(16, 16), nn.Linear(16, 16), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc2(torch.relu(self.fc1(x)))
+        h += x
+        return self.act(h)
+
+
+def test_an_in_place_sum_is_no_output_received_as_is() -> None:
+    torch.manual_seed(0)
+    report = check_init(_InPlaceResidual(), torch.randn(8, 16))
+    layers = {layer.name: layer for layer in report.layers}
+    # The activation reads fc2's storage, but only after the sum was written into it.
+    assert layers["act"].source is None
+    # An in-place activation writes into its input itself: it still receives it as is.
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(inplace=True), nn.Linear(16, 4))
+    report = check_init(net, torch.randn(8, 16))
+    assert [layer.source for layer in report.layers] == [None, 0, 1]
