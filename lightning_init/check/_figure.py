@@ -187,6 +187,7 @@ def depth_figure(
         entries.setdefault(label, handle)
     labels = sorted(entries, key=lambda label: label.startswith("accepted"))
     handles = [entries[label] for label in labels]
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=12,
+    columns = len(handles) if len(handles) <= 5 else (len(handles) + 1) // 2  # fits 14 in
+    figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=12,
                   frameon=False)
     return figure
