@@ -70,11 +70,12 @@ def embedding_rules(self: Builder) -> None:
 def position_rules(self: Builder) -> None:
     """A learned position table added as a whole parameter (ViT's ``position_embeddings``,
     minGPT's ``pos_emb``) at the rms of what it is added to (``position_rms``, measured), as
-    the lookups summed with each other are drawn alike (GPT-2, BERT)."""
+    the lookups summed with each other are drawn alike (GPT-2, BERT). A frozen one
+    (``requires_grad=False``: a fixed sin-cos table) is left as it is."""
     heads = {tie for head in self.anatomy.heads for tie in head.tied}
     for found in self.anatomy.position_tables():
-        if found.table in heads:
-            continue
+        if found.table in heads or not self.model.get_parameter(found.table).requires_grad:
+            continue  # a frozen table is a fixed encoding (DiT's sin-cos), not a learned one
         owner, _, leaf = found.table.rpartition(".")
         self.positions.append(found.table)
         self.add("learned position table", [owner], {leaf: {"init": "normal",

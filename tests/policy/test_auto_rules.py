@@ -319,3 +319,28 @@ def test_a_position_parameter_beside_a_lookup_follows_the_lookups_scale() -> Non
     InitPolicy.auto(model, tokens).apply(model, seed=0)
     assert float(model.tok_emb.weight.std()) == pytest.approx(1.0, rel=0.1)
     assert float(model.pos_emb.std()) == pytest.approx(1.0, rel=0.15)
+
+
+def test_a_frozen_position_table_is_a_fixed_encoding_and_is_left_alone() -> None:
+    """DiT keeps its sin-cos positions in a parameter with ``requires_grad=False``: auto
+    must not redraw a fixed encoding."""
+
+    class Patches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(1, 16, 2, stride=2)
+            angles = torch.arange(16)[:, None] / 100 ** (torch.arange(16) / 16)
+            self.pos_embed = nn.Parameter(torch.sin(angles)[None], requires_grad=False)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            tokens = self.proj(images).flatten(2).transpose(1, 2) + self.pos_embed
+            return self.head(tokens.mean(1))
+
+    torch.manual_seed(0)
+    model = Patches()
+    fixed = model.pos_embed.detach().clone()
+    rules = auto_rules(model, torch.randn(4, 1, 8, 8), num_classes=3)
+    assert "learned position table" not in _roles(rules)
+    rules.policy().apply(model, seed=0)
+    assert torch.equal(model.pos_embed, fixed)
