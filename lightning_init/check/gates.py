@@ -22,7 +22,6 @@ from lightning_init.check.records import CheckProblem, ParameterRecord
 from lightning_init.check.report import InitCheckReport
 from lightning_init.check.verdicts import (
     SURROGATE_ASSUMED,
-    ZERO_GRADIENT,
     zero_gradient_problem,
     zero_gradients,
 )
@@ -76,11 +75,7 @@ def stepped(gates: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None
 def _signature(problem: CheckProblem) -> tuple[str, str]:
     """What a problem is, finer than its kind: a zero gradient, a NaN/Inf one and a drift over
     depth are three ``gradient`` findings, none the persistence of another."""
-    if problem.kind != "gradient":
-        return problem.kind, ""
-    if ZERO_GRADIENT in problem.message:
-        return problem.kind, "zero"
-    return problem.kind, "nonfinite" if "gradient norm is" in problem.message else "drift"
+    return problem.kind, problem.cause
 
 
 def _persists(problem: CheckProblem, later: Sequence[CheckProblem]) -> bool:

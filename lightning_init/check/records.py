@@ -109,11 +109,14 @@ class CheckProblem:
             ``"saturation"``, ``"gradient"``, ``"loss"``, ``"gain"`` or ``"embedding"``.
         layers: the qualified names concerned (first one first).
         message: the full sentence, naming the layer, the number, the expectation and the fix.
+        cause: what it is within its kind, where a kind has several: a ``gradient`` finding
+            is ``"zero"``, ``"nonfinite"`` or ``"drift"``; ``""`` otherwise.
     """
 
     kind: str
     layers: tuple[str, ...]
     message: str
+    cause: str = ""
 
     def __str__(self) -> str:
         return self.message

@@ -466,6 +466,7 @@ def _gradient_problems(
             f"{len(nonfinite)} parameter(s) in all (expected: finite) -> the backward pass "
             f"overflows; draw it at a fan-scaled std: "
             f"{_layer_fix(nonfinite[0].layer, layers, modules, parameters)}",
+            cause="nonfinite",
         ))
         return problems
     zero = [p for p in zero_gradients(parameters) if p.name not in unreachable]
@@ -500,6 +501,7 @@ def zero_gradient_problem(zero: Sequence[ParameterRecord], assumed: str = "") ->
         f"all ({_listing([p.name for p in zero])}) (expected: nonzero){also} -> nothing "
         f"flows back through them: look for dead units, weights that are all zeros, or an "
         f"output that ignores them",
+        cause="zero",
     )
 
 
@@ -533,4 +535,5 @@ def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"{_name(last)}, {_number(first.grad_to_weight or 0)} at {_name(first)}){assumed}; "
         f"expected: within {_number(limit)}x over the net -> "
         f"{_fix(first, layers, modules, parameters)}",
+        cause="drift",
     )]

@@ -248,6 +248,21 @@ def test_settle_never_drops_a_kind_it_did_not_step() -> None:
     assert settled.problems == problems
 
 
+def test_settle_tells_gradient_findings_apart_by_cause_not_words() -> None:
+    """A drift at init and a zero gradient ahead on the same layer: different causes, so the
+    drift is no persistence of the other and goes to the note, whatever each message says."""
+    drift = CheckProblem("gradient", ("head",), "gets exactly zero gradient (drift)",
+                         cause="drift")
+    zero = CheckProblem("gradient", ("head",), "gradients vanish towards the input",
+                        cause="zero")
+    report = InitCheckReport(problems=[drift], layers=[_layer(0, "head", 1.0)],
+                             parameters=[_record("gate.weight", 0.0, 1.0)])
+    ahead = InitCheckReport(problems=[zero], layers=report.layers, parameters=report.parameters)
+    settled = settle(report, ahead, ["gate.weight"], 0.01)
+    assert settled.problems == []
+    assert "gradient at `head`" in settled.notes[0]
+
+
 def test_settle_judges_zero_gradients_per_parameter() -> None:
     """Behind zero-init gates, 3 parameters open at the look-ahead step; 1 stays stuck: only it
     stays listed."""
