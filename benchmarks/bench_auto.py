@@ -267,16 +267,27 @@ def _check(model: nn.Module, task: Task, sample: tuple[torch.Tensor, torch.Tenso
     return "ok" if report.ok else ",".join(sorted({p.kind for p in report.problems}))
 
 
-def run_one(task: Task, data: Data, init: str, seed: int, evals: list[int]) -> dict[str, Any]:
-    """Train one (task, init, seed); validation at step 0 and at each of ``evals``."""
+def _initialized(task: Task, data: Data, init: str, seed: int) -> tuple[nn.Module, str]:
+    """The seed's model, initialized by ``init``, and its ``check_init`` verdict."""
     torch.manual_seed(seed)
     model = task.build()
-    batches = torch.Generator().manual_seed(seed)
     sample = data.batch(torch.Generator().manual_seed(seed))  # the first training batch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _initialize(model, task, init, seed, sample)
         check = _check(model, task, sample)
+    return model, check
+
+
+def run_one(task: Task, data: Data, init: str, seed: int, evals: list[int],
+            check_only: bool = False) -> dict[str, Any]:
+    """Train one (task, init, seed); validation at step 0 and at each of ``evals``
+    (``check_only``: the check's verdict alone, no training)."""
+    model, check = _initialized(task, data, init, seed)
+    if check_only:
+        return {"task": task.name, "init": init, "seed": seed, "check": check, "curve": {},
+                "seconds": 0.0}
+    batches = torch.Generator().manual_seed(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 30))
@@ -325,8 +336,17 @@ def _verdict(own: list[float], auto: list[float]) -> str:
     return f"{word} ({pairs}/{len(auto)} seeds lower)"
 
 
+def _with_checks(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training results, each with the ``check`` of a later check-only result of the same
+    task, init and seed where there is one (``--check-only`` reruns the check on newer code)."""
+    checks = {(r["task"], r["init"], r["seed"]): r["check"] for r in results if not r["curve"]}
+    return [{**r, "check": checks.get((r["task"], r["init"], r["seed"]), r["check"])}
+            for r in results if r["curve"]]
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """The Markdown table: per task and init, mean (min-max) over seeds at each step."""
+    results = _with_checks(results)
     lines = ["| task | init | step 0 | 100 | 300 | end | check_init | auto vs own at the end |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, task in TASKS.items():
@@ -365,6 +385,9 @@ def main() -> None:
     parser.add_argument("--inits", default=",".join(INITS), help=f"of {','.join(INITS)}")
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every task's steps (a slow machine)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only initialize and check (no training); --table uses these "
+                             "verdicts over the saved runs' own")
     parser.add_argument("--json", default=None, help="write the results here as they come")
     parser.add_argument("--table", nargs="+", default=None,
                         help="print the table of saved --json files (their results together)")
@@ -391,7 +414,7 @@ def main() -> None:
         data = task.data()
         for seed in range(seeds):
             for init in [i for i in INITS if i in args.inits.split(",")]:
-                result = run_one(task, data, init, seed, evals)
+                result = run_one(task, data, init, seed, evals, args.check_only)
                 out["results"].append(result)
                 curve = " ".join(f"{s}:{v:.3f}" for s, v in result["curve"].items())
                 print(f"{name} {init:<6} seed {seed}: {curve} check={result['check']} "

@@ -82,6 +82,7 @@ from lightning_init.anatomy.record import (
     LayerSite,
     NormSite,
 )
+from lightning_init.runtime.distributed import is_dtensor
 from lightning_init.runtime.no_trace import no_side_effects
 
 _T = TypeVar("_T")
@@ -221,20 +222,40 @@ def _uncalled(model: nn.Module, layers: dict[str, LayerSite], called: set[str]) 
 def _gates(model: nn.Module, anatomy: Anatomy, live: set[str], norms: dict[str, NormSite],
            heads: set[str]) -> list[Gate]:
     """All-zero parameters (not biases) on a path to the loss; a norm's weight where its scale
-    ``c + w`` is zero (``w = 0`` for ``w * x_hat``, ``w = -1`` for ``(1 + w) * x_hat``)."""
-    gates = []
+    ``c + w`` is zero (``w = 0`` for ``w * x_hat``, ``w = -1`` for ``(1 + w) * x_hat``). One
+    host transfer per device for all the tests (a DTensor's test is its own collective)."""
+    candidates: list[tuple[str, torch.Tensor]] = []
     for name, param in model.named_parameters():
         owner, _, leaf = name.rpartition(".")
         if name not in live or leaf.startswith("bias") or param.is_meta or param.numel() == 0:
             continue
         norm = norms.get(owner)
-        zero = norm.identity - 1.0 if norm is not None and norm.identity is not None else 0.0
         if norm is not None and norm.identity is None:
             continue
-        if not bool(torch.all(param.detach() == zero)):
-            continue
-        gates.append(Gate(name, _gate_kind(anatomy, name, owner, norm is not None, heads)))
+        zero = norm.identity - 1.0 if norm is not None else 0.0
+        candidates.append((name, torch.all(param.detach() == zero)))
+    gates = []
+    for name, is_zero in zip([n for n, _ in candidates], _on_host([z for _, z in candidates]),
+                             strict=True):
+        if is_zero:
+            owner = name.rpartition(".")[0]
+            gates.append(Gate(name, _gate_kind(anatomy, name, owner, owner in norms, heads)))
     return gates
+
+
+def _on_host(flags: list[torch.Tensor]) -> list[bool]:
+    """0-d boolean tensors as Python booleans: stacked per device, one transfer each."""
+    out: dict[int, bool] = {}
+    by_device: dict[Any, list[int]] = {}
+    for index, flag in enumerate(flags):
+        if is_dtensor(flag):
+            out[index] = bool(flag.full_tensor())
+        else:
+            by_device.setdefault(flag.device, []).append(index)
+    for indices in by_device.values():
+        values = torch.stack([flags[index] for index in indices]).tolist()
+        out.update(zip(indices, values, strict=True))
+    return [out[index] for index in range(len(flags))]
 
 
 def _gate_kind(anatomy: Anatomy, name: str, owner: str, norm: bool, heads: set[str]) -> str:

@@ -9,13 +9,15 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lightning_init.runtime.distributed import rms
+
 __all__ = ["probe_norm"]
 
 _INVARIANT = 0.02  # relative change of the output when the input is tripled
 
 
 def _rms(tensor: torch.Tensor) -> float:
-    return float(tensor.detach().float().square().mean().sqrt())
+    return float(rms(tensor))
 
 
 def _first(value: object) -> torch.Tensor | None:

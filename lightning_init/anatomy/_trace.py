@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from lightning_init.anatomy.kinds import LayerKind, activation_for_function, kind_of
-from lightning_init.runtime.distributed import is_dtensor
+from lightning_init.runtime.distributed import rms
 from lightning_init.runtime.hooks import HookHandles
 
 __all__ = ["ADDS", "Node", "Trace", "trace_model"]
@@ -130,7 +130,7 @@ class _Recorder(TorchFunctionMode):
         if first is not None and first.is_floating_point() and first.numel() > 0:
             self.busy = True
             try:
-                self.rms.append((node, _rms(first)))
+                self.rms.append((node, rms(first)))
             finally:
                 self.busy = False
         return node
@@ -180,7 +180,7 @@ class _Recorder(TorchFunctionMode):
                     and id(value) not in self.params:
                 self.busy = True
                 try:
-                    self.constants.append((node, _rms(value)))
+                    self.constants.append((node, rms(value)))
                 finally:
                     self.busy = False
                 return
@@ -243,14 +243,6 @@ class _Recorder(TorchFunctionMode):
 
         handles.add(module.register_forward_pre_hook(enter, with_kwargs=True))
         handles.add(module.register_forward_hook(leave, with_kwargs=True, always_call=True))
-
-
-def _rms(tensor: torch.Tensor) -> torch.Tensor:
-    """A tensor's rms as a 0-d tensor on its device; a DTensor's is its full tensor's (a
-    collective: every rank makes the same pass)."""
-    if is_dtensor(tensor):
-        tensor = tensor.full_tensor()
-    return tensor.detach().float().square().mean().sqrt()
 
 
 def _sdpa_logit_std(query: torch.Tensor, key: torch.Tensor, scale: float | None) -> torch.Tensor:

@@ -184,12 +184,15 @@ class EmbeddingSum:
             by a learnable scale of at most one dimension (LayerScale, Touvron et al. 2021;
             ReZero, Bachlechner et al. 2020), the rms of what the scale multiplies (0 when the
             product is exactly 0: a closed gate).
+        table: the parameter the other operand is, when it is one added as a whole (a learned
+            position table: ViT's ``position_embeddings``, minGPT's ``pos_emb``), else ``""``.
     """
 
     stream: tuple[str, ...]
     other: tuple[str, ...]
     stream_rms: float | None
     other_rms: float | None
+    table: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,9 @@ class Anatomy:
         norms: normalization layers by name.
         heads: the last weight layers before the outputs the loss reads.
         embeddings: embeddings by name.
-        embedding_sums: the additions the embeddings' outputs flow into, in pass order.
+        embedding_sums: the additions the embeddings' outputs flow into, in pass order; an
+            input projection's output (a weight layer that reads the input: a patch
+            embedding) counts as an embedding up to its first sum with a position table.
         tied: groups of parameter names that are one parameter.
         gates: deliberate zero-inits.
         attention: attention calls.
@@ -319,6 +324,15 @@ class Anatomy:
             return self.loss_op not in CLASS_LOSSES
         return bool(self.heads) and all(head.outputs == 1 for head in self.heads)
 
+    def position_tables(self) -> list[EmbeddingSum]:
+        """The sums of an embedding (or an input projection) with a learned table added as a
+        whole parameter, one per table, in pass order."""
+        found: dict[str, EmbeddingSum] = {}
+        for summed in self.embedding_sums:
+            if summed.table:
+                found.setdefault(summed.table, summed)
+        return list(found.values())
+
     def head_names(self) -> list[str]:
         """The heads' names, in order."""
         return _unique(head.name for head in self.heads)
@@ -338,10 +352,17 @@ class Anatomy:
         offsets = [n for n in self.norms.values() if n.offset and abs(n.offset - 1) < 0.05]
         if offsets:
             lines.append(f"norms scaling by 1 + w: {len(offsets)} (identity at w = 0)")
+        for found in self.position_tables():
+            lines.append(f"position table {found.table} added to {', '.join(found.stream)} "
+                         f"(rms {_rms(found.other_rms)} against {_rms(found.stream_rms)})")
         if self.gates:
             lines.append("deliberate zero-inits: " + ", ".join(g.param for g in self.gates[:4])
                          + (", ..." if len(self.gates) > 4 else ""))
         return "\n".join(lines)
+
+
+def _rms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}"
 
 
 def _unique(names: Iterable[str]) -> list[str]:

@@ -4,7 +4,10 @@ An embedding is a lookup: its output enters the network at the scale its table w
 and nothing in front of it rescales it. Two sums judge that scale:
 
 - **partners**: embeddings summed with each other (words, positions, token types, before the
-  embedding LayerNorm of BERT-style encoders or straight into a decoder's stream). When one
+  embedding LayerNorm of BERT-style encoders or straight into a decoder's stream), or with a
+  learned position table added as a whole parameter, where an input projection's output (a
+  patch embedding's convolution) counts as an embedding (ViT's patches and
+  ``position_embeddings``). When one
   sum operand's root-mean-square is more than ``max_embedding_ratio`` (100) times the other's,
   the smaller carries less than 1e-4 of the sum's variance: a LayerNorm after the sum keeps
   the larger one and the positions (or token types) are lost.
@@ -30,7 +33,13 @@ from typing import Any
 
 from torch import nn
 
-from lightning_init.anatomy import Anatomy, EmbeddingSum, anatomy_of_pass, is_embedding
+from lightning_init.anatomy import (
+    Anatomy,
+    EmbeddingSum,
+    anatomy_of_pass,
+    is_embedding,
+    kind_of,
+)
 from lightning_init.check.records import CheckProblem
 
 __all__ = ["embedding_problems", "traced_pass"]
@@ -45,8 +54,10 @@ _STREAM = 2
 def traced_pass(model: nn.Module, inputs: Any,
                 run: Callable[[], tuple[Any, str, Any]]) -> tuple[Anatomy | None, Any]:
     """Make the check's pass ``run()`` (``(loss or None, source, output)``), traced by the
-    anatomy where ``model`` holds an embedding; ``(anatomy or None, what run returned)``."""
-    if not any(is_embedding(module) for module in model.modules()):
+    anatomy where ``model`` holds an embedding or a table (a parameter of 2 or more dimensions
+    that no weight layer owns: a learned position table); ``(anatomy or None, what run
+    returned)``."""
+    if not any(is_embedding(module) or _holds_table(module) for module in model.modules()):
         return None, run()
 
     def pass_() -> tuple[Any, tuple[Any, str, Any]]:
@@ -54,6 +65,12 @@ def traced_pass(model: nn.Module, inputs: Any,
         return (result[2] if result[0] is None else result[0]), result
 
     return anatomy_of_pass(model, inputs, pass_)
+
+
+def _holds_table(module: nn.Module) -> bool:
+    """Whether a module of no registered kind owns a parameter of 2 or more dimensions."""
+    return kind_of(module) is None and any(
+        param.dim() >= 2 for param in module.parameters(recurse=False))
 
 
 def _loudest(names: Sequence[str], own: dict[str, float]) -> str:
@@ -83,14 +100,15 @@ def _partner_problems(read: _Sums, limit: float) -> list[CheckProblem]:
     blamed: set[Any] = set()
     for found in read.sums:
         stream_rms, other_rms = found.stream_rms or 0.0, found.other_rms or 0.0
-        if not found.other or min(stream_rms, other_rms) <= 0:
+        other = found.other or ((found.table,) if found.table else ())
+        if not other or min(stream_rms, other_rms) <= 0:
             continue
         (loud, loud_rms), (quiet, quiet_rms) = sorted(
-            [(found.stream, stream_rms), (found.other, other_rms)], key=lambda item: -item[1])
+            [(found.stream, stream_rms), (other, other_rms)], key=lambda item: -item[1])
         if loud_rms <= limit * quiet_rms:
             continue
         big, small = _loudest(loud, read.own), _loudest(quiet, read.own)
-        culprit = big if loud_rms > _TYPICAL else small
+        culprit = _culprit(read, found, big, small, loud_rms)
         if read.table(culprit) in blamed:
             continue
         blamed.add(read.table(culprit))
@@ -99,8 +117,8 @@ def _partner_problems(read: _Sums, limit: float) -> list[CheckProblem]:
             fix = (f"draw `{big}` from N(0, 0.02) (BERT, GPT-2), or at the scale of "
                    f"`{small}` (std {_std(quiet_rms)})")
         else:
-            fix = (f"draw `{small}` at the scale of `{big}` (std {_std(loud_rms)}), or both "
-                   "from N(0, 0.02) (BERT, GPT-2)")
+            fix = f"draw `{small}` at the scale of `{big}` (std {_std(loud_rms)})" + (
+                ", or both from N(0, 0.02) (BERT, GPT-2)" if _drawn(read, found, big) else "")
         problems.append(CheckProblem(
             "embedding",
             (culprit, *(name for name in (big, small) if name != culprit)),
@@ -112,12 +130,27 @@ def _partner_problems(read: _Sums, limit: float) -> list[CheckProblem]:
     return problems
 
 
+def _drawn(read: _Sums, found: EmbeddingSum, name: str) -> bool:
+    """Whether ``name`` is drawn as a table (a lookup, a position parameter), not an input
+    projection whose output's scale the input sets."""
+    return name in read.own or name == found.table
+
+
+def _culprit(read: _Sums, found: EmbeddingSum, big: str, small: str, loud_rms: float) -> str:
+    """The louder operand when it is louder than any textbook table, else the quieter; never
+    an input projection when the other operand is a table."""
+    culprit = big if loud_rms > _TYPICAL else small
+    if not _drawn(read, found, culprit):
+        return small if culprit == big else big
+    return culprit
+
+
 def _stream_problems(read: _Sums, limit: float, blamed: set[Any]) -> list[CheckProblem]:
     """Streams that no branch moves: every addition into them below 1/limit of their rms."""
     largest: dict[tuple[str, ...], tuple[float, float, int]] = {}
     for found in read.sums:
         stream_rms, branch_rms = found.stream_rms or 0.0, found.other_rms or 0.0
-        if found.other or branch_rms <= 0 or stream_rms <= 0:
+        if found.other or found.table or branch_rms <= 0 or stream_rms <= 0:
             continue
         key = tuple(sorted(found.stream))
         ratio, rms, count = largest.get(key, (0.0, stream_rms, 0))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_init.runtime.distributed import NORM, full_stats, is_dtensor
+from lightning_init.runtime.distributed import NORM, full_stats, is_dtensor, rms
 from lightning_init.runtime.hooks import HookHandles, forward_hooks
 from lightning_init.runtime.no_trace import no_side_effects
 from lightning_init.runtime.sparse import stored_values
@@ -93,26 +93,6 @@ def _spread(values: torch.Tensor) -> torch.Tensor:
     return torch.where(rms > 0, spread / rms, torch.zeros_like(rms))
 
 
-def rms(tensor: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square in float32 without overflow (scaled by the peak first), 0 for an empty
-    tensor; a DTensor's is its full tensor's (a collective: every rank runs the same pass).
-
-    Example:
-        >>> f"{float(rms(torch.tensor([3e20, -4e20]))):.3g}"  # their float32 squares overflow
-        '3.54e+20'
-        >>> float(rms(torch.empty(0)))
-        0.0
-    """
-    if is_dtensor(tensor):
-        tensor = tensor.full_tensor()
-    values = tensor.detach().float()
-    if not values.numel():
-        return values.new_zeros(())
-    peak = values.abs().amax()
-    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
-    return (values / scale).pow(2).mean().sqrt() * scale
-
-
 def inflow_dependence(inflow: torch.Tensor | None) -> torch.Tensor | None:
     """The input dependence of what flows into a module (float, or integer indices as numbers);
     ``None`` when it cannot be measured (no tensor, one sample, complex)."""
@@ -190,13 +170,22 @@ def _storage(tensor: torch.Tensor) -> int | None:
         return None
 
 
+def _version(tensor: torch.Tensor) -> int | None:
+    """How many in-place ops wrote into the tensor's storage (views share the count)."""
+    try:
+        return tensor._version
+    except (RuntimeError, NotImplementedError, AttributeError):  # inference tensors
+        return None
+
+
 @dataclass
 class Recording:
     """What the forward hooks saw: in forward order, first call of each module only.
 
     ``sources[i]`` is the index of the recorded module whose output module ``i`` received as
     its input, as is (the same storage: a view, an in-place activation), or ``None`` when the
-    input was computed in between (a residual sum, a functional op) or is the model's input.
+    input was computed in between (a residual sum, a functional op, also one written into the
+    producer's output in place: ``h += residual``) or is the model's input.
     """
 
     names: list[str] = field(default_factory=list)
@@ -205,7 +194,7 @@ class Recording:
     stats: list[torch.Tensor] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     sources: list[int | None] = field(default_factory=list)
-    _producers: dict[int, int] = field(default_factory=dict)
+    _producers: dict[int, tuple[int, int | None]] = field(default_factory=dict)
     _alive: list[torch.Tensor] = field(default_factory=list)
 
     def hook_for(self, qualified_name: str, module: nn.Module) -> Callable[..., None]:
@@ -230,17 +219,43 @@ class Recording:
         inflow = first_tensor(args) if args else None
         if inflow is None:
             inflow = first_tensor(kwargs)
-        source = _storage(inflow) if inflow is not None else None
-        self.sources.append(self._producers.get(source) if source is not None else None)
         produced = _storage(tensor)
+        self.sources.append(self._source(inflow, produced) if inflow is not None else None)
         if produced is not None:
-            self._producers[produced] = len(self.names)
+            self._producers[produced] = (len(self.names), _version(tensor))
             self._alive.append(tensor)  # no storage reuse while the pass runs
         self.names.append(qualified_name)
         self.modules.append(module)
         self.shapes.append(tuple(tensor.shape))
         self.stats.append(_output_stats(_full(tensor), module,
                                         None if inflow is None else _full(inflow)))
+
+    def _source(self, inflow: torch.Tensor, produced: int | None) -> int | None:
+        """The recorded module whose output ``inflow`` is, as is: the same storage, written
+        in place since by nothing, or only by the module receiving it (an in-place
+        activation, whose output shares the storage: one write)."""
+        storage = _storage(inflow)
+        entry = self._producers.get(storage) if storage is not None else None
+        if entry is None:
+            return None
+        index, version = entry
+        now = _version(inflow)
+        if version is None or now is None or now == version:
+            return index
+        return index if now == version + 1 and produced == storage else None
+
+    def producers(self, value: Any) -> list[int]:
+        """The recorded modules whose output is one of the floating-point tensors in ``value``
+        (the model's output), as is: the same storage (a view, an in-place op by a module),
+        written in place by nothing since. Only while the pass's outputs are alive (before
+        :meth:`release`)."""
+        found = []
+        for tensor in tensors_in(value):
+            storage = _storage(tensor) if tensor.is_floating_point() else None
+            entry = self._producers.get(storage) if storage is not None else None
+            if entry is not None and entry[1] == _version(tensor):
+                found.append(entry[0])
+        return list(dict.fromkeys(found))
 
     def release(self) -> None:
         """Drop the references that kept outputs alive during the pass."""

@@ -67,6 +67,31 @@ def follower(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Mod
     return None  # pragma: no cover - a cycle cannot happen in forward order
 
 
+def output_layers(produced: Sequence[int], layers: Sequence[LayerRecord]) -> list[str]:
+    """The output layers by data flow: from each module whose output the model returned as is
+    (``produced``), back through what each module received as is (activations, dropout,
+    norms, views) to the first weight layer; ``[]`` when none is reached that way (the output
+    is a normalized stream, or a sum).
+
+    Example:
+        >>> import torch
+        >>> from lightning_init.check import check_init
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(8, 1), torch.nn.Sigmoid())
+        >>> report = check_init(net, torch.randn(16, 4))
+        >>> output_layers([3], report.layers), output_layers([1], report.layers)
+        (['2'], ['0'])
+    """
+    found: list[str] = []
+    for index in produced:
+        current: int | None = index
+        while current is not None and not layers[current].transforms:
+            current = layers[current].source
+        if current is not None and layers[current].name not in found:
+            found.append(layers[current].name)
+    return found
+
+
 def init_for_activation(module: nn.Module | None) -> str:
     """The textbook initializer for the layer that feeds ``module`` (an activation or not)."""
     if module is None:

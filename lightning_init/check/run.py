@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lightning_init._lightning import call_model
-from lightning_init.anatomy import transforms
+from lightning_init.anatomy import Anatomy, transforms
 from lightning_init.check.classes import ClassificationLosses
 from lightning_init.check.embeddings import embedding_problems, traced_pass
 from lightning_init.check.findings import init_findings
@@ -41,6 +41,7 @@ from lightning_init.check.measure import (
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.records import CheckSubject, LayerRecord, ParameterRecord
 from lightning_init.check.report import InitCheckReport
+from lightning_init.check.roles import output_layers
 from lightning_init.check.unread import unread_note, unread_parameters
 from lightning_init.check.verdicts import verdicts, zero_gradients
 
@@ -218,6 +219,7 @@ def check_pass(
             num_classes = num_classes_from(output, record.shapes)
         free = label_free_loss(output)
         numbers = _to_host(record, named, grads, inputs, loss, free)
+        produced = record.producers(output)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
     notes.extend(init_findings(model, layers))
@@ -232,6 +234,7 @@ def check_pass(
         input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
         loss=check_loss, num_classes=check_classes,
         loss_is_surrogate=surrogate, labels=use_loss_check, unreachable=unread,
+        heads=_heads(anatomy, produced, layers),
     )
     if not any(problem.kind == "nonfinite" for problem in problems):
         # A head tied to the embedding: the loss verdict already says what to do with it.
@@ -257,6 +260,16 @@ def check_pass(
         report = settle(report, ahead, [name for name, _, _ in gates],
                         thresholds["min_input_dependence"], unread)
     return report
+
+
+def _heads(anatomy: Anatomy | None, produced: Sequence[int], layers: Sequence[LayerRecord]
+           ) -> list[str] | None:
+    """The output layers by data flow: the anatomy's heads where the pass was traced, else the
+    weight layers behind the modules whose output the model returned (``None``: the output was
+    computed outside every module, the verdicts take the last weight layer)."""
+    if anatomy is not None and anatomy.heads:
+        return anatomy.head_names()
+    return output_layers(produced, layers) if produced else None
 
 
 def _unread(model: nn.Module, run: Callable[[], PassResult],

@@ -10,8 +10,16 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
   Xavier on a 30-layer ReLU net shrinks by 0.71x per layer (He et al. 2015), ~2e4x in all.
 - ``max_dead_fraction``: ReLU units zero for every sample.
 - ``max_saturated_fraction``: tanh / sigmoid outputs in the flat tails.
-- ``max_grad_drift``: gradient-to-weight norm ratio may change by at most this factor from the
-  first to the last weight layer (log-linear fit; 3+ layers).
+- ``max_grad_drift``: gradient-to-weight norm ratio may change by at most this factor over
+  depth (a log-linear fit over 3+ layers) below the output layers. A series is each role that
+  repeats across blocks (``layers.#.mlp.fc1``), or when none does, every weight layer below
+  the output layers. The output layers (the last weight layers before what the loss reads,
+  by data flow: the anatomy's heads where the pass is traced, else the modules whose output
+  the model returns, back through what they received as is; else the last weight layer
+  called) are left out: a head drawn at scale s has a ratio of about 1/s and multiplies
+  every lower layer's gradient by s alike, so a head started small on purpose (a regression
+  head, a zero-ish classifier) makes a 1/s^2 step that is no trend over depth; its scale is
+  the loss and gain verdicts' to judge.
 - ``max_loss_ratio``: cross-entropy at init should be about ln(C) (uniform predictions);
   flagged above this multiple of ln(C). Without labels, when the output is logits over its
   last dimension, the cross-entropy against uniformly drawn labels is used (its expectation,
@@ -130,12 +138,15 @@ def verdicts(
     loss_is_surrogate: bool,
     labels: bool = True,
     unreachable: frozenset[str] = frozenset(),
+    heads: Sequence[str] | None = None,
 ) -> list[CheckProblem]:
     """Every problem found, most fundamental first.
 
     ``labels=False``: ``loss`` is the label-free cross-entropy of logits (see
     ``max_loss_ratio``). ``unreachable``: parameters whose exact zero gradient no init changes
-    (the loss does not read what they compute); they are left to a note.
+    (the loss does not read what they compute); they are left to a note. ``heads``: the output
+    layers by data flow (``None``: not known, the last weight layer in forward order is taken),
+    left out of the gradient's depth trend (see ``max_grad_drift``).
     """
     # 1. NaN / Inf: everything measured after the first such module is meaningless.
     bad = [layer for layer in layers if layer.nonfinite]
@@ -147,7 +158,7 @@ def verdicts(
     problems += _saturation_problems(layers, modules, thresholds)
     problems += _dependence_problems(layers, modules, parameters, thresholds, dead, batch_size)
     problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate,
-                                   unreachable)
+                                   unreachable, heads)
     problems += _loss_problems(layers, modules, thresholds, loss, num_classes, labels)
     problems += _gain_problems(layers, modules, parameters, thresholds)
     return problems
@@ -464,6 +475,7 @@ def _gradient_problems(
     thresholds: dict[str, float],
     loss_is_surrogate: bool,
     unreachable: frozenset[str] = frozenset(),
+    heads: Sequence[str] | None = None,
 ) -> list[CheckProblem]:
     problems = []
     assumed = SURROGATE_ASSUMED if loss_is_surrogate else ""
@@ -482,7 +494,7 @@ def _gradient_problems(
     zero = [p for p in zero_gradients(parameters) if p.name not in unreachable]
     if zero:
         problems.append(zero_gradient_problem(zero, assumed))
-    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
+    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed, heads))
     return problems
 
 
@@ -520,9 +532,10 @@ def _role(name: str) -> str:
 
 
 def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
-    """The series whose trend over depth is judged: one per role that repeats across blocks
-    (so that a pattern repeating inside each block, such as attention's query/key against its
-    value, does not read as a trend), or all weight layers when no role repeats."""
+    """The series whose trend over depth is judged, of the weight layers below the output
+    layers: one per role that repeats across blocks (so that a pattern repeating inside each
+    block, such as attention's query/key against its value, does not read as a trend), or all
+    of them when no role repeats."""
     by_role: dict[str, list[LayerRecord]] = {}
     for layer in weighted:
         by_role.setdefault(_role(layer.name), []).append(layer)
@@ -532,11 +545,26 @@ def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
     return [series for series in repeated if len(series) >= 3]
 
 
+def _output_layers(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                   heads: Sequence[str] | None) -> set[str]:
+    """``heads``, or where not known the last weight layer in forward order."""
+    if heads is not None:
+        return set(heads)
+    last = next((layer for layer in reversed(layers) if is_weight_layer(modules[layer.index])),
+                None)
+    return {last.name} if last is not None else set()
+
+
 def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                     parameters: Sequence[ParameterRecord], thresholds: dict[str, float],
-                    assumed: str) -> list[CheckProblem]:
+                    assumed: str, heads: Sequence[str] | None = None) -> list[CheckProblem]:
+    """The gradient's trend over depth below the output layers: an output layer's own
+    grad/weight ratio is set by its own scale (a head of scale s: 1/s, while it multiplies
+    every lower layer's gradient by s alike), which the loss and gain verdicts judge."""
+    outputs = _output_layers(layers, modules, heads)
     weighted = [layer for layer, module in zip(layers, modules, strict=True)
-                if is_weight_layer(module) and layer.grad_to_weight]
+                if is_weight_layer(module) and layer.grad_to_weight
+                and layer.name not in outputs]
     limit = thresholds["max_grad_drift"]
     worst: tuple[float, float, list[LayerRecord]] | None = None
     for series in _drift_series(weighted):

@@ -20,6 +20,7 @@ from lightning_init.policy._auto_structure import (
     KEPT,
     embedding_rules,
     norm_rules,
+    position_rules,
     structure_rules,
 )
 
@@ -67,6 +68,7 @@ class Builder:
     variables: dict[str, Any] = field(default_factory=dict)
     stream_branch: int | None = None  # index in anatomy.branches where stream_rms is measured
     queries: bool = False
+    positions: list[str] = field(default_factory=list)  # learned position tables (parameters)
     head: str | None = None  # the first head (measured)
     tied: bool = False  # the head's weight is an embedding's: the stream follows head_gain
     classifier: bool = False  # the head's logits are classes: the initial loss is measured
@@ -105,6 +107,7 @@ class Builder:
         self.weights(kept)
         norm_rules(self, kept)
         embedding_rules(self)
+        position_rules(self)
         structure_rules(self)
 
     def kept_gates(self) -> set[str]:

@@ -186,8 +186,11 @@ def _calibrate(builder: Builder, rules: AutoRules, trial: Trial, sample: Any,
         variables["stream_rms"] = 1.0
     if builder.queries:
         variables["attention_logit_rms"] = 1.0
-    if builder.head is None and builder.stream_branch is None and not builder.queries:
+    if builder.head is None and builder.stream_branch is None and not builder.queries \
+            and not builder.positions:
         return
+    if builder.positions:
+        _positions(rules, *measured_anatomy(trial, sample, forward, rules.policy()))
     anatomy, _ = measured_anatomy(trial, sample, forward, rules.policy())
     if builder.head is not None and builder.head in anatomy.layers:
         variables["head_input_rms"] = _rounded(anatomy.layers[builder.head].input_rms)
@@ -201,6 +204,15 @@ def _calibrate(builder: Builder, rules: AutoRules, trial: Trial, sample: Any,
     _ratios(rules, anatomy)
     if builder.classifier and logits is not None:
         _promise_the_loss(builder, rules, trial, sample, forward, logits)
+
+
+def _positions(rules: AutoRules, anatomy: Anatomy, _logits: Any) -> None:
+    """``position_rms``: the rms of what the position tables are added to (over all of them),
+    measured before the stream that the tables then join is."""
+    found = [summed.stream_rms for summed in anatomy.position_tables() if summed.stream_rms]
+    if found:
+        rules.variables["position_rms"] = _rounded(
+            math.sqrt(sum(rms * rms for rms in found) / len(found)))
 
 
 def _attention(builder: Builder, rules: AutoRules, anatomy: Anatomy) -> None:

@@ -13,7 +13,8 @@ from lightning_init.anatomy import kind_of
 if TYPE_CHECKING:
     from lightning_init.policy._auto_build import Builder
 
-__all__ = ["HEAD_STD", "KEPT", "embedding_rules", "norm_rules", "structure_rules"]
+__all__ = ["HEAD_STD", "KEPT", "embedding_rules", "norm_rules", "position_rules",
+           "structure_rules"]
 
 HEAD_STD = "head_gain / (sqrt(fan_in) * head_input_rms)"
 KEPT = ("a deliberate zero-init, kept: zeros on a path to the loss receive a gradient and "
@@ -64,6 +65,29 @@ def embedding_rules(self: Builder) -> None:
                  "unit-scale embeddings (Vaswani et al. 2017 scale theirs by sqrt(d_model); "
                  "T5: N(0, 1)): the residual stream starts at scale 1",
                  "a lookup of the stream's width")
+
+
+def position_rules(self: Builder) -> None:
+    """A learned position table added as a whole parameter (ViT's ``position_embeddings``,
+    minGPT's ``pos_emb``) at the rms of what it is added to (``position_rms``, measured), as
+    the lookups summed with each other are drawn alike (GPT-2, BERT). A frozen one
+    (``requires_grad=False``: a fixed sin-cos table) is left as it is."""
+    heads = {tie for head in self.anatomy.heads for tie in head.tied}
+    for found in self.anatomy.position_tables():
+        if found.table in heads or not self.model.get_parameter(found.table).requires_grad:
+            continue  # a frozen table is a fixed encoding (DiT's sin-cos), not a learned one
+        owner, _, leaf = found.table.rpartition(".")
+        self.positions.append(found.table)
+        self.add("learned position table", [owner], {leaf: {"init": "normal",
+                                                            "std": "position_rms"}},
+                 "a table summed with the tokens at their scale: position_rms, the rms of what "
+                 "it is added to, measured with this policy's init (GPT-2 and BERT draw their "
+                 "summed lookups alike; a table far smaller than the tokens carries almost "
+                 "nothing of the sum, and the model starts blind to order)",
+                 f"`{found.table}` is added as a whole to the output of "
+                 f"{', '.join(f'`{name}`' for name in found.stream)}")
+    if self.positions:
+        self.variables["position_rms"] = 1.0  # measured
 
 
 def _module(self: Builder, name: str) -> nn.Module | None:

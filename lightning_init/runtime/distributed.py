@@ -50,6 +50,7 @@ __all__ = [
     "is_dtensor",
     "local_fingerprints",
     "reduce_squares",
+    "rms",
 ]
 
 # Columns of `full_stats`.
@@ -57,6 +58,26 @@ FIELDS = ("numel", "sum", "sum_sq", "absmax", "nonfinite", "norm", "mean", "std"
 NUMEL, SUM, SUM_SQ, ABSMAX, NONFINITE, NORM, MEAN, STD = range(len(FIELDS))
 # Columns of the SUM payload: numel, sum, sum of squares, non-finite count, NaN count.
 _SUMMED = 5
+
+
+def rms(tensor: Tensor) -> Tensor:
+    """Root-mean-square in float32 without overflow (scaled by the peak first), 0 for an empty
+    tensor; a DTensor's is its full tensor's (a collective: every rank runs the same pass).
+
+    Example:
+        >>> f"{float(rms(torch.tensor([3e20, -4e20]))):.3g}"  # their float32 squares overflow
+        '3.54e+20'
+        >>> float(rms(torch.empty(0)))
+        0.0
+    """
+    if is_dtensor(tensor):
+        tensor = tensor.full_tensor()
+    values = tensor.detach().float()
+    if not values.numel():
+        return values.new_zeros(())
+    peak = values.abs().amax()
+    scale = torch.where(torch.isfinite(peak) & (peak > 0), peak, torch.ones_like(peak))
+    return (values / scale).pow(2).mean().sqrt() * scale
 
 
 def is_dtensor(tensor: Any) -> bool:

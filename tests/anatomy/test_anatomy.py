@@ -246,3 +246,34 @@ def test_masked_attention_logits_are_left_out_of_their_std() -> None:
     (site,) = anatomy_of(Attention(), torch.randn(4, 6, 8)).attention
     assert (site.queries, site.keys) == (("q",), ("k",))
     assert site.logit_std < 1
+
+
+def test_scales_beyond_float32_squares_are_measured_not_infinite() -> None:
+    """An output of 1e20 has a float32 square of inf: the trace's rms scales by the peak
+    first, so the next layer's input rms reads 1e20·sqrt(4), not inf."""
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1e20)
+    anatomy = anatomy_of(model, torch.ones(3, 4))
+    assert anatomy.layers["1"].input_rms == pytest.approx(4e20, rel=1e-5)
+
+
+def test_the_zero_gate_scan_reads_every_parameter_in_one_transfer(monkeypatch) -> None:
+    """The all-zero tests of every parameter come to the host together: no tensor is turned
+    into a Python bool one at a time (a device sync each on an accelerator)."""
+    import lightning_init.anatomy as anatomy_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6)])
+    with torch.no_grad():
+        model[5].weight.zero_()
+    anatomy = anatomy_of(model, torch.randn(2, 4))
+    live = {name for name, _ in model.named_parameters()}
+    transfers = []
+    real_tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: pytest.fail("one bool each"))
+    monkeypatch.setattr(torch.Tensor, "tolist",
+                        lambda self: transfers.append(self.shape) or real_tolist(self))
+    gates = anatomy_module._gates(model, anatomy, live, {}, {"5"})
+    assert [(gate.param, gate.kind) for gate in gates] == [("5.weight", "head")]
+    assert transfers == [torch.Size([6])]

@@ -115,3 +115,84 @@ def test_the_callers_pass_is_read_as_a_pass_of_its_own() -> None:
     assert inside.describe() == alone.describe()
     assert inside.embedding_sums == alone.embedding_sums
     assert isinstance(inside.embedding_sums[0], EmbeddingSum)
+
+
+# ------------------------------------------------------------------ position tables
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    return transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=10))
+
+
+class _TinyGPT(nn.Module):
+    """minGPT's layout: a token lookup, a learned position table added as a parameter, then
+    pre-norm blocks of one branch each."""
+
+    def __init__(self, width: int = 16, length: int = 8, blocks: int = 2) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(40, width)
+        self.pos_emb = nn.Parameter(torch.zeros(1, length, width).normal_(0.0, 0.02))
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(blocks))
+        self.mlps = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.head = nn.Linear(width, 40)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        stream = self.tok_emb(tokens) + self.pos_emb[:, : tokens.shape[1]]
+        for norm, mlp in zip(self.norms, self.mlps, strict=True):
+            stream = stream + mlp(norm(stream))
+        return self.head(stream)
+
+
+class _Mixer(nn.Module):
+    """A patch projection whose output is the stream itself: branches added to it, no table."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 2, stride=2)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(2))
+        self.mlps = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        stream = self.stem(images).flatten(2).transpose(1, 2)
+        for norm, mlp in zip(self.norms, self.mlps, strict=True):
+            stream = stream + mlp(norm(stream))
+        return stream.mean(1)
+
+
+def test_a_patch_projection_and_the_position_table_added_to_it() -> None:
+    """ViT: the patch convolution's output, made a sequence (flatten, transpose, a class token
+    in front by ``cat``), plus ``position_embeddings`` as a whole parameter: one sum, with
+    the table named and both scales; the stream after it is no embedding's."""
+    model = _vit()
+    images = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    anatomy = anatomy_of(model, images)
+    (found,) = anatomy.embedding_sums
+    table = "vit.embeddings.position_embeddings"
+    assert found.stream == ("vit.embeddings.patch_embeddings.projection",)
+    assert (found.other, found.table) == ((), table)
+    assert anatomy.position_tables() == [found]
+    embeddings = model.vit.embeddings
+    with torch.no_grad():
+        patches = embeddings.patch_embeddings(images)
+        tokens = torch.cat([embeddings.cls_token.expand(4, -1, -1), patches], dim=1)
+    assert found.stream_rms == pytest.approx(_rms(tokens), rel=1e-4)
+    assert found.other_rms == pytest.approx(_rms(embeddings.position_embeddings), rel=1e-4)
+    assert f"position table {table} added to" in anatomy.describe()
+
+
+def test_a_position_parameter_summed_with_a_lookup_is_a_table_not_a_branch() -> None:
+    model = _TinyGPT()
+    tokens = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    sums = anatomy_of(model, tokens).embedding_sums
+    assert [(s.stream, s.other, s.table) for s in sums] == [
+        (("tok_emb",), (), "pos_emb"), (("tok_emb",), (), ""), (("tok_emb",), (), "")]
+    assert sums[0].other_rms == pytest.approx(_rms(model.pos_emb), rel=1e-4)
+
+
+def test_a_projection_that_starts_the_stream_has_no_sum_of_its_own() -> None:
+    """A mixer's stem: its output is the residual stream, and the branches added to it are
+    no position table; a projection's carry ends where its first sum is with a branch."""
+    anatomy = anatomy_of(_Mixer(), torch.randn(2, 1, 8, 8))
+    assert anatomy.embedding_sums == []
+    assert len(anatomy.branches) == 2

@@ -145,3 +145,45 @@ def test_a_partner_added_in_place_is_measured_before_the_add() -> None:
     assert found, "positions at std 100 swamp the words: not caught"
     assert found[0].layers[0] == "bert.embeddings.position_embeddings"
     assert "N(0, 0.02)" in found[0].message
+
+
+def test_a_position_table_drowned_by_the_patch_projection_is_named() -> None:
+    """ViT: the patch projection's tokens summed with a learned ``position_embeddings``
+    parameter (no ``nn.Embedding`` anywhere) are partners too; at 1e-4 the table is lost."""
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=10))
+    pixels = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert not _embedding_problems(check_init(model, pixels))  # transformers' own init
+    with torch.no_grad():
+        model.vit.embeddings.position_embeddings.normal_(0.0, 1e-4)
+        model.vit.embeddings.patch_embeddings.projection.weight.normal_(0.0, 0.5)
+    (problem,) = _embedding_problems(check_init(model, pixels))
+    table = "vit.embeddings.position_embeddings"
+    assert problem.layers[0] == table
+    assert f"is summed with `{table}`" in problem.message
+    assert f"draw `{table}` at the scale of" in problem.message
+
+
+class _FunctionalLookups(nn.Module):
+    """Tables as bare parameters, looked up by ``F.embedding`` (no ``nn.Embedding`` module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words = nn.Parameter(torch.randn(VOCAB, WIDTH) * 100.0)
+        self.positions = nn.Parameter(torch.randn(SEQ, WIDTH) * 0.02)
+        self.norm = nn.LayerNorm(WIDTH)
+        self.head = nn.Linear(WIDTH, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        words = nn.functional.embedding(tokens, self.words)
+        positions = nn.functional.embedding(torch.arange(tokens.shape[1]), self.positions)
+        return self.head(self.norm(words + positions).mean(1))
+
+
+def test_functional_lookups_of_bare_tables_are_traced_and_judged() -> None:
+    torch.manual_seed(0)
+    (problem,) = _embedding_problems(check_init(_FunctionalLookups(), _tokens()))
+    assert problem.layers[0] == "words"
+    assert "is summed with `positions`" in problem.message

@@ -271,3 +271,76 @@ def test_each_rule_says_what_the_anatomy_found() -> None:
     assert all("  # evidence: " in block for block in blocks[:-1])
     assert "# anatomy: branches by norm place: post 4" in text
     assert "its output is the branch's at an add whose sum only a norm reads" in text
+
+
+def test_a_learned_position_table_starts_at_the_scale_of_what_it_is_added_to() -> None:
+    """ViT's ``position_embeddings`` is added as a whole to the patch projection's tokens:
+    auto draws it at their measured rms (here the pixels' scale of 5 carries through the
+    projection's 1/sqrt(fan_in)), not at the model's 0.02, where the positions would carry
+    1/2500 of the sum; the YAML says what the anatomy found."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(
+        image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=10))
+    pixels = 5.0 * torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    rules = auto_rules(model, pixels, num_classes=10)
+    assert _roles(rules)["learned position table"] == ("vit.embeddings",)
+    assert "`vit.embeddings.position_embeddings` is added as a whole" in rules.yaml()
+    rules.policy().apply(model, seed=0)
+    embeddings = model.vit.embeddings
+    with torch.no_grad():
+        patches = embeddings.patch_embeddings(pixels)
+    patch_rms = float(patches.square().mean().sqrt())
+    table_rms = float(embeddings.position_embeddings.square().mean().sqrt())
+    assert 3.0 < patch_rms < 7.0
+    assert table_rms == pytest.approx(patch_rms, rel=0.15)
+    assert check_init(model, pixels, num_classes=10).ok
+
+
+def test_a_position_parameter_beside_a_lookup_follows_the_lookups_scale() -> None:
+    class TinyGPT(nn.Module):  # minGPT: a token lookup and a position parameter
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok_emb = nn.Embedding(40, 16)
+            self.pos_emb = nn.Parameter(torch.zeros(1, 8, 16))
+            self.norm = nn.LayerNorm(16)
+            self.mlp = nn.Linear(16, 16)
+            self.head = nn.Linear(16, 40)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            stream = self.tok_emb(tokens) + self.pos_emb[:, : tokens.shape[1]]
+            stream = stream + self.mlp(self.norm(stream))
+            return self.head(stream)
+
+    torch.manual_seed(0)
+    model = TinyGPT()
+    tokens = torch.randint(0, 40, (8, 8), generator=torch.Generator().manual_seed(0))
+    InitPolicy.auto(model, tokens).apply(model, seed=0)
+    assert float(model.tok_emb.weight.std()) == pytest.approx(1.0, rel=0.1)
+    assert float(model.pos_emb.std()) == pytest.approx(1.0, rel=0.15)
+
+
+def test_a_frozen_position_table_is_a_fixed_encoding_and_is_left_alone() -> None:
+    """DiT keeps its sin-cos positions in a parameter with ``requires_grad=False``: auto
+    must not redraw a fixed encoding."""
+
+    class Patches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(1, 16, 2, stride=2)
+            angles = torch.arange(16)[:, None] / 100 ** (torch.arange(16) / 16)
+            self.pos_embed = nn.Parameter(torch.sin(angles)[None], requires_grad=False)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            tokens = self.proj(images).flatten(2).transpose(1, 2) + self.pos_embed
+            return self.head(tokens.mean(1))
+
+    torch.manual_seed(0)
+    model = Patches()
+    fixed = model.pos_embed.detach().clone()
+    rules = auto_rules(model, torch.randn(4, 1, 8, 8), num_classes=3)
+    assert "learned position table" not in _roles(rules)
+    rules.policy().apply(model, seed=0)
+    assert torch.equal(model.pos_embed, fixed)
