@@ -5,9 +5,14 @@ Two panels side by side, modules in forward order along x, weight layers named:
 
 - left, each module's output std relative to the first weight layer's: the forward signal. The
   check flags a drift of more than ``max_scale_drift`` between the first and last weight layer
-  (a depth trend that He et al. 2015 show compounds layer after layer);
-- right, each weight layer's gradient-to-weight norm ratio relative to the last weight layer's:
-  the backward signal, flagged past ``max_grad_drift``.
+  below the output layers (a depth trend that He et al. 2015 show compounds layer after layer);
+- right, each weight layer's gradient-to-weight norm ratio relative to that of the last weight
+  layer below the output layers: the backward signal, flagged past ``max_grad_drift``.
+
+The output layers (``LayerRecord.output_layer``) are ringed: the check leaves them out of both
+depth trends (:mod:`lightning_init.check._depth`), since a head drawn at scale s sits s away
+from the body forwards and 1/s^2 backwards without any trend over depth (a regression head
+started small on purpose, a zero-ish classifier).
 
 The y axes are logarithmic over a fixed range of at least twelve decades, so that a healthy
 net draws a flat line and a vanishing one a cliff; the accepted band is shaded. Weight layers
@@ -21,6 +26,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lightning_init.check._depth import below_heads
+
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_init.check.records import LayerRecord
     from lightning_init.check.report import InitCheckReport
@@ -32,6 +39,8 @@ _MAX_LABELS = 40
 _HEALTHY = "#2ca02c"
 _WEIGHT = "#1f5fa8"
 _GRADIENT = "#c0392b"
+_OUTPUT = "#e67e22"
+_OUTPUT_LABEL = "output layer (not in the depth trends)"
 
 
 def _ratio(value: float | None, reference: float | None) -> float:
@@ -86,6 +95,16 @@ def _panel(
     axis.tick_params(axis="y", labelsize=12)
 
 
+def _ring_outputs(axis: Any, positions: list[int], values: list[float],
+                  layers: Sequence[LayerRecord]) -> None:
+    """A ring around each output layer's point."""
+    rings = [(x, v) for x, v in zip(positions, values, strict=True)
+             if layers[x].output_layer and 0 < v < math.inf]
+    if rings:
+        axis.scatter(*zip(*rings, strict=True), s=110, facecolors="none", edgecolors=_OUTPUT,
+                     linewidths=1.8, zorder=5, label=_OUTPUT_LABEL)
+
+
 def _label_layers(axis: Any, layers: Sequence[LayerRecord], is_weight: list[bool]) -> None:
     """The weight layers' names under the x axis (every k-th past ``_MAX_LABELS``)."""
     named = [i for i, weight in enumerate(is_weight) if weight] or list(range(len(layers)))
@@ -135,7 +154,8 @@ def depth_figure(
     is_weight = [layer.weight_norm is not None for layer in layers]
     weight_layers = [layer for layer, weight in zip(layers, is_weight, strict=True) if weight]
     first = weight_layers[0] if weight_layers else (layers[0] if layers else None)
-    last = weight_layers[-1] if weight_layers else None
+    below = [layer for layer in below_heads(layers) if layer.grad_to_weight]
+    last = below[-1] if below else weight_layers[-1] if weight_layers else None
     forward = [_ratio(layer.output_std, first and first.output_std) for layer in layers]
     driven = [_ratio(_input_driven(layer), first and first.output_std) for layer in layers]
     weight_positions = [i for i, weight in enumerate(is_weight) if weight]
@@ -152,8 +172,10 @@ def depth_figure(
     forward_axis.set_title("forward: output std / first weight layer's", fontsize=14)
     _panel(backward_axis, weight_positions, backward, [True] * len(backward), max_grad_drift,
            _GRADIENT, f"accepted: within {max_grad_drift:g}x")
-    backward_axis.set_title("backward: |grad| / |weight|, over the last weight layer's",
+    backward_axis.set_title("backward: |grad| / |weight|, over the last non-output layer's",
                             fontsize=14)
+    _ring_outputs(forward_axis, list(range(len(layers))), forward, layers)
+    _ring_outputs(backward_axis, weight_positions, backward, layers)
     limits = _y_limits(forward + driven + backward)
     for axis in (forward_axis, backward_axis):
         axis.set_ylim(*limits)
@@ -165,6 +187,7 @@ def depth_figure(
         entries.setdefault(label, handle)
     labels = sorted(entries, key=lambda label: label.startswith("accepted"))
     handles = [entries[label] for label in labels]
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=12,
+    columns = len(handles) if len(handles) <= 5 else (len(handles) + 1) // 2  # fits 14 in
+    figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=12,
                   frameon=False)
     return figure

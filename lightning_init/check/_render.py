@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lightning_init._text import markdown_table, table
+from lightning_init.check._depth import scale_series
 from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.records import LayerRecord
 
@@ -166,10 +167,9 @@ def _extreme(layers: list[LayerRecord], attribute: str, largest: bool) -> LayerR
 
 def _layer_margins(layers: list[LayerRecord], limits: Mapping[str, float]) -> list[str]:
     """The layer nearest each per-layer limit: most dead, most saturated, least input-driven;
-    the weight layers' output std from the first to the last."""
+    the weight layers' output std from the first to the last below the output layers."""
     margins = []
-    weighted = [layer for layer in layers if layer.transforms
-                and math.isfinite(layer.output_std) and layer.output_std > 0]
+    weighted = scale_series(layers)  # the series the scale verdict judges
     if len(weighted) >= 2:
         first, last = weighted[0], weighted[-1]
         drift = max(first.output_std, last.output_std) / min(first.output_std, last.output_std)

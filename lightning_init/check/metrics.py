@@ -1,5 +1,6 @@
 """The check as a few numbers to sort runs by (TensorBoard's HParams page): whether it passed,
-the initial loss over ln(C), and the worst drift of the signal's scale over depth."""
+the initial loss over ln(C), and the worst drift of the signal's scale over depth, over the
+series the check judges (:mod:`lightning_init.check._depth`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lightning_init.check.verdicts import fit_factor
+from lightning_init.check._depth import gradient_series, scale_series, trend
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_init.check.report import InitCheckReport
@@ -28,15 +29,17 @@ def _drift(values: Sequence[float | None]) -> float | None:
     positive = [v for v in values if v is not None and 0 < v < math.inf]
     if len(positive) < 3:
         return None
-    total = fit_factor(positive) ** (len(positive) - 1)
+    total = trend(positive)
     return max(total, 1 / total)
 
 
 def check_metrics(report: InitCheckReport) -> dict[str, float]:
     """``ok`` (1 or 0), ``loss_over_ln_c`` (when the cross-entropy check applied) and
-    ``worst_drift``: the larger of the factors by which the output std and the
-    gradient-to-weight norm ratio of the layers with parameters change over depth (1 is flat;
-    the check flags 100 and 1000 by default). A NaN/Inf in the check gives ``inf``.
+    ``worst_drift``: the largest of the factors by which the output std and the
+    gradient-to-weight norm ratio change over depth, by the log-linear fits of the series the
+    check's ``scale`` and ``gradient`` verdicts judge (the weight layers below the output
+    layers; 1 is flat; the check flags 100 and 1000 by default). A NaN/Inf in the check gives
+    ``inf``.
 
     Example:
         >>> import torch
@@ -49,11 +52,9 @@ def check_metrics(report: InitCheckReport) -> dict[str, float]:
     metrics = {"ok": 1.0 if report.ok else 0.0}
     if report.loss is not None and report.expected_loss:
         metrics["loss_over_ln_c"] = report.loss / report.expected_loss
-    with_params = [layer for layer in report.layers if layer.weight_norm is not None]
-    drifts = [
-        _drift([layer.output_std for layer in with_params]),
-        _drift([layer.grad_to_weight for layer in with_params]),
-    ]
+    drifts = [_drift([layer.output_std for layer in scale_series(report.layers)])]
+    drifts += [_drift([layer.grad_to_weight for layer in series])
+               for series in gradient_series(report.layers)]
     if any(layer.nonfinite for layer in report.layers):
         metrics["worst_drift"] = math.inf
     elif any(drift is not None for drift in drifts):

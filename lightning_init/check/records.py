@@ -49,6 +49,14 @@ class LayerRecord:
             (a residual sum, a functional op) or is the model's input.
         transforms: whether the module transforms its input with its own weight matrix (the
             kinds registry's ``transforms``: weight layers, attention, recurrent layers).
+        output_layer: whether it is one of the model's output layers, by data flow: the last
+            weight layers before what the loss reads (the anatomy's heads where the pass was
+            traced, else the weight layers behind the modules whose output the model
+            returned, else the last weight layer called). Left out of the depth trends and
+            of ``min_layer_gain`` (a head started small is a gate).
+        normalized: whether its output goes straight into a normalization (through dropout,
+            identities, views), which removes its scale: left out of the forward depth trend
+            and of the gain verdict.
     """
 
     index: int
@@ -67,6 +75,8 @@ class LayerRecord:
     inflow_rms: float | None = None
     source: int | None = None
     transforms: bool = False
+    output_layer: bool = False
+    normalized: bool = False
 
     grad_to_weight = property(_grad_to_weight)
 

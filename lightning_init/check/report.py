@@ -175,9 +175,10 @@ class InitCheckReport:
 
         Two log panels over a fixed range of at least twelve decades, the check's accepted band
         shaded: each module's output std over the first weight layer's, and each weight layer's
-        gradient-to-weight norm ratio over the last one's. Weight layers are filled dots and
-        named on the x axis. Built on ``matplotlib.figure.Figure`` with the Agg canvas (no
-        pyplot state, no GUI).
+        gradient-to-weight norm ratio over that of the last one below the output layers (the
+        output layers, left out of the check's depth trends, are ringed). Weight layers are
+        filled dots and named on the x axis. Built on ``matplotlib.figure.Figure`` with the Agg
+        canvas (no pyplot state, no GUI).
 
         Args:
             max_scale_drift: the forward band, as the check's threshold of that name.

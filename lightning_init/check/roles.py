@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from torch import nn
 
 from lightning_init.anatomy import is_embedding, kind_of, layer_fans
 from lightning_init.anatomy import is_norm as _is_norm
+from lightning_init.check._depth import output_names
 from lightning_init.check.records import LayerRecord, ParameterRecord
 
 # The activations after which He et al.'s sqrt(2) (or a gain near it) is the textbook init.
@@ -90,6 +92,31 @@ def output_layers(produced: Sequence[int], layers: Sequence[LayerRecord]) -> lis
         if current is not None and layers[current].name not in found:
             found.append(layers[current].name)
     return found
+
+
+def with_depth_roles(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
+                     heads: Sequence[str] | None) -> list[LayerRecord]:
+    """``layers`` with ``output_layer`` (``heads``, or where not known the last weight layer)
+    and ``normalized`` (the output goes straight into a normalization) set.
+
+    Example:
+        >>> import torch
+        >>> from lightning_init.check import check_init
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8),
+        ...                           torch.nn.Linear(8, 2))
+        >>> report = check_init(net, torch.randn(16, 4))
+        >>> [(layer.output_layer, layer.normalized) for layer in report.layers]
+        [(False, True), (False, False), (True, False)]
+    """
+    outputs = output_names(layers, heads)
+    return [replace(layer, output_layer=layer.name in outputs,
+                    normalized=_normalized(layer.index, layers, modules)) for layer in layers]
+
+
+def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
+                ) -> bool:
+    following = follower(index, layers, modules)
+    return following is not None and is_norm(modules[following])
 
 
 def init_for_activation(module: nn.Module | None) -> str:

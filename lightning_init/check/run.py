@@ -41,7 +41,7 @@ from lightning_init.check.measure import (
 from lightning_init.check.options import CheckOptionError, resolve_thresholds, validate_num_classes
 from lightning_init.check.records import CheckSubject, LayerRecord, ParameterRecord
 from lightning_init.check.report import InitCheckReport
-from lightning_init.check.roles import output_layers
+from lightning_init.check.roles import output_layers, with_depth_roles
 from lightning_init.check.unread import unread_note, unread_parameters
 from lightning_init.check.verdicts import verdicts, zero_gradients
 
@@ -222,6 +222,7 @@ def check_pass(
         produced = record.producers(output)
     parameters = _parameter_records(model, named, grads, numbers)
     layers = _layer_records(record, numbers.layer_rows, parameters)
+    layers = with_depth_roles(layers, record.modules, _heads(anatomy, produced, layers))
     notes.extend(init_findings(model, layers))
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     surrogate = loss_source == "surrogate"
@@ -234,7 +235,6 @@ def check_pass(
         input_nonfinite=numbers.input_nonfinite, batch_size=batch_size,
         loss=check_loss, num_classes=check_classes,
         loss_is_surrogate=surrogate, labels=use_loss_check, unreachable=unread,
-        heads=_heads(anatomy, produced, layers),
     )
     if not any(problem.kind == "nonfinite" for problem in problems):
         # A head tied to the embedding: the loss verdict already says what to do with it.
@@ -266,7 +266,7 @@ def _heads(anatomy: Anatomy | None, produced: Sequence[int], layers: Sequence[La
            ) -> list[str] | None:
     """The output layers by data flow: the anatomy's heads where the pass was traced, else the
     weight layers behind the modules whose output the model returned (``None``: the output was
-    computed outside every module, the verdicts take the last weight layer)."""
+    computed outside every module: the last weight layer is taken)."""
     if anatomy is not None and anatomy.heads:
         return anatomy.head_names()
     return output_layers(produced, layers) if produced else None

@@ -5,21 +5,22 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
 - ``min_input_dependence``: a module output whose spread across the batch is below this
   fraction of its scale no longer depends on the input (PyTorch's default init on a deep plain
   ReLU net: the weights shrink the signal by ~0.4x per layer and the bias sets a floor).
-- ``max_scale_drift``: the output std of the weight layers (Linear, Conv, ...) may change by at
-  most this factor from the first to the last one (a log-linear fit over depth; 3+ layers).
-  Xavier on a 30-layer ReLU net shrinks by 0.71x per layer (He et al. 2015), ~2e4x in all.
+- ``max_scale_drift``: the output std of the weight layers (Linear, Conv, ...) below the output
+  layers may change by at most this factor from the first to the last one (a log-linear fit
+  over depth; 3+ layers; a layer whose output goes straight into a normalization is left
+  out). Xavier on a 30-layer ReLU net shrinks by 0.71x per layer (He et al. 2015), ~2e4x in
+  all. The output layers (``LayerRecord.output_layer``, see
+  :mod:`lightning_init.check._depth`) are left out of both depth trends: a head drawn at
+  scale s ends the series s away from the body, a step at the top and no trend over depth.
 - ``max_dead_fraction``: ReLU units zero for every sample.
 - ``max_saturated_fraction``: tanh / sigmoid outputs in the flat tails.
 - ``max_grad_drift``: gradient-to-weight norm ratio may change by at most this factor over
   depth (a log-linear fit over 3+ layers) below the output layers. A series is each role that
   repeats across blocks (``layers.#.mlp.fc1``), or when none does, every weight layer below
-  the output layers. The output layers (the last weight layers before what the loss reads,
-  by data flow: the anatomy's heads where the pass is traced, else the modules whose output
-  the model returns, back through what they received as is; else the last weight layer
-  called) are left out: a head drawn at scale s has a ratio of about 1/s and multiplies
-  every lower layer's gradient by s alike, so a head started small on purpose (a regression
-  head, a zero-ish classifier) makes a 1/s^2 step that is no trend over depth; its scale is
-  the loss and gain verdicts' to judge.
+  the output layers. A head drawn at scale s has a ratio of about 1/s and multiplies every
+  lower layer's gradient by s alike, so a head started small on purpose (a regression head, a
+  zero-ish classifier) makes a 1/s^2 step that is no trend over depth; its scale is the loss
+  and gain verdicts' to judge.
 - ``max_loss_ratio``: cross-entropy at init should be about ln(C) (uniform predictions);
   flagged above this multiple of ln(C). Without labels, when the output is logits over its
   last dimension, the cross-entropy against uniformly drawn labels is used (its expectation,
@@ -38,7 +39,9 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
   into a normalization is exempt (the norm removes its scale).
 - ``min_layer_gain``: the other way: a weight layer that shrinks both a random input
   (fan_in) and a random gradient (fan_out) below this factor leaves its branch inert (an
-  all-zero weight is a gate, judged by the look-ahead step instead).
+  all-zero weight is a gate, judged by the look-ahead step instead). Output layers are exempt:
+  a head started small is a gate too, as a zero head is (its loss opens it; a classifier's
+  scale is the loss verdict's), while ``max_layer_gain`` still applies to them.
 - ``max_embedding_ratio``: an embedding summed with another may be at most this many times
   larger (rms), and the branches added to the stream an embedding starts must add at least
   ``1 / max_embedding_ratio`` of its rms (:mod:`lightning_init.check.embeddings`). At 100x the
@@ -48,13 +51,13 @@ Thresholds (defaults in ``DEFAULT_THRESHOLDS``, all overridable):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lightning_init.anatomy import transforms
+from lightning_init.check._depth import fit_factor, gradient_series, scale_series, trend
 from lightning_init.check._theory import expected_cross_entropy
 from lightning_init.check.records import CheckProblem, LayerRecord, ParameterRecord
 from lightning_init.check.roles import (
@@ -63,10 +66,8 @@ from lightning_init.check.roles import (
     XAVIER,
     XAVIER_TANH,
     advice,
-    follower,
     gains,
     init_for_activation,
-    is_norm,
     tied_embedding,
     zero_weight,
 )
@@ -83,17 +84,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_layer_gain": 0.01,
     "max_embedding_ratio": 100.0,
 }
-
-
-def fit_factor(values: Sequence[float]) -> float:
-    """Per-step factor of a least-squares fit of log(values) against position."""
-    logs = [math.log(value) for value in values]
-    count = len(logs)
-    mean_x = (count - 1) / 2
-    mean_y = sum(logs) / count
-    numerator = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(logs))
-    denominator = sum((i - mean_x) ** 2 for i in range(count))
-    return math.exp(numerator / denominator)
 
 
 def _name(layer: LayerRecord) -> str:
@@ -138,15 +128,13 @@ def verdicts(
     loss_is_surrogate: bool,
     labels: bool = True,
     unreachable: frozenset[str] = frozenset(),
-    heads: Sequence[str] | None = None,
 ) -> list[CheckProblem]:
     """Every problem found, most fundamental first.
 
     ``labels=False``: ``loss`` is the label-free cross-entropy of logits (see
     ``max_loss_ratio``). ``unreachable``: parameters whose exact zero gradient no init changes
-    (the loss does not read what they compute); they are left to a note. ``heads``: the output
-    layers by data flow (``None``: not known, the last weight layer in forward order is taken),
-    left out of the gradient's depth trend (see ``max_grad_drift``).
+    (the loss does not read what they compute); they are left to a note. The layers' roles in
+    the depth trends (``output_layer``, ``normalized``) are read from their records.
     """
     # 1. NaN / Inf: everything measured after the first such module is meaningless.
     bad = [layer for layer in layers if layer.nonfinite]
@@ -158,7 +146,7 @@ def verdicts(
     problems += _saturation_problems(layers, modules, thresholds)
     problems += _dependence_problems(layers, modules, parameters, thresholds, dead, batch_size)
     problems += _gradient_problems(layers, modules, parameters, thresholds, loss_is_surrogate,
-                                   unreachable, heads)
+                                   unreachable)
     problems += _loss_problems(layers, modules, thresholds, loss, num_classes, labels)
     problems += _gain_problems(layers, modules, parameters, thresholds)
     return problems
@@ -178,31 +166,21 @@ def _fix(layer: LayerRecord, layers: Sequence[LayerRecord], modules: Sequence[nn
     return text if text.startswith(("set ", "draw ")) else f"use {text}"
 
 
-def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
-                ) -> bool:
-    """Whether the layer's output goes straight into a normalization (which removes its
-    scale: the layer's output std says nothing about the activations that follow)."""
-    following = follower(index, layers, modules)
-    return following is not None and is_norm(modules[following])
-
-
 def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                     parameters: Sequence[ParameterRecord],
                     thresholds: dict[str, float]) -> list[CheckProblem]:
-    """Activation scale across depth: a log-linear fit over the weight layers' output std."""
-    weight_layers = [(layer, module) for layer, module in zip(layers, modules, strict=True)
-                     if is_weight_layer(module) and layer.output_std > 0
-                     and math.isfinite(layer.output_std)
-                     and not _normalized(layer.index, layers, modules)]
-    if len(weight_layers) < 3:
+    """Activation scale across depth: a log-linear fit over the output std of the weight layers
+    below the output layers (:func:`~lightning_init.check._depth.scale_series`)."""
+    series = scale_series(layers)
+    if len(series) < 3:
         return []
-    stds = [layer.output_std for layer, _ in weight_layers]
+    stds = [layer.output_std for layer in series]
     factor = fit_factor(stds)
-    total = factor ** (len(stds) - 1)
+    total = trend(stds)
     limit = thresholds["max_scale_drift"]
     if limit >= total >= 1 / limit:
         return []
-    first, last = weight_layers[0][0], weight_layers[-1][0]
+    first, last = series[0], series[-1]
     verb = "grow" if total > 1 else "shrink"
     return [CheckProblem(
         "scale",
@@ -406,8 +384,8 @@ def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                    thresholds: dict[str, float]) -> list[CheckProblem]:
     """Weight layers that scale both a random input (forwards, fan_in) and a random gradient
     (backwards, fan_out) by more than ``max_layer_gain`` or less than ``min_layer_gain``, and
-    whose output is not normalized right away. He et al. (2015) preserve one of the two; a
-    layer that preserves neither was drawn at the wrong scale."""
+    whose output is not normalized right away (an output layer: more only). He et al. (2015)
+    preserve one of the two; a layer that preserves neither was drawn at the wrong scale."""
     high, low = thresholds["max_layer_gain"], thresholds["min_layer_gain"]
     norms = {param.name: param.weight_norm for param in parameters}
     loud, quiet = [], []
@@ -417,8 +395,8 @@ def _gain_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         if both is None or (low <= max(both) and min(both) <= high) \
                 or not _confirmed(layer, high if min(both) > high else low, min(both) > high):
             continue
-        if _normalized(layer.index, layers, modules):
-            continue
+        if layer.normalized or (layer.output_layer and min(both) <= high):
+            continue  # a norm removes its scale; a small head is a gate (see min_layer_gain)
         (loud if min(both) > high else quiet).append((layer, both))
     problems = []
     for found, verb, effect in (
@@ -475,7 +453,6 @@ def _gradient_problems(
     thresholds: dict[str, float],
     loss_is_surrogate: bool,
     unreachable: frozenset[str] = frozenset(),
-    heads: Sequence[str] | None = None,
 ) -> list[CheckProblem]:
     problems = []
     assumed = SURROGATE_ASSUMED if loss_is_surrogate else ""
@@ -494,7 +471,7 @@ def _gradient_problems(
     zero = [p for p in zero_gradients(parameters) if p.name not in unreachable]
     if zero:
         problems.append(zero_gradient_problem(zero, assumed))
-    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed, heads))
+    problems.extend(_drift_problems(layers, modules, parameters, thresholds, assumed))
     return problems
 
 
@@ -526,50 +503,18 @@ def zero_gradient_problem(zero: Sequence[ParameterRecord], assumed: str = "") ->
     )
 
 
-def _role(name: str) -> str:
-    """A layer's name with its block indices blanked: ``model.layers.#.self_attn.q_proj``."""
-    return re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)", "#", name)
-
-
-def _drift_series(weighted: Sequence[LayerRecord]) -> list[list[LayerRecord]]:
-    """The series whose trend over depth is judged, of the weight layers below the output
-    layers: one per role that repeats across blocks (so that a pattern repeating inside each
-    block, such as attention's query/key against its value, does not read as a trend), or all
-    of them when no role repeats."""
-    by_role: dict[str, list[LayerRecord]] = {}
-    for layer in weighted:
-        by_role.setdefault(_role(layer.name), []).append(layer)
-    repeated = [series for series in by_role.values() if len(series) >= 2]
-    if len(repeated) <= 1:
-        return [list(weighted)] if len(weighted) >= 3 else []
-    return [series for series in repeated if len(series) >= 3]
-
-
-def _output_layers(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
-                   heads: Sequence[str] | None) -> set[str]:
-    """``heads``, or where not known the last weight layer in forward order."""
-    if heads is not None:
-        return set(heads)
-    last = next((layer for layer in reversed(layers) if is_weight_layer(modules[layer.index])),
-                None)
-    return {last.name} if last is not None else set()
-
-
 def _drift_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
                     parameters: Sequence[ParameterRecord], thresholds: dict[str, float],
-                    assumed: str, heads: Sequence[str] | None = None) -> list[CheckProblem]:
-    """The gradient's trend over depth below the output layers: an output layer's own
-    grad/weight ratio is set by its own scale (a head of scale s: 1/s, while it multiplies
-    every lower layer's gradient by s alike), which the loss and gain verdicts judge."""
-    outputs = _output_layers(layers, modules, heads)
-    weighted = [layer for layer, module in zip(layers, modules, strict=True)
-                if is_weight_layer(module) and layer.grad_to_weight
-                and layer.name not in outputs]
+                    assumed: str) -> list[CheckProblem]:
+    """The gradient's trend over depth below the output layers
+    (:func:`~lightning_init.check._depth.gradient_series`): an output layer's own grad/weight
+    ratio is set by its own scale (a head of scale s: 1/s, while it multiplies every lower
+    layer's gradient by s alike), which the loss and gain verdicts judge."""
     limit = thresholds["max_grad_drift"]
     worst: tuple[float, float, list[LayerRecord]] | None = None
-    for series in _drift_series(weighted):
-        factor = fit_factor([layer.grad_to_weight or 0.0 for layer in series])
-        total = factor ** (len(series) - 1)
+    for series in gradient_series(layers):
+        ratios = [layer.grad_to_weight or 0.0 for layer in series]
+        factor, total = fit_factor(ratios), trend(ratios)
         if (total > limit or total < 1 / limit) and \
                 (worst is None or abs(math.log(total)) > abs(math.log(worst[1]))):
             worst = (factor, total, series)
