@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lightning_init.anatomy import Anatomy, Branch, gain_of
@@ -31,6 +32,12 @@ LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
                  "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
                  "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
+_SCALE_FREE_SOURCE = (
+    "a BatchNorm right after the layer divides its scale out: the forward pass does not see "
+    "the weight's std, which sets only the optimizer's step relative to the weight (under "
+    "Adam about lr / std a step; van Laarhoven 2017, arXiv:1706.05350; Hoffer et al. 2018, "
+    "arXiv:1803.01814), a training choice the model's own init made: its values are kept, as "
+    "every scale the forward pass does not constrain")
 _INNER_SOURCE = ("; inside a branch that a norm feeds at unit scale, each layer keeps that "
                  "scale, and the layers closing the branch set its output's (stream_rms / "
                  "sqrt(n_branches)), so that the scale is set once, not compounded layer by "
@@ -206,8 +213,8 @@ class Builder:
                 query = name in queries and kind == "linear"
                 groups.setdefault((kind, "query" if query else "stream"), []).append(name)
             else:
-                fan = "fan_out" if site.norm_kind == "batch" else "fan_in"
-                groups.setdefault((kind, fan), []).append(name)
+                fan = self._fan(name, site.norm_kind)
+                groups.setdefault(("" if fan == "kept" else kind, fan), []).append(name)
             if normalized and self.stream_branch is None:
                 self.stream_branch = anatomy.branches.index(branch)
         self.rates = [name for name, site in anatomy.layers.items() if site.rate]
@@ -222,6 +229,20 @@ class Builder:
                        not in heads)
         self.add("branch closer, zero (kept)", gated, {"weight": "zeros"}, KEPT,
                  "an all-zero layer closing a residual branch")
+
+    def _fan(self, name: str, norm_kind: str | None) -> str:
+        """``fan_in``; before a BatchNorm, ``"kept"`` (the model's own weight: its scale is
+        divided out) where that weight is usable (finite, not constant, not flagged by a
+        check), else ``fan_out``."""
+        if norm_kind != "batch":
+            return "fan_in"
+        weight = getattr(self.model.get_submodule(name), "weight", None)
+        usable = isinstance(weight, torch.Tensor) and not weight.is_meta \
+            and weight.numel() > 1 and name not in self.flagged
+        if usable:
+            with torch.no_grad():
+                usable = bool(torch.isfinite(weight).all()) and float(weight.std()) > 0
+        return "kept" if usable else "fan_out"
 
     def _attention_closers(self, residual: dict[int, list[str]], zeroed: list[str],
                            mixing: dict[int, list[str]]) -> None:
@@ -306,6 +327,11 @@ class Builder:
                 "weight": {"init": "normal", "std": std},
                 "bias": "zeros"}, source + _INNER_SOURCE + _QUERY_SOURCE,
                 "its output is the query of an attention's q k^T")
+            return
+        if fan == "kept":
+            self.add("followed by BatchNorm, its own scale kept", names,
+                     {"weight": "keep", "bias": "zeros"}, _SCALE_FREE_SOURCE,
+                     "its output goes straight into a BatchNorm")
             return
         role = "no activation follows" if kind == "linear" else f"followed by {kind}"
         evidence = f"its output goes into {kind}" if kind != "linear" else \

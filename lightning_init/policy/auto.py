@@ -5,8 +5,12 @@ what feeds each weight layer and what reads its output, by data flow, not by nam
 each part the init its role calls for (:mod:`lightning_init.policy._auto_build`):
 
 - a weight layer gets the gain of the activation its output goes into (He et al. 2015,
-  arXiv:1502.01852, section 2.2: ``std = gain / sqrt(fan_in)``), over ``fan_out`` when its
-  output goes straight into a BatchNorm (torchvision's ResNet);
+  arXiv:1502.01852, section 2.2: ``std = gain / sqrt(fan_in)``); one whose output goes straight
+  into a BatchNorm keeps the model's own values: the norm divides its scale out, so the
+  forward pass does not constrain it, and the scale sets only the optimizer's step relative to
+  the weight (under Adam about ``lr / std``), the model's own choice; where those values are
+  unusable (all equal, not finite, flagged by a check) it is drawn over ``fan_out``
+  (torchvision's ResNet);
 - the layers that close a residual branch (their output is what the add receives) are scaled
   by ``1 / sqrt(n_branches)``, the number of branches added to that stream (Radford et al.
   2019, GPT-2, section 2.3; Megatron-LM), and, in a branch whose scale a norm sets (pre-norm,
@@ -93,8 +97,8 @@ def auto_rules(model: nn.Module, sample: Any, *, forward: Any = None,
         ...                           torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 5))
         >>> rules = auto_rules(net, torch.randn(2, 3, 4, 4), num_classes=5)
         >>> [(rule.role, rule.layers) for rule in rules.rules]  # doctest: +NORMALIZE_WHITESPACE
-        [('output layer (classifier head)', ('4',)), ('followed by BatchNorm, then relu', ('0',)),
-         ('normalization layer', ('1',))]
+        [('output layer (classifier head)', ('4',)),
+         ('followed by BatchNorm, its own scale kept', ('0',)), ('normalization layer', ('1',))]
         >>> rules.rules[0].rule["weight"]
         {'init': 'normal', 'std': 'head_gain / (sqrt(fan_in) * head_input_rms)'}
         >>> auto_rules(net, torch.randn(2, 3, 4, 4), prior=0.01).rules[0].rule["bias"]

@@ -344,3 +344,31 @@ def test_a_frozen_position_table_is_a_fixed_encoding_and_is_left_alone() -> None
     assert "learned position table" not in _roles(rules)
     rules.policy().apply(model, seed=0)
     assert torch.equal(model.pos_embed, fixed)
+
+
+def test_a_weight_before_a_batchnorm_keeps_its_own_scale_unless_it_is_unusable() -> None:
+    """A BatchNorm divides the scale of the weight before it out; that scale sets only the
+    optimizer's step relative to the weight (Adam: about lr / std), so the model's own values
+    stay (MobileNetV2's N(0, 0.02), not He fan_out's 1.5-17x); all-equal, non-finite or flagged
+    values are drawn over fan_out."""
+    def net() -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(8 * 16, 5))
+
+    torch.manual_seed(0)
+    model, sample = net(), torch.randn(4, 3, 4, 4)
+    with torch.no_grad():
+        model[0].weight.normal_(0.0, 0.02)
+        model[3].weight.zero_()
+    own = model[0].weight.detach().clone()
+    rules = auto_rules(model, sample, num_classes=5)
+    roles = _roles(rules)
+    assert roles["followed by BatchNorm, its own scale kept"] == ("0",)
+    assert roles["followed by BatchNorm, then relu"] == ("3",)  # all zero: drawn
+    rules.policy().apply(model, seed=1)
+    assert torch.equal(model[0].weight, own)
+    assert float(model[3].weight.detach().std()) == pytest.approx(math.sqrt(2 / (8 * 9)), rel=0.15)
+    assert check_init(model, sample).ok
+    flagged = auto_rules(model, sample, num_classes=5, flagged={"0"})
+    assert "0" in _roles(flagged)["followed by BatchNorm, then relu"]

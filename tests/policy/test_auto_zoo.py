@@ -34,13 +34,28 @@ _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditional
 # and why (xfail(strict=True): a fix shows as a flip).
 _CHECK_FAILS: dict[str, str] = {}
 _OWN_LOSS_CHECK_FAILS: dict[str, str] = {}
-_WORSE_THAN_KAIMING = "issue 23: auto trains worse than the kaiming_relu preset on a small-C MLP"
+# Both below: auto's head. Its logits start at std head_gain = 0.5 (the floor: an initial loss
+# within 10% of ln C), the own inits' larger (Funnel 0.73, kaiming_relu's linear-gain head 0.96:
+# 1.16x ln 3 and 1.33x ln 2); under Adam the logits move through the hidden layers in proportion
+# to the head's weights, and a 30-step loss on one batch reads that speed. Putting back the own
+# head's scale alone closes each gap (Funnel 0.0089, the MLP 0.373 over 20 draws).
 _TRAINS_WORSE: dict[str, str] = {
-    "mobilenet-v2": "issue 23: auto ends at 0.405 against the own init's 0.271 (fails on main "
-                    "691a96d as well)",
-    "funnel": "issue 23: auto ends at 0.0212 against the own init's 0.0095",
-    "mlp-2-class-kaiming-relu-seed-0": f"{_WORSE_THAN_KAIMING} (0.439 against 0.341)",
+    "funnel": "issue 23: auto's head (logits of std 0.5 against 0.73) and its tanh pooler at "
+              "gain 5/3 on a unit-scale input: 0.0219 against 0.0092 over 12 seeds, 0.0007 "
+              "against 0.0005 at 400 steps",
+    "mlp-2-class-kaiming-relu-seed-0": "issue 23: auto's head (logits of std 0.5 against "
+                                       "kaiming_relu's 0.96): over 20 draws of each, 0.428 "
+                                       "against 0.378 at 30 steps, yet 0.045 against 0.055 at "
+                                       "100 and 0.0020 against 0.0029 at 300",
 }
+# MobileNetV2's 30-step loss is read in eval mode, through BatchNorm running statistics that 30
+# steps leave behind the weights: one draw ends anywhere from 0.04 to 0.9 (its loss in training
+# mode, batch statistics, averages 0.006), so three seeds cannot tell two inits apart and its
+# comparison takes 32. Over 48 seeds (one thread), the mean and its standard error: own init
+# 0.246 +- 0.026, auto 0.209 +- 0.021; auto's former He fan_out draw before each BatchNorm
+# (1.5-17x the own init's std 0.02, so Adam's steps were that much smaller relative to the
+# weights) 0.376 +- 0.028; over these 32 seeds 0.349 against the own init's 0.239, a failure.
+_SEEDS_OF = {"mobilenet-v2": tuple(range(32))}
 # The own-loss check: the decoders of the wider zoo. The training test: every case but these of
 # the wider zoo (MobileViT's 30-step runs take 14 s; HuBERT and Gemma3 repeat Wav2Vec2 and
 # Gemma2; the kaiming_relu MLPs run for seed 0 only: the preset's own draw does not vary with
@@ -135,7 +150,7 @@ def test_auto_trains_at_least_as_well_as_the_models_own_init(case: ZooCase) -> N
     batch = inputs if "loss" in case.extra else _with_targets(model, inputs)
     policy = InitPolicy.auto(model, inputs, forward=case.forward)
     own, auto = [], []
-    for seed in _SEEDS:
+    for seed in _SEEDS_OF.get(case.name, _SEEDS):
         torch.manual_seed(seed)
         model, _ = case.make()
         own.append(_trained_loss(case, copy.deepcopy(model), batch, seed))
