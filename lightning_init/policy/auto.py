@@ -27,9 +27,9 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
 - the heads (the last weight layers before what the loss reads, through soft-capping and
   across several heads) give outputs of std ``head_gain = 0.5`` on the sample batch (an
   initial loss within ``(1 - 1/C) 0.5^2 / 2`` nats of ln(C) for every C, a readout that starts
-  small as muP's does: Yang et al. 2022, arXiv:2203.03466); the initial loss is then
-  measured with ties in place (a tied embedding puts each token's own embedding into the
-  stream) and ``head_gain`` lowered until it is within about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
+  small as muP's does: Yang et al. 2022, arXiv:2203.03466); the initial loss is then measured with ties in place (a tied embedding puts
+  each token's own embedding into the stream) and ``head_gain`` lowered until it is within
+  about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
   ``prior=p`` the head's bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal Loss);
 - norms start at identity by their probed formula: weight 1 for ``w * x_hat``, 0 for Gemma's
   ``(1 + w) * x_hat``;
