@@ -26,10 +26,7 @@ from lightning_init.policy._auto_structure import (
 
 __all__ = ["HEAD_STD", "Builder"]
 
-# The std of a classifier's outputs: small, so that the initial loss is near ln(C) for every C
-# (an excess of (1 - 1/C) * 0.5^2 / 2 <= 0.0625 nats, under 10% of ln(C) from C = 2 on), and
-# not zero, so that the head's input gets a gradient from the first step.
-HEAD_GAIN = 0.5
+HEAD_GAIN = 0.5  # the least std of a classifier's outputs
 REGRESSION_GAIN = 0.1  # a regression output starts at a tenth of its target's scale
 LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
@@ -145,7 +142,8 @@ class Builder:
             return
         classes = self.num_classes or outputs
         self.classifier = classes > 1
-        self.variables["head_gain"] = HEAD_GAIN
+        gain = max(HEAD_GAIN, math.sqrt(2 * LOSS_EXCESS * math.log(max(classes, 1))))
+        self.variables["head_gain"] = float(f"{gain:.4g}")
         self.variables["head_input_rms"] = 1.0  # measured
         bias: Any = "zeros"
         source = ("bias 0 is the uniform class prior (-ln(C) on every logit is the same under "
@@ -157,9 +155,7 @@ class Builder:
                       "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
         role = "output layer (classifier head)" if self.num_classes else "output layer"
         self.add(role, names, {"weight": {"init": "normal", "std": HEAD_STD}, "bias": bias},
-                 f"outputs of std head_gain = 0.5, C = {classes}: an initial loss within "
-                 "(1 - 1/C) 0.5^2 / 2 nats of ln(C) and a readout that starts small (as muP's "
-                 "and GPT-2's do; Yang et al. 2022, arXiv:2203.03466), with "
+                 f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}, with "
                  "head_input_rms measured on the sample batch, then the initial loss measured "
                  "with ties in place and head_gain lowered until it is within 10% of ln(C) "
                  "(Karpathy 2019, 'A Recipe for Training Neural Networks'); " + source

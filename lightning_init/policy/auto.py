@@ -25,9 +25,8 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
 - the layers that make an attention's queries are also divided by ``attention_logit_rms``, the
   attention logits' measured std (at least 1), as T5 folds ``1 / sqrt(d_k)`` into its queries;
 - the heads (the last weight layers before what the loss reads, through soft-capping and
-  across several heads) give outputs of std ``head_gain = 0.5`` on the sample batch (an
-  initial loss within ``(1 - 1/C) 0.5^2 / 2`` nats of ln(C) for every C, a readout that starts
-  small as muP's does: Yang et al. 2022, arXiv:2203.03466); the initial loss is then measured with ties in place (a tied embedding puts
+  across several heads) give outputs of std ``head_gain = max(0.5, sqrt(0.2 ln C))`` on the
+  sample batch; the initial loss is then measured with ties in place (a tied embedding puts
   each token's own embedding into the stream) and ``head_gain`` lowered until it is within
   about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
   ``prior=p`` the head's bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal Loss);
