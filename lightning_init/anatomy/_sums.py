@@ -40,6 +40,7 @@ def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
     dropout, scalings by a number or a one-element parameter) and earlier such additions, in
     pass order. An operand carries the embeddings whose outputs flow into it that way."""
     carried: dict[int, tuple[str, ...]] = {}
+    single = _from_one_parameter(reader)
     starts = _input_projections(reader)
     projections = frozenset(starts.values())
     sums: list[EmbeddingSum] = []
@@ -49,7 +50,7 @@ def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
             continue
         if not any(parent in carried for parent in node.parents):
             continue
-        found = _sum(reader, node, carried)
+        found = _sum(reader, node, carried, single)
         if found is not None:
             names = tuple(dict.fromkeys((*found.stream, *found.other)))
             if projections.isdisjoint(names) or found.other or found.table:
@@ -80,18 +81,18 @@ def _input_projections(reader: Reader) -> dict[int, str]:
     return {index: reader.site(index) for index in sorted(found)}
 
 
-def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
-         ) -> EmbeddingSum | None:
+def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]],
+         single: dict[int, str]) -> EmbeddingSum | None:
     """The sum a node makes of a carrying operand and another one (a traced tensor, a
-    parameter or a constant), or ``None``."""
+    parameter or a constant), or ``None``; ``single``: the nodes computed from one parameter
+    alone (see :func:`_from_one_parameter`)."""
     if node.kind != "op" or node.name not in ADDS:
         return None
     nodes = reader.nodes
     if len(node.parents) == 2:
         first, second = (carried.get(parent, ()) for parent in node.parents)
         stream, other = node.parents if first else node.parents[::-1]
-        table = "" if other in carried else _table(reader, nodes[other].params) \
-            if not nodes[other].parents else ""
+        table = _table(reader, (single[other],)) if other in single else ""
         return EmbeddingSum(first or second, second if first else (), nodes[stream].rms,
                             nodes[other].rms if other in carried else _ungated(reader, other),
                             table)
@@ -106,6 +107,20 @@ def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]]
     else:
         return None
     return EmbeddingSum(carried[node.parents[0]], (), nodes[node.parents[0]].rms, rms, table)
+
+
+def _from_one_parameter(reader: Reader) -> dict[int, str]:
+    """The op nodes whose value is computed from one parameter alone, no input and no other
+    parameter on the way (``pos[:, :n]``, ``pos.expand(...)``, a table interpolated to the
+    image's size and a class position put in front of it), with that parameter's name."""
+    single: dict[int, str] = {}
+    for node in reader.nodes:
+        if node.kind != "op" or not all(parent in single for parent in node.parents):
+            continue
+        names = {single[parent] for parent in node.parents} | set(node.params)
+        if len(names) == 1:
+            single[node.index] = names.pop()
+    return single
 
 
 def _table(reader: Reader, params: tuple[str, ...]) -> str:

@@ -196,3 +196,28 @@ def test_a_projection_that_starts_the_stream_has_no_sum_of_its_own() -> None:
     anatomy = anatomy_of(_Mixer(), torch.randn(2, 1, 8, 8))
     assert anatomy.embedding_sums == []
     assert len(anatomy.branches) == 2
+
+
+class _Interpolated(nn.Module):
+    """DINOv2's layout: the position table, a class position and a 4x4 grid, interpolated to
+    the image's grid and put back together before it is added to the patches."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, width, 2, stride=2)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, 17, width) * 0.02)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        patches = self.proj(images).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(images), -1, -1), patches], dim=1)
+        grid = self.pos[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+        grid = nn.functional.interpolate(grid, size=(8, 8), mode="bicubic")
+        table = torch.cat([self.pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 64, -1)], 1)
+        return self.head((tokens + table).mean(1))
+
+
+def test_a_table_interpolated_to_the_image_is_still_the_table() -> None:
+    (found,) = anatomy_of(_Interpolated(), torch.randn(2, 1, 16, 16)).embedding_sums
+    assert (found.stream, found.table) == (("proj",), "pos")
