@@ -966,7 +966,40 @@ def _autoencoder() -> tuple[nn.Module, Any]:
 
 _LIGHTNING = {"lightning": True, "loss": _training_step}
 
+def _beit() -> tuple[nn.Module, Any]:
+    """BEiT with a learned absolute position table (zeros at init) and LayerScale at 0.1."""
+    from transformers import BeitConfig, BeitForImageClassification
+
+    config = BeitConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, image_size=IMAGE, patch_size=8, num_labels=10,
+                        use_absolute_position_embeddings=True, use_relative_position_bias=False,
+                        use_mean_pooling=True)
+    return BeitForImageClassification(config), _images()
+
+
+def _timesformer() -> tuple[nn.Module, Any]:
+    """TimeSformer: video patches, a space position table and a time table added to them."""
+    from transformers import TimesformerConfig, TimesformerForVideoClassification
+
+    config = TimesformerConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=128, image_size=IMAGE, patch_size=8,
+                               num_frames=2, num_labels=10)
+    generator = torch.Generator().manual_seed(2)
+    video = torch.randn(BATCH, 2, 3, IMAGE, IMAGE, generator=generator)
+    return TimesformerForVideoClassification(config), {"pixel_values": video}
+
+
+def _vit_drowned_positions(model: nn.Module) -> None:
+    """The patch projection at LeCun's 1/sqrt(fan_in) (unit-scale tokens), the position
+    table at 1e-4: it carries 1e-8 of the sum."""
+    projection = model.vit.embeddings.patch_embeddings.projection.weight
+    projection.normal_(0.0, projection[0].numel() ** -0.5)
+    model.vit.embeddings.position_embeddings.normal_(0.0, 1e-4)
+
+
 WIDER_HEALTHY: list[ZooCase] = [
+    ZooCase("beit-absolute-positions", _beit),
+    ZooCase("timesformer", _timesformer),
     ZooCase("gemma", _gemma),
     ZooCase("gemma2", _gemma2),
     ZooCase("gemma3", _gemma3),
@@ -1045,6 +1078,12 @@ def _longformer_permuted() -> tuple[nn.Module, Any]:
 # Each breakage was shown not to train: 300 AdamW steps (lr 1e-3) on its own batch with its own
 # loss, against the healthy model's (scratch measurement, torch 2.13 CPU; loss at step 0 -> 300).
 WIDER_BREAKAGES: list[ZooCase] = [
+    ZooCase(  # a learned position table lost under unit-scale patches
+        "vit-position-table-std-1e-4",
+        _spoil(_vit, _vit_drowned_positions),
+        group=("vit.embeddings.*",),
+        advice=(("embedding", "position_embeddings"),),
+    ),
     # 300 steps: 6.24 -> 0.96 (healthy 6.23 -> 0.054), on a batch of 20 tokens
     ZooCase(  # issue 24: blocks add ~1e-3 of the stream each; the head reads a unit norm output
         "phi-embed-tokens-std-100",
