@@ -330,8 +330,7 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     weights_fix = "scale the last layer's weights down (std 0.01, or zeros)"
     fix = f"{weights_fix} and set its bias to zeros (or to the log class priors)"
     names: tuple[str, ...] = (last.name,) if last is not None else ()
-    head = next((layer for layer in reversed(layers)
-                 if is_weight_layer(modules[layer.index])), None)
+    head = _output_layer(layers, modules)
     tied = tied_embedding(modules[head.index], layers, modules) if head is not None else None
     bias = _head_bias_std(modules[head.index]) if head is not None else None
     if bias is not None and bias > _PRIOR_BIAS_STD and head is not None:
@@ -354,6 +353,15 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"logits of std {spread_limit:g}){logits}: the model is confidently wrong at step 0 -> "
         f"{fix}",
     )]
+
+
+def _output_layer(layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
+                  ) -> LayerRecord | None:
+    """The last output layer by data flow (``LayerRecord.output_layer``), else the last weight
+    layer called: a layer called after the head for another output is no head."""
+    weighted = [layer for layer in layers if is_weight_layer(modules[layer.index])]
+    return next((layer for layer in reversed(weighted) if layer.output_layer),
+                weighted[-1] if weighted else None)
 
 
 _PRIOR_BIAS_STD = 0.5  # a head bias spread wider than this moves the loss off ln(C) by itself

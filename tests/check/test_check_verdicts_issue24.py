@@ -440,3 +440,32 @@ def test_an_embedding_finding_can_be_ignored_by_kind() -> None:
     report = check_init(model, {"input_ids": _tokens()},
                         ignore="embedding:longformer.embeddings.*")
     assert [problem.kind for problem in report.ignored] == ["embedding"]
+
+
+class _AuxiliaryAfterHead(nn.Module):
+    """A classifier whose head's bias is spread wide, then an auxiliary projection called
+    after it and kept aside (a probe for a regularizer): the model returns the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+        self.aux = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.head.bias.normal_(0.0, 8.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.body(x)
+        logits = self.head(hidden)
+        self.aux_out = self.aux(hidden)
+        return logits
+
+
+def test_the_loss_advice_blames_the_output_layer_not_the_last_layer_called() -> None:
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(0))
+    report = check_init(_AuxiliaryAfterHead(), torch.randn(16, 8), num_classes=10,
+                        loss_fn=nn.functional.cross_entropy, target=labels)
+    (loss,) = [problem for problem in report.problems if problem.kind == "loss"]
+    assert "the bias of `head`" in loss.message, loss.message
+    assert "the bias of `aux`" not in loss.message
