@@ -224,7 +224,8 @@ def _gates(model: nn.Module, anatomy: Anatomy, live: set[str], norms: dict[str, 
     """All-zero parameters (not biases) on a path to the loss; a norm's weight where its scale
     ``c + w`` is zero (``w = 0`` for ``w * x_hat``, ``w = -1`` for ``(1 + w) * x_hat``). One
     host transfer per device for all the tests (a DTensor's test is its own collective)."""
-    candidates: list[tuple[str, torch.Tensor]] = []
+    names: list[str] = []
+    zeros: list[torch.Tensor] = []
     for name, param in model.named_parameters():
         owner, _, leaf = name.rpartition(".")
         if name not in live or leaf.startswith("bias") or param.is_meta or param.numel() == 0:
@@ -233,29 +234,23 @@ def _gates(model: nn.Module, anatomy: Anatomy, live: set[str], norms: dict[str, 
         if norm is not None and norm.identity is None:
             continue
         zero = norm.identity - 1.0 if norm is not None else 0.0
-        candidates.append((name, torch.all(param.detach() == zero)))
+        names.append(name)
+        zeros.append(torch.all(param.detach() == zero))
     gates = []
-    for name, is_zero in zip([n for n, _ in candidates], _on_host([z for _, z in candidates]),
-                             strict=True):
+    for name, is_zero in zip(names, _on_host(zeros), strict=True):
+        owner = name.rpartition(".")[0]
         if is_zero:
-            owner = name.rpartition(".")[0]
             gates.append(Gate(name, _gate_kind(anatomy, name, owner, owner in norms, heads)))
     return gates
 
 
 def _on_host(flags: list[torch.Tensor]) -> list[bool]:
-    """0-d boolean tensors as Python booleans: stacked per device, one transfer each."""
-    out: dict[int, bool] = {}
-    by_device: dict[Any, list[int]] = {}
-    for index, flag in enumerate(flags):
-        if is_dtensor(flag):
-            out[index] = bool(flag.full_tensor())
-        else:
-            by_device.setdefault(flag.device, []).append(index)
-    for indices in by_device.values():
-        values = torch.stack([flags[index] for index in indices]).tolist()
-        out.update(zip(indices, values, strict=True))
-    return [out[index] for index in range(len(flags))]
+    """0-d boolean tensors as Python booleans, in one transfer: stacked on the first one's
+    device, as the trace's rms values are (a DTensor's is its full tensor's: a collective)."""
+    if not flags:
+        return []
+    local = [flag.full_tensor() if is_dtensor(flag) else flag for flag in flags]
+    return torch.stack([flag.to(local[0].device) for flag in local]).tolist()
 
 
 def _gate_kind(anatomy: Anatomy, name: str, owner: str, norm: bool, heads: set[str]) -> str:

@@ -66,19 +66,11 @@ def embedding_sums(reader: Reader) -> list[EmbeddingSum]:
 
 def _input_projections(reader: Reader) -> dict[int, str]:
     """The nodes of weight layers fed by the model's input through ops that learn nothing
-    (casts, reshapes, a fixed rescaling), with their names."""
-    raw: set[int] = set()
-    found: set[int] = set()
-    for node in reader.nodes:
-        if node.kind == "input":
-            raw.add(node.index)
-        elif not node.parents or not all(parent in raw for parent in node.parents):
-            continue
-        elif node.role == "weight":
-            found.add(node.index)
-        elif not node.params and node.role not in ("embedding", "norm"):
-            raw.add(node.index)
-    return {index: reader.site(index) for index in sorted(found)}
+    (casts, reshapes, a fixed rescaling: no learned ancestry, ``Reader.learned``), with their
+    names."""
+    return {node.index: reader.site(node.index) for node in reader.nodes
+            if node.role == "weight" and node.parents
+            and not any(reader.learned[parent] for parent in node.parents)}
 
 
 def _sum(reader: Reader, node: Node, carried: dict[int, tuple[str, ...]],
