@@ -13,6 +13,7 @@ import re
 
 import pytest
 import torch
+from _models import GatedDecoder
 from torch import nn
 
 from lightning_init import check_init
@@ -93,35 +94,11 @@ def test_a_table_shared_by_two_lookups_is_blamed_once() -> None:
     assert found[0].layers[0] in ("source", "target")
 
 
-class _ReZeroLM(nn.Module):
-    """A pre-norm decoder whose branches are multiplied by a scalar gate at zero (ReZero,
-    Bachlechner et al. 2020): each branch adds exactly zero at init and opens at the first
-    step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, WIDTH)
-        self.norms = nn.ModuleList(nn.LayerNorm(WIDTH) for _ in range(3))
-        self.branches = nn.ModuleList(
-            nn.Sequential(nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH))
-            for _ in range(3))
-        self.gates = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(3))
-        self.final = nn.LayerNorm(WIDTH)
-        self.head = nn.Linear(WIDTH, VOCAB)
-        nn.init.normal_(self.head.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        stream = self.embed(tokens)
-        for norm, branch, gate in zip(self.norms, self.branches, self.gates, strict=True):
-            stream = stream + gate * branch(norm(stream))
-        return self.head(self.final(stream))
-
-
 def test_branches_that_add_exactly_zero_are_left_out_of_the_stream() -> None:
     """Zero-init gates hide the branches at init: no branch to judge the stream by, so no
     stream finding (the gates' note says they open at the first step)."""
     torch.manual_seed(0)
-    model = _ReZeroLM()
+    model = GatedDecoder(VOCAB, WIDTH, 0.0)  # ReZero: scalar gates at zero
     with torch.no_grad():
         model.embed.weight.normal_(0.0, 100.0)
     report = check_init(model, _tokens())

@@ -15,6 +15,7 @@ from typing import Any
 import lightning
 import pytest
 import torch
+from _models import GatedDecoder
 from torch import nn
 
 from lightning_init import InitPolicy, check_init
@@ -395,34 +396,9 @@ def test_one_post_norm_sum_is_no_stream() -> None:
     assert report.ok, _messages(report)
 
 
-class _LayerScaleLM(nn.Module):
-    """A pre-norm decoder whose branches sit behind LayerScale at 1e-4 (Touvron et al. 2021):
-    each adds 1e-4 of its output to the stream at init, by design."""
-
-    def __init__(self, scale: float = 1e-4, width: int = 32) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, width)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3))
-        self.branches = nn.ModuleList(
-            nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-            for _ in range(3))
-        self.scales = nn.ParameterList(nn.Parameter(torch.full((width,), scale))
-                                       for _ in range(3))
-        self.final = nn.LayerNorm(width)
-        self.head = nn.Linear(width, VOCAB)
-        nn.init.normal_(self.head.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        stream = self.embed(tokens)
-        for norm, branch, scale in zip(self.norms, self.branches, self.scales, strict=True):
-            stream = stream + scale * branch(norm(stream))
-        return self.head(self.final(stream))
-
-
 def test_layer_scale_branches_are_judged_before_their_scale() -> None:
     torch.manual_seed(0)
-    model = _LayerScaleLM()
+    model = GatedDecoder(VOCAB, 32, 1e-4, per_channel=True, embed_std=0.02)  # LayerScale
     report = check_init(model, _tokens())
     assert not [problem for problem in report.problems if problem.kind == "embedding"], \
         _messages(report)

@@ -204,3 +204,33 @@ def quiet_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
     }
     options.update(kwargs)
     return L.Trainer(**options)
+
+
+class GatedDecoder(nn.Module):
+    """A pre-norm decoder of 3 branches, each multiplied by a learnable gate at ``gate``:
+    a scalar (ReZero, Bachlechner et al. 2020: at 0, each branch adds exactly zero at init) or,
+    ``per_channel``, one per channel (LayerScale, Touvron et al. 2021: at 1e-4, each adds 1e-4
+    of its output). The head is drawn from N(0, 0.02); the embedding from ``nn.Embedding``'s
+    N(0, 1), or N(0, ``embed_std``)."""
+
+    def __init__(self, vocab: int, width: int, gate: float, *, per_channel: bool = False,
+                 embed_std: float | None = None) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        if embed_std is not None:
+            nn.init.normal_(self.embed.weight, std=embed_std)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3))
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(3))
+        shape = (width,) if per_channel else ()
+        self.gates = nn.ParameterList(nn.Parameter(torch.full(shape, gate)) for _ in range(3))
+        self.final = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        stream = self.embed(tokens)
+        for norm, branch, gate in zip(self.norms, self.branches, self.gates, strict=True):
+            stream = stream + gate * branch(norm(stream))
+        return self.head(self.final(stream))
