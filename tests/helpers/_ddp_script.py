@@ -34,14 +34,13 @@ from lightning_init import weights_fingerprint
 from lightning_init.callback import InitCallback
 
 
-def _run(case: str, model: L.LightningModule, policy: object, out_dir: Path) -> None:
-    callback = InitCallback(policy=policy, check=False, diagnostics=False)
-    trainer = L.Trainer(
+def _ddp_trainer(out_dir: Path, callback: InitCallback, **options: object) -> L.Trainer:
+    """Two gloo ranks on CPU, two steps, nothing but ``callback`` and ``options``."""
+    return L.Trainer(
         strategy="ddp",
         accelerator="cpu",
         devices=2,
         max_steps=2,
-        logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -49,7 +48,13 @@ def _run(case: str, model: L.LightningModule, policy: object, out_dir: Path) -> 
         limit_val_batches=0,
         default_root_dir=out_dir,
         callbacks=[callback],
+        **options,
     )
+
+
+def _run(case: str, model: L.LightningModule, policy: object, out_dir: Path) -> None:
+    callback = InitCallback(policy=policy, check=False, diagnostics=False)
+    trainer = _ddp_trainer(out_dir, callback, logger=False)
     result: dict[str, object] = {}
     try:
         trainer.fit(model)
@@ -145,21 +150,7 @@ def _diagnostics_run(out_dir: Path, *, fail_on_rank_zero: bool = False) -> None:
     logger = _MemoryLogger()
     options = {"activations": True, "every_n_steps": 1, "until_step": 2, "update_ratio": False}
     callback = InitCallback(policy=None, check=False, diagnostics=options)
-    trainer = L.Trainer(
-        strategy="ddp",
-        accelerator="cpu",
-        devices=2,
-        max_steps=2,
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=out_dir,
-        callbacks=[callback],
-        use_distributed_sampler=False,
-    )
+    trainer = _ddp_trainer(out_dir, callback, logger=logger, use_distributed_sampler=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model)
