@@ -4,21 +4,13 @@
 from __future__ import annotations
 
 import pytest
+from _models import write_doctor_models
 
 from lightning_init.cli import main
 
 
 def _write_models(tmp_path, monkeypatch) -> None:
-    (tmp_path / "doctor_models_25.py").write_text(
-        "import torch\n"
-        "def deep():\n"
-        "    torch.manual_seed(0)\n"
-        "    layers = []\n"
-        "    for _ in range(30):\n"
-        "        layers += [torch.nn.Linear(32, 32), torch.nn.ReLU()]\n"
-        "    return torch.nn.Sequential(*layers)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    write_doctor_models(tmp_path, monkeypatch, "doctor_models_25")
 
 
 def test_item9_doctor_input_shape_the_model_cannot_take(tmp_path, monkeypatch, capsys):

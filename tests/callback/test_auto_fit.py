@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import yaml
-from _models import Net, make_loader
+from _models import Net, make_loader, write_doctor_models
 from _models import quiet_trainer as _trainer
 
 from lightning_init import InitCallback, InitPolicy
@@ -60,18 +60,7 @@ def test_auto_measures_through_a_training_step_that_reads_the_trainer(tmp_path) 
 
 
 def _write_models(tmp_path, monkeypatch) -> None:
-    (tmp_path / "doctor_models.py").write_text(
-        "import torch\n"
-        "def deep():\n"
-        "    torch.manual_seed(0)\n"
-        "    layers = []\n"
-        "    for _ in range(30):\n"
-        "        layers += [torch.nn.Linear(32, 32), torch.nn.ReLU()]\n"
-        "    return torch.nn.Sequential(*layers)\n"
-        "def batch():\n"
-        "    return torch.randn(64, 32)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    write_doctor_models(tmp_path, monkeypatch, "doctor_models")
 
 
 def test_doctor_prints_both_verdicts_and_writes_the_policy(tmp_path, monkeypatch, capsys):

@@ -234,3 +234,21 @@ class GatedDecoder(nn.Module):
         for norm, branch, gate in zip(self.norms, self.branches, self.gates, strict=True):
             stream = stream + gate * branch(norm(stream))
         return self.head(self.final(stream))
+
+
+def write_doctor_models(tmp_path: Path, monkeypatch: Any, module: str) -> None:
+    """Write ``<module>.py`` (``deep()``: a 30-layer ReLU MLP of width 32, seeded; ``batch()``:
+    64 samples) into ``tmp_path`` and put it on the path, for ``lightning-init doctor
+    --model <module>:deep``. Each test file names its own module (one import cache)."""
+    (tmp_path / f"{module}.py").write_text(
+        "import torch\n"
+        "def deep():\n"
+        "    torch.manual_seed(0)\n"
+        "    layers = []\n"
+        "    for _ in range(30):\n"
+        "        layers += [torch.nn.Linear(32, 32), torch.nn.ReLU()]\n"
+        "    return torch.nn.Sequential(*layers)\n"
+        "def batch():\n"
+        "    return torch.randn(64, 32)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
