@@ -26,7 +26,7 @@ from lightning_init.policy._auto_structure import (
 
 __all__ = ["HEAD_STD", "Builder"]
 
-HEAD_GAIN = 0.5  # the least std of a classifier's outputs
+READOUT_GAIN = 0.5  # the std of a classifier's outputs where the head's weight is its own
 REGRESSION_GAIN = 0.1  # a regression output starts at a tenth of its target's scale
 LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
@@ -142,8 +142,7 @@ class Builder:
             return
         classes = self.num_classes or outputs
         self.classifier = classes > 1
-        gain = max(HEAD_GAIN, math.sqrt(2 * LOSS_EXCESS * math.log(max(classes, 1))))
-        self.variables["head_gain"] = float(f"{gain:.4g}")
+        self.variables["head_gain"] = float(f"{self.head_gain(classes):.4g}")
         self.variables["head_input_rms"] = 1.0  # measured
         bias: Any = "zeros"
         source = ("bias 0 is the uniform class prior (-ln(C) on every logit is the same under "
@@ -155,12 +154,30 @@ class Builder:
                       "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
         role = "output layer (classifier head)" if self.num_classes else "output layer"
         self.add(role, names, {"weight": {"init": "normal", "std": HEAD_STD}, "bias": bias},
-                 f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}, with "
-                 "head_input_rms measured on the sample batch, then the initial loss measured "
-                 "with ties in place and head_gain lowered until it is within 10% of ln(C) "
-                 "(Karpathy 2019, 'A Recipe for Training Neural Networks'); " + source
-                 + ("; the tied embedding shares this weight" if self.tied else ""),
-                 self._head_evidence(names))
+                 self._head_source(classes) + source, self._head_evidence(names))
+
+    def head_gain(self, classes: int) -> float:
+        """The std of a classifier's outputs: ``READOUT_GAIN`` where the head's weight is its
+        own (a small readout, as muP's); where it is a tied embedding's, the larger
+        ``sqrt(2 LOSS_EXCESS ln C)`` that the initial-loss promise allows, at least that."""
+        if not self.tied:
+            return READOUT_GAIN
+        return max(READOUT_GAIN, math.sqrt(2 * LOSS_EXCESS * math.log(max(classes, 1))))
+
+    def _head_source(self, classes: int) -> str:
+        measured = ("with head_input_rms measured on the sample batch, then the initial loss "
+                    "measured with ties in place and head_gain lowered until it is within 10% "
+                    "of ln(C) (Karpathy 2019, 'A Recipe for Training Neural Networks'); ")
+        if not self.tied:
+            return ("outputs of std head_gain = 0.5, a small readout: the logits start near "
+                    "the uniform prior and the first steps learn features rather than undo "
+                    "the head's random preferences (muP's readout, Yang et al. 2022, Tensor "
+                    "Programs V, arXiv:2203.03466, starts it small or at zero), " + measured)
+        return (f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}: the "
+                "tied embedding shares this weight, and a readout as small as an untied "
+                "head's would start the token embeddings, which the stream is made of, at "
+                "that small scale; the most that keeps the initial loss within 10% of ln(C) "
+                "(an excess of about head_gain^2 / 2), " + measured)
 
     def regression_head(self, names: list[str]) -> None:
         target = self.anatomy.target_rms or 1.0

@@ -25,10 +25,12 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
 - the layers that make an attention's queries are also divided by ``attention_logit_rms``, the
   attention logits' measured std (at least 1), as T5 folds ``1 / sqrt(d_k)`` into its queries;
 - the heads (the last weight layers before what the loss reads, through soft-capping and
-  across several heads) give outputs of std ``head_gain = max(0.5, sqrt(0.2 ln C))`` on the
-  sample batch; the initial loss is then measured with ties in place (a tied embedding puts
-  each token's own embedding into the stream) and ``head_gain`` lowered until it is within
-  about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
+  across several heads) give outputs of std ``head_gain = 0.5`` on the sample batch, a small
+  readout as muP's (Yang et al. 2022, arXiv:2203.03466); a head tied to an embedding, whose
+  std is also the tokens', gets ``max(0.5, sqrt(0.2 ln C))``, the most an initial loss within
+  10% of ln(C) allows; the initial loss is then measured with ties in place (a tied
+  embedding puts each token's own embedding into the stream) and ``head_gain`` lowered until
+  it is within about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
   ``prior=p`` the head's bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal Loss);
 - norms start at identity by their probed formula: weight 1 for ``w * x_hat``, 0 for Gemma's
   ``(1 + w) * x_hat``;

@@ -126,6 +126,21 @@ def test_a_transposed_convolution_head_counts_its_output_channels() -> None:
     assert rules.variables["head_gain"] == 0.5  # 3 outputs: sqrt(0.2 ln 3) < 0.5
 
 
+def test_an_untied_head_is_a_small_readout_whatever_its_classes() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 256))
+    x = torch.randn(512, 32)
+    rules = auto_rules(model, x)
+    # 256 classes allow sqrt(0.2 ln 256) = 1.05 within the initial-loss promise; an untied
+    # head's weight is its own, and it starts at the readout's 0.5 all the same
+    assert rules.variables["head_gain"] == 0.5
+    assert "small readout" in next(rule.source for rule in rules.rules
+                                   if rule.role.startswith("output layer"))
+    rules.policy().apply(model)
+    with torch.no_grad():
+        assert float(model(x).std()) == pytest.approx(0.5, rel=0.1)
+
+
 def test_mish_has_its_own_gain_and_atanh_is_no_tanh() -> None:
     assert kind_of(nn.Mish()).activation == "mish"
     assert activation_for_function("atanh") is None and kind_of(nn.Tanhshrink()) is None

@@ -34,8 +34,8 @@ _LANGUAGE_MODELS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditional
 # and why (xfail(strict=True): a fix shows as a flip).
 _CHECK_FAILS: dict[str, str] = {}
 _OWN_LOSS_CHECK_FAILS: dict[str, str] = {}
-# Both below: auto's head. Its logits start at std head_gain = 0.5 (the floor: an initial loss
-# within 10% of ln C), the own inits' larger (Funnel 0.73, kaiming_relu's linear-gain head 0.96:
+# Both below: auto's head. Its logits start at std head_gain = 0.5 (an untied head's small
+# readout), the own inits' larger (Funnel 0.73, kaiming_relu's linear-gain head 0.96:
 # 1.16x ln 3 and 1.33x ln 2); under Adam the logits move through the hidden layers in proportion
 # to the head's weights, and a 30-step loss on one batch reads that speed. Putting back the own
 # head's scale alone closes each gap (Funnel 0.0089, the MLP 0.373 over 20 draws).
