@@ -47,6 +47,15 @@ _TRAINS_WORSE: dict[str, str] = {
                                        "kaiming_relu's 0.96): over 20 draws of each, 0.428 "
                                        "against 0.378 at 30 steps, yet 0.045 against 0.055 at "
                                        "100 and 0.0020 against 0.0029 at 300",
+    # A bare backbone trained through its pooler (the mean-squared error of pooler_output):
+    # auto's sample pass reads last_hidden_state, so the pooler is no head but a layer
+    # "followed by tanh" at gain 5/3 (pre-activations of std 1.7, against the own init's 0.16).
+    # Putting back the own pooler alone closes the gap (0.274 against the own 0.262).
+    "yolos": "issue 23: its tanh pooler, the output the loss reads, at gain 5/3 (as Funnel's): "
+             "0.312 against 0.262",
+    "glpn": "issue 23: 0.319 against 0.300 (1.06x); putting back the own decoder (the "
+            "selective-fusion convs and their sigmoid gates) alone closes it (0.305); the "
+            "cause inside the decoder is not yet measured",
 }
 # MobileNetV2's 30-step loss is read in eval mode, through BatchNorm running statistics that 30
 # steps leave behind the weights: one draw ends anywhere from 0.04 to 0.9 (its loss in training
@@ -58,11 +67,13 @@ _TRAINS_WORSE: dict[str, str] = {
 _SEEDS_OF = {"mobilenet-v2": tuple(range(32))}
 # The own-loss check: the decoders of the wider zoo. The training test: every case but these of
 # the wider zoo (MobileViT's 30-step runs take 14 s; HuBERT and Gemma3 repeat Wav2Vec2 and
-# Gemma2; the kaiming_relu MLPs run for seed 0 only: the preset's own draw does not vary with
-# the test's seeds, so eight of them compare one draw each).
+# Gemma2; Data2Vec-Audio, 5 s, repeats Wav2Vec2 with LayerNorm in its convs, and trained once
+# to 0.0036 against its own init's 0.64; the kaiming_relu MLPs run for seed 0 only: the
+# preset's own draw does not vary with the test's seeds, so eight of them compare one draw
+# each).
 _OWN_LOSS_CASES = ("gemma", "gemma2", "gemma3", "olmo2", "falcon", "bloom", "phi", "gptj",
                    "gpt-neo", "biogpt", "mamba")
-_NOT_TRAINED = {"mobilevit", "hubert", "gemma3"} | {
+_NOT_TRAINED = {"mobilevit", "hubert", "gemma3", "data2vec-audio"} | {
     f"mlp-{classes}-class-kaiming-relu-seed-{seed}" for classes in (2, 3) for seed in range(1, 8)}
 _TRAINED = {case.name for case in HEALTHY} - _NOT_TRAINED
 
