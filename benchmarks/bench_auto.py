@@ -137,6 +137,15 @@ def _llama() -> nn.Module:
         tie_word_embeddings=False, use_cache=False))
 
 
+def _mamba2() -> nn.Module:
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    return Mamba2ForCausalLM(Mamba2Config(
+        vocab_size=256, hidden_size=128, num_hidden_layers=4, state_size=16, expand=2,
+        head_dim=32, num_heads=8, n_groups=1, conv_kernel=4, chunk_size=16,
+        tie_word_embeddings=False, use_cache=False))
+
+
 def _gpt2() -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -210,6 +219,8 @@ TASKS = {task.name: task for task in (
          metric="val nats/byte"),
     Task("gpt2", "HF GPT-2 byte LM (tied head, learned positions)", _gpt2, _bytes_data, "lm",
          "gpt2", 600, metric="val nats/byte"),
+    Task("mamba2", "HF Mamba-2 byte LM (state space, untied head)", _mamba2, _bytes_data,
+         "lm", "llama", 600, metric="val nats/byte"),
     Task("postnorm", "post-norm nn.TransformerEncoder byte LM", PostNormLM, _bytes_data, "lm",
          "xavier", 600, lr=5e-4, metric="val nats/byte"),
     Task("mlp8", "8-layer ReLU MLP, digits", lambda: _mlp(64, 128, 8, 10),

@@ -434,8 +434,15 @@ def to_device(batch: Any, device: torch.device | None) -> Any:
 def model_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of ``model`` (any module). A LightningModule's copy keeps its trainer
     (``LightningModule.__getstate__`` drops it), so that a ``training_step`` reading
-    ``self.trainer`` runs on the copy as on the module."""
-    trial = copy.deepcopy(model)
+    ``self.trainer`` runs on the copy as on the module.
+
+    A tensor that a forward pass left on a module as a plain attribute while it recorded a
+    graph (RecurrentGemma's ``rg_lru.recurrent_states``) is no graph leaf, which
+    ``copy.deepcopy`` refuses: the copy holds it detached."""
+    memo = {id(value): value.detach().clone() for module in model.modules()
+            for value in vars(module).values()
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None}
+    trial = copy.deepcopy(model, memo)
     if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
         trial._trainer = model._trainer
     return trial

@@ -142,3 +142,34 @@ def test_example_input_moves_by_lightnings_rule_like_the_check_batch() -> None:
     found = find_sample_batch(None, module, torch.device("meta"))
     assert found.batch["ids"].device == torch.device("meta") and found.batch["mask"].is_meta
     assert to_device(_Movable(), torch.device("meta")).device == torch.device("meta")
+
+
+class _KeepsItsState(nn.Module):
+    """A recurrent layer that keeps its last state as a plain attribute (RecurrentGemma's
+    ``rg_lru.recurrent_states``): after a pass that recorded a graph, no graph leaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.Linear(4, 4)
+        self.state: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.state = torch.tanh(self.cell(x))
+        return self.state
+
+
+def test_a_model_copy_holds_a_state_left_by_a_pass_detached() -> None:
+    from lightning_init import check_init
+    from lightning_init._lightning import model_copy
+
+    model = _KeepsItsState()
+    model(torch.randn(3, 4))
+    assert model.state is not None and model.state.grad_fn is not None
+    copied = model_copy(model)
+    assert copied.state.grad_fn is None and torch.equal(copied.state, model.state)
+    assert copied.state is not model.state and copied.cell.weight is not model.cell.weight
+    # the check's suggestion copies the model after the check's pass left such a state
+    with torch.no_grad():
+        model.cell.weight.normal_(0.0, 10.0)
+    report = check_init(model, torch.randn(8, 4))
+    assert not report.ok and report.suggest_policy().offered

@@ -19,6 +19,7 @@ from lightning_init.anatomy.record import (
 __all__ = ["Reader"]
 
 _BATCH_NORMS = (nn.modules.batchnorm._NormBase,)
+_POWERS = ("pow", "pow_", "__pow__", "__ipow__", "float_power")
 
 
 class Reader:
@@ -75,7 +76,7 @@ class Reader:
         inputs = tuple(dict.fromkeys(self.site(self.graph.back_through_passes(p))
                                      for p in node.parents))
         norm = next((i for i in after if self.is_norm(i)), None)
-        activation = next((self.nodes[i].activation for i in after
+        activation = next((self._activation(i) for i in after
                            if self.nodes[i].role == "activation"), None)
         if activation is None and norm is not None:  # a norm, then an activation
             activation = next((self.nodes[i].activation
@@ -90,6 +91,18 @@ class Reader:
             norm_kind=self.norm_kind(norm) if norm is not None else None,
             input_rms=self.nodes[first].rms if first is not None else None,
             output_rms=node.rms, rate=self._rate(node.index))
+
+    def _activation(self, index: int) -> str | None:
+        """The activation node's name in the gain table; a ReLU whose output is squared
+        (``square``, ``pow(x, 2)``, ``x ** 2``: RWKV's channel mix, Primer's and Nemotron's
+        MLPs) is ``"relu_squared"``, whose gain is not ReLU's."""
+        activation = self.nodes[index].activation
+        if activation != "relu":
+            return activation
+        squared = any(self.nodes[i].name == "square" or (
+            self.nodes[i].name in _POWERS and self.nodes[i].scalars == (2.0,))
+            for i in self.graph.forward_through_passes(index))
+        return "relu_squared" if squared else activation
 
     def _rate(self, index: int) -> bool:
         """Whether the layer's output, through pass-throughs and sums (its bias added apart),

@@ -290,6 +290,10 @@ def _register_builtins() -> None:
         ("elu", "1.245", _he + "ELU", ("elu", "celu")),
         ("mish", "1.486", _he + "Mish", ("mish",)),
         ("softplus", "1.042", _he + "Softplus", ("softplus",)),
+        ("relu_squared", "0.9036", "a squared ReLU (So et al. 2021, Primer, arXiv:2109.08668) "
+         "is no homogeneous function of degree 1, so no gain 1/sqrt(E[f(z)^2]) keeps its scale "
+         "at every input scale; relu(s z)^2 has rms s^2 sqrt(3/2), 1 at s = (2/3)^(1/4) = "
+         "0.9036 for an input of unit rms", ()),
         ("linear", "1", "LeCun et al. 1998, gain 1 when no activation follows", ()),
     ):
         register_activation(name, expression, source, functions=functions)

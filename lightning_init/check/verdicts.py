@@ -336,11 +336,12 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     spread_loss = expected_cross_entropy(num_classes, spread_limit)
     if math.isfinite(loss) and loss <= max(ratio_limit * expected, spread_loss):
         return []
-    last = layers[-1] if layers else None
+    head = _output_layer(layers, modules)
+    last = head if head is not None else (layers[-1] if layers else None)
     logits = ""
     if last is not None and math.isfinite(last.output_std):
-        logits = f"; the model's output ({_name(last)}) has std {_number(last.output_std)}, " \
-            f"whose expected cross-entropy is " \
+        logits = f"; the output layer {_name(last)} gives outputs of std " \
+            f"{_number(last.output_std)}, whose expected cross-entropy is " \
             f"{_number(expected_cross_entropy(num_classes, last.output_std))}"
     what = "initial loss" if labels else \
         "initial cross-entropy of the logits (over their last dimension) against uniformly " \
@@ -348,7 +349,6 @@ def _loss_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
     weights_fix = "scale the last layer's weights down (std 0.01, or zeros)"
     fix = f"{weights_fix} and set its bias to zeros (or to the log class priors)"
     names: tuple[str, ...] = (last.name,) if last is not None else ()
-    head = _output_layer(layers, modules)
     tied = tied_embedding(modules[head.index], layers, modules) if head is not None else None
     bias = _head_bias_std(modules[head.index]) if head is not None else None
     if bias is not None and bias > _PRIOR_BIAS_STD and head is not None:

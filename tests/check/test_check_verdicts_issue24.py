@@ -444,4 +444,7 @@ def test_the_loss_advice_blames_the_output_layer_not_the_last_layer_called() -> 
                         loss_fn=nn.functional.cross_entropy, target=labels)
     (loss,) = [problem for problem in report.problems if problem.kind == "loss"]
     assert "the bias of `head`" in loss.message, loss.message
-    assert "the bias of `aux`" not in loss.message
+    assert "`aux`" not in loss.message
+    # the logits' scale is read from the output layer by data flow, and it is the one named
+    assert loss.layers == ("head",)
+    assert "the output layer `head` gives outputs of std" in loss.message

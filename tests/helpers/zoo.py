@@ -1199,6 +1199,11 @@ WIDER_BREAKAGES: list[ZooCase] = [
 HEALTHY.extend(WIDER_HEALTHY)
 BREAKAGES.extend(WIDER_BREAKAGES)
 
+from zoo_text2 import TEXT2_BREAKAGES, TEXT2_HEALTHY  # noqa: E402  (issue 23, its second text block)
+
+HEALTHY.extend(TEXT2_HEALTHY)
+BREAKAGES.extend(TEXT2_BREAKAGES)
+
 from zoo_vision2 import VISION2_BREAKAGES, VISION2_HEALTHY  # noqa: E402
 
 HEALTHY.extend(VISION2_HEALTHY)

@@ -149,6 +149,32 @@ def test_mish_has_its_own_gain_and_atanh_is_no_tanh() -> None:
     assert rules.rules[1].rule["weight"]["std"] == "1.486 / sqrt(fan_in)"
 
 
+class _SquaredReluMlp(nn.Module):
+    """A squared-ReLU MLP (Primer; RWKV's channel mix), squared one of three ways."""
+
+    def __init__(self, square: object) -> None:
+        super().__init__()
+        self.up, self.down, self.square = nn.Linear(256, 512), nn.Linear(512, 4), square
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.square(torch.relu(self.up(x))))
+
+
+@pytest.mark.parametrize("square", [torch.square, lambda h: h ** 2, lambda h: torch.pow(h, 2)],
+                         ids=["square", "power", "pow"])
+def test_a_squared_relu_keeps_the_unit_scale_relus_gain_would_inflate(square: object) -> None:
+    # ReLU's gain sqrt(2) before a square gives rms 2 sqrt(3/2) = 2.45, not 1
+    model, x = _SquaredReluMlp(square), torch.randn(512, 256)
+    InitPolicy.auto(model, x).apply(model)
+    with torch.no_grad():
+        hidden = square(torch.relu(model.up(x)))
+    assert float(hidden.square().mean().sqrt()) == pytest.approx(1.0, rel=0.1)
+    # a ReLU not squared keeps its own gain
+    plain = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert auto_rules(plain, torch.randn(4, 8)).rules[1].rule["weight"]["std"] == \
+        "sqrt(2) / sqrt(fan_in)"
+
+
 def test_a_meta_model_is_refused_in_words() -> None:
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
