@@ -144,10 +144,12 @@ class Reader:
         keys = {index: key for key, index in self.trace.outputs}
         heads: list[Head] = []
         for read in reads:
+            start, last = self._past_output_activation(read)
             stops, crossed = self.graph.back_until(
-                [read], stop=lambda i: self.graph.is_weight(i) or self.nodes[i].role in (
+                [start], stop=lambda i: self.graph.is_weight(i) or self.nodes[i].role in (
                     "norm", "embedding") or self.nodes[i].kind == "input",
                 through=self._squashes_logits)
+            crossed = sorted(crossed + last)
             for stop in stops:
                 if not self.graph.is_weight(stop):
                     continue
@@ -157,6 +159,20 @@ class Reader:
                 heads.append(Head(name, keys.get(read, "output"), self._outputs(stop),
                                   between, tied.get(f"{name}.weight", ())))
         return heads
+
+    def _past_output_activation(self, read: int) -> tuple[int, list[int]]:
+        """Where the walk back to the heads starts: past a ReLU that is the output's last op
+        and reads a weight layer of one output channel (a non-negative map: DPT's depth), else
+        at the output itself (a ReLU over many channels ends a feature extractor). Returns the
+        start and the activation crossed."""
+        last = self.graph.back_through_passes(read)
+        node = self.nodes[last]
+        if node.role != "activation" or node.activation != "relu" or len(node.parents) != 1:
+            return read, []
+        layer = self.graph.back_through_passes(node.parents[0])
+        if self.graph.is_weight(layer) and self._outputs(layer) == 1:
+            return layer, [last]
+        return read, []
 
     def _squashes_logits(self, index: int) -> bool:
         """Whether the walk from an output back to its heads crosses this node: anything but

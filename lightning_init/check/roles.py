@@ -116,7 +116,24 @@ def with_depth_roles(layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
 def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
                 ) -> bool:
     following = follower(index, layers, modules)
-    return following is not None and is_norm(modules[following])
+    return following is not None and is_norm(modules[following]) \
+        and starved_norm(index, layers, modules) is None
+
+
+def starved_norm(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
+                 ) -> int | None:
+    """The norm that layer ``index`` feeds as is, where the variance it receives is below the
+    norm's eps; else ``None``. A norm divides by sqrt(var + eps): below its eps it divides by
+    about sqrt(eps) and passes the scale on instead of removing it (BatchNorm weights
+    N(0, 0.02) under TensorFlow's eps 1e-3: every block shrinks the signal ~30x)."""
+    following = follower(index, layers, modules)
+    if following is None or not is_norm(modules[following]):
+        return None
+    norm = modules[following]
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    std = layers[index].output_std
+    starved = isinstance(eps, float) and math.isfinite(std) and std * std < eps
+    return following if starved else None
 
 
 def init_for_activation(module: nn.Module | None) -> str:

@@ -68,6 +68,7 @@ from lightning_init.check.roles import (
     advice,
     gains,
     init_for_activation,
+    starved_norm,
     tied_embedding,
     zero_weight,
 )
@@ -189,8 +190,25 @@ def _scale_problems(layers: Sequence[LayerRecord], modules: Sequence[nn.Module],
         f"(std {_number(first.output_std)}) to {_name(last)} (std {_number(last.output_std)}), "
         f"{_number(total if total > 1 else 1 / total)}x over {len(stds)} weight layers "
         f"(expected: within {_number(limit)}x, about 1.0x per layer) -> "
-        f"{_fix(first, layers, modules, parameters)}",
+        f"{_starved_fix(series, layers, modules) or _fix(first, layers, modules, parameters)}",
     )]
+
+
+def _starved_fix(series: Sequence[LayerRecord], layers: Sequence[LayerRecord],
+                 modules: Sequence[nn.Module]) -> str | None:
+    """The advice where most layers of a scale trend feed norms that get a variance below
+    their eps: those norms' weights set the scale."""
+    starved = [index for layer in series
+               if (index := starved_norm(layer.index, layers, modules)) is not None]
+    if 2 * len(starved) < len(series):
+        return None
+    norm = modules[starved[0]]
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", 0.0))
+    return (f"the norms these layers feed ({_name(layers[starved[0]])} and "
+            f"{len(starved) - 1} more) receive a variance below their eps ({eps:g}), so they "
+            "divide by about sqrt(eps) instead of removing the scale, and their weights set "
+            "it: set the norms' weights to 1 and their biases to 0 (torch's defaults; He et "
+            "al. 2016), or draw the layers feeding them larger")
 
 
 def _lacked_input(layer: LayerRecord, limit: float) -> bool:

@@ -489,3 +489,34 @@ def test_sparse_embedding_gradients_are_measured_as_dense() -> None:
     record = next(p for p in report.parameters if p.name == "0.weight")
     assert record.grad_norm == pytest.approx(dense_grad.norm().item(), rel=1e-5)
     assert record.weight_norm == pytest.approx(model[0].weight.norm().item(), rel=1e-6)
+
+
+def _conv_bn_chain(gamma_std: float | None) -> nn.Sequential:
+    """Eight conv-BatchNorm-ReLU6 blocks with TensorFlow's BatchNorm eps 1e-3 (MobileNetV1's
+    port); BatchNorm weights at 1, or drawn from N(0, gamma_std)."""
+    torch.manual_seed(0)
+    blocks: list[nn.Module] = []
+    channels = 3
+    for _ in range(8):
+        conv = nn.Conv2d(channels, 16, 3, padding=1, bias=False)
+        norm = nn.BatchNorm2d(16, eps=1e-3)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+        if gamma_std is not None:
+            nn.init.normal_(norm.weight, std=gamma_std)
+        blocks += [conv, norm, nn.ReLU6()]
+        channels = 16
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def test_a_norm_whose_input_is_below_its_eps_does_not_remove_the_scale() -> None:
+    """BatchNorm weights N(0, 0.02) (transformers' own _init_weights for some convnets): each
+    normalized output has std ~0.02, below sqrt(eps) = 0.03, so the next BatchNorm divides by
+    sqrt(var + eps) ~ sqrt(eps), not by the input's std, and the scale shrinks ~30x a block; a
+    conv feeding such a norm is no longer exempt from the scale verdict."""
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert check_init(_conv_bn_chain(None), x).ok
+    report = check_init(_conv_bn_chain(0.02), x)
+    assert [problem.kind for problem in report.problems][:1] == ["scale"], str(report)
+    message = report.problems[0].message
+    assert "shrink" in message and "below their eps (0.001)" in message, message
+    assert "set the norms' weights to 1" in message

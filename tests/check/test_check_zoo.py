@@ -19,7 +19,12 @@ from lightning_init.check import CheckOptionError, CheckOptions
 
 # Cases the check gets wrong, by name, with the reason: marked xfail(strict=True) so that a fix
 # shows as a flip (none today).
-_FALSE_ALARMS: dict[str, str] = {}
+_FALSE_ALARMS: dict[str, str] = {
+    "dpt": "issue 23: DPT's own init (convs at N(0, 0.02), no norm in its reassemble, fusion "
+           "and head stages) shrinks the activations 1.7e5x over 60 weight layers, to a depth "
+           "of std 4e-7: the check calls it vanishing, yet a regression output that starts at "
+           "~0 trains (30 AdamW steps: 0.099, auto 0.093)",
+}
 _MISSES: dict[str, str] = {}
 # The same, judged by the language models' own loss.
 _OWN_LOSS_WRONG: dict[str, str] = {}
@@ -68,7 +73,8 @@ def _with_labels(model: object, inputs: dict) -> dict | None:
     """The inputs with ``labels`` for a language model (its own cross-entropy), else None."""
     if not type(model).__name__.endswith(_LANGUAGE_MODELS):
         return None
-    return {**inputs, "labels": inputs.get("decoder_input_ids", inputs["input_ids"])}
+    key = "decoder_input_ids" if "decoder_input_ids" in inputs else "input_ids"
+    return {**inputs, "labels": inputs[key]}
 
 
 @pytest.mark.parametrize("case", [_param(case, _OWN_LOSS_WRONG) for case in HEALTHY + BREAKAGES])

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_init import InitPolicy, check_init
-from lightning_init.anatomy import activation_for_function, kind_of
+from lightning_init.anatomy import activation_for_function, anatomy_of, kind_of
 from lightning_init.policy.auto import auto_rules
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -413,3 +413,23 @@ def test_a_weight_before_a_batchnorm_keeps_its_own_scale_unless_it_is_unusable()
     assert check_init(model, sample).ok
     flagged = auto_rules(model, sample, num_classes=5, flagged={"0"})
     assert "0" in _roles(flagged)["followed by BatchNorm, then relu"]
+
+
+def test_a_regression_head_behind_an_output_relu_starts_small() -> None:
+    """A non-negative regression output (DPT's depth head: conv, ReLU, 1x1 conv to one
+    channel, ReLU): the last layer is the head, behind the output's ReLU, not a hidden layer
+    at He's gain, whose one channel of post-ReLU inputs starts at a random offset of several
+    times the target and, negative, a dead output for every pixel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1),
+                          nn.ReLU())
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    anatomy = anatomy_of(model, x)
+    assert [head.name for head in anatomy.heads] == ["4"]
+    rules = auto_rules(model, x)
+    assert _roles(rules)["output layer (regression)"] == ("4",)
+    rules.policy().apply(model)
+    with torch.no_grad():
+        before = model[:5](x)
+    assert float(before.square().mean().sqrt()) < 0.3  # a small readout, not He's ~1.5
