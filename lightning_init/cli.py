@@ -138,6 +138,7 @@ def _takes(model, sample, option: str) -> None:
     import torch
 
     from lightning_init._lightning import call_model
+    from lightning_init.runtime.no_trace import restore_modes
 
     modes = [(module, module.training) for module in model.modules()]
     try:
@@ -148,8 +149,7 @@ def _takes(model, sample, option: str) -> None:
         raise OptionError(f"{option}: the model's forward on this batch raised "
                           f"{_raised(err)}") from None
     finally:
-        for module, training in modes:
-            module.training = training
+        restore_modes(model, modes)
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lightning_init._log import LOGGER
 from lightning_init._text import listing
 
-__all__ = ["no_side_effects", "values_kept"]
+__all__ = ["no_side_effects", "restore_modes", "values_kept"]
 
 
 @contextlib.contextmanager
@@ -72,6 +72,8 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     changed unseen (its version counter moved, no copy was taken) is named in a warning line.
     A parameter given other data (``param.data = ...``, which no operator and no version
     counter sees) is found by its storage, shape and dtype on exit and given its own back.
+    ``model.train()`` runs before the flags are set back, so that a module's own ``train``
+    drops what it cached in eval mode.
     Lazy parameters not yet materialized are left out (the pass materializes them, as the
     first training step would). A ``torch.compile``'d module runs eagerly inside (the same
     numbers; training compiles it as it would without the pass).
@@ -96,11 +98,29 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
                 yield
     finally:
         watch.restore()
-        for module, training in modes:
-            module.training = training
+        restore_modes(model, modes)
         random.setstate(python_state)
         if numpy_random is not None:
             numpy_random.set_state(numpy_state)
+
+
+def restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
+    """Set every module's ``training`` flag back as ``modes`` holds it, after one
+    ``model.train()``: a module that caches in eval mode and drops its cache in its ``train()``
+    override (LeViT's attention biases, kept with the pass's graph) holds nothing of the pass
+    afterwards, and the next pass builds its own values and graph.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    >>> modes = [(module, module.training) for module in net.modules()]
+    >>> _ = net[1].eval()
+    >>> restore_modes(net, modes)
+    >>> net[1].training
+    True
+    """
+    with torch.no_grad():
+        model.train()
+    for module, training in modes:
+        module.training = training
 
 
 def _eager() -> contextlib.AbstractContextManager[Any]:

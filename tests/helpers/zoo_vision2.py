@@ -5,8 +5,7 @@ Built from ``transformers`` configs (tiny: 1-2 stages or layers, hidden 16-64, 3
 a few breakages of them. ``tests/helpers/zoo.py`` imports this module at its end and extends
 ``HEALTHY`` and ``BREAKAGES``; import the cases through ``zoo``, not this module first.
 
-Not in it: LeViT (its attention caches ``attention_biases[:, idxs]`` with their graph in
-eval mode, where the check runs, so the check's second backward fails), Whisper's audio
+Not in it: Whisper's audio
 classifier (its own init is flagged, borderline: the mean-pooled encoder output varies 0.98%
 across samples, the sinusoidal positions swamping the conv front end at std 0.02; it trains
 to 1.07 in 30 steps, auto to 0.005), EfficientFormer and VAN (no longer in transformers 5).
@@ -88,6 +87,19 @@ def _bit() -> tuple[nn.Module, Any]:
     config = BitConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], num_groups=8,
                        num_labels=10)
     return BitForImageClassification(config), _images()
+
+
+def _levit() -> tuple[nn.Module, Any]:
+    """LeViT: a convolutional stem, attention with learned biases that eval mode caches (with
+    their graph: the check's passes run in eval mode), subsampling attention between stages,
+    BatchNorm after every linear layer, two heads (class and distillation) averaged."""
+    from transformers import LevitConfig, LevitForImageClassification
+
+    config = LevitConfig(image_size=IMAGE, hidden_sizes=[32, 48], num_attention_heads=[1, 2],
+                         depths=[1, 1], key_dim=[8, 8], mlp_ratio=[2, 2],
+                         attention_ratio=[2, 2], drop_path_rate=0, num_labels=10,
+                         down_ops=[["Subsample", 8, 32 // 8, 4, 2, 2]])
+    return LevitForImageClassification(config), _images()
 
 
 def _hiera() -> tuple[nn.Module, Any]:
@@ -298,6 +310,7 @@ VISION2_HEALTHY: list[ZooCase] = [
     ZooCase("focalnet", _focalnet),
     ZooCase("bit", _bit),
     ZooCase("hiera", _hiera),
+    ZooCase("levit", _levit),
     ZooCase("mobilenet-v1", _mobilenet_v1),
     ZooCase("vit-msn", _vit_msn),
     ZooCase("vit-mae", _vit_mae),
@@ -364,6 +377,7 @@ VISION2_BREAKAGES: list[ZooCase] = [
             ("focalnet.*", "classifier")),
     _broken("cvt-norm-weights-zero", _cvt, _norms_zero, ("cvt.*",)),
     _broken("hiera-norm-weights-zero", _hiera, _norms_zero, ("hiera.*",)),
+    _broken("levit-normal-everywhere", _levit, _every_weight_normal, ("levit.*", "classifier*")),
     _broken("swinv2-normal-everywhere", _swinv2, _every_weight_normal,
             ("swinv2.*", "classifier")),
     _broken("dpt-normal-everywhere", _dpt, _every_weight_normal, ("dpt.*", "neck.*", "head.*"),

@@ -7,6 +7,7 @@ import logging
 import torch
 from torch import nn
 
+from lightning_init import check_init
 from lightning_init.runtime.no_trace import no_side_effects
 
 
@@ -44,3 +45,38 @@ def test_data_assignment_is_undone_and_named(caplog) -> None:
     assert torch.equal(net[0].weight, before)
     said = [r.getMessage() for r in caplog.records if "0.weight" in r.getMessage()]
     assert len(said) == 1 and "restored" in said[0], said
+
+
+class _EvalCache(nn.Module):
+    """Caches a weight-derived tensor in eval mode and drops it in ``train()``, as LeViT's
+    attention biases do: the cached tensor holds the graph of the pass that made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(4, 4))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> _EvalCache:
+        super().train(mode)
+        if mode:
+            self.cache = {}
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return x @ (2 * self.table)
+        if "table" not in self.cache:
+            self.cache["table"] = 2 * self.table
+        return x @ self.cache["table"]
+
+
+def test_a_cache_that_eval_mode_keeps_is_dropped_and_the_modes_restored() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), _EvalCache())
+    model[0].eval()  # a mixed mode, restored flag by flag
+    for _ in range(2):  # the second pass builds its own graph: no backward through a freed one
+        with no_side_effects(model):
+            model(torch.randn(3, 4)).sum().backward()
+        assert model[1].cache == {}
+    assert [module.training for module in model.modules()] == [True, False, True]
+    report = check_init(model, torch.randn(8, 4))  # its look-ahead pass is a second pass
+    assert report.layers
