@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from lightning_init.runtime.no_trace import restore_modes
+
 __all__ = [
     "SampleBatch",
     "SampleUnavailable",
@@ -237,7 +239,7 @@ def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
     """
     from lightning.pytorch.utilities.seed import isolate_rng
 
-    was_training = pl_module.training
+    modes = [(module, module.training) for module in pl_module.modules()]
     pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
     try:
         with torch.no_grad(), isolate_rng():
@@ -249,7 +251,7 @@ def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
                 with muted_logging(pl_module):
                     pl_module.training_step(sample.batch, 0)
     finally:
-        pl_module.train(was_training)
+        restore_modes(pl_module, modes)  # a submodule frozen in eval mode stays so
 
 
 # ------------------------------------------------------------------------ calling the module
