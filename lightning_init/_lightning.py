@@ -440,11 +440,19 @@ def model_copy(model: torch.nn.Module) -> torch.nn.Module:
 
     A tensor that a forward pass left on a module as a plain attribute while it recorded a
     graph (RecurrentGemma's ``rg_lru.recurrent_states``) is no graph leaf, which
-    ``copy.deepcopy`` refuses: the copy holds it detached."""
+    ``copy.deepcopy`` refuses: the copy holds it detached, as a plain attribute or one level
+    down in a list, tuple or dict attribute (a cache of past states)."""
     memo = {id(value): value.detach().clone() for module in model.modules()
-            for value in vars(module).values()
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None}
+            for value in _attribute_tensors(module) if value.grad_fn is not None}
     trial = copy.deepcopy(model, memo)
     if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
         trial._trainer = model._trainer
     return trial
+
+
+def _attribute_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """The tensors a module holds as plain attributes, and one level down in containers."""
+    for value in vars(module).values():
+        inner = value.values() if isinstance(value, dict) else \
+            value if isinstance(value, (list, tuple)) else (value,)
+        yield from (item for item in inner if isinstance(item, torch.Tensor))
