@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from lightning_init.runtime.no_trace import restore_modes
+
 __all__ = [
     "SampleBatch",
     "SampleUnavailable",
@@ -237,7 +239,7 @@ def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
     """
     from lightning.pytorch.utilities.seed import isolate_rng
 
-    was_training = pl_module.training
+    modes = [(module, module.training) for module in pl_module.modules()]
     pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
     try:
         with torch.no_grad(), isolate_rng():
@@ -249,7 +251,7 @@ def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
                 with muted_logging(pl_module):
                     pl_module.training_step(sample.batch, 0)
     finally:
-        pl_module.train(was_training)
+        restore_modes(pl_module, modes)  # a submodule frozen in eval mode stays so
 
 
 # ------------------------------------------------------------------------ calling the module
@@ -438,11 +440,19 @@ def model_copy(model: torch.nn.Module) -> torch.nn.Module:
 
     A tensor that a forward pass left on a module as a plain attribute while it recorded a
     graph (RecurrentGemma's ``rg_lru.recurrent_states``) is no graph leaf, which
-    ``copy.deepcopy`` refuses: the copy holds it detached."""
+    ``copy.deepcopy`` refuses: the copy holds it detached, as a plain attribute or one level
+    down in a list, tuple or dict attribute (a cache of past states)."""
     memo = {id(value): value.detach().clone() for module in model.modules()
-            for value in vars(module).values()
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None}
+            for value in _attribute_tensors(module) if value.grad_fn is not None}
     trial = copy.deepcopy(model, memo)
     if getattr(model, "_trainer", None) is not None and getattr(trial, "_trainer", 0) is None:
         trial._trainer = model._trainer
     return trial
+
+
+def _attribute_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """The tensors a module holds as plain attributes, and one level down in containers."""
+    for value in vars(module).values():
+        inner = value.values() if isinstance(value, dict) else \
+            value if isinstance(value, (list, tuple)) else (value,)
+        yield from (item for item in inner if isinstance(item, torch.Tensor))

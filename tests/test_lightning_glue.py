@@ -173,3 +173,14 @@ def test_a_model_copy_holds_a_state_left_by_a_pass_detached() -> None:
         model.cell.weight.normal_(0.0, 10.0)
     report = check_init(model, torch.randn(8, 4))
     assert not report.ok and report.suggest_policy().offered
+
+
+def test_a_model_copy_holds_states_cached_in_a_list_or_dict_detached() -> None:
+    from lightning_init._lightning import model_copy
+
+    model = _KeepsItsState()
+    out = model(torch.randn(3, 4))
+    model.history, model.by_step = [out * 2], {"last": out + 1}  # caches of past states
+    copied = model_copy(model)
+    assert copied.history[0].grad_fn is None and copied.by_step["last"].grad_fn is None
+    assert torch.equal(copied.history[0], model.history[0])

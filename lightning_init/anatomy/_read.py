@@ -79,7 +79,7 @@ class Reader:
         activation = next((self._activation(i) for i in after
                            if self.nodes[i].role == "activation"), None)
         if activation is None and norm is not None:  # a norm, then an activation
-            activation = next((self.nodes[i].activation
+            activation = next((self._activation(i)
                                for i in self.graph.forward_through_passes(norm)
                                if self.nodes[i].role == "activation"), None)
         first = next((p for p in node.parents if self.nodes[p].rms is not None), None)

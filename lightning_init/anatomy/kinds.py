@@ -318,6 +318,8 @@ def _register_builtins() -> None:
                       (nn.SiLU, "silu"), (nn.ELU, "elu"), (nn.CELU, "elu"), (nn.Mish, "mish"),
                       (nn.Softplus, "softplus"), (nn.Hardswish, "silu")):
         register_kind(cls, "activation", activation=name)
+    register_kind("transformers.activations.ReLUSquaredActivation", "activation",
+                  activation="relu_squared")  # hidden_act="relu2": Nemotron
     # The fallback hint table, least specific last ("selu" before "elu", "leakyrelu" before
     # "relu"); register_hint puts the user's before these.
     for fragment, role, activation in (
@@ -326,7 +328,9 @@ def _register_builtins() -> None:
             ("norm", "norm", None), ("gelu", "activation", "gelu"),
             ("silu", "activation", "silu"), ("swish", "activation", "silu"),
             ("selu", "activation", "selu"), ("leakyrelu", "activation", "leaky_relu"),
-            ("leaky_relu", "activation", "leaky_relu"), ("relu", "activation", "relu"),
+            ("leaky_relu", "activation", "leaky_relu"),
+            ("relusquared", "activation", "relu_squared"),
+            ("squaredrelu", "activation", "relu_squared"), ("relu", "activation", "relu"),
             ("tanh", "activation", "tanh"), ("sigmoid", "activation", "sigmoid"),
             ("mish", "activation", "mish"), ("softplus", "activation", "softplus"),
             ("elu", "activation", "elu")):

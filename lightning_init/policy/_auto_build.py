@@ -159,7 +159,10 @@ class Builder:
     def head_gain(self, classes: int) -> float:
         """The std of a classifier's outputs: ``READOUT_GAIN`` where the head's weight is its
         own (a small readout, as muP's); where it is a tied embedding's, the larger
-        ``sqrt(2 LOSS_EXCESS ln C)`` that the initial-loss promise allows, at least that."""
+        ``sqrt(2 LOSS_EXCESS ln C)`` that the initial-loss promise allows, at least that. One
+        gain serves every head: an untied head beside a tied one (a pretraining model's
+        next-sentence head) gets the tied one's, which the measured initial loss then lowers
+        where the logits overshoot."""
         if not self.tied:
             return READOUT_GAIN
         return max(READOUT_GAIN, math.sqrt(2 * LOSS_EXCESS * math.log(max(classes, 1))))

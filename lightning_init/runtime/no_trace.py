@@ -87,28 +87,39 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     numpy_state = numpy_random.get_state() if numpy_random is not None else None
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
-        with torch.random.fork_rng(devices=devices):
-            model.eval()
-            for module in model.modules():
-                if isinstance(module, _BatchNorm):
-                    module.train()
-            # Eager: a compiled module would not show the copy its writes (and torch.compile
-            # would skip the frames it first meets under the copy's mode, for good).
-            with values_kept(buffers), torch.enable_grad(), _eager(), watch:
+        # Eager: a compiled module would not show the copy its writes (and torch.compile
+        # would skip the frames it first meets under the copy's mode, for good). The modes
+        # are set and set back inside the copy's mode: what a module's ``train()`` or
+        # ``eval()`` writes (a LoRA layer merging its update) is copied first and restored.
+        with torch.random.fork_rng(devices=devices), values_kept(buffers), \
+                torch.enable_grad(), _eager(), watch:
+            try:
+                _check_modes(model)
                 yield
+            finally:
+                restore_modes(model, modes)
     finally:
         watch.restore()
-        restore_modes(model, modes)
         random.setstate(python_state)
         if numpy_random is not None:
             numpy_random.set_state(numpy_state)
 
 
+def _check_modes(model: nn.Module) -> None:
+    """Every module in eval mode but the BatchNorm family (batch statistics)."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.train()
+
+
 def restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
-    """Set every module's ``training`` flag back as ``modes`` holds it, after one
-    ``model.train()``: a module that caches in eval mode and drops its cache in its ``train()``
-    override (LeViT's attention biases, kept with the pass's graph) holds nothing of the pass
-    afterwards, and the next pass builds its own values and graph.
+    """Set every module's mode back as ``modes`` holds it, through the modules' own
+    ``train()``: first ``model.train()``, so that a module that caches in eval mode and drops
+    the cache there (LeViT's attention biases, kept with the pass's graph) holds nothing of the
+    pass, then ``train(False)`` on each module saved in eval mode (in order, parents first), so
+    that what its ``eval()`` sets up (a LoRA layer's merged weight and flag) is as before; then
+    every flag as saved (a module in train mode under one in eval mode included).
 
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
     >>> modes = [(module, module.training) for module in net.modules()]
@@ -119,6 +130,9 @@ def restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None
     """
     with torch.no_grad():
         model.train()
+        for module, training in modes:
+            if not training and module.training:
+                module.train(False)
     for module, training in modes:
         module.training = training
 

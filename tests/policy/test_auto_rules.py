@@ -175,6 +175,35 @@ def test_a_squared_relu_keeps_the_unit_scale_relus_gain_would_inflate(square: ob
         "sqrt(2) / sqrt(fan_in)"
 
 
+class _SquaredReluModule(nn.Module):
+    """A squared ReLU as one module (a user's own, found by its class name's hint)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
+class _NormThenSquaredRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.norm, self.down = nn.Linear(256, 512), nn.LayerNorm(512), nn.Linear(512, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.norm(self.up(x))).square())
+
+
+def test_a_squared_relu_module_or_after_a_norm_is_seen_as_one() -> None:
+    transformers = pytest.importorskip("transformers")
+    x = torch.randn(64, 256)
+    for act in (transformers.activations.ReLUSquaredActivation(), _SquaredReluModule()):
+        model = nn.Sequential(nn.Linear(256, 512), act, nn.Linear(512, 4))  # Nemotron's relu2
+        (rule,) = [rule for rule in auto_rules(model, x).rules if rule.layers == ("0",)]
+        assert rule.rule["weight"]["std"] == "0.9036 / sqrt(fan_in)"
+    # a norm between the layer and the activation: the layer sees no gain, the anatomy still
+    # reads the activation the norm feeds as a squared ReLU
+    site = auto_rules(_NormThenSquaredRelu(), x).anatomy.layers["up"]
+    assert site.followed_by == "relu_squared"
+
+
 def test_a_meta_model_is_refused_in_words() -> None:
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import lightning as L
+import pytest
 import torch
 from torch import nn
 
@@ -80,3 +82,57 @@ def test_a_cache_that_eval_mode_keeps_is_dropped_and_the_modes_restored() -> Non
     assert [module.training for module in model.modules()] == [True, False, True]
     report = check_init(model, torch.randn(8, 4))  # its look-ahead pass is a second pass
     assert report.layers
+
+
+class _MergingLora(nn.Module):
+    """A LoRA layer as loralib's: ``eval()`` merges the low-rank update into the weight and
+    ``train()`` takes it out again (float rounding included), with a flag saying which."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+        self.down = nn.Parameter(torch.randn(2, 8) * 0.3)
+        self.up = nn.Parameter(torch.randn(8, 2) * 0.3)
+        self.merged = False
+
+    def train(self, mode: bool = True) -> _MergingLora:
+        super().train(mode)
+        with torch.no_grad():
+            if mode and self.merged:
+                self.weight -= self.up @ self.down
+            elif not mode and not self.merged:
+                self.weight += self.up @ self.down
+        self.merged = not mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight if self.merged else self.weight + self.up @ self.down
+        return x @ weight.T
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_what_a_modules_train_or_eval_writes_is_restored_with_its_mode(training: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(_MergingLora(), nn.ReLU(), nn.Linear(8, 2)).train(training)
+    before = [param.detach().clone() for param in model.parameters()]
+    check_init(model, torch.randn(16, 8))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert model[0].merged is not training and model[0].training is training
+
+
+def test_the_sample_forward_keeps_a_submodule_frozen_in_eval_mode() -> None:
+    from lightning_init._lightning import SampleBatch, run_sample_forward
+
+    class Net(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+            self.head = nn.LazyLinear(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.backbone(x))
+
+    net = Net()
+    run_sample_forward(net, SampleBatch(torch.randn(3, 4), "example_input_array"))
+    assert net.training and not net.backbone.training and not net.backbone[1].training
+    assert tuple(net.head.weight.shape) == (2, 4)
