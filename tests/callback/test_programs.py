@@ -1,0 +1,50 @@
+"""InitCallback in Lightning programs a user writes beyond one plain ``fit``: a tuner's fit
+before the real one, ..."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.tuner import Tuner
+from torch import nn
+
+from lightning_init.callback import InitCallback
+from lightning_init.policy import InitPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
+from _models import Net
+from _models import quiet_trainer as _trainer
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key]) for key in sa)
+
+
+def test_lr_find_before_fit_keeps_the_policy_weights_without_a_loaded_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tuner.lr_find runs a fit that stops before on_fit_start and puts the weights of its
+    setup back (a checkpoint restore, a load): the real fit keeps them as the policy's."""
+    model = Net(lr=0.1)
+    untouched = copy.deepcopy(model)
+    callback = InitCallback("kaiming_relu", check=False, diagnostics=False)
+    trainer = _trainer(tmp_path, callbacks=[callback])
+    Tuner(trainer).lr_find(model, min_lr=1e-6, max_lr=1e-5, num_training=3, update_attr=False)
+    model.lr = 0.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="InitCallback")
+        with caplog.at_level("INFO", logger="lightning_init"):
+            trainer.fit(model)
+    expected = copy.deepcopy(untouched)
+    InitPolicy.from_preset("kaiming_relu").apply(expected, seed=callback.state_dict()["seed"])
+    assert _same_weights(model, expected)
+    state = callback.state_dict()
+    assert state["applied"] and state["policy_name"] == "kaiming_relu"
+    said = [r.getMessage() for r in caplog.records if "policy 'kaiming_relu' set" in r.getMessage()]
+    assert len(said) == 1, said
