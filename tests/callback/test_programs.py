@@ -48,3 +48,26 @@ def test_lr_find_before_fit_keeps_the_policy_weights_without_a_loaded_warning(
     assert state["applied"] and state["policy_name"] == "kaiming_relu"
     said = [r.getMessage() for r in caplog.records if "policy 'kaiming_relu' set" in r.getMessage()]
     assert len(said) == 1, said
+
+
+class _SkipsFirstBatch(Net):
+    """Skips batch 0 before calling the model (returns None): the auto policy's pass sees no
+    module run."""
+
+    def training_step(self, batch: object, batch_idx: int) -> torch.Tensor | None:
+        if batch_idx == 0:
+            return None
+        return super().training_step(batch, batch_idx)
+
+
+def test_auto_policy_that_sees_no_layer_run_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _SkipsFirstBatch()
+    untouched = copy.deepcopy(model)
+    callback = InitCallback("auto", check=False, diagnostics=False)
+    with caplog.at_level("INFO", logger="lightning_init"):
+        _trainer(tmp_path, callbacks=[callback]).fit(model)
+    assert _same_weights(model, untouched)  # nothing to build from: the weights are kept
+    said = [r.getMessage() for r in caplog.records if "found no module" in r.getMessage()]
+    assert len(said) == 1 and "example_input_array" in said[0], caplog.text
