@@ -77,11 +77,10 @@ class _Fit:
 @dataclass
 class _Left:
     """What a ``fit`` that stopped between ``setup`` and ``on_fit_start`` left: the weights'
-    local fingerprint, and the seed and reports of the policy applied in its ``setup``."""
+    local fingerprint, and that fit's setup (the modules it knew, the policy's reports)."""
 
     fingerprint: str
-    seed: int | None
-    reports: list[object]
+    fit: _Fit
 
 
 def _to_diagnostics(
@@ -241,9 +240,9 @@ class InitCallback(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._fit, left, self._left = _Fit(), self._left, None
-        if stage == "fit" and not self._record.applied and self._policy_left(left, pl_module):
-            self._fit.known_modules = list(pl_module.modules())
-        elif stage == "fit" and not self._record.applied:
+        # weights a tuner's fit left are taken up: not re-drawn (see _policy_left)
+        if (stage == "fit" and not self._record.applied
+                and not self._policy_left(left, pl_module)):
             # only_missing names what to initialize: the loaded weights are kept anyway
             overwrite = self._overwrite_loaded or self._only_missing is not False
             self._fit.keep_loaded = keeps_loaded_weights(
@@ -287,10 +286,11 @@ class InitCallback(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if (stage == "fit" and self._fit.known_modules is not None and self._fit.reports
-                and not self._record.applied):  # the policy was applied, on_fit_start not run
-            self._left = _Left(weights_fingerprint(pl_module), self._record.seed,
-                               self._fit.reports)
+        fit = self._fit
+        if (stage == "fit" and fit.known_modules is not None and not self._record.applied
+                and self._policy is not None and not fit.keep_loaded
+                and fit.lazy_deferred is None):  # setup initialized, on_fit_start did not run
+            self._left = _Left(weights_fingerprint(pl_module), fit)
         self._fit = _Fit()
         if self._diagnostics is not None:
             self._diagnostics.teardown(trainer, pl_module, stage)
@@ -298,11 +298,13 @@ class InitCallback(Callback):
     # --------------------------------------------------------------------------- helpers
 
     def _policy_left(self, left: _Left | None, pl_module: LightningModule) -> bool:
-        """Whether the weights are still those the policy got in a fit that stopped before
-        ``on_fit_start`` (a tuner's): then they are kept as this policy's, not re-drawn."""
+        """Whether the weights are still those a fit that stopped before ``on_fit_start`` (a
+        tuner's) left: then they are this policy's, not re-drawn, and that fit's setup is
+        taken up (its seed; the modules it knew, so that ``configure_model``'s get the
+        policy)."""
         if left is None or weights_fingerprint(pl_module) != left.fingerprint:
             return False
-        self._record.seed, self._fit.reports = left.seed, left.reports
+        self._fit = dataclasses.replace(left.fit, state_loaded=False)
         return True
 
     def _initialize(self, trainer: Trainer, pl_module: LightningModule) -> None:

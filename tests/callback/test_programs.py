@@ -17,7 +17,7 @@ from lightning_init.callback import InitCallback
 from lightning_init.policy import InitPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
-from _models import Net
+from _models import ConfiguredNet, Net
 from _models import quiet_trainer as _trainer
 
 
@@ -71,3 +71,21 @@ def test_auto_policy_that_sees_no_layer_run_says_so(
     assert _same_weights(model, untouched)  # nothing to build from: the weights are kept
     said = [r.getMessage() for r in caplog.records if "found no module" in r.getMessage()]
     assert len(said) == 1 and "example_input_array" in said[0], caplog.text
+
+
+def test_lr_find_before_fit_then_configure_model_modules_get_the_policy(tmp_path: Path) -> None:
+    """The tuner's fit builds the modules in configure_model and stops before on_fit_start:
+    the real fit initializes them (they are not 'loaded' by the tuner's restore)."""
+    model = ConfiguredNet(lr=0.1)
+    callback = InitCallback("kaiming_relu", check=False, diagnostics=False)
+    trainer = _trainer(tmp_path, callbacks=[callback])
+    Tuner(trainer).lr_find(model, min_lr=1e-6, max_lr=1e-5, num_training=3, update_attr=False)
+    model.lr = 0.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="InitCallback")
+        trainer.fit(model)
+    expected = ConfiguredNet()
+    expected.configure_model()
+    InitPolicy.from_preset("kaiming_relu").apply(expected, seed=callback.state_dict()["seed"])
+    assert _same_weights(model, expected)
+    assert callback.state_dict()["policy_name"] == "kaiming_relu"
