@@ -29,3 +29,27 @@ def test_a_multi_task_loss_still_flags_hot_logits() -> None:
         model.cls.weight.mul_(30)
     report = check_init(model, inputs, loss_fn=multitask_loss, target=target)
     assert [problem.kind for problem in report.problems] == ["loss"]
+
+
+def test_spectral_norm_weights_keep_their_own_scale() -> None:
+    # spectral_norm divides the stored weight's scale out: auto drew the head's at std 4.5e-6
+    # (head_gain over a measured input rms no draw can reach), the check then found gradients
+    # vanishing by 5.9e8x, and 100 AdamW steps ended at 4.5x the own init's loss.
+    case = _BY_NAME["sn-disc"]
+    model, inputs, target = make(case, 0)
+    own = {name: param.detach().clone() for name, param in model.named_parameters()
+           if name.endswith("original")}
+    InitPolicy.auto(model, inputs).apply(model)
+    for name, value in own.items():
+        assert torch.equal(model.get_parameter(name), value), name
+    assert check_init(model, inputs, loss_fn=case.loss_fn, target=target).ok
+
+
+def test_weight_norm_is_not_read_as_scale_free() -> None:
+    # weight_norm's magnitude g scales the weight: auto's draw reaches it (TCN: auto 0.0023
+    # against the own init's 0.042 after 100 steps).
+    model, inputs, _ = make(_BY_NAME["tcn"], 0)
+    conv = model.blocks[0].conv1
+    before = conv.weight.detach().clone()
+    InitPolicy.auto(model, inputs).apply(model)
+    assert not torch.allclose(conv.weight, before)
