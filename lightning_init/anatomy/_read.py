@@ -192,7 +192,11 @@ class Reader:
         module = self.modules.get(node.name) if node.kind == "module" else None
         weight = getattr(module, "weight", None)
         if module is None or weight is None or weight.dim() < 2:
-            return int(node.shape[-1]) if node.shape else 1
+            if not node.shape:
+                return 1
+            channels_first = node.kind == "op" and node.name.startswith("conv") \
+                and len(node.shape) > 2  # a functional convolution's (N, C, ...) output
+            return int(node.shape[1] if channels_first else node.shape[-1])
         layout, groups = layout_of(module, "weight")
         count = int(weight.shape[layout.out_dim])
         return count * groups if layout.grouped == "in" else count

@@ -462,3 +462,22 @@ def test_a_regression_head_behind_an_output_relu_starts_small() -> None:
     with torch.no_grad():
         before = model[:5](x)
     assert float(before.square().mean().sqrt()) < 0.3  # a small readout, not He's ~1.5
+
+
+class _FunctionalDepthHead(nn.Module):
+    """The same depth head with its last convolution functional (``F.conv2d`` on a bare
+    parameter): its one output channel is the output's dimension 1, not its width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU())
+        self.weight = nn.Parameter(torch.randn(1, 32, 1, 1) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(F.conv2d(self.body(x), self.weight))
+
+
+def test_a_functional_one_channel_head_behind_an_output_relu_is_the_head() -> None:
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    anatomy = anatomy_of(_FunctionalDepthHead(), x)
+    assert [head.outputs for head in anatomy.heads] == [1]
