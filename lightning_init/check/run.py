@@ -124,6 +124,7 @@ def check_init(
         raise CheckOptionError("check_init: target= was given without loss_fn=")
 
     losses = ClassificationLosses()
+    raised: list[str] = []  # why loss_fn could not run on a non-finite output
 
     def run() -> PassResult:
         with losses.recording():
@@ -136,7 +137,9 @@ def check_init(
             if own is not None and own.numel() == 1:  # transformers' output when given labels
                 return own, "model_output", output
             return None, "surrogate", output
-        loss = loss_fn(output) if target is None else loss_fn(output, target)
+        loss = _user_loss(loss_fn, output, target, raised)
+        if loss is None:
+            return None, "surrogate", output
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else ""
             raise CheckOptionError(
@@ -150,10 +153,37 @@ def check_init(
     report = check_pass(model, run, inputs, resolved, num_classes,
                         classes_from_loss if num_classes is None else None,
                         loss_term=lambda: losses.term)
-    report = dataclasses.replace(report, _subject=CheckSubject(model, inputs, {
+    notes = [*report.notes, *dict.fromkeys(raised)]
+    report = dataclasses.replace(report, notes=notes, _subject=CheckSubject(model, inputs, {
         "forward": forward, "loss_fn": loss_fn, "target": target,
         "num_classes": num_classes, "ignore": ignore, **thresholds}))
     return apply_ignore(report, patterns)
+
+
+def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any,
+               raised: list[str]) -> Any:
+    """``loss_fn``'s loss; ``None`` (the surrogate's gradients then) when it raises on an output
+    that holds NaN or Inf (``binary_cross_entropy`` refuses values outside [0, 1]): the
+    non-finite outputs are then the check's finding, not a crash; why, in ``raised``."""
+    try:
+        return loss_fn(output) if target is None else loss_fn(output, target)
+    except Exception as err:
+        tensors = _float_tensors(output)
+        if not tensors or all(bool(torch.isfinite(t).all()) for t in tensors):
+            raise
+        raised.append(f"loss_fn raised {type(err).__name__} ({str(err).splitlines()[0][:120]}) "
+                      f"on an output that holds NaN or Inf: gradients are those of a surrogate "
+                      f"loss of the output, and the initial loss is not tested")
+        return None
+
+
+def _float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in a nested output (mappings, tuples, lists)."""
+    if isinstance(value, torch.Tensor):
+        return [value.detach()] if value.is_floating_point() else []
+    items = value.values() if isinstance(value, Mapping) else value \
+        if isinstance(value, (tuple, list)) else ()
+    return [t for item in items for t in _float_tensors(item)]
 
 
 def check_pass(

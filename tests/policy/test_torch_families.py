@@ -3,6 +3,7 @@ issue 23: the zoo of ``tests/helpers/zoo_torch.py``."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from zoo_torch import CASES, make, multitask_loss
 
@@ -53,3 +54,31 @@ def test_weight_norm_is_not_read_as_scale_free() -> None:
     before = conv.weight.detach().clone()
     InitPolicy.auto(model, inputs).apply(model)
     assert not torch.allclose(conv.weight, before)
+
+
+def test_a_loss_that_refuses_a_non_finite_output_is_a_finding_not_a_crash() -> None:
+    # A VAE with N(0, 1) weights: exp(logvar / 2) overflows, the sigmoid output holds NaN and
+    # the user's F.binary_cross_entropy raises "all elements of input should be between 0 and
+    # 1" out of check_init (before: a raw traceback from inside the check).
+    case = _BY_NAME["vae"]
+    model, inputs, target = make(case, 0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 1)
+    report = check_init(model, inputs, loss_fn=case.loss_fn, target=target)
+    assert not report.ok
+    assert "nonfinite" in {problem.kind for problem in report.problems}
+    assert any("loss_fn raised RuntimeError" in note for note in report.notes)
+    suggestion = report.suggest_policy()
+    assert suggestion.offered and suggestion.recheck.ok
+
+
+def test_a_loss_that_raises_on_a_finite_output_still_raises() -> None:
+    model, inputs, _ = make(_BY_NAME["multitask"], 0)
+
+    def wrong(output: dict) -> torch.Tensor:
+        raise KeyError("no such output")
+
+    with pytest.raises(KeyError):
+        check_init(model, inputs, loss_fn=wrong)
