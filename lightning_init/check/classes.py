@@ -39,9 +39,9 @@ def _reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, found: list[int | None]) -> None:
+    def __init__(self, found: list[int | None], values: list[torch.Tensor]) -> None:
         super().__init__()
-        self.found = found
+        self.found, self.values = found, values
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None
                            ) -> Any:
@@ -51,6 +51,10 @@ class _Recorder(TorchFunctionMode):
             classes = int(logits.shape[1] if logits.dim() >= 2 else logits.shape[0]) \
                 if logits.dim() >= 1 else None
             self.found.append(classes if _reduction(tuple(args), kwargs) == "mean" else None)
+            result = func(*args, **kwargs)
+            if isinstance(result, torch.Tensor) and result.numel() == 1:
+                self.values.append(result.detach())
+            return result
         return func(*args, **kwargs)
 
 
@@ -71,12 +75,14 @@ class ClassificationLosses:
 
     def __init__(self) -> None:
         self._found: list[int | None] = []
+        self._values: list[torch.Tensor] = []
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
         """Record the calls made inside (the previous pass's are forgotten)."""
         self._found.clear()
-        with _Recorder(self._found):
+        self._values.clear()
+        with _Recorder(self._found, self._values):
             yield
 
     @property
@@ -88,3 +94,23 @@ class ClassificationLosses:
             return None
         (classes,) = found
         return classes if classes is not None and classes >= 2 else None
+
+    @property
+    def term(self) -> float | None:
+        """The value of the last pass's one classification loss (a mean over C classes), or
+        ``None`` when it computed none or several: what the initial-loss test compares with
+        ln(C) when the loss adds other terms to it (a multi-task loss: cross-entropy plus a
+        regression's mean-squared error).
+
+        Example:
+            >>> losses = ClassificationLosses()
+            >>> logits, labels = torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])
+            >>> value, zero = torch.ones(4), torch.zeros(4)
+            >>> with losses.recording():
+            ...     loss = F.cross_entropy(logits, labels) + F.mse_loss(value, zero)
+            >>> round(losses.term, 4), round(float(loss), 4)
+            (1.0986, 2.0986)
+        """
+        if self.classes is None or len(self._values) != 1:
+            return None
+        return float(self._values[0].float())

@@ -113,7 +113,8 @@ def check_lightning_module(pl_module: Any, batch: Any, options: CheckOptions) ->
         return losses.classes
 
     report = check_pass(pl_module, run, batch, options.thresholds, options.num_classes,
-                        None if options.num_classes is not None else classes_from_loss)
+                        None if options.num_classes is not None else classes_from_loss,
+                        loss_term=lambda: losses.term)
     return apply_ignore(report, options.ignore)
 
 

@@ -124,6 +124,7 @@ def check_init(
         raise CheckOptionError("check_init: target= was given without loss_fn=")
 
     losses = ClassificationLosses()
+    raised: list[str] = []  # why loss_fn could not run on a non-finite output
 
     def run() -> PassResult:
         with losses.recording():
@@ -136,7 +137,9 @@ def check_init(
             if own is not None and own.numel() == 1:  # transformers' output when given labels
                 return own, "model_output", output
             return None, "surrogate", output
-        loss = loss_fn(output) if target is None else loss_fn(output, target)
+        loss = _user_loss(loss_fn, output, target, raised)
+        if loss is None:
+            return None, "surrogate", output
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else ""
             raise CheckOptionError(
@@ -148,11 +151,39 @@ def check_init(
         return losses.classes
 
     report = check_pass(model, run, inputs, resolved, num_classes,
-                        classes_from_loss if num_classes is None else None)
-    report = dataclasses.replace(report, _subject=CheckSubject(model, inputs, {
+                        classes_from_loss if num_classes is None else None,
+                        loss_term=lambda: losses.term)
+    notes = [*report.notes, *dict.fromkeys(raised)]
+    report = dataclasses.replace(report, notes=notes, _subject=CheckSubject(model, inputs, {
         "forward": forward, "loss_fn": loss_fn, "target": target,
         "num_classes": num_classes, "ignore": ignore, **thresholds}))
     return apply_ignore(report, patterns)
+
+
+def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any,
+               raised: list[str]) -> Any:
+    """``loss_fn``'s loss; ``None`` (the surrogate's gradients then) when it raises on an output
+    that holds NaN or Inf (``binary_cross_entropy`` refuses values outside [0, 1]): the
+    non-finite outputs are then the check's finding, not a crash; why, in ``raised``."""
+    try:
+        return loss_fn(output) if target is None else loss_fn(output, target)
+    except Exception as err:
+        tensors = _float_tensors(output)
+        if not tensors or all(bool(torch.isfinite(t).all()) for t in tensors):
+            raise
+        raised.append(f"loss_fn raised {type(err).__name__} ({str(err).splitlines()[0][:120]}) "
+                      f"on an output that holds NaN or Inf: gradients are those of a surrogate "
+                      f"loss of the output, and the initial loss is not tested")
+        return None
+
+
+def _float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in a nested output (mappings, tuples, lists)."""
+    if isinstance(value, torch.Tensor):
+        return [value.detach()] if value.is_floating_point() else []
+    items = value.values() if isinstance(value, Mapping) else value \
+        if isinstance(value, (tuple, list)) else ()
+    return [t for item in items for t in _float_tensors(item)]
 
 
 def check_pass(
@@ -164,6 +195,7 @@ def check_pass(
     num_classes_from: _NumClassesFrom | None = None,
     look_ahead: bool = True,
     unread: frozenset[str] | None = None,
+    loss_term: Callable[[], float | None] | None = None,
 ) -> InitCheckReport:
     """Measure the pass ``run`` makes through ``model`` and judge it; when deliberate zero
     gates exist and findings they could explain were made, a second pass with the gates
@@ -182,6 +214,9 @@ def check_pass(
         unread: the parameters whose exact zero gradient no init changes, when known (the
             look-ahead pass is given its first pass's); else measured here (see
             :mod:`lightning_init.check.unread`).
+        loss_term: ``() -> value`` of the pass's one classification loss (see
+            :attr:`~lightning_init.check.classes.ClassificationLosses.term`): when the loss
+            adds other terms to it, the initial-loss test reads this term alone.
 
     Returns:
         The :class:`InitCheckReport`.
@@ -218,6 +253,7 @@ def check_pass(
         if num_classes is None and num_classes_from is not None:
             num_classes = num_classes_from(output, record.shapes)
         free = label_free_loss(output)
+        term = loss_term() if loss_term is not None else None
         numbers = _to_host(record, named, grads, inputs, loss, free)
         produced = record.producers(output)
     parameters = _parameter_records(model, named, grads, numbers)
@@ -227,7 +263,8 @@ def check_pass(
     batch_size = next((shape[0] for shape in record.shapes if len(shape) >= 1), None)
     surrogate = loss_source == "surrogate"
     use_loss_check = not surrogate and num_classes is not None
-    check_loss, check_classes = _loss_to_check(numbers, num_classes, free, use_loss_check, notes)
+    check_loss, check_classes = _loss_to_check(numbers, num_classes, free, use_loss_check, notes,
+                                               term)
     if unread is None:
         unread = _unread(model, run, named, parameters, notes)
     problems = verdicts(
@@ -256,7 +293,7 @@ def check_pass(
     if look_ahead and gates and any(p.kind in GATED_KINDS for p in problems):
         with stepped([(param, grad) for _, param, grad in gates]):
             ahead = check_pass(model, run, inputs, thresholds, num_classes, num_classes_from,
-                               look_ahead=False, unread=unread)
+                               look_ahead=False, unread=unread, loss_term=loss_term)
         report = settle(report, ahead, [name for name, _, _ in gates],
                         thresholds["min_input_dependence"], unread)
     return report
@@ -299,11 +336,17 @@ def _first_line(error: BaseException) -> str:
 
 def _loss_to_check(
     numbers: _HostNumbers, num_classes: int | None, free: tuple[torch.Tensor, int] | None,
-    use_loss_check: bool, notes: list[str],
+    use_loss_check: bool, notes: list[str], term: float | None = None,
 ) -> tuple[float | None, int | None]:
-    """The initial loss the verdicts judge and its C: the real loss against its labels, else
-    the logits' cross-entropy against uniformly drawn labels (C from their last dimension)."""
+    """The initial loss the verdicts judge and its C: the real loss against its labels (its
+    classification term ``term`` alone when the loss adds others to it), else the logits'
+    cross-entropy against uniformly drawn labels (C from their last dimension)."""
     if use_loss_check:
+        if term is not None and math.isfinite(term) \
+                and abs(term - numbers.loss) > 1e-4 * max(1.0, abs(numbers.loss)):
+            notes.append(f"initial-loss test on the cross-entropy term alone: {term:.4g} of a "
+                         f"loss of {numbers.loss:.4g} that adds other terms to it")
+            return term, num_classes
         return numbers.loss, num_classes
     if free is None:
         return None, None

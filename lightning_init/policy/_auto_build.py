@@ -38,6 +38,12 @@ _SCALE_FREE_SOURCE = (
     "Adam about lr / std a step; van Laarhoven 2017, arXiv:1706.05350; Hoffer et al. 2018, "
     "arXiv:1803.01814), a training choice the model's own init made: its values are kept, as "
     "every scale the forward pass does not constrain")
+_NORMALIZED_WEIGHT_SOURCE = (
+    "a parametrization of the weight divides its scale out (spectral normalization, Miyato et "
+    "al. 2018, arXiv:1802.05957: W / sigma(W)): no std drawn for the stored weight reaches the "
+    "forward pass, and it sets only the optimizer's step relative to the weight (under Adam "
+    "about lr / std a step; a small draw makes each step rotate the normalized weight): its "
+    "values are kept, as every scale the forward pass does not constrain")
 _INNER_SOURCE = ("; inside a branch that a norm feeds at unit scale, each layer keeps that "
                  "scale, and the layers closing the branch set its output's (stream_rms / "
                  "sqrt(n_branches)), so that the scale is set once, not compounded layer by "
@@ -53,6 +59,48 @@ def _normalized(anatomy: Anatomy, branch: Branch | None) -> bool:
         return True
     names = [name for names in branch.norms.values() for name in names]
     return any(anatomy.norms[name].kind == "token" for name in names if name in anatomy.norms)
+
+
+def normalized_weight(module: nn.Module) -> bool:
+    """Whether a parametrization of ``module.weight`` divides its scale out: scaling every
+    stored tensor behind it leaves the weight unchanged (``spectral_norm``; not ``weight_norm``,
+    whose magnitude ``g`` scales too). Probed with the parametrizations in eval mode (no power
+    iteration) and the stored values restored.
+
+    Example:
+        >>> from torch.nn.utils import parametrizations
+        >>> normalized_weight(parametrizations.spectral_norm(nn.Linear(4, 3)))
+        True
+        >>> normalized_weight(parametrizations.weight_norm(nn.Linear(4, 3)))
+        False
+        >>> normalized_weight(nn.Linear(4, 3))
+        False
+    """
+    parametrizations = getattr(module, "parametrizations", None)
+    if not isinstance(parametrizations, nn.ModuleDict) or "weight" not in parametrizations:
+        return False
+    chain = parametrizations["weight"]
+    stored = [tensor for _, tensor in chain.named_parameters()]
+    if not stored or any(tensor.is_meta or not tensor.is_floating_point() for tensor in stored):
+        return False
+    modes = [(part, part.training) for part in chain.modules()]
+    saved = [tensor.detach().clone() for tensor in stored]
+    try:
+        with torch.no_grad():
+            for part, _ in modes:
+                part.training = False
+            before = module.weight.detach().clone()
+            for tensor in stored:
+                tensor.mul_(2.0)
+            after = module.weight.detach()
+            return bool(torch.isfinite(before).all()) and float(before.abs().max()) > 0 \
+                and torch.allclose(before, after, rtol=1e-4, atol=0)
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(stored, saved, strict=True):
+                tensor.copy_(value)
+        for part, training in modes:
+            part.training = training
 
 
 @dataclass
@@ -75,6 +123,7 @@ class Builder:
     rule_type: Any = None  # AutoRule, set by the caller (avoids an import cycle)
     flagged: frozenset[str] = frozenset()  # layers a check flagged: their zeros are not kept
     rates: list[str] = field(default_factory=list)  # layers whose output becomes a rate
+    normalized: set[str] = field(default_factory=set)  # weights a parametrization normalizes
 
     def add(self, role: str, names: list[str], rule: dict[str, Any], source: str,
             evidence: str = "") -> None:
@@ -102,6 +151,12 @@ class Builder:
             "match": match, "optional": True, **rule}, source, evidence))
 
     def build(self) -> None:
+        modules = dict(self.model.named_modules())
+        self.normalized = {name for name in self.anatomy.layers
+                           if name in modules and normalized_weight(modules[name])}
+        self.add("weight normalized by a parametrization (spectral norm), its own scale kept",
+                 sorted(self.normalized), {"weight": "keep"}, _NORMALIZED_WEIGHT_SOURCE,
+                 "scaling its stored weight leaves the weight its forward pass uses unchanged")
         kept = self.kept_gates()
         self.heads(kept)
         self.weights(kept)
@@ -127,7 +182,8 @@ class Builder:
         heads = self.anatomy.heads
         if not heads:
             return
-        names = [name for name in self.anatomy.head_names() if f"{name}.weight" not in kept]
+        names = [name for name in self.anatomy.head_names()
+                 if f"{name}.weight" not in kept and name not in self.normalized]
         zero = [name for name in self.anatomy.head_names() if f"{name}.weight" in kept]
         self.add("output layer, zero (kept)", zero, {"weight": "zeros", "bias": "zeros"}, KEPT,
                  "an all-zero output layer on the loss's path")
@@ -215,7 +271,7 @@ class Builder:
         mixing: dict[int, list[str]] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for name, site in anatomy.layers.items():
-            if name in heads or f"{name}.weight" in kept:
+            if name in heads or f"{name}.weight" in kept or name in self.normalized:
                 continue
             branch = anatomy.branch_of(name)
             kind = site.followed_by or "linear"
