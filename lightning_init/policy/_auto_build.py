@@ -7,7 +7,6 @@ which layers make attention queries, which layers are the heads, which zeros are
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,20 +14,20 @@ import torch
 from torch import nn
 
 from lightning_init.anatomy import Anatomy, Branch, gain_of
+from lightning_init.policy._auto_heads import head_rules
 from lightning_init.policy._auto_structure import (
     HEAD_STD,
     KEPT,
+    NORMALIZED_WEIGHT_SOURCE,
     embedding_rules,
     norm_rules,
+    normalized_weight,
     position_rules,
     structure_rules,
 )
 
 __all__ = ["HEAD_STD", "Builder"]
 
-READOUT_GAIN = 0.5  # the std of a classifier's outputs where the head's weight is its own
-REGRESSION_GAIN = 0.1  # a regression output starts at a tenth of its target's scale
-LOSS_EXCESS = 0.1  # the initial loss may exceed ln(C) by this fraction
 _QUERY_SOURCE = ("; over attention_logit_rms, the attention logits' std measured (at least 1): "
                  "logits of unit variance, the argument for 1/sqrt(d_k) (Vaswani et al. 2017, "
                  "section 3.2.1), which T5 folds into its query init (Raffel et al. 2020)")
@@ -38,12 +37,6 @@ _SCALE_FREE_SOURCE = (
     "Adam about lr / std a step; van Laarhoven 2017, arXiv:1706.05350; Hoffer et al. 2018, "
     "arXiv:1803.01814), a training choice the model's own init made: its values are kept, as "
     "every scale the forward pass does not constrain")
-_NORMALIZED_WEIGHT_SOURCE = (
-    "a parametrization of the weight divides its scale out (spectral normalization, Miyato et "
-    "al. 2018, arXiv:1802.05957: W / sigma(W)): no std drawn for the stored weight reaches the "
-    "forward pass, and it sets only the optimizer's step relative to the weight (under Adam "
-    "about lr / std a step; a small draw makes each step rotate the normalized weight): its "
-    "values are kept, as every scale the forward pass does not constrain")
 _INNER_SOURCE = ("; inside a branch that a norm feeds at unit scale, each layer keeps that "
                  "scale, and the layers closing the branch set its output's (stream_rms / "
                  "sqrt(n_branches)), so that the scale is set once, not compounded layer by "
@@ -59,48 +52,6 @@ def _normalized(anatomy: Anatomy, branch: Branch | None) -> bool:
         return True
     names = [name for names in branch.norms.values() for name in names]
     return any(anatomy.norms[name].kind == "token" for name in names if name in anatomy.norms)
-
-
-def normalized_weight(module: nn.Module) -> bool:
-    """Whether a parametrization of ``module.weight`` divides its scale out: scaling every
-    stored tensor behind it leaves the weight unchanged (``spectral_norm``; not ``weight_norm``,
-    whose magnitude ``g`` scales too). Probed with the parametrizations in eval mode (no power
-    iteration) and the stored values restored.
-
-    Example:
-        >>> from torch.nn.utils import parametrizations
-        >>> normalized_weight(parametrizations.spectral_norm(nn.Linear(4, 3)))
-        True
-        >>> normalized_weight(parametrizations.weight_norm(nn.Linear(4, 3)))
-        False
-        >>> normalized_weight(nn.Linear(4, 3))
-        False
-    """
-    parametrizations = getattr(module, "parametrizations", None)
-    if not isinstance(parametrizations, nn.ModuleDict) or "weight" not in parametrizations:
-        return False
-    chain = parametrizations["weight"]
-    stored = [tensor for _, tensor in chain.named_parameters()]
-    if not stored or any(tensor.is_meta or not tensor.is_floating_point() for tensor in stored):
-        return False
-    modes = [(part, part.training) for part in chain.modules()]
-    saved = [tensor.detach().clone() for tensor in stored]
-    try:
-        with torch.no_grad():
-            for part, _ in modes:
-                part.training = False
-            before = module.weight.detach().clone()
-            for tensor in stored:
-                tensor.mul_(2.0)
-            after = module.weight.detach()
-            return bool(torch.isfinite(before).all()) and float(before.abs().max()) > 0 \
-                and torch.allclose(before, after, rtol=1e-4, atol=0)
-    finally:
-        with torch.no_grad():
-            for tensor, value in zip(stored, saved, strict=True):
-                tensor.copy_(value)
-        for part, training in modes:
-            part.training = training
 
 
 @dataclass
@@ -155,10 +106,10 @@ class Builder:
         self.normalized = {name for name in self.anatomy.layers
                            if name in modules and normalized_weight(modules[name])}
         self.add("weight normalized by a parametrization (spectral norm), its own scale kept",
-                 sorted(self.normalized), {"weight": "keep"}, _NORMALIZED_WEIGHT_SOURCE,
+                 sorted(self.normalized), {"weight": "keep"}, NORMALIZED_WEIGHT_SOURCE,
                  "scaling its stored weight leaves the weight its forward pass uses unchanged")
         kept = self.kept_gates()
-        self.heads(kept)
+        head_rules(self, kept)
         self.weights(kept)
         norm_rules(self, kept)
         embedding_rules(self)
@@ -176,90 +127,6 @@ class Builder:
                 if gate.param.rpartition(".")[0] not in self.flagged
                 and (gate.kind == "head" or (gate.kind in ("norm", "weight")
                                              and gate.param.rpartition(".")[0] in closers))}
-
-    # ------------------------------------------------------------------ heads
-    def heads(self, kept: set[str]) -> None:
-        heads = self.anatomy.heads
-        if not heads:
-            return
-        names = [name for name in self.anatomy.head_names()
-                 if f"{name}.weight" not in kept and name not in self.normalized]
-        zero = [name for name in self.anatomy.head_names() if f"{name}.weight" in kept]
-        self.add("output layer, zero (kept)", zero, {"weight": "zeros", "bias": "zeros"}, KEPT,
-                 "an all-zero output layer on the loss's path")
-        if not names:
-            return
-        self.head = names[0]
-        self.tied = any(head.tied for head in heads if head.name in names)
-        outputs = max(head.outputs for head in heads)
-        regression = self.anatomy.regression and self.prior is None and not self.num_classes
-        if regression:
-            self.regression_head(names)
-            return
-        classes = self.num_classes or outputs
-        self.classifier = classes > 1
-        self.variables["head_gain"] = float(f"{self.head_gain(classes):.4g}")
-        self.variables["head_input_rms"] = 1.0  # measured
-        bias: Any = "zeros"
-        source = ("bias 0 is the uniform class prior (-ln(C) on every logit is the same under "
-                  "softmax)")
-        if self.prior is not None:
-            logit = math.log(self.prior / (1 - self.prior))
-            bias = {"init": "constant", "val": float(f"{logit:.6g}")}
-            source = (f"bias ln(p / (1 - p)) for the prior p = {self.prior}: sigmoid outputs "
-                      "start at the prior (Lin et al. 2017, Focal Loss, section 4.1)")
-        role = "output layer (classifier head)" if self.num_classes else "output layer"
-        self.add(role, names, {"weight": {"init": "normal", "std": HEAD_STD}, "bias": bias},
-                 self._head_source(classes) + source, self._head_evidence(names))
-
-    def head_gain(self, classes: int) -> float:
-        """The std of a classifier's outputs: ``READOUT_GAIN`` where the head's weight is its
-        own (a small readout, as muP's); where it is a tied embedding's, the larger
-        ``sqrt(2 LOSS_EXCESS ln C)`` that the initial-loss promise allows, at least that. One
-        gain serves every head: an untied head beside a tied one (a pretraining model's
-        next-sentence head) gets the tied one's, which the measured initial loss then lowers
-        where the logits overshoot."""
-        if not self.tied:
-            return READOUT_GAIN
-        return max(READOUT_GAIN, math.sqrt(2 * LOSS_EXCESS * math.log(max(classes, 1))))
-
-    def _head_source(self, classes: int) -> str:
-        measured = ("with head_input_rms measured on the sample batch, then the initial loss "
-                    "measured with ties in place and head_gain lowered until it is within 10% "
-                    "of ln(C) (Karpathy 2019, 'A Recipe for Training Neural Networks'); ")
-        if not self.tied:
-            return ("outputs of std head_gain = 0.5, a small readout: the logits start near "
-                    "the uniform prior and the first steps learn features rather than undo "
-                    "the head's random preferences (muP's readout, Yang et al. 2022, Tensor "
-                    "Programs V, arXiv:2203.03466, starts it small or at zero), " + measured)
-        return (f"outputs of std head_gain = max(0.5, sqrt(0.2 ln C)), C = {classes}: the "
-                "tied embedding shares this weight, and a readout as small as an untied "
-                "head's would start the token embeddings, which the stream is made of, at "
-                "that small scale; the most that keeps the initial loss within 10% of ln(C) "
-                "(an excess of about head_gain^2 / 2), " + measured)
-
-    def regression_head(self, names: list[str]) -> None:
-        target = self.anatomy.target_rms or 1.0
-        gain = REGRESSION_GAIN * target
-        self.variables["head_gain"] = float(f"{gain:.4g}")
-        self.variables["head_input_rms"] = 1.0
-        seen = f"{self.anatomy.loss_op} against a target of rms {target:.3g}" \
-            if self.anatomy.loss_op else "one output and no class loss"
-        self.add("output layer (regression)", names,
-                 {"weight": {"init": "normal", "std": HEAD_STD}, "bias": "zeros"},
-                 "outputs of std head_gain = 0.1 x the target's rms: a regression starts near "
-                 "the mean, small next to the target, and its first steps fit the target's "
-                 "scale rather than undo the init's noise",
-                 f"{seen}; " + self._head_evidence(names))
-
-    def _head_evidence(self, names: list[str]) -> str:
-        heads = [head for head in self.anatomy.heads if head.name in names]
-        parts = []
-        for head in heads:
-            after = f" through {', '.join(dict.fromkeys(head.ops_after))}" if head.ops_after \
-                else ""
-            parts.append(f"`{head.name}` is the last weight layer before `{head.output}`{after}")
-        return "; ".join(parts)
 
     # ------------------------------------------------------------------ weight layers
     def weights(self, kept: set[str]) -> None:

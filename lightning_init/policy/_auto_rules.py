@@ -19,7 +19,8 @@ from torch import nn
 
 from lightning_init._yaml import load_yaml
 from lightning_init.anatomy import Anatomy, anatomy_of
-from lightning_init.policy._auto_build import LOSS_EXCESS, Builder
+from lightning_init.policy._auto_build import Builder
+from lightning_init.policy._auto_heads import LOSS_EXCESS
 from lightning_init.policy._calibrate import (
     Trial,
     label_free_loss,

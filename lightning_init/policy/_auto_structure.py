@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from lightning_init.anatomy import kind_of
@@ -13,8 +14,8 @@ from lightning_init.anatomy import kind_of
 if TYPE_CHECKING:
     from lightning_init.policy._auto_build import Builder
 
-__all__ = ["HEAD_STD", "KEPT", "embedding_rules", "norm_rules", "position_rules",
-           "structure_rules"]
+__all__ = ["HEAD_STD", "KEPT", "NORMALIZED_WEIGHT_SOURCE", "embedding_rules", "norm_rules",
+           "normalized_weight", "position_rules", "structure_rules"]
 
 HEAD_STD = "head_gain / (sqrt(fan_in) * head_input_rms)"
 KEPT = ("a deliberate zero-init, kept: zeros on a path to the loss receive a gradient and "
@@ -125,3 +126,53 @@ def structure_rules(self: Builder) -> None:
         "in_proj_weight": "xavier_uniform", "in_proj_bias": "zeros"},
         "torch.nn.MultiheadAttention._reset_parameters: Xavier uniform (Glorot & Bengio "
         "2010)")
+
+
+NORMALIZED_WEIGHT_SOURCE = (
+    "a parametrization of the weight divides its scale out (spectral normalization, Miyato et "
+    "al. 2018, arXiv:1802.05957: W / sigma(W)): no std drawn for the stored weight reaches the "
+    "forward pass, and it sets only the optimizer's step relative to the weight (under Adam "
+    "about lr / std a step; a small draw makes each step rotate the normalized weight): its "
+    "values are kept, as every scale the forward pass does not constrain")
+
+
+def normalized_weight(module: nn.Module) -> bool:
+    """Whether a parametrization of ``module.weight`` divides its scale out: scaling every
+    stored tensor behind it leaves the weight unchanged (``spectral_norm``; not ``weight_norm``,
+    whose magnitude ``g`` scales too). Probed with the parametrizations in eval mode (no power
+    iteration) and the stored values restored.
+
+    Example:
+        >>> from torch.nn.utils import parametrizations
+        >>> normalized_weight(parametrizations.spectral_norm(nn.Linear(4, 3)))
+        True
+        >>> normalized_weight(parametrizations.weight_norm(nn.Linear(4, 3)))
+        False
+        >>> normalized_weight(nn.Linear(4, 3))
+        False
+    """
+    parametrizations = getattr(module, "parametrizations", None)
+    if not isinstance(parametrizations, nn.ModuleDict) or "weight" not in parametrizations:
+        return False
+    chain = parametrizations["weight"]
+    stored = [tensor for _, tensor in chain.named_parameters()]
+    if not stored or any(tensor.is_meta or not tensor.is_floating_point() for tensor in stored):
+        return False
+    modes = [(part, part.training) for part in chain.modules()]
+    saved = [tensor.detach().clone() for tensor in stored]
+    try:
+        with torch.no_grad():
+            for part, _ in modes:
+                part.training = False
+            before = module.weight.detach().clone()
+            for tensor in stored:
+                tensor.mul_(2.0)
+            after = module.weight.detach()
+            return bool(torch.isfinite(before).all()) and float(before.abs().max()) > 0 \
+                and torch.allclose(before, after, rtol=1e-4, atol=0)
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(stored, saved, strict=True):
+                tensor.copy_(value)
+        for part, training in modes:
+            part.training = training
