@@ -82,3 +82,33 @@ def test_a_loss_that_raises_on_a_finite_output_still_raises() -> None:
 
     with pytest.raises(KeyError):
         check_init(model, inputs, loss_fn=wrong)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_auto_passes_the_check_on_every_hand_written_model(case: object) -> None:
+    model, inputs, target = make(case, 0)
+    InitPolicy.auto(model, inputs).apply(model)
+    report = check_init(model, inputs, loss_fn=case.loss_fn, target=target,
+                        num_classes=case.num_classes)
+    assert report.ok, [problem.message for problem in report.problems]
+
+
+# N(0, 1) everywhere is no breakage where a norm or spectral normalization divides the scale
+# out, or where the model trains as well with it (the LSTM: 0.029 against its own 0.034)
+_NOT_BROKEN_BY_UNIT_WEIGHTS = {"unet", "dcgan-g", "sn-disc", "lstm"}
+
+
+@pytest.mark.parametrize("case", [case for case in CASES
+                                  if case.name not in _NOT_BROKEN_BY_UNIT_WEIGHTS], ids=str)
+def test_unit_weights_are_flagged_and_the_suggestion_rechecks_ok(case: object) -> None:
+    model, inputs, target = make(case, 0)
+    with torch.no_grad():  # every matrix and kernel, recurrent ones included
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 1.0)
+    report = check_init(model, inputs, loss_fn=case.loss_fn, target=target,
+                        num_classes=case.num_classes)
+    assert not report.ok
+    suggestion = report.suggest_policy()
+    assert suggestion.offered and suggestion.recheck is not None and suggestion.recheck.ok, \
+        suggestion
