@@ -195,6 +195,12 @@ def _worker(rank: int, out_dir: str, port: int) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: a gloo thread still joinable when C++ statics
+    # are destroyed aborts the process ("terminate called without an active exception",
+    # SIGABRT) after its results are written, now and then; mp.spawn reads only the exit code.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
