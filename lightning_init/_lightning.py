@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lightning_init.runtime.no_trace import restore_modes
+from lightning_init.runtime.no_trace import modes_kept
 
 __all__ = [
     "SampleBatch",
@@ -239,19 +239,16 @@ def run_sample_forward(pl_module: Any, sample: SampleBatch) -> None:
     """
     from lightning.pytorch.utilities.seed import isolate_rng
 
-    modes = [(module, module.training) for module in pl_module.modules()]
-    pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
-    try:
-        with torch.no_grad(), isolate_rng():
-            if sample.source == "example_input_array":
-                call_model(pl_module, sample.batch)
-            elif is_manual_optimization(pl_module):
-                call_model(pl_module, forward_input(pl_module, sample.batch, "InitCallback"))
-            else:
-                with muted_logging(pl_module):
-                    pl_module.training_step(sample.batch, 0)
-    finally:
-        restore_modes(pl_module, modes)  # a submodule frozen in eval mode stays so
+    # modes kept module by module: a submodule frozen in eval mode stays so
+    with modes_kept(pl_module), torch.no_grad(), isolate_rng():
+        pl_module.eval()  # no batch-norm statistics updated, no dropout drawn
+        if sample.source == "example_input_array":
+            call_model(pl_module, sample.batch)
+        elif is_manual_optimization(pl_module):
+            call_model(pl_module, forward_input(pl_module, sample.batch, "InitCallback"))
+        else:
+            with muted_logging(pl_module):
+                pl_module.training_step(sample.batch, 0)
 
 
 # ------------------------------------------------------------------------ calling the module

@@ -138,18 +138,15 @@ def _takes(model, sample, option: str) -> None:
     import torch
 
     from lightning_init._lightning import call_model
-    from lightning_init.runtime.no_trace import restore_modes
+    from lightning_init.runtime.no_trace import modes_kept
 
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
+        with modes_kept(model), torch.no_grad():
             model.eval()
             call_model(model, sample)
     except Exception as err:  # the model cannot take the batch, or its forward failed
         raise OptionError(f"{option}: the model's forward on this batch raised "
                           f"{_raised(err)}") from None
-    finally:
-        restore_modes(model, modes)
 
 
 def _doctor(args: argparse.Namespace) -> int:

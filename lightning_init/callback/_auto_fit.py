@@ -93,6 +93,15 @@ class AutoPolicy:
         self._policy = self.rules.policy()
         _log.info("InitCallback: policy 'auto' built from %s (%d rules)", sample.source,
                   len(self.rules.rules))
+        if not self.rules.rules and any(True for _ in pl_module.parameters()):
+            how = ("the forward of example_input_array" if forward is None
+                   else "training_step on the first training batch")
+            _log.warning(
+                "InitCallback: policy 'auto' found no module to initialize in %s: %s ran none"
+                " of its weight layers (a training_step that returns before calling the model?)."
+                " The weights keep their constructors' init; set `self.example_input_array` to"
+                " build the policy from the forward instead.", type(pl_module).__name__, how,
+            )
         return self.rules
 
     def apply(self, model: nn.Module, **kwargs: Any) -> Any:

@@ -41,6 +41,7 @@ from lightning_init.callback._sharded_init import defer_to_materialization
 from lightning_init.check import CheckOptions, InitCheckReport
 from lightning_init.check.metrics import check_metrics
 from lightning_init.diagnostics import DiagnosticsOptions, TrainingDiagnostics
+from lightning_init.fingerprint import weights_fingerprint
 from lightning_init.policy import InitPolicy
 from lightning_init.runtime.distributed import full_fingerprint
 
@@ -71,6 +72,15 @@ class _Fit:
     loaded: set[str] = field(default_factory=set)  # tensors loaded into parts: kept, not written
     state_loaded: bool = False  # load_state_dict ran: the fit resumes an initialized run
     reports: list[object] = field(default_factory=list)  # what the policy did, for the loggers
+
+
+@dataclass
+class _Left:
+    """What a ``fit`` that stopped between ``setup`` and ``on_fit_start`` left: the weights'
+    local fingerprint, and that fit's setup (the modules it knew, the policy's reports)."""
+
+    fingerprint: str
+    fit: _Fit
 
 
 def _to_diagnostics(
@@ -171,6 +181,9 @@ class InitCallback(Callback):
         self._diagnostics = diagnostics_for(diagnostics)
         self._record = _Record()
         self._fit = _Fit()
+        # a tuner's fit (Tuner.lr_find, scale_batch_size) ends before on_fit_start and puts
+        # the weights of its setup back: the next fit knows them as this policy's
+        self._left: _Left | None = None
         self._check_report: InitCheckReport | None = None
 
     @property
@@ -193,7 +206,8 @@ class InitCallback(Callback):
         return f"{type(self).__name__}({listing})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fit": _Fit()}  # per fit: never pickled with the modules
+        # per fit: never pickled with the modules
+        return {**self.__dict__, "_fit": _Fit(), "_left": None}
 
     # ----------------------------------------------------------------------------- state
 
@@ -225,8 +239,10 @@ class InitCallback(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._fit = _Fit()
-        if stage == "fit" and not self._record.applied:
+        self._fit, left, self._left = _Fit(), self._left, None
+        # weights a tuner's fit left are taken up: not re-drawn (see _policy_left)
+        if (stage == "fit" and not self._record.applied
+                and not self._policy_left(left, pl_module)):
             # only_missing names what to initialize: the loaded weights are kept anyway
             overwrite = self._overwrite_loaded or self._only_missing is not False
             self._fit.keep_loaded = keeps_loaded_weights(
@@ -270,11 +286,26 @@ class InitCallback(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        fit = self._fit
+        if (stage == "fit" and fit.known_modules is not None and not self._record.applied
+                and self._policy is not None and not fit.keep_loaded
+                and fit.lazy_deferred is None):  # setup initialized, on_fit_start did not run
+            self._left = _Left(weights_fingerprint(pl_module), fit)
         self._fit = _Fit()
         if self._diagnostics is not None:
             self._diagnostics.teardown(trainer, pl_module, stage)
 
     # --------------------------------------------------------------------------- helpers
+
+    def _policy_left(self, left: _Left | None, pl_module: LightningModule) -> bool:
+        """Whether the weights are still those a fit that stopped before ``on_fit_start`` (a
+        tuner's) left: then they are this policy's, not re-drawn, and that fit's setup is
+        taken up (its seed; the modules it knew, so that ``configure_model``'s get the
+        policy)."""
+        if left is None or weights_fingerprint(pl_module) != left.fingerprint:
+            return False
+        self._fit = dataclasses.replace(left.fit, state_loaded=False)
+        return True
 
     def _initialize(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Materialize lazy modules, then apply the policy to what exists in ``setup``."""

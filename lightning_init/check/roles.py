@@ -120,6 +120,14 @@ def _normalized(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.
         and starved_norm(index, layers, modules) is None
 
 
+def norm_eps(norm: nn.Module) -> float | None:
+    """A norm's eps as torch's norms (``eps``) and transformers' RMSNorms
+    (``variance_epsilon``) hold it, when it is a float; else ``None`` (``nn.RMSNorm``'s
+    default ``eps=None``)."""
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    return eps if isinstance(eps, float) else None
+
+
 def starved_norm(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn.Module]
                  ) -> int | None:
     """The norm that layer ``index`` feeds as is, where the variance it receives is below the
@@ -129,10 +137,9 @@ def starved_norm(index: int, layers: Sequence[LayerRecord], modules: Sequence[nn
     following = follower(index, layers, modules)
     if following is None or not is_norm(modules[following]):
         return None
-    norm = modules[following]
-    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    eps = norm_eps(modules[following])
     std = layers[index].output_std
-    starved = isinstance(eps, float) and math.isfinite(std) and std * std < eps
+    starved = eps is not None and math.isfinite(std) and std * std < eps
     return following if starved else None
 
 

@@ -168,22 +168,13 @@ def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any,
     try:
         return loss_fn(output) if target is None else loss_fn(output, target)
     except Exception as err:
-        tensors = _float_tensors(output)
+        tensors = [t.detach() for t in tensors_in(output) if t.is_floating_point()]
         if not tensors or all(bool(torch.isfinite(t).all()) for t in tensors):
             raise
         raised.append(f"loss_fn raised {type(err).__name__} ({str(err).splitlines()[0][:120]}) "
                       f"on an output that holds NaN or Inf: gradients are those of a surrogate "
                       f"loss of the output, and the initial loss is not tested")
         return None
-
-
-def _float_tensors(value: Any) -> list[torch.Tensor]:
-    """The floating-point tensors in a nested output (mappings, tuples, lists)."""
-    if isinstance(value, torch.Tensor):
-        return [value.detach()] if value.is_floating_point() else []
-    items = value.values() if isinstance(value, Mapping) else value \
-        if isinstance(value, (tuple, list)) else ()
-    return [t for item in items for t in _float_tensors(item)]
 
 
 def check_pass(

@@ -68,6 +68,7 @@ from lightning_init.check.roles import (
     advice,
     gains,
     init_for_activation,
+    norm_eps,
     starved_norm,
     tied_embedding,
     zero_weight,
@@ -202,8 +203,7 @@ def _starved_fix(series: Sequence[LayerRecord], layers: Sequence[LayerRecord],
                if (index := starved_norm(layer.index, layers, modules)) is not None]
     if 2 * len(starved) < len(series):
         return None
-    norm = modules[starved[0]]
-    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", 0.0))
+    eps = norm_eps(modules[starved[0]])
     return (f"the norms these layers feed ({_name(layers[starved[0]])} and "
             f"{len(starved) - 1} more) receive a variance below their eps ({eps:g}), so they "
             "divide by about sqrt(eps) instead of removing the scale, and their weights set "

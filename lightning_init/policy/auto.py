@@ -30,8 +30,9 @@ each part the init its role calls for (:mod:`lightning_init.policy._auto_build`)
   std is also the tokens', gets ``max(0.5, sqrt(0.2 ln C))``, the most an initial loss within
   10% of ln(C) allows; the initial loss is then measured with ties in place (a tied
   embedding puts each token's own embedding into the stream) and ``head_gain`` lowered until
-  it is within about 10% of ln(C). A regression output starts at a tenth of its target's rms. With
-  ``prior=p`` the head's bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal Loss);
+  it is within about 10% of ln(C). A regression output starts at a tenth of its target's
+  rms. With ``prior=p`` the head's bias is ``ln(p / (1 - p))`` (Lin et al. 2017, Focal
+  Loss);
 - norms start at identity by their probed formula: weight 1 for ``w * x_hat``, 0 for Gemma's
   ``(1 + w) * x_hat``;
 - deliberate zero-inits (a ``zero_init_last`` BatchNorm, a zero head, a zero branch closer:

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lightning_init._log import LOGGER
 from lightning_init._text import listing
 
-__all__ = ["no_side_effects", "restore_modes", "values_kept"]
+__all__ = ["modes_kept", "no_side_effects", "values_kept"]
 
 
 @contextlib.contextmanager
@@ -72,13 +72,12 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
     changed unseen (its version counter moved, no copy was taken) is named in a warning line.
     A parameter given other data (``param.data = ...``, which no operator and no version
     counter sees) is found by its storage, shape and dtype on exit and given its own back.
-    ``model.train()`` runs before the flags are set back, so that a module's own ``train``
-    drops what it cached in eval mode.
+    The modes are set back through the modules' own ``train()``/``eval()``
+    (:func:`modes_kept`).
     Lazy parameters not yet materialized are left out (the pass materializes them, as the
     first training step would). A ``torch.compile``'d module runs eagerly inside (the same
     numbers; training compiles it as it would without the pass).
     """
-    modes = [(module, module.training) for module in model.modules()]
     watch = _CopyOnWrite(model)
     buffers = [buffer for buffer in model.buffers()
                if buffer is not None and not buffer.is_meta and not is_lazy(buffer)]
@@ -92,12 +91,9 @@ def no_side_effects(model: nn.Module) -> Iterator[None]:
         # are set and set back inside the copy's mode: what a module's ``train()`` or
         # ``eval()`` writes (a LoRA layer merging its update) is copied first and restored.
         with torch.random.fork_rng(devices=devices), values_kept(buffers), \
-                torch.enable_grad(), _eager(), watch:
-            try:
-                _check_modes(model)
-                yield
-            finally:
-                restore_modes(model, modes)
+                torch.enable_grad(), _eager(), watch, modes_kept(model):
+            _check_modes(model)
+            yield
     finally:
         watch.restore()
         random.setstate(python_state)
@@ -113,21 +109,29 @@ def _check_modes(model: nn.Module) -> None:
             module.train()
 
 
-def restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
-    """Set every module's mode back as ``modes`` holds it, through the modules' own
+@contextlib.contextmanager
+def modes_kept(model: nn.Module) -> Iterator[None]:
+    """Every module's train/eval mode on exit as on entry, set back through the modules' own
     ``train()``: first ``model.train()``, so that a module that caches in eval mode and drops
     the cache there (LeViT's attention biases, kept with the pass's graph) holds nothing of the
-    pass, then ``train(False)`` on each module saved in eval mode (in order, parents first), so
-    that what its ``eval()`` sets up (a LoRA layer's merged weight and flag) is as before; then
-    every flag as saved (a module in train mode under one in eval mode included).
+    pass, then ``train(False)`` on each module that was in eval mode (in order, parents first),
+    so that what its ``eval()`` sets up (a LoRA layer's merged weight and flag) is as before;
+    then every flag as it was (a module in train mode under one in eval mode included).
 
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
-    >>> modes = [(module, module.training) for module in net.modules()]
-    >>> _ = net[1].eval()
-    >>> restore_modes(net, modes)
+    >>> with modes_kept(net):
+    ...     _ = net.eval()
     >>> net[1].training
     True
     """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        _restore_modes(model, modes)
+
+
+def _restore_modes(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
     with torch.no_grad():
         model.train()
         for module, training in modes:
