@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.tuner import Tuner
@@ -26,6 +27,23 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key]) for key in sa)
 
 
+def _after_lr_find(tmp_path: Path, model: Net) -> tuple[L.Trainer, InitCallback]:
+    """A Trainer with a kaiming_relu InitCallback that has run ``Tuner.lr_find`` on
+    ``model`` (a fit that stops before ``on_fit_start``); the model's lr then set to 0."""
+    callback = InitCallback("kaiming_relu", check=False, diagnostics=False)
+    trainer = _trainer(tmp_path, callbacks=[callback])
+    Tuner(trainer).lr_find(model, min_lr=1e-6, max_lr=1e-5, num_training=3, update_attr=False)
+    model.lr = 0.0
+    return trainer, callback
+
+
+def _fit_without_warnings(trainer: L.Trainer, model: Net) -> None:
+    """``trainer.fit(model)`` with any InitCallback warning raised as an error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="InitCallback")
+        trainer.fit(model)
+
+
 def test_lr_find_before_fit_keeps_the_policy_weights_without_a_loaded_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -33,14 +51,9 @@ def test_lr_find_before_fit_keeps_the_policy_weights_without_a_loaded_warning(
     setup back (a checkpoint restore, a load): the real fit keeps them as the policy's."""
     model = Net(lr=0.1)
     untouched = copy.deepcopy(model)
-    callback = InitCallback("kaiming_relu", check=False, diagnostics=False)
-    trainer = _trainer(tmp_path, callbacks=[callback])
-    Tuner(trainer).lr_find(model, min_lr=1e-6, max_lr=1e-5, num_training=3, update_attr=False)
-    model.lr = 0.0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="InitCallback")
-        with caplog.at_level("INFO", logger="lightning_init"):
-            trainer.fit(model)
+    trainer, callback = _after_lr_find(tmp_path, model)
+    with caplog.at_level("INFO", logger="lightning_init"):
+        _fit_without_warnings(trainer, model)
     expected = copy.deepcopy(untouched)
     InitPolicy.from_preset("kaiming_relu").apply(expected, seed=callback.state_dict()["seed"])
     assert _same_weights(model, expected)
@@ -77,13 +90,8 @@ def test_lr_find_before_fit_then_configure_model_modules_get_the_policy(tmp_path
     """The tuner's fit builds the modules in configure_model and stops before on_fit_start:
     the real fit initializes them (they are not 'loaded' by the tuner's restore)."""
     model = ConfiguredNet(lr=0.1)
-    callback = InitCallback("kaiming_relu", check=False, diagnostics=False)
-    trainer = _trainer(tmp_path, callbacks=[callback])
-    Tuner(trainer).lr_find(model, min_lr=1e-6, max_lr=1e-5, num_training=3, update_attr=False)
-    model.lr = 0.0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="InitCallback")
-        trainer.fit(model)
+    trainer, callback = _after_lr_find(tmp_path, model)
+    _fit_without_warnings(trainer, model)
     expected = ConfiguredNet()
     expected.configure_model()
     InitPolicy.from_preset("kaiming_relu").apply(expected, seed=callback.state_dict()["seed"])
